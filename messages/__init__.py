@@ -42,6 +42,7 @@ from messages.orders import (
     VenuePosition,
     VenuePositions,
 )
+from messages.portfolio import PortfolioSnapshot, PositionState, Reconciliation
 
 __all__ = [
     "DONE_STATES",
@@ -73,8 +74,11 @@ __all__ = [
     "OrderRejected",
     "OrderStatus",
     "OrderType",
+    "PortfolioSnapshot",
+    "PositionState",
     "Quote",
     "QuoteBatch",
+    "Reconciliation",
     "RejectReason",
     "RequestPositions",
     "SafetyEvent",

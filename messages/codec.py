@@ -11,7 +11,7 @@ from typing import Any, TypeVar, Union
 
 import msgspec
 
-from messages import control, market, orders
+from messages import control, market, orders, portfolio
 from messages._base import Message
 
 T = TypeVar("T")
@@ -23,7 +23,7 @@ class MessageError(ValueError):
 
 def _message_types() -> tuple[type[Message], ...]:
     found: list[type[Message]] = []
-    for module in (market, orders, control):
+    for module in (market, orders, control, portfolio):
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, Message) and value is not Message:
                 found.append(value)

@@ -61,6 +61,8 @@ class SupervisedActor(pykka.ThreadingActor):
         self._exit_notified = False
         self._torn_down = False
         self._handler_table: dict[type, Handler] | None = None
+        self.unhandled = 0
+        """Messages received that no handler wanted."""
 
     @property
     def name(self) -> str:
@@ -122,9 +124,8 @@ class SupervisedActor(pykka.ThreadingActor):
                 Pong(name=self.name, generation=self.context.generation, seq=message.seq)
             )
             return None
-        logger.bind(channel="main", actor=self.name, message_type=type(message).__name__).warning(
-            "unhandled message"
-        )
+        # Bus topics carry more kinds than each subscriber wants: the rest are dropped.
+        self.unhandled += 1
         return None
 
     # ---- notices --------------------------------------------------------------------

@@ -1,0 +1,132 @@
+"""The paper connector: the in-process front of the simulated venue.
+
+The venue's engine is named after the connector, so its events already carry the
+connector's name as their venue.
+
+Quotes arrive once per engine step as one ``QuoteBatch``; order events arrive from the
+engine's listener. Both are handed to the actor with ``inbound``, as a network connector's
+reader thread would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from pathlib import Path
+
+import msgspec
+
+from actors.connectors.base import Connector, ConnectorConfig
+from actors.errors import ConnectorError
+from messages import (
+    CancelAllDone,
+    CancelOrder,
+    OrderEvent,
+    Quote,
+    QuoteBatch,
+    SubmitOrder,
+    VenuePosition,
+    VenuePositions,
+    now_ns,
+)
+from venues.engine import EngineConfig, VenueEngine
+from venues.paper import PaperVenue, paper_venue
+
+
+class PaperConfig(ConnectorConfig, frozen=True, kw_only=True):
+    """The paper venue: an engine in this process."""
+
+    account: str = "PAPER-1"
+    """Account at the simulated venue."""
+    quote_interval_s: float = 0.05
+    """Time between market steps (one QuoteBatch per step)."""
+    persist: bool = True
+    """Save the venue's account under the state directory after every order event."""
+    engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
+    """The simulated market: symbols and starting mids, volatility, depth, latency, faults."""
+
+
+class PaperConnector(Connector):
+    """Connector to an in-process ``PaperVenue``."""
+
+    kind = "paper"
+    config_type = PaperConfig
+
+    def __init__(self, config: PaperConfig, state_dir: Path) -> None:
+        super().__init__(config, state_dir)
+        self.paper_config = config
+        self.venue: PaperVenue | None = None
+        self._symbols: set[str] = set()
+        self._attached = False
+
+    # ---- session ----------------------------------------------------------------------
+
+    def connect(self) -> None:
+        cfg = self.paper_config
+        path = self.state_dir / "venues" / f"paper-{cfg.name}.json" if cfg.persist else None
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        venue = paper_venue(cfg.name, cfg.engine, interval_s=cfg.quote_interval_s, state_path=path)
+        if venue.down:
+            raise ConnectorError("paper venue is down", venue=cfg.name)
+        self.venue = venue
+        venue.engine.add_order_listener(self._on_engine_event)
+        venue.engine.add_quote_listener(self._on_engine_quotes)
+        self._attached = True
+
+    def disconnect(self) -> None:
+        if self.venue is not None and self._attached:
+            self.venue.engine.remove_order_listener(self._on_engine_event)
+            self.venue.engine.remove_quote_listener(self._on_engine_quotes)
+        self._attached = False
+
+    def resync(self) -> None:
+        engine = self._engine()
+        account = self.paper_config.account
+        for fill in engine.executions(account):
+            self.deliver(fill)
+        self.request_positions("")
+
+    def subscribe(self, symbols: Sequence[str]) -> None:
+        self._symbols.update(symbols)
+
+    # ---- orders -----------------------------------------------------------------------
+
+    def submit(self, order: SubmitOrder) -> None:
+        self._engine().submit(self.paper_config.account, order)
+
+    def cancel(self, order: CancelOrder) -> None:
+        self._engine().cancel(self.paper_config.account, order.client_order_id)
+
+    def cancel_all(self, request_id: str) -> None:
+        self._engine().cancel_all(self.paper_config.account)
+        self.deliver(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=now_ns()))
+
+    def request_positions(self, request_id: str) -> None:
+        positions = tuple(
+            VenuePosition(venue=self.name, symbol=p.symbol, quantity=p.quantity,
+                          average_price=p.average_price)
+            for p in self._engine().positions(self.paper_config.account)
+            if p.quantity != Decimal(0)
+        )
+        self.deliver(VenuePositions(venue=self.name, positions=positions, request_id=request_id,
+                                    ts_ns=now_ns()))
+
+    # ---- engine callbacks (engine thread) ---------------------------------------------
+
+    def _on_engine_event(self, account: str, event: OrderEvent) -> None:
+        if account == self.paper_config.account and self._attached:
+            self.inbound(event)
+
+    def _on_engine_quotes(self, quotes: list[Quote]) -> None:
+        if not self._attached:
+            return
+        wanted = self._symbols
+        batch = tuple(q for q in quotes if q.symbol in wanted)
+        if batch:
+            self.inbound(QuoteBatch(venue=self.name, quotes=batch, recv_ns=now_ns()))
+
+    def _engine(self) -> VenueEngine:
+        if self.venue is None:
+            raise ConnectorError("not connected", venue=self.name)
+        return self.venue.engine

@@ -1,0 +1,849 @@
+"""The ZeroMQ connector: a SUB socket for market data and a DEALER socket for orders.
+
+Both sockets belong to one poller thread owned by the connector. The actor thread never
+touches them: its commands (orders, cancels, requests, subscriptions) go through a queue
+and a wake-up socket. Each poll cycle the thread reads what is waiting on both sockets,
+hands the quotes of the cycle to the actor as ONE ``QuoteBatch``, and each order event as
+its own message.
+
+Market data is checked before it is trusted: a frame that is not ``[topic, JSON]``, has
+unknown fields, NaN, a negative size, or whose topic does not match its symbol is counted
+as malformed and skipped. Sequence numbers are per topic; a frame ahead of the expected
+number is held in a bounded reorder window, and when the window overflows (or holds a
+frame too long) the gap is reported and the stream moves on. Frames behind the expected
+number are duplicates and are dropped. A venue whose heartbeat stops for
+``stale_after_s``, whose pings go unanswered, or whose session identifier changes (a
+restart) is a lost session: the actor fails and its supervisor restarts it.
+
+The wire protocol is described in docs/zmq-protocol.md.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+import time
+from collections.abc import Callable, Sequence
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar
+
+import msgspec
+import pykka
+import zmq
+
+from actors.connectors.base import Connector, ConnectorConfig
+from actors.errors import ConnectorError
+from messages import (
+    CancelAllDone,
+    CancelOrder,
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    OrderStatus,
+    OrderType,
+    Quote,
+    QuoteBatch,
+    RejectReason,
+    Side,
+    SubmitOrder,
+    TimeInForce,
+    VenuePosition,
+    VenuePositions,
+    now_ns,
+)
+
+HEARTBEAT_TOPIC = "_heartbeat"
+"""Topic of the venue heartbeat on the market data channel."""
+
+_LOOPBACK_PREFIXES = ("ipc://", "tcp://127.0.0.1:", "tcp://localhost:", "tcp://[::1]:")
+
+
+class ZmqConfig(ConnectorConfig, frozen=True, kw_only=True):
+    """Settings of one ZeroMQ venue session."""
+
+    kind: str = "zmq"
+    """Always ``zmq``."""
+    market_endpoint: str = "tcp://127.0.0.1:5601"
+    """The venue's market data (PUB) endpoint."""
+    order_endpoint: str = "tcp://127.0.0.1:5600"
+    """The venue's order gateway (ROUTER) endpoint."""
+    stale_after_s: float = 2.0
+    """No venue heartbeat (or no answer to pings) for this long means the session is lost."""
+    ping_interval_s: float = 1.0
+    """How often the order channel is pinged (round-trip latency and liveness)."""
+    reorder_window: int = 16
+    """Out-of-order frames held per topic before the missing ones count as a gap."""
+    reorder_timeout_s: float = 0.5
+    """Longest an out-of-order frame is held before the missing ones count as a gap."""
+    poll_interval_s: float = 0.05
+    """Longest the poller thread sleeps between cycles."""
+    max_batch: int = 2000
+    """Most market data frames read in one cycle (one ``QuoteBatch``)."""
+
+    def __post_init__(self) -> None:
+        for field in ("market_endpoint", "order_endpoint"):
+            endpoint = getattr(self, field)
+            if not endpoint.startswith(_LOOPBACK_PREFIXES):
+                raise ValueError(f"{field}: loopback tcp:// or ipc:// only, got {endpoint!r}")
+        for field in ("stale_after_s", "ping_interval_s", "reorder_timeout_s", "poll_interval_s"):
+            if getattr(self, field) <= 0:
+                raise ValueError(f"{field}: must be positive")
+        if self.reorder_window < 0:
+            raise ValueError("reorder_window: must not be negative")
+        if self.max_batch < 1:
+            raise ValueError("max_batch: must be at least 1")
+
+
+# ---- inbound wire frames (decoded strictly: unknown fields refused) ----------------------
+
+
+def _finite(field: str, value: Decimal | None) -> None:
+    if value is not None and not value.is_finite():
+        raise ValueError(f"{field}: must be a finite number, got {value}")
+
+
+def _non_negative(field: str, value: Decimal) -> None:
+    _finite(field, value)
+    if value < 0:
+        raise ValueError(f"{field}: must not be negative, got {value}")
+
+
+class _Frame(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"
+):
+    """A JSON object from the venue; ``type`` names it."""
+
+
+class _QuoteFrame(_Frame, frozen=True, kw_only=True, tag="quote"):
+    session: str
+    seq: int
+    symbol: str
+    bid: Decimal
+    ask: Decimal
+    bid_size: Decimal
+    ask_size: Decimal
+    ts_ns: int
+
+    def __post_init__(self) -> None:
+        if self.seq < 1:
+            raise ValueError(f"seq: must be at least 1, got {self.seq}")
+        if not self.symbol:
+            raise ValueError("symbol: must not be empty")
+        _finite("bid", self.bid)
+        _finite("ask", self.ask)
+        _non_negative("bid_size", self.bid_size)
+        _non_negative("ask_size", self.ask_size)
+
+
+class _HeartbeatFrame(_Frame, frozen=True, kw_only=True, tag="heartbeat"):
+    session: str
+    seq: int
+    venue: str
+    interval_s: float
+    ts_ns: int
+
+
+class _Accepted(_Frame, frozen=True, kw_only=True, tag="accepted"):
+    client_order_id: str
+    symbol: str
+    venue_order_id: str
+    ts_ns: int
+
+
+class _Rejected(_Frame, frozen=True, kw_only=True, tag="rejected"):
+    client_order_id: str
+    symbol: str
+    reason: RejectReason
+    text: str
+    ts_ns: int
+
+
+class _Filled(_Frame, frozen=True, kw_only=True, tag="filled"):
+    client_order_id: str
+    fill_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    price: Decimal
+    leaves: Decimal
+    venue_order_id: str
+    ts_ns: int
+
+
+class _Cancelled(_Frame, frozen=True, kw_only=True, tag="cancelled"):
+    client_order_id: str
+    symbol: str
+    text: str
+    ts_ns: int
+
+
+class _CancelRejected(_Frame, frozen=True, kw_only=True, tag="cancel_rejected"):
+    client_order_id: str
+    text: str
+    ts_ns: int
+
+
+class _Position(_Frame, frozen=True, kw_only=True, tag="position"):
+    symbol: str
+    quantity: Decimal
+    average_price: Decimal
+
+
+class _OpenOrder(_Frame, frozen=True, kw_only=True, tag="open_order"):
+    client_order_id: str
+    venue_order_id: str
+    symbol: str
+    side: Side
+    quantity: Decimal
+    order_type: OrderType
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    time_in_force: TimeInForce
+    filled: Decimal
+    leaves: Decimal
+    status: OrderStatus
+
+
+class _Positions(_Frame, frozen=True, kw_only=True, tag="positions"):
+    req_id: str
+    positions: tuple[_Position, ...]
+    ts_ns: int
+
+
+class _Executions(_Frame, frozen=True, kw_only=True, tag="executions"):
+    req_id: str
+    fills: tuple[_Filled, ...]
+    ts_ns: int
+
+
+class _OpenOrders(_Frame, frozen=True, kw_only=True, tag="open_orders"):
+    req_id: str
+    orders: tuple[_OpenOrder, ...]
+    ts_ns: int
+
+
+class _CancelAllDone(_Frame, frozen=True, kw_only=True, tag="cancel_all_done"):
+    req_id: str
+    count: int
+    ts_ns: int
+
+
+class _Pong(_Frame, frozen=True, kw_only=True, tag="pong"):
+    req_id: str
+    ts_ns: int
+    venue_ts_ns: int
+    session: str
+    venue: str
+
+
+class _Error(_Frame, frozen=True, kw_only=True, tag="error"):
+    req_id: str
+    code: str
+    text: str
+
+
+_OrderChannelFrame = (
+    _Accepted
+    | _Rejected
+    | _Filled
+    | _Cancelled
+    | _CancelRejected
+    | _Positions
+    | _Executions
+    | _OpenOrders
+    | _CancelAllDone
+    | _Pong
+    | _Error
+)
+
+_market_decoder = msgspec.json.Decoder(_QuoteFrame | _HeartbeatFrame)
+_order_decoder = msgspec.json.Decoder(_OrderChannelFrame)
+_encoder = msgspec.json.Encoder(decimal_format="string")
+
+# Request ids say what a request was for, so a reply or an error needs no lookup table.
+_NEW = "o:"
+_CANCEL = "c:"
+_CANCEL_ALL = "x:"
+_POSITIONS = "p:"
+_PING = "ping:"
+_RESYNC = "resync"
+
+
+class _TopicState:
+    """Sequence tracking of one market data topic."""
+
+    __slots__ = ("expected", "held", "held_since")
+
+    def __init__(self) -> None:
+        self.expected: int | None = None
+        self.held: dict[int, Quote] = {}
+        self.held_since = 0.0
+
+
+class ZmqConnector(Connector):
+    """A venue session over ZeroMQ (the protocol of ``tradeguard venue zmq``)."""
+
+    kind: ClassVar[str] = "zmq"
+    config_type: ClassVar[type[ConnectorConfig]] = ZmqConfig
+
+    def __init__(self, config: ConnectorConfig, state_dir: Path) -> None:
+        if not isinstance(config, ZmqConfig):
+            raise TypeError(f"config: expected ZmqConfig, got {type(config).__name__}")
+        super().__init__(config, state_dir)
+        self.zmq_config: ZmqConfig = config
+        self.session = ""
+        """The venue session identifier this connection is bound to."""
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._sub: zmq.Socket[bytes] | None = None
+        self._dealer: zmq.Socket[bytes] | None = None
+        self._wake_pull: zmq.Socket[bytes] | None = None
+        self._wake_push: zmq.Socket[bytes] | None = None
+        self._wake_lock = threading.Lock()
+        self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._ready = threading.Event()
+        self._lost = threading.Event()
+        # Poller-thread state.
+        self._subscribed: set[str] = set()
+        self._topics: dict[str, _TopicState] = {}
+        self._last_heartbeat = 0.0
+        self._last_pong = 0.0
+        self._ping_ids = itertools.count(1)
+        self._frame_handlers = self._order_handlers()
+
+    # ---- the contract (actor thread) -------------------------------------------------------
+
+    def connect(self) -> None:
+        """Open both sockets and wait for a heartbeat and a pong within the connect timeout."""
+        cfg = self.zmq_config
+        self._stopping.clear()
+        self._ready.clear()
+        self._lost.clear()
+        self.session = ""
+        self._subscribed.clear()
+        self._topics.clear()
+        self._last_heartbeat = self._last_pong = 0.0
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._context = context
+        try:
+            self._sub = context.socket(zmq.SUB)
+            self._sub.setsockopt(zmq.LINGER, 0)
+            self._sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC.encode())
+            self._sub.connect(cfg.market_endpoint)
+            self._dealer = context.socket(zmq.DEALER)
+            self._dealer.setsockopt(zmq.LINGER, 0)
+            # Refuse to queue orders while the gateway is unreachable: a late order is worse
+            # than a rejected one.
+            self._dealer.setsockopt(zmq.IMMEDIATE, 1)
+            self._dealer.connect(cfg.order_endpoint)
+            wake = f"inproc://zmq-connector-wake-{id(self)}"
+            self._wake_pull = context.socket(zmq.PULL)
+            self._wake_pull.setsockopt(zmq.LINGER, 0)
+            self._wake_pull.bind(wake)
+            self._wake_push = context.socket(zmq.PUSH)
+            self._wake_push.setsockopt(zmq.LINGER, 0)
+            self._wake_push.setsockopt(zmq.SNDHWM, 1)
+            self._wake_push.connect(wake)
+        except zmq.ZMQError as exc:
+            self.disconnect()
+            raise ConnectorError(f"cannot open sockets: {exc}", venue=self.name) from exc
+        self._thread = threading.Thread(
+            target=self._run, name=f"zmq-connector-{self.name}", daemon=True
+        )
+        self._thread.start()
+        if not self._ready.wait(self.config.connect_timeout_s) or self._lost.is_set():
+            self.disconnect()
+            raise ConnectorError(
+                f"no heartbeat and pong from {cfg.order_endpoint} / {cfg.market_endpoint} "
+                f"within {self.config.connect_timeout_s}s",
+                venue=self.name,
+            )
+        self.log.info(f"connector {self.name}: connected to venue session {self.session}")
+
+    def disconnect(self) -> None:
+        """Stop and join the poller thread, close every socket (linger 0); idempotent."""
+        thread, self._thread = self._thread, None
+        self._stopping.set()
+        if thread is not None:
+            self._wake()
+            thread.join(max(2.0, self.zmq_config.poll_interval_s * 10))
+            if thread.is_alive():
+                self.log.error(f"connector {self.name}: poller thread did not stop")
+                return  # never close sockets under a live thread; the context leaks
+        with self._wake_lock:
+            for sock in (self._sub, self._dealer, self._wake_pull, self._wake_push):
+                if sock is not None:
+                    sock.close(linger=0)
+            self._sub = self._dealer = self._wake_pull = self._wake_push = None
+        if self._context is not None:
+            self._context.term()
+            self._context = None
+        self._reject_unsent("venue session closed before the order was sent")
+
+    def resync(self) -> None:
+        """Ask for working orders, then every execution, then positions.
+
+        Working orders are delivered as ``OrderAccepted`` (there is no other message for
+        "this order works"), executions as ``OrderFilled`` (the base drops the ones already
+        seen) and positions as ``VenuePositions`` with an empty request id. The order of the
+        requests puts an order's acceptance before its fills.
+        """
+        self._send({"type": "open_orders", "req_id": _RESYNC})
+        self._send({"type": "executions", "req_id": _RESYNC})
+        self._send({"type": "positions", "req_id": _POSITIONS})
+
+    def subscribe(self, symbols: Sequence[str]) -> None:
+        """Subscribe to the quotes of ``symbols``."""
+        self._command("subscribe", tuple(symbols))
+
+    def submit(self, order: SubmitOrder) -> None:
+        """Send a new order; refused at once (``VENUE_DOWN``) when the session is gone."""
+        if self._lost.is_set() or self._thread is None:
+            self._reject_down(order.client_order_id, order.symbol, "venue session is down")
+            return
+        request: dict[str, Any] = {
+            "type": "new_order",
+            "req_id": _NEW + order.client_order_id,
+            "client_order_id": order.client_order_id,
+            "symbol": order.symbol,
+            "side": order.side,
+            "quantity": order.quantity,
+            "order_type": order.order_type,
+            "limit_price": order.limit_price,
+            "stop_price": order.stop_price,
+            "time_in_force": order.time_in_force,
+            "reduce_only": order.reduce_only,
+            "source": order.source,
+        }
+        self._send(request)
+
+    def cancel(self, order: CancelOrder) -> None:
+        """Ask the venue to cancel one order."""
+        cid = order.client_order_id
+        self._send({"type": "cancel", "req_id": _CANCEL + cid, "client_order_id": cid})
+
+    def cancel_all(self, request_id: str) -> None:
+        """Mass cancel; ``CancelAllDone`` is delivered when the venue confirms."""
+        self._send({"type": "cancel_all", "req_id": _CANCEL_ALL + request_id})
+        self.count_out()
+
+    def request_positions(self, request_id: str) -> None:
+        """Ask for positions; ``VenuePositions`` with ``request_id`` is delivered."""
+        self._send({"type": "positions", "req_id": _POSITIONS + request_id})
+        self.count_out()
+
+    # ---- commands to the poller thread ---------------------------------------------------
+
+    def _send(self, request: dict[str, Any]) -> None:
+        self._command("send", (request["req_id"], _encoder.encode(request)))
+
+    def _command(self, kind: str, item: Any) -> None:
+        self._commands.put((kind, item))
+        self._wake()
+
+    def _wake(self) -> None:
+        with self._wake_lock:
+            if self._wake_push is None:
+                return
+            try:
+                self._wake_push.send(b"", zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # a wake-up is already pending
+
+    def _reject_unsent(self, text: str) -> None:
+        """Refuse every new order still waiting in the command queue (actor thread)."""
+        while True:
+            try:
+                kind, item = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "send" and item[0].startswith(_NEW):
+                self.deliver(self._down_reject(item[0][len(_NEW):], "", text))
+
+    def _reject_down(self, client_order_id: str, symbol: str, text: str) -> None:
+        self.deliver(self._down_reject(client_order_id, symbol, text))
+
+    def _down_reject(self, client_order_id: str, symbol: str, text: str) -> OrderRejected:
+        return OrderRejected(
+            client_order_id=client_order_id,
+            venue=self.name,
+            reason=RejectReason.VENUE_DOWN,
+            text=text,
+            symbol=symbol,
+            ts_ns=now_ns(),
+        )
+
+    # ---- the poller thread -------------------------------------------------------------------
+
+    def _run(self) -> None:
+        try:
+            self._poll_loop()
+        except Exception as exc:  # the thread's last word: the session is gone
+            self.log.exception(f"connector {self.name}: poller failed")
+            self._lose(f"poller failed: {type(exc).__name__}: {exc}")
+        finally:
+            with self._wake_lock:
+                for sock in (self._sub, self._dealer, self._wake_pull):
+                    if sock is not None:
+                        sock.close(linger=0)
+                self._sub = self._dealer = self._wake_pull = None
+
+    def _poll_loop(self) -> None:
+        cfg = self.zmq_config
+        sub, dealer, wake = self._sub, self._dealer, self._wake_pull
+        assert sub is not None and dealer is not None and wake is not None
+        poller = zmq.Poller()
+        poller.register(sub, zmq.POLLIN)
+        poller.register(dealer, zmq.POLLIN)
+        poller.register(wake, zmq.POLLIN)
+        next_ping = 0.0
+        while not self._stopping.is_set():
+            now = time.monotonic()
+            if now >= next_ping:
+                self._ping(dealer)
+                # Until the first pong, retry fast: the connection may still be forming.
+                next_ping = now + (cfg.ping_interval_s if self._ready.is_set() else 0.05)
+            timeout_s = min(cfg.poll_interval_s, max(0.0, next_ping - now))
+            ready = dict(poller.poll(int(timeout_s * 1000)))
+            if wake in ready:
+                _drain(wake)
+            self._run_commands(sub, dealer)
+            if dealer in ready:
+                self._read_orders(dealer)
+            quotes: list[Quote] = []
+            if sub in ready:
+                self._read_market(sub, quotes)
+            self._expire_held(quotes)
+            if quotes:
+                self._tell(QuoteBatch(venue=self.name, quotes=tuple(quotes), recv_ns=now_ns()))
+            if self._lost.is_set():
+                return
+            self._check_liveness()
+            if self._lost.is_set():
+                return
+
+    def _check_liveness(self) -> None:
+        if not self._ready.is_set():
+            return  # connect() owns the deadline until the session is up
+        cfg = self.zmq_config
+        now = time.monotonic()
+        if now - self._last_heartbeat > cfg.stale_after_s:
+            self._lose(f"no venue heartbeat for {now - self._last_heartbeat:.1f}s")
+        elif now - self._last_pong > cfg.stale_after_s + cfg.ping_interval_s:
+            self._lose(f"no answer to pings for {now - self._last_pong:.1f}s")
+
+    def _lose(self, reason: str) -> None:
+        if self._lost.is_set():
+            return
+        self._lost.set()
+        if self._ready.is_set():
+            self.session_lost(reason)
+        else:
+            self.log.warning(f"connector {self.name}: {reason}")
+            self._ready.set()  # wake connect(), which sees _lost and fails
+
+    def _tell(self, message: Any) -> None:
+        try:
+            self.inbound(message)
+        except pykka.ActorDeadError:
+            pass  # the actor is stopping; disconnect() is about to join this thread
+
+    def _ping(self, dealer: zmq.Socket[bytes]) -> None:
+        request = {"type": "ping", "req_id": f"{_PING}{next(self._ping_ids)}", "ts_ns": now_ns()}
+        try:
+            dealer.send(_encoder.encode(request), zmq.NOBLOCK)
+        except zmq.Again:
+            pass  # not connected (yet); liveness checks decide what that means
+
+    def _run_commands(self, sub: zmq.Socket[bytes], dealer: zmq.Socket[bytes]) -> None:
+        while True:
+            try:
+                kind, item = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "subscribe":
+                for symbol in item:
+                    if symbol not in self._subscribed:
+                        sub.setsockopt(zmq.SUBSCRIBE, symbol.encode())
+                        self._subscribed.add(symbol)
+            elif kind == "send":
+                req_id, payload = item
+                try:
+                    dealer.send(payload, zmq.NOBLOCK)
+                except zmq.Again:
+                    self._unsendable(req_id)
+
+    def _unsendable(self, req_id: str) -> None:
+        self.count_error()
+        if req_id.startswith(_NEW):
+            self._tell(self._down_reject(req_id[len(_NEW):], "", "order gateway not connected"))
+        else:
+            self.log.warning(f"connector {self.name}: request {req_id} not sent: not connected")
+
+    # ---- market data ---------------------------------------------------------------------
+
+    def _read_market(self, sub: zmq.Socket[bytes], quotes: list[Quote]) -> None:
+        for _ in range(self.zmq_config.max_batch):
+            try:
+                frames = sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                self._on_market_frames(frames, quotes)
+            except (ValueError, UnicodeDecodeError, msgspec.DecodeError) as exc:
+                self.count_malformed(f"market data: {exc}")
+
+    def _on_market_frames(self, frames: list[bytes], quotes: list[Quote]) -> None:
+        if len(frames) != 2:
+            raise ValueError(f"expected [topic, payload], got {len(frames)} frame(s)")
+        topic = frames[0].decode()
+        frame = _market_decoder.decode(frames[1])
+        if isinstance(frame, _HeartbeatFrame):
+            if topic != HEARTBEAT_TOPIC:
+                raise ValueError(f"heartbeat on topic {topic!r}")
+            self.count_in()
+            if self._check_session(frame.session, "heartbeat"):
+                self._last_heartbeat = time.monotonic()
+                self._mark_ready_if_complete()
+            return
+        if topic != frame.symbol:
+            raise ValueError(f"quote for {frame.symbol!r} on topic {topic!r}")
+        if topic not in self._subscribed:
+            return  # a longer symbol sharing a subscribed prefix
+        if not self._check_session(frame.session, "quote"):
+            return
+        quote = Quote(
+            venue=self.name,
+            symbol=frame.symbol,
+            bid=frame.bid,
+            ask=frame.ask,
+            bid_size=frame.bid_size,
+            ask_size=frame.ask_size,
+            seq=frame.seq,
+            ts_ns=frame.ts_ns,
+        )
+        self._sequence(quote, quotes)
+
+    def _check_session(self, session: str, what: str) -> bool:
+        """True for the current venue session; learns it first; a change is a lost session."""
+        if not self.session:
+            self.session = session
+            return True
+        if session == self.session:
+            return True
+        self._lose(f"venue restarted: {what} from session {session}, expected {self.session}")
+        return False
+
+    def _sequence(self, quote: Quote, out: list[Quote]) -> None:
+        state = self._topics.get(quote.symbol)
+        if state is None:
+            state = self._topics[quote.symbol] = _TopicState()
+        if state.expected is None:
+            state.expected = quote.seq
+        seq = quote.seq
+        if seq < state.expected or seq in state.held:
+            self.count_drop()
+            return
+        if seq > state.expected:
+            if not state.held:
+                state.held_since = time.monotonic()
+            state.held[seq] = quote
+            if len(state.held) > self.zmq_config.reorder_window:
+                self._skip_gap(quote.symbol, state, out)
+            return
+        out.append(quote)
+        state.expected = seq + 1
+        self._release(state, out)
+
+    def _release(self, state: _TopicState, out: list[Quote]) -> None:
+        assert state.expected is not None
+        while state.expected in state.held:
+            out.append(state.held.pop(state.expected))
+            state.expected += 1
+        if state.held:
+            state.held_since = time.monotonic()
+
+    def _skip_gap(self, symbol: str, state: _TopicState, out: list[Quote]) -> None:
+        assert state.expected is not None
+        first = min(state.held)
+        self.report_gap(symbol, state.expected, first)
+        state.expected = first
+        self._release(state, out)
+
+    def _expire_held(self, out: list[Quote]) -> None:
+        limit = time.monotonic() - self.zmq_config.reorder_timeout_s
+        for symbol, state in self._topics.items():
+            if state.held and state.held_since <= limit:
+                self._skip_gap(symbol, state, out)
+
+    # ---- order channel -------------------------------------------------------------------------
+
+    def _read_orders(self, dealer: zmq.Socket[bytes]) -> None:
+        for _ in range(self.zmq_config.max_batch):
+            try:
+                frames = dealer.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            try:
+                if len(frames) != 1:
+                    raise ValueError(f"expected 1 frame, got {len(frames)}")
+                frame = _order_decoder.decode(frames[0])
+                self._frame_handlers[type(frame)](frame)
+            except (ValueError, msgspec.DecodeError) as exc:
+                self.count_malformed(f"order channel: {exc}")
+            except Exception:  # a bug in one handler must not kill the reader
+                self.count_error()
+                self.log.exception(f"connector {self.name}: order channel frame failed")
+
+    def _order_handlers(self) -> dict[type, Callable[[Any], None]]:
+        """Order channel frame type -> handler (poller thread)."""
+        return {
+            _Accepted: self._on_accepted,
+            _Rejected: self._on_rejected,
+            _Filled: lambda f: self._tell(_fill_message(self.name, f)),
+            _Cancelled: self._on_cancelled,
+            _CancelRejected: self._on_cancel_rejected,
+            _Positions: self._on_positions,
+            _Executions: self._on_executions,
+            _OpenOrders: self._on_open_orders,
+            _CancelAllDone: self._on_cancel_all_done,
+            _Pong: self._on_pong,
+            _Error: self._on_error,
+        }
+
+    def _on_accepted(self, frame: _Accepted) -> None:
+        self._tell(
+            OrderAccepted(
+                client_order_id=frame.client_order_id,
+                venue=self.name,
+                symbol=frame.symbol,
+                venue_order_id=frame.venue_order_id,
+                ts_ns=frame.ts_ns,
+            )
+        )
+
+    def _on_rejected(self, frame: _Rejected) -> None:
+        self._tell(
+            OrderRejected(
+                client_order_id=frame.client_order_id,
+                venue=self.name,
+                reason=frame.reason,
+                text=frame.text,
+                symbol=frame.symbol,
+                ts_ns=frame.ts_ns,
+            )
+        )
+
+    def _on_cancelled(self, frame: _Cancelled) -> None:
+        self._tell(
+            OrderCancelled(
+                client_order_id=frame.client_order_id,
+                venue=self.name,
+                symbol=frame.symbol,
+                text=frame.text,
+                ts_ns=frame.ts_ns,
+            )
+        )
+
+    def _on_cancel_rejected(self, frame: _CancelRejected) -> None:
+        # The order keeps its state (usually it just filled); there is no event to publish.
+        self.count_error()
+        self.log.bind(client_order_id=frame.client_order_id, text=frame.text).warning(
+            f"connector {self.name}: cancel refused by the venue"
+        )
+
+    def _on_positions(self, frame: _Positions) -> None:
+        positions = tuple(
+            VenuePosition(
+                venue=self.name,
+                symbol=p.symbol,
+                quantity=p.quantity,
+                average_price=p.average_price,
+            )
+            for p in frame.positions
+        )
+        self._tell(
+            VenuePositions(
+                venue=self.name,
+                positions=positions,
+                request_id=frame.req_id.removeprefix(_POSITIONS),
+                ts_ns=frame.ts_ns,
+            )
+        )
+
+    def _on_executions(self, frame: _Executions) -> None:
+        fills = [_fill_message(self.name, f) for f in frame.fills]  # all valid, or none told
+        for fill in fills:
+            self._tell(fill)
+
+    def _on_open_orders(self, frame: _OpenOrders) -> None:
+        accepted = [
+            OrderAccepted(
+                client_order_id=order.client_order_id,
+                venue=self.name,
+                symbol=order.symbol,
+                venue_order_id=order.venue_order_id,
+                ts_ns=frame.ts_ns,
+            )
+            for order in frame.orders
+        ]
+        for message in accepted:
+            self._tell(message)
+
+    def _on_cancel_all_done(self, frame: _CancelAllDone) -> None:
+        request_id = frame.req_id.removeprefix(_CANCEL_ALL)
+        self._tell(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=frame.ts_ns))
+
+    def _on_pong(self, frame: _Pong) -> None:
+        self.count_in()
+        self.note_latency((now_ns() - frame.ts_ns) / 1e6)
+        if self._check_session(frame.session, "pong"):
+            self._last_pong = time.monotonic()
+            self._mark_ready_if_complete()
+
+    def _on_error(self, frame: _Error) -> None:
+        self.count_error()
+        self.log.bind(req_id=frame.req_id, code=frame.code, text=frame.text).warning(
+            f"connector {self.name}: the venue refused a request"
+        )
+        if frame.req_id.startswith(_NEW):
+            self._tell(
+                OrderRejected(
+                    client_order_id=frame.req_id[len(_NEW):],
+                    venue=self.name,
+                    reason=RejectReason.VENUE,
+                    text=f"{frame.code}: {frame.text}",
+                    ts_ns=now_ns(),
+                )
+            )
+
+    def _mark_ready_if_complete(self) -> None:
+        if self._last_heartbeat and self._last_pong and not self._ready.is_set():
+            self._ready.set()
+
+
+def _fill_message(venue: str, frame: _Filled) -> OrderFilled:
+    return OrderFilled(
+        client_order_id=frame.client_order_id,
+        venue=venue,
+        fill_id=frame.fill_id,
+        symbol=frame.symbol,
+        side=frame.side,
+        quantity=frame.quantity,
+        price=frame.price,
+        leaves_quantity=frame.leaves,
+        venue_order_id=frame.venue_order_id,
+        ts_ns=frame.ts_ns,
+    )
+
+
+def _drain(sock: zmq.Socket[bytes]) -> None:
+    while True:
+        try:
+            sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return

@@ -1,0 +1,519 @@
+"""The journal: every order, order event, fill, reconciliation and mode change in SQLite.
+
+One file in WAL mode with ``synchronous=FULL``: a fill is on disk when ``record_fill``
+returns, so a process killed right after loses nothing it acknowledged. Several
+``Journal`` instances may open the same file (the position keeper writes fills, the risk
+governor writes mode changes); each holds its own connection, confined to the thread that
+opened it. Decimals are stored as text, so nothing is rounded on the way in or out.
+
+Every SQLite failure is raised as ``JournalError``.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from decimal import Decimal
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import msgspec
+
+from actors.errors import JournalError
+from messages import (
+    CancelAllDone,
+    Mode,
+    ModeChanged,
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    OrderStatus,
+    OrderType,
+    Reconciliation,
+    Side,
+    SubmitOrder,
+    TimeInForce,
+    decode_as,
+    encode,
+    now_ns,
+)
+
+SCHEMA_VERSION = 1
+"""Version of the tables below, kept in SQLite's ``user_version``."""
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS orders (
+    client_order_id TEXT PRIMARY KEY,
+    venue TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    quantity TEXT NOT NULL,
+    order_type TEXT NOT NULL,
+    limit_price TEXT,
+    stop_price TEXT,
+    time_in_force TEXT NOT NULL,
+    reduce_only INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    created_ns INTEGER NOT NULL,
+    submitted_ns INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    venue_order_id TEXT NOT NULL DEFAULT '',
+    status_text TEXT NOT NULL DEFAULT '',
+    updated_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS order_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    client_order_id TEXT NOT NULL,
+    venue TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    body TEXT NOT NULL,
+    recorded_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS fills (
+    venue TEXT NOT NULL,
+    fill_id TEXT NOT NULL,
+    client_order_id TEXT NOT NULL,
+    symbol TEXT NOT NULL,
+    side TEXT NOT NULL,
+    quantity TEXT NOT NULL,
+    price TEXT NOT NULL,
+    leaves_quantity TEXT NOT NULL,
+    venue_order_id TEXT NOT NULL,
+    realized_pnl TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL,
+    recorded_ns INTEGER NOT NULL,
+    PRIMARY KEY (venue, fill_id)
+);
+CREATE INDEX IF NOT EXISTS fills_by_order ON fills (client_order_id);
+CREATE TABLE IF NOT EXISTS reconciliations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    venue TEXT NOT NULL,
+    reconciled INTEGER NOT NULL,
+    body TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS mode_log (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    previous TEXT NOT NULL,
+    current TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    ts_ns INTEGER NOT NULL
+);
+"""
+
+_FILL_TIME = "(CASE WHEN ts_ns > 0 THEN ts_ns ELSE recorded_ns END)"
+"""When a fill counts as having happened: the venue's time, or ours when it sent none."""
+
+_FILL_COLUMNS = (
+    "venue, fill_id, client_order_id, symbol, side, quantity, price, leaves_quantity, "
+    "venue_order_id, realized_pnl, ts_ns, recorded_ns"
+)
+
+_STATUS_OF_EVENT: dict[type, OrderStatus] = {
+    OrderAccepted: OrderStatus.ACCEPTED,
+    OrderRejected: OrderStatus.REJECTED,
+    OrderCancelled: OrderStatus.CANCELLED,
+}
+
+
+class JournaledFill(msgspec.Struct, frozen=True, kw_only=True):
+    """A fill as the journal holds it."""
+
+    fill: OrderFilled
+    """The execution as the venue reported it."""
+    realized_pnl: Decimal
+    """P&L this fill realized against the position it met."""
+    recorded_ns: int
+    """When it was committed to the journal, wall clock nanoseconds."""
+
+    @property
+    def effective_ns(self) -> int:
+        """When the fill counts as having happened: the venue's time, else ours."""
+        return self.fill.ts_ns or self.recorded_ns
+
+
+class OrderRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """An order as the journal knows it: what was sent, and where it stands."""
+
+    order: SubmitOrder
+    """The order as it was passed to the connector."""
+    status: OrderStatus
+    """Last known status; fills are counted from the fills table."""
+    filled_quantity: Decimal
+    """Sum of the quantities of its journaled fills."""
+    venue_order_id: str = ""
+    """The venue's identifier, once known."""
+    status_text: str = ""
+    """The venue's words on the last status change (reject or cancel reason)."""
+    submitted_ns: int = 0
+    """When the journal saw the order, wall clock nanoseconds."""
+    updated_ns: int = 0
+    """When its status last changed, wall clock nanoseconds."""
+
+
+OrderEventMessage = OrderAccepted | OrderRejected | OrderCancelled | CancelAllDone
+"""The order events journaled in ``order_events`` (fills have their own table)."""
+
+_EVENT_DECODER: msgspec.json.Decoder[OrderEventMessage] = msgspec.json.Decoder(OrderEventMessage)
+
+
+class Journal:
+    """An SQLite journal file and one connection to it, confined to the opening thread."""
+
+    def __init__(self, path: Path | str, *, busy_timeout_s: float = 5.0) -> None:
+        """Open (creating if needed) the journal at ``path``.
+
+        ``busy_timeout_s`` is how long a write waits for another connection's write
+        transaction before it fails with ``JournalError``.
+        """
+        self.path = Path(path)
+        self._thread = threading.get_ident()
+        self._db: sqlite3.Connection | None = None
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(self.path, isolation_level=None, timeout=busy_timeout_s)
+            self._db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_s * 1000)}")
+            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise JournalError(f"journal {self.path}: WAL mode refused (got {mode})")
+            self._db.execute("PRAGMA synchronous = FULL")
+            self._create_schema()
+        except (sqlite3.Error, OSError) as exc:
+            self._close_quietly()
+            raise JournalError(f"journal {self.path}: cannot open: {exc}") from exc
+        except JournalError:
+            self._close_quietly()
+            raise
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection; idempotent. Must be called from the opening thread."""
+        if self._db is None:
+            return
+        self._check_thread()
+        db, self._db = self._db, None
+        try:
+            db.close()
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: close failed: {exc}") from exc
+
+    @property
+    def closed(self) -> bool:
+        """True once ``close`` ran."""
+        return self._db is None
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # ---- fills ----------------------------------------------------------------------
+
+    def record_fill(self, fill: OrderFilled, realized_pnl: Decimal, recorded_ns: int | None = None) -> bool:
+        """Commit ``fill`` with the P&L it realizes; False (and nothing written) when a fill
+        with the same venue and fill id is already in the journal."""
+        with self._errors("record fill"):
+            cursor = self._conn().execute(
+                f"INSERT OR IGNORE INTO fills ({_FILL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    fill.venue, fill.fill_id, fill.client_order_id, fill.symbol, str(fill.side),
+                    str(fill.quantity), str(fill.price), str(fill.leaves_quantity),
+                    fill.venue_order_id, str(realized_pnl), fill.ts_ns,
+                    now_ns() if recorded_ns is None else recorded_ns,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def has_fill(self, venue: str, fill_id: str) -> bool:
+        """True when the fill ``(venue, fill_id)`` is in the journal."""
+        with self._errors("read fill"):
+            row = self._conn().execute(
+                "SELECT 1 FROM fills WHERE venue = ? AND fill_id = ?", (venue, fill_id)
+            ).fetchone()
+            return row is not None
+
+    def fill_records(self, since_ns: int | None = None) -> list[JournaledFill]:
+        """Journaled fills in the order they were committed; with ``since_ns``, only those
+        that happened at or after it (venue time, else journal time)."""
+        sql = f"SELECT {_FILL_COLUMNS} FROM fills"
+        params: tuple[Any, ...] = ()
+        if since_ns is not None:
+            sql += f" WHERE {_FILL_TIME} >= ?"
+            params = (since_ns,)
+        with self._errors("read fills"):
+            rows = self._conn().execute(sql + " ORDER BY rowid", params).fetchall()
+        return [_fill_record(row) for row in rows]
+
+    def fills(self, since_ns: int | None = None) -> list[OrderFilled]:
+        """Journaled fills in commit order (see ``fill_records``)."""
+        return [record.fill for record in self.fill_records(since_ns)]
+
+    def fill_count(self) -> int:
+        """How many fills the journal holds."""
+        with self._errors("count fills"):
+            return int(self._conn().execute("SELECT count(*) FROM fills").fetchone()[0])
+
+    def traded_notional_since(self, ts_ns: int) -> Decimal:
+        """Sum of |quantity x price| of the fills that happened at or after ``ts_ns``."""
+        with self._errors("read fills"):
+            rows = self._conn().execute(
+                f"SELECT quantity, price FROM fills WHERE {_FILL_TIME} >= ?", (ts_ns,)
+            ).fetchall()
+        return sum((abs(Decimal(q) * Decimal(p)) for q, p in rows), Decimal(0))
+
+    def realized_pnl_since(self, ts_ns: int) -> Decimal:
+        """Sum of the realized P&L of the fills that happened at or after ``ts_ns``."""
+        with self._errors("read fills"):
+            rows = self._conn().execute(
+                f"SELECT realized_pnl FROM fills WHERE {_FILL_TIME} >= ?", (ts_ns,)
+            ).fetchall()
+        return sum((Decimal(r) for (r,) in rows), Decimal(0))
+
+    # ---- orders ---------------------------------------------------------------------
+
+    def record_order(self, order: SubmitOrder, ts_ns: int | None = None) -> bool:
+        """Journal an order passed to a connector; False when its client order id is
+        already known (the first record stands)."""
+        ts = now_ns() if ts_ns is None else ts_ns
+        with self._errors("record order"):
+            cursor = self._conn().execute(
+                "INSERT OR IGNORE INTO orders (client_order_id, venue, symbol, side, quantity,"
+                " order_type, limit_price, stop_price, time_in_force, reduce_only, source,"
+                " created_ns, submitted_ns, status, updated_ns)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    order.client_order_id, order.venue, order.symbol, str(order.side),
+                    str(order.quantity), str(order.order_type), _text(order.limit_price),
+                    _text(order.stop_price), str(order.time_in_force), int(order.reduce_only),
+                    order.source, order.created_ns, ts, str(OrderStatus.PENDING), ts,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def record_order_event(self, event: OrderEventMessage, ts_ns: int | None = None) -> None:
+        """Journal an order event and, for accepted, rejected and cancelled, the order's new
+        status (one transaction). Fills go through ``record_fill``."""
+        ts = now_ns() if ts_ns is None else ts_ns
+        client_order_id = getattr(event, "client_order_id", "")
+        status = _STATUS_OF_EVENT.get(type(event))
+        with self._errors("record order event"), self._transaction() as db:
+            db.execute(
+                "INSERT INTO order_events (client_order_id, venue, kind, body, recorded_ns)"
+                " VALUES (?,?,?,?,?)",
+                (client_order_id, event.venue, type(event).__name__, encode(event).decode(), ts),
+            )
+            if status is None:
+                return
+            text = getattr(event, "text", "")
+            venue_order_id = getattr(event, "venue_order_id", "")
+            # A late accept must not undo a cancel or a reject.
+            db.execute(
+                "UPDATE orders SET status = ?, status_text = ?, updated_ns = ?,"
+                " venue_order_id = CASE WHEN ? != '' THEN ? ELSE venue_order_id END"
+                " WHERE client_order_id = ? AND status NOT IN (?, ?)",
+                (str(status), text, ts, venue_order_id, venue_order_id, client_order_id,
+                 str(OrderStatus.CANCELLED), str(OrderStatus.REJECTED)),
+            )
+
+    def orders(self) -> list[OrderRecord]:
+        """Every journaled order in submission order, with its filled quantity."""
+        with self._errors("read orders"):
+            db = self._conn()
+            rows = db.execute(
+                "SELECT client_order_id, venue, symbol, side, quantity, order_type, limit_price,"
+                " stop_price, time_in_force, reduce_only, source, created_ns, submitted_ns, status,"
+                " venue_order_id, status_text, updated_ns FROM orders ORDER BY rowid"
+            ).fetchall()
+            fill_rows = db.execute("SELECT venue, client_order_id, quantity FROM fills").fetchall()
+        filled: dict[tuple[str, str], Decimal] = {}
+        for venue, client_order_id, quantity in fill_rows:
+            key = (venue, client_order_id)
+            filled[key] = filled.get(key, Decimal(0)) + Decimal(quantity)
+        return [_order_record(row, filled) for row in rows]
+
+    def client_order_ids(self) -> set[str]:
+        """Every client order id the journal has seen."""
+        with self._errors("read orders"):
+            rows = self._conn().execute("SELECT client_order_id FROM orders").fetchall()
+        return {row[0] for row in rows}
+
+    def order_events(self, client_order_id: str | None = None) -> list[OrderEventMessage]:
+        """Journaled order events in order; with ``client_order_id``, only that order's."""
+        sql, params = "SELECT body FROM order_events", tuple[str, ...]()
+        if client_order_id is not None:
+            sql, params = sql + " WHERE client_order_id = ?", (client_order_id,)
+        with self._errors("read order events"):
+            rows = self._conn().execute(sql + " ORDER BY id", params).fetchall()
+        return [_EVENT_DECODER.decode(body) for (body,) in rows]
+
+    # ---- reconciliations ------------------------------------------------------------
+
+    def record_reconciliation(self, reconciliation: Reconciliation) -> None:
+        """Journal the outcome of one comparison with a venue."""
+        with self._errors("record reconciliation"):
+            self._conn().execute(
+                "INSERT INTO reconciliations (venue, reconciled, body, ts_ns) VALUES (?,?,?,?)",
+                (reconciliation.venue, int(reconciliation.reconciled),
+                 encode(reconciliation).decode(), reconciliation.ts_ns),
+            )
+
+    def reconciliations(self, venue: str | None = None) -> list[Reconciliation]:
+        """Journaled reconciliations in order; with ``venue``, only that venue's."""
+        sql, params = "SELECT body FROM reconciliations", tuple[str, ...]()
+        if venue is not None:
+            sql, params = sql + " WHERE venue = ?", (venue,)
+        with self._errors("read reconciliations"):
+            rows = self._conn().execute(sql + " ORDER BY id", params).fetchall()
+        return [decode_as(body, Reconciliation) for (body,) in rows]
+
+    # ---- trading modes ----------------------------------------------------------------
+
+    def record_mode(self, previous: Mode, current: Mode, reason: str, ts_ns: int) -> None:
+        """Journal a trading mode transition."""
+        with self._errors("record mode"):
+            self._conn().execute(
+                "INSERT INTO mode_log (previous, current, reason, ts_ns) VALUES (?,?,?,?)",
+                (str(previous), str(current), reason, ts_ns),
+            )
+
+    def last_mode(self) -> Mode | None:
+        """The mode of the last journaled transition, or None when there is none."""
+        with self._errors("read mode"):
+            row = self._conn().execute("SELECT current FROM mode_log ORDER BY id DESC LIMIT 1").fetchone()
+        return None if row is None else Mode(row[0])
+
+    def mode_history(self, limit: int | None = None) -> list[ModeChanged]:
+        """Journaled transitions, oldest first; with ``limit``, only the last ``limit``."""
+        with self._errors("read modes"):
+            rows = self._conn().execute(
+                "SELECT previous, current, reason, ts_ns FROM mode_log ORDER BY id DESC LIMIT ?",
+                (-1 if limit is None else limit,),
+            ).fetchall()
+        return [
+            ModeChanged(previous=Mode(p), current=Mode(c), reason=r, ts_ns=t) for p, c, r, t in reversed(rows)
+        ]
+
+    # ---- meta -----------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        """A value from the ``meta`` table, or None."""
+        with self._errors("read meta"):
+            row = self._conn().execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a value in the ``meta`` table."""
+        with self._errors("write meta"):
+            self._conn().execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?)"
+                " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                (key, value),
+            )
+
+    # ---- internals ------------------------------------------------------------------
+
+    def _create_schema(self) -> None:
+        db = self._conn()
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version == SCHEMA_VERSION:
+            return  # nothing to write: opening an existing journal takes no write lock
+        if version != 0:
+            raise JournalError(f"journal {self.path}: schema version {version}, expected {SCHEMA_VERSION}")
+        with self._transaction():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_ns', ?)", (str(now_ns()),))
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    def _conn(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise JournalError(f"journal {self.path}: closed")
+        self._check_thread()
+        return self._db
+
+    def _check_thread(self) -> None:
+        if threading.get_ident() != self._thread:
+            raise JournalError(
+                f"journal {self.path}: used from thread {threading.get_ident()}, opened in {self._thread}"
+            )
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._conn()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise JournalError(f"journal {self.path}: {what} failed: {exc}") from exc
+
+    def _close_quietly(self) -> None:
+        if self._db is not None:
+            try:
+                self._db.close()
+            except sqlite3.Error:
+                pass
+            self._db = None
+
+
+def _text(value: Decimal | None) -> str | None:
+    return None if value is None else str(value)
+
+
+def _decimal(value: str | None) -> Decimal | None:
+    return None if value is None else Decimal(value)
+
+
+def _fill_record(row: tuple[Any, ...]) -> JournaledFill:
+    venue, fill_id, client_order_id, symbol, side, quantity, price, leaves, venue_order_id, pnl, ts, rec = row
+    fill = OrderFilled(
+        client_order_id=client_order_id, venue=venue, fill_id=fill_id, symbol=symbol, side=Side(side),
+        quantity=Decimal(quantity), price=Decimal(price), leaves_quantity=Decimal(leaves),
+        venue_order_id=venue_order_id, ts_ns=ts,
+    )
+    return JournaledFill(fill=fill, realized_pnl=Decimal(pnl), recorded_ns=rec)
+
+
+def _order_record(row: tuple[Any, ...], filled: dict[tuple[str, str], Decimal]) -> OrderRecord:
+    (client_order_id, venue, symbol, side, quantity, order_type, limit_price, stop_price, tif,
+     reduce_only, source, created_ns, submitted_ns, status, venue_order_id, status_text, updated_ns) = row
+    order = SubmitOrder(
+        client_order_id=client_order_id, venue=venue, symbol=symbol, side=Side(side),
+        quantity=Decimal(quantity), order_type=OrderType(order_type), limit_price=_decimal(limit_price),
+        stop_price=_decimal(stop_price), time_in_force=TimeInForce(tif), reduce_only=bool(reduce_only),
+        source=source, created_ns=created_ns,
+    )
+    filled_quantity = filled.get((venue, client_order_id), Decimal(0))
+    current = OrderStatus(status)
+    if filled_quantity >= order.quantity:
+        current = OrderStatus.FILLED
+    elif filled_quantity > 0 and current in (OrderStatus.PENDING, OrderStatus.ACCEPTED):
+        current = OrderStatus.PARTIALLY_FILLED
+    return OrderRecord(
+        order=order, status=current, filled_quantity=filled_quantity, venue_order_id=venue_order_id,
+        status_text=status_text, submitted_ns=submitted_ns, updated_ns=updated_ns,
+    )

@@ -1,0 +1,452 @@
+"""The position keeper: journal, positions, P&L and reconciliation with the venues.
+
+Every fill is committed to the journal before it changes a position, with ``INSERT OR
+IGNORE`` on (venue, fill id): a fill delivered twice (a connector resynchronising after a
+restart) is applied once. On start the keeper replays the journal's fills in order, so a
+restarted keeper holds exactly the positions it held before.
+
+Positions are kept per (venue, symbol) as a signed quantity and an average entry price:
+adding to a position moves the average, reducing it realizes P&L at the average, closing
+it resets the average to zero, and a fill that crosses zero realizes P&L on the closed part
+and opens the rest at the fill price. Open positions are marked to the last mid per
+(venue, symbol) from market data; unrealized P&L is computed only when a snapshot is made.
+
+The keeper publishes a ``PortfolioSnapshot`` on PORTFOLIO after every applied fill and, as
+marks move, at most every ``publish_interval_s``. Every ``VenuePositions`` is compared with
+the journal's positions for that venue: the ``Reconciliation`` goes out on PORTFOLIO, and a
+disagreement also raises a ``reconciliation_mismatch`` safety event.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import msgspec
+from loguru import logger
+
+from actors import topics
+from actors.journal import Journal
+from messages import (
+    CancelAllDone,
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    PortfolioSnapshot,
+    PositionState,
+    Quote,
+    QuoteBatch,
+    Reconciliation,
+    SafetyEvent,
+    Severity,
+    SubmitOrder,
+    VenuePositions,
+    now_ns,
+)
+from supervision import SupervisedActor, TimerHandle, bus, scheduler
+
+ZERO = Decimal(0)
+
+Clock = Callable[[], int]
+"""Wall clock in nanoseconds."""
+
+
+class KeeperConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Settings of the position keeper."""
+
+    session_boundary: str = "00:00"
+    """Time of day, ``HH:MM`` UTC, at which the trading day (and daily P&L) starts."""
+    publish_interval_s: float = 0.25
+    """Least time between two snapshots published because marks moved (fills publish at once)."""
+    journal_name: str = "journal.sqlite3"
+    """File name of the journal inside the state directory."""
+    journal_busy_timeout_s: float = 5.0
+    """How long a journal write waits for another writer before it fails (and the keeper
+    crashes, to be restarted and replay the journal)."""
+
+    def __post_init__(self) -> None:
+        parse_boundary(self.session_boundary)
+        if self.publish_interval_s < 0:
+            raise ValueError(f"publish_interval_s: must not be negative, got {self.publish_interval_s}")
+        if not self.journal_name or "/" in self.journal_name:
+            raise ValueError(f"journal_name: must be a plain file name, got {self.journal_name!r}")
+        if self.journal_busy_timeout_s <= 0:
+            raise ValueError(f"journal_busy_timeout_s: must be positive, got {self.journal_busy_timeout_s}")
+
+
+class GetPortfolio(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask (from outside the actor system): the current ``PortfolioSnapshot``."""
+
+
+class GetReconciliations(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask (from outside the actor system): the last ``Reconciliation`` per venue, as a dict."""
+
+
+class _PublishDue(msgspec.Struct, frozen=True):
+    pass
+
+
+class _SessionRollover(msgspec.Struct, frozen=True):
+    pass
+
+
+# ---- session boundary ------------------------------------------------------------------
+
+
+def parse_boundary(boundary: str) -> tuple[int, int]:
+    """``"HH:MM"`` as (hour, minute); ``ValueError`` naming the field when malformed."""
+    try:
+        hour_text, minute_text = boundary.split(":")
+        if len(hour_text) != 2 or len(minute_text) != 2:
+            raise ValueError
+        hour, minute = int(hour_text), int(minute_text)
+    except ValueError:
+        raise ValueError(f"session_boundary: expected HH:MM, got {boundary!r}") from None
+    if not (0 <= hour < 24 and 0 <= minute < 60):
+        raise ValueError(f"session_boundary: expected HH:MM, got {boundary!r}")
+    return hour, minute
+
+
+def session_start_ns(now: int, boundary: str) -> int:
+    """Start of the trading session that contains ``now`` (ns): the last time the clock
+    passed ``boundary`` (``HH:MM`` UTC), ``now`` itself included."""
+    hour, minute = parse_boundary(boundary)
+    moment = datetime.fromtimestamp(now // 1_000_000_000, tz=UTC)
+    start = moment.replace(hour=hour, minute=minute, second=0, microsecond=0)
+    if start > moment:
+        start -= timedelta(days=1)
+    return int(start.timestamp()) * 1_000_000_000
+
+
+# ---- position arithmetic ---------------------------------------------------------------
+
+
+class FillEffect(NamedTuple):
+    """A position after one fill, and what the fill realized."""
+
+    quantity: Decimal
+    """Signed quantity after the fill."""
+    average_price: Decimal
+    """Average entry price of the open quantity after the fill; zero when flat."""
+    realized_pnl: Decimal
+    """P&L realized by the part of the fill that closed the position."""
+
+
+def apply_fill(quantity: Decimal, average_price: Decimal, traded: Decimal, price: Decimal) -> FillEffect:
+    """Apply a fill of signed quantity ``traded`` at ``price`` to a position of signed
+    ``quantity`` at ``average_price``.
+
+    Opening or adding moves the average (weighted by quantity); reducing realizes
+    ``closed x (price - average)`` (sign flipped for a short) and keeps the average;
+    closing resets the average to zero; crossing zero realizes on the closed part and opens
+    the remainder at ``price``.
+    """
+    new_quantity = quantity + traded
+    if quantity == 0 or (quantity > 0) == (traded > 0):
+        average = (quantity * average_price + traded * price) / new_quantity
+        return FillEffect(new_quantity, average, ZERO)
+    closed = min(abs(traded), abs(quantity))
+    realized = closed * (price - average_price) if quantity > 0 else closed * (average_price - price)
+    if new_quantity == 0:
+        return FillEffect(new_quantity, ZERO, realized)
+    if (new_quantity > 0) == (quantity > 0):
+        return FillEffect(new_quantity, average_price, realized)
+    return FillEffect(new_quantity, price, realized)
+
+
+def mid_of(quote: Quote) -> Decimal:
+    """Midpoint used to mark a position."""
+    return (quote.bid + quote.ask) / 2
+
+
+@dataclass(slots=True)
+class Position:
+    """One position the keeper holds (mutable, actor thread only)."""
+
+    venue: str
+    symbol: str
+    quantity: Decimal = ZERO
+    average_price: Decimal = ZERO
+    realized_pnl: Decimal = ZERO
+
+    def state(self, mark: Quote | None) -> PositionState:
+        """The position as a message, marked to ``mark`` when there is one."""
+        if mark is None:
+            return PositionState(venue=self.venue, symbol=self.symbol, quantity=self.quantity,
+                                 average_price=self.average_price, realized_pnl=self.realized_pnl)
+        mid = mid_of(mark)
+        unrealized = self.quantity * (mid - self.average_price) if self.quantity else ZERO
+        return PositionState(venue=self.venue, symbol=self.symbol, quantity=self.quantity,
+                             average_price=self.average_price, realized_pnl=self.realized_pnl,
+                             mark_price=mid, unrealized_pnl=unrealized)
+
+
+class PositionKeeper(SupervisedActor):
+    """Journals orders and fills, keeps positions and P&L, reconciles with the venues."""
+
+    def __init__(self, config: KeeperConfig, state_dir: Path, *, clock: Clock = now_ns) -> None:
+        """``clock`` (wall clock ns) decides the session and stamps journal rows; tests
+        inject one to cross the session boundary deterministically."""
+        super().__init__()
+        self.config = config
+        self.state_dir = Path(state_dir)
+        self.journal_path = self.state_dir / config.journal_name
+        self._clock = clock
+        self._log = logger.bind(channel="main", actor="position_keeper")
+        self._journal: Journal | None = None
+        self._positions: dict[tuple[str, str], Position] = {}
+        self._open: dict[str, set[str]] = {}
+        """Symbols with a non-flat position, per venue (decides whether quotes matter)."""
+        self._marks: dict[str, dict[str, Quote]] = {}
+        """Last usable quote per venue and symbol; the mid is taken only when publishing."""
+        self._fills = 0
+        self._session_start = 0
+        self._daily_realized = ZERO
+        self._daily_notional = ZERO
+        self._traded_today: set[tuple[str, str]] = set()
+        self._reconciliations: dict[str, Reconciliation] = {}
+        self._marks_dirty = False
+        self._last_publish = 0.0
+        self._publish_timer: TimerHandle | None = None
+        self._rollover_timer: TimerHandle | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    def setup(self) -> None:
+        self._journal = Journal(self.journal_path, busy_timeout_s=self.config.journal_busy_timeout_s)
+        self._replay()
+        for topic in (topics.ORDERS, topics.SUBMITTED, topics.MARKET, topics.POSITIONS):
+            bus.subscribe(topic, self.name)
+        self._schedule_rollover()
+        self._publish()
+
+    def teardown(self) -> None:
+        for timer in (self._publish_timer, self._rollover_timer):
+            if timer is not None:
+                timer.cancel()
+        if self._journal is not None:
+            journal, self._journal = self._journal, None
+            journal.close()
+
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        return {
+            OrderFilled: self._on_fill,
+            QuoteBatch: self._on_quotes,
+            SubmitOrder: self._on_submitted,
+            OrderAccepted: self._on_order_event,
+            OrderRejected: self._on_order_event,
+            OrderCancelled: self._on_order_event,
+            CancelAllDone: self._on_order_event,
+            VenuePositions: self._on_venue_positions,
+            GetPortfolio: lambda _m: self.snapshot(),
+            GetReconciliations: lambda _m: dict(self._reconciliations),
+            _PublishDue: self._on_publish_due,
+            _SessionRollover: self._on_session_rollover,
+        }
+
+    @property
+    def journal(self) -> Journal:
+        """The keeper's journal (open between setup and teardown; actor thread only)."""
+        if self._journal is None:
+            raise RuntimeError("the position keeper's journal is not open")
+        return self._journal
+
+    def _replay(self) -> None:
+        started = time.perf_counter()
+        records = self.journal.fill_records()
+        for record in records:
+            fill = record.fill
+            effect = self._effect(fill)
+            self._apply(fill, effect)
+        self._fills = len(records)
+        self._roll_session(force=True)
+        self._log.bind(fills=self._fills, positions=len(self._open_positions())).info(
+            f"journal replayed: {self._fills} fills in {time.perf_counter() - started:.3f}s"
+        )
+
+    # ---- fills ------------------------------------------------------------------------
+
+    def _on_fill(self, fill: OrderFilled) -> None:
+        self._roll_session()  # before the insert: a new session re-reads the journal
+        effect = self._effect(fill)
+        recorded_ns = self._clock()
+        if not self.journal.record_fill(fill, effect.realized_pnl, recorded_ns):
+            self._log.bind(venue=fill.venue, fill_id=fill.fill_id).debug("duplicate fill ignored")
+            return
+        self._fills += 1
+        self._apply(fill, effect)
+        if (fill.ts_ns or recorded_ns) >= self._session_start:
+            self._count_today(fill, effect.realized_pnl)
+        self._publish()
+
+    def _effect(self, fill: OrderFilled) -> FillEffect:
+        position = self._positions.get((fill.venue, fill.symbol))
+        if position is None:
+            return apply_fill(ZERO, ZERO, fill.signed_quantity, fill.price)
+        return apply_fill(position.quantity, position.average_price, fill.signed_quantity, fill.price)
+
+    def _apply(self, fill: OrderFilled, effect: FillEffect) -> None:
+        key = (fill.venue, fill.symbol)
+        position = self._positions.get(key)
+        if position is None:
+            position = self._positions[key] = Position(venue=fill.venue, symbol=fill.symbol)
+        position.quantity = effect.quantity
+        position.average_price = effect.average_price
+        position.realized_pnl += effect.realized_pnl
+        held = self._open.setdefault(fill.venue, set())
+        if effect.quantity:
+            held.add(fill.symbol)
+        else:
+            held.discard(fill.symbol)
+
+    def _count_today(self, fill: OrderFilled, realized: Decimal) -> None:
+        self._daily_realized += realized
+        self._daily_notional += abs(fill.quantity * fill.price)
+        self._traded_today.add((fill.venue, fill.symbol))
+
+    # ---- the trading session ------------------------------------------------------------
+
+    def _roll_session(self, *, force: bool = False) -> None:
+        """Move the daily totals to the session containing now, if it changed."""
+        start = session_start_ns(self._clock(), self.config.session_boundary)
+        if start == self._session_start and not force:
+            return
+        self._session_start = start
+        self._daily_realized = ZERO
+        self._daily_notional = ZERO
+        self._traded_today.clear()
+        for record in self.journal.fill_records(since_ns=start):
+            self._count_today(record.fill, record.realized_pnl)
+
+    def _schedule_rollover(self) -> None:
+        now = self._clock()
+        next_start = session_start_ns(now, self.config.session_boundary) + 86_400 * 1_000_000_000
+        self._rollover_timer = scheduler.call_later((next_start - now) / 1e9 + 0.001,
+                                                    self._teller(_SessionRollover()))
+
+    def _on_session_rollover(self, _message: _SessionRollover) -> None:
+        self._roll_session()
+        self._publish()
+        self._schedule_rollover()
+
+    # ---- marks and snapshots ------------------------------------------------------------
+
+    def _on_quotes(self, batch: QuoteBatch) -> None:
+        marks = self._marks.get(batch.venue)
+        if marks is None:
+            marks = self._marks[batch.venue] = {}
+        for quote in batch.quotes:
+            if quote.bid > 0 and quote.ask > 0:  # a one-sided or broken quote is no mark
+                marks[quote.symbol] = quote
+        if self._open.get(batch.venue):
+            self._marks_dirty = True
+            self._publish_soon()
+
+    def _publish_soon(self) -> None:
+        if self._publish_timer is not None:
+            return
+        wait_s = self._last_publish + self.config.publish_interval_s - time.monotonic()
+        if wait_s <= 0:
+            self._publish()
+        else:
+            self._publish_timer = scheduler.call_later(wait_s, self._teller(_PublishDue()))
+
+    def _on_publish_due(self, _message: _PublishDue) -> None:
+        self._publish_timer = None
+        if self._marks_dirty:
+            self._publish()
+
+    def _publish(self) -> None:
+        self._marks_dirty = False
+        self._last_publish = time.monotonic()
+        bus.publish(topics.PORTFOLIO, self.snapshot())
+
+    def snapshot(self) -> PortfolioSnapshot:
+        """Every open position (and every flat one traded this session), marked, with P&L."""
+        self._roll_session()
+        states: list[PositionState] = []
+        realized = unrealized = ZERO
+        for key, position in self._positions.items():
+            realized += position.realized_pnl
+            if not position.quantity and key not in self._traded_today:
+                continue
+            state = position.state(self._marks.get(position.venue, {}).get(position.symbol))
+            unrealized += state.unrealized_pnl
+            states.append(state)
+        return PortfolioSnapshot(
+            positions=tuple(states), realized_pnl=realized, unrealized_pnl=unrealized,
+            daily_realized_pnl=self._daily_realized, daily_pnl=self._daily_realized + unrealized,
+            daily_traded_notional=self._daily_notional, fills=self._fills, ts_ns=self._clock(),
+        )
+
+    def _open_positions(self) -> list[Position]:
+        return [p for p in self._positions.values() if p.quantity]
+
+    # ---- orders -------------------------------------------------------------------------
+
+    def _on_submitted(self, order: SubmitOrder) -> None:
+        self.journal.record_order(order, self._clock())
+
+    def _on_order_event(self, event: OrderAccepted | OrderRejected | OrderCancelled | CancelAllDone) -> None:
+        self.journal.record_order_event(event, self._clock())
+
+    # ---- reconciliation -----------------------------------------------------------------
+
+    def _on_venue_positions(self, report: VenuePositions) -> None:
+        venue = report.venue
+        reported: dict[str, Decimal] = {}
+        for position in report.positions:
+            reported[position.symbol] = reported.get(position.symbol, ZERO) + position.quantity
+        ours = {p.symbol: p for p in self._open_positions() if p.venue == venue}
+        mismatches = [
+            f"{symbol}: journal {ours[symbol].quantity if symbol in ours else ZERO}, "
+            f"venue {reported.get(symbol, ZERO)}"
+            for symbol in sorted(set(reported) | set(ours))
+            if (ours[symbol].quantity if symbol in ours else ZERO) != reported.get(symbol, ZERO)
+        ]
+        ts = self._clock()
+        marks = self._marks.get(venue, {})
+        reconciliation = Reconciliation(
+            venue=venue,
+            reconciled=not mismatches,
+            venue_positions=tuple(
+                PositionState(venue=venue, symbol=v.symbol, quantity=v.quantity,
+                              average_price=v.average_price)
+                for v in report.positions
+            ),
+            keeper_positions=tuple(ours[s].state(marks.get(s)) for s in sorted(ours)),
+            mismatches=tuple(mismatches),
+            ts_ns=ts,
+        )
+        self.journal.record_reconciliation(reconciliation)
+        self._reconciliations[venue] = reconciliation
+        bus.publish(topics.PORTFOLIO, reconciliation)
+        if mismatches:
+            self._log.bind(venue=venue, mismatches=mismatches).warning(f"reconciliation mismatch at {venue}")
+            bus.publish(
+                topics.SAFETY,
+                SafetyEvent(
+                    kind="reconciliation_mismatch", severity=Severity.WARNING, venue=venue,
+                    symbol=mismatches[0].split(":", 1)[0] if len(mismatches) == 1 else "",
+                    detail="; ".join(mismatches), ts_ns=ts,
+                ),
+            )
+
+    # ---- helpers --------------------------------------------------------------------------
+
+    def _teller(self, message: Any) -> Callable[[], None]:
+        ref = self.actor_ref
+
+        def tell() -> None:
+            try:
+                ref.tell(message)
+            except Exception:  # the keeper stopped in the meantime
+                pass
+
+        return tell

@@ -1,0 +1,597 @@
+"""The risk governor: owner of the trading mode and of every pre-trade check.
+
+Every order from a strategy or an operator comes here. An order that passes is published
+on ``submitted`` (the position keeper journals it) and then told to its connector; one
+that fails is answered with ``OrderRejected`` carrying a reason code. The governor also
+decides the mode: WARNING safety events, connector crashes and reconciliation mismatches
+degrade; CRITICAL events, too many degradations in a window, the connectors supervisor
+giving up, the daily loss limit and an operator flatten put it into FAILSAFE, which is
+latched until an operator resets it once the venues are confirmed flat.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from loguru import logger
+
+from actors import topics
+from actors.errors import RiskError
+from actors.journal import Journal
+from messages import (
+    FAILSAFE_SOURCE,
+    MODE_TRANSITIONS,
+    ConnectorDown,
+    ConnectorUp,
+    Escalation,
+    FailsafeReport,
+    FlattenRequested,
+    Mode,
+    ModeChanged,
+    OperatorCommand,
+    OperatorVerb,
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    OrderType,
+    PortfolioSnapshot,
+    QuoteBatch,
+    Reconciliation,
+    RejectReason,
+    SafetyEvent,
+    Severity,
+    SubmitOrder,
+    now_ns,
+)
+from supervision import (
+    SUPERVISION_TOPIC,
+    ChildExited,
+    SupervisedActor,
+    SupervisorGaveUp,
+    TimerHandle,
+    bus,
+    registry,
+    scheduler,
+)
+
+ZERO = Decimal(0)
+
+
+class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Pre-trade limits and mode rules. A limit of 0 disables that check."""
+
+    max_order_quantity: Decimal = Decimal(1000)
+    """Largest quantity of one order."""
+    max_order_notional: Decimal = Decimal(250_000)
+    """Largest quantity x price of one order (price: the limit, else the last mid)."""
+    max_position: Decimal = Decimal(2000)
+    """Largest absolute position per venue and symbol, counting working orders."""
+    max_open_positions: int = 10
+    """Most non-flat (venue, symbol) positions at once."""
+    max_daily_notional: Decimal = Decimal(5_000_000)
+    """Most notional traded in one session, counting working orders."""
+    daily_loss_limit: Decimal = Decimal(10_000)
+    """Daily P&L (realized + unrealized) at or below minus this triggers FAILSAFE."""
+    max_orders_per_s: int = 50
+    """Most orders accepted by the governor in any one-second window."""
+    price_band_pct: Decimal = Decimal(5)
+    """Limit and stop prices more than this far (percent) from the last mid are refused."""
+    degradations_to_failsafe: int = 3
+    """Degradations within ``degradation_window_s`` that trigger FAILSAFE."""
+    degradation_window_s: float = 300.0
+    """Window for counting degradations."""
+    recover_after_s: float = 10.0
+    """DEGRADED returns to LIVE after this long with no degradation and every connector up."""
+    circuit_rejections: int = 5
+    """Venue rejections within ``circuit_window_s`` that open a venue's circuit breaker."""
+    circuit_window_s: float = 60.0
+    """Window for counting venue rejections."""
+    circuit_cooldown_s: float = 30.0
+    """How long an open circuit refuses orders before it lets one through (HALF_OPEN)."""
+
+
+class GetRiskState(msgspec.Struct, frozen=True):
+    """Ask: the governor's state as a dict (mode, paused, circuits, counters)."""
+
+
+class EnterFailsafe(msgspec.Struct, frozen=True):
+    """Tell: go to FAILSAFE (sent by the failsafe when it was triggered directly)."""
+
+    reason: str
+
+
+class Shutdown(msgspec.Struct, frozen=True):
+    """Ask: go to SHUTDOWN (the service is stopping)."""
+
+    reason: str = "service stopping"
+
+
+class _Tick(msgspec.Struct, frozen=True):
+    pass
+
+
+class CircuitBreaker:
+    """CLOSED -> OPEN after too many venue rejections -> HALF_OPEN after a cool-down, where
+    one order is let through: its acceptance closes the circuit, its rejection reopens it."""
+
+    def __init__(self, rejections: int, window_s: float, cooldown_s: float) -> None:
+        self.rejections = rejections
+        self.window_s = window_s
+        self.cooldown_s = cooldown_s
+        self.state = "CLOSED"
+        self._times: deque[float] = deque()
+        self._opened_at = 0.0
+        self._probe_sent = False
+
+    def allow(self, now: float) -> bool:
+        """May an order go to the venue now?"""
+        if self.state == "OPEN" and now - self._opened_at >= self.cooldown_s:
+            self.state, self._probe_sent = "HALF_OPEN", False
+        if self.state == "OPEN":
+            return False
+        if self.state == "HALF_OPEN":
+            if self._probe_sent:
+                return False
+            self._probe_sent = True
+        return True
+
+    def on_rejection(self, now: float) -> None:
+        """A venue rejection."""
+        if self.rejections <= 0:
+            return
+        if self.state == "HALF_OPEN":
+            self.state, self._opened_at = "OPEN", now
+            return
+        self._times.append(now)
+        while self._times and now - self._times[0] > self.window_s:
+            self._times.popleft()
+        if len(self._times) >= self.rejections:
+            self.state, self._opened_at = "OPEN", now
+            self._times.clear()
+
+    def on_success(self) -> None:
+        """An acceptance or fill."""
+        if self.state == "HALF_OPEN":
+            self.state = "CLOSED"
+
+
+class RiskGovernor(SupervisedActor):
+    """Owns the mode machine and runs the pre-trade checks."""
+
+    def __init__(
+        self,
+        config: RiskConfig,
+        state_dir: Path,
+        venues: dict[str, tuple[str, ...]],
+        journal_name: str = "journal.sqlite3",
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.venues = venues
+        self.clock = clock
+        self._journal_path = Path(state_dir) / journal_name
+        self._journal: Journal | None = None
+        self.mode = Mode.STARTUP
+        self.paused = False
+        self.log = logger.bind(channel="governance")
+        self._up: set[str] = set()
+        self._mids: dict[tuple[str, str], Decimal] = {}
+        self._positions: dict[tuple[str, str], Decimal] = {}
+        self._working: dict[str, tuple[str, str, Decimal]] = {}
+        self._client_ids: set[str] = set()
+        self._fill_ids: set[tuple[str, str]] = set()
+        self._order_times: deque[float] = deque()
+        self._degradations: deque[float] = deque()
+        self._last_degradation = 0.0
+        self._portfolio = PortfolioSnapshot()
+        self._failsafe_flat = False
+        self._circuits = {
+            venue: CircuitBreaker(config.circuit_rejections, config.circuit_window_s,
+                                  config.circuit_cooldown_s)
+            for venue in venues
+        }
+        self.counts = {"checked": 0, "passed": 0, "rejected": 0}
+        self._tick: TimerHandle | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------
+
+    def setup(self) -> None:
+        for topic in (topics.MARKET, topics.ORDERS, topics.SAFETY, topics.CONNECTORS,
+                      topics.PORTFOLIO, topics.FAILSAFE, SUPERVISION_TOPIC):
+            bus.subscribe(topic, self.name)
+        self._journal = Journal(self._journal_path)
+        self._client_ids = self._journal.client_order_ids()
+        for fill in self._journal.fills():
+            self._apply_fill(fill)
+        last = self._journal.last_mode()
+        if last is Mode.FAILSAFE:
+            # The latch survives a restart: only an operator reset leaves FAILSAFE.
+            self._set_mode(Mode.FAILSAFE, "restored: FAILSAFE is latched until an operator reset",
+                           validate=False)
+        else:
+            self._set_mode(Mode.READY, "started")
+        self._schedule_tick()
+
+    def teardown(self) -> None:
+        if self._tick is not None:
+            self._tick.cancel()
+        if self._journal is not None:
+            self._journal.close()
+
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        return {
+            SubmitOrder: self._on_submit,
+            QuoteBatch: self._on_quotes,
+            OrderAccepted: self._on_accepted,
+            OrderRejected: self._on_rejected,
+            OrderFilled: self._on_filled,
+            OrderCancelled: self._on_cancelled,
+            SafetyEvent: self._on_safety,
+            ConnectorUp: self._on_connector_up,
+            ConnectorDown: self._on_connector_down,
+            ChildExited: self._on_child_exited,
+            SupervisorGaveUp: self._on_gave_up,
+            PortfolioSnapshot: self._on_portfolio,
+            Reconciliation: self._on_reconciliation,
+            FailsafeReport: self._on_failsafe_report,
+            OperatorCommand: self._on_operator,
+            EnterFailsafe: lambda m: self.enter_failsafe(m.reason, source="failsafe", notify=False),
+            Escalation: lambda m: self.enter_failsafe(f"escalation from {m.source}: {m.reason}",
+                                                      source=m.source),
+            Shutdown: self._on_shutdown,
+            GetRiskState: lambda _m: self.state(),
+            _Tick: self._on_tick,
+        }
+
+    # ---- modes ----------------------------------------------------------------------
+
+    def transition(self, target: Mode, reason: str) -> None:
+        """Move to ``target``; raises ``RiskError`` for a transition the design forbids."""
+        if target not in MODE_TRANSITIONS[self.mode]:
+            raise RiskError(f"mode transition {self.mode} -> {target} is not allowed ({reason})")
+        self._set_mode(target, reason)
+
+    def _set_mode(self, target: Mode, reason: str, *, validate: bool = True) -> None:
+        previous = self.mode
+        if validate and target not in MODE_TRANSITIONS[previous]:
+            raise RiskError(f"mode transition {previous} -> {target} is not allowed ({reason})")
+        self.mode = target
+        ts = now_ns()
+        if self._journal is not None:
+            self._journal.record_mode(previous, target, reason, ts)
+        level = "CRITICAL" if target is Mode.FAILSAFE else "WARNING" if target is Mode.DEGRADED else "INFO"
+        self.log.bind(previous=str(previous), current=str(target)).log(
+            level, f"mode {previous} -> {target}: {reason}"
+        )
+        bus.publish(topics.MODE, ModeChanged(previous=previous, current=target, reason=reason, ts_ns=ts))
+        if target is Mode.READY and self._all_up():
+            self._set_mode(Mode.LIVE, "every connector is up")
+
+    def _all_up(self) -> bool:
+        return bool(self.venues) and all(v in self._up for v in self.venues)
+
+    def degrade(self, reason: str) -> None:
+        """Count a degradation; DEGRADED from LIVE, FAILSAFE when too many in the window."""
+        if self.mode not in (Mode.LIVE, Mode.DEGRADED):
+            return
+        now = self.clock()
+        self._last_degradation = now
+        self._degradations.append(now)
+        while self._degradations and now - self._degradations[0] > self.config.degradation_window_s:
+            self._degradations.popleft()
+        limit = self.config.degradations_to_failsafe
+        if limit > 0 and len(self._degradations) >= limit:
+            self.enter_failsafe(
+                f"{len(self._degradations)} degradations within {self.config.degradation_window_s}s; "
+                f"last: {reason}", source=self.name,
+            )
+            return
+        if self.mode is Mode.LIVE:
+            self.transition(Mode.DEGRADED, reason)
+        else:
+            self.log.warning(f"degradation while DEGRADED: {reason}")
+
+    def enter_failsafe(self, reason: str, *, source: str, notify: bool = True,
+                       rerun: bool = False) -> None:
+        """Latch FAILSAFE and start the flatten procedure (``notify``). Once latched, a
+        further trigger only re-runs the procedure when asked to (``rerun``: an operator)."""
+        if self.mode is Mode.SHUTDOWN:
+            return
+        newly = self.mode is not Mode.FAILSAFE
+        if newly:
+            # FAILSAFE is reachable from LIVE and DEGRADED; from STARTUP or READY (nothing
+            # trades there yet) an emergency still latches it rather than being ignored.
+            self._set_mode(Mode.FAILSAFE, reason, validate=self.mode in (Mode.LIVE, Mode.DEGRADED))
+            self._failsafe_flat = False
+        elif notify:
+            self.log.warning(f"already FAILSAFE; further trigger: {reason}")
+        if notify and (newly or rerun):
+            registry.tell("failsafe", FlattenRequested(reason=reason, source=source, ts_ns=now_ns()))
+
+    # ---- pre-trade checks -----------------------------------------------------------
+
+    def _on_submit(self, order: SubmitOrder) -> OrderRejected | None:
+        self.counts["checked"] += 1
+        rejection = self.check(order)
+        if rejection is not None:
+            reason, text = rejection
+            self.counts["rejected"] += 1
+            event = OrderRejected(client_order_id=order.client_order_id, venue=order.venue,
+                                  reason=reason, text=text, symbol=order.symbol,
+                                  source=order.source, ts_ns=now_ns())
+            self.log.bind(client_order_id=order.client_order_id, reason=str(reason)).info(
+                f"order refused: {text}"
+            )
+            bus.publish(topics.ORDERS, event)
+            if reason is RejectReason.DAILY_LOSS:
+                self.enter_failsafe(text, source=self.name)
+            return event
+        self.counts["passed"] += 1
+        self._client_ids.add(order.client_order_id)
+        self._order_times.append(self.clock())
+        self._working[order.client_order_id] = (order.venue, order.symbol, order.signed_quantity)
+        bus.publish(topics.SUBMITTED, order)
+        if not registry.tell(order.venue, order):
+            self._working.pop(order.client_order_id, None)
+            event = OrderRejected(client_order_id=order.client_order_id, venue=order.venue,
+                                  reason=RejectReason.VENUE_DOWN, symbol=order.symbol,
+                                  text=f"connector {order.venue} is down", source=order.source,
+                                  ts_ns=now_ns())
+            bus.publish(topics.ORDERS, event)
+            return event
+        return None
+
+    def check(self, order: SubmitOrder) -> tuple[RejectReason, str] | None:
+        """Every pre-trade check, in order; the first failure is the answer."""
+        cfg = self.config
+        key = (order.venue, order.symbol)
+        if order.venue not in self.venues:
+            return RejectReason.UNKNOWN_VENUE, f"unknown venue {order.venue!r}"
+        if self.venues[order.venue] and order.symbol not in self.venues[order.venue]:
+            return RejectReason.UNKNOWN_SYMBOL, f"unknown symbol {order.symbol!r} at {order.venue}"
+        if not order.quantity > 0:
+            return RejectReason.MALFORMED, f"quantity must be positive, got {order.quantity}"
+        if order.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) and order.limit_price is None:
+            return RejectReason.MALFORMED, f"a {order.order_type} order needs a limit price"
+        if order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and order.stop_price is None:
+            return RejectReason.MALFORMED, f"a {order.order_type} order needs a stop price"
+        if order.client_order_id in self._client_ids or order.client_order_id in self._working:
+            return RejectReason.DUPLICATE_ID, f"client order id {order.client_order_id} already used"
+        failsafe = order.source == FAILSAFE_SOURCE
+        if self.mode is Mode.FAILSAFE and not failsafe:
+            return RejectReason.MODE, "FAILSAFE: only the failsafe's own orders pass"
+        if failsafe:
+            return None
+        if self.mode not in (Mode.LIVE, Mode.DEGRADED):
+            return RejectReason.MODE, f"not trading in mode {self.mode}"
+        if self.paused:
+            return RejectReason.PAUSED, "trading is paused by an operator"
+        if order.venue not in self._up:
+            return RejectReason.VENUE_DOWN, f"connector {order.venue} is not connected"
+        position = self._positions.get(key, ZERO)
+        reduces = position != 0 and (position > 0) != (order.side.sign > 0) \
+            and order.quantity <= abs(position) - self._working_reducing(key, position)
+        if order.reduce_only and not reduces:
+            return RejectReason.REDUCE_ONLY, "reduce-only order would not reduce the position"
+        if self.mode is Mode.DEGRADED and not reduces:
+            return RejectReason.REDUCE_ONLY, "DEGRADED: only orders that reduce a position pass"
+        now = self.clock()
+        while self._order_times and now - self._order_times[0] >= 1.0:
+            self._order_times.popleft()
+        if cfg.max_orders_per_s > 0 and len(self._order_times) >= cfg.max_orders_per_s:
+            return RejectReason.RATE_LIMIT, f"more than {cfg.max_orders_per_s} orders in one second"
+        if cfg.max_order_quantity > 0 and order.quantity > cfg.max_order_quantity:
+            return RejectReason.MAX_QUANTITY, f"quantity {order.quantity} above {cfg.max_order_quantity}"
+        mid = self._mids.get(key)
+        for label, price in (("limit", order.limit_price), ("stop", order.stop_price)):
+            if price is not None and mid is not None and cfg.price_band_pct > 0:
+                off_pct = abs(price - mid) / mid * 100
+                if off_pct > cfg.price_band_pct:
+                    return RejectReason.PRICE_BAND, (
+                        f"{label} price {price} is {off_pct:.2f}% from mid {mid} "
+                        f"(band {cfg.price_band_pct}%)"
+                    )
+        price = order.limit_price or mid
+        if price is None:
+            return RejectReason.NO_MARKET, f"no market for {order.symbol} at {order.venue} to price the order"
+        notional = order.quantity * price
+        if cfg.max_order_notional > 0 and notional > cfg.max_order_notional:
+            return RejectReason.MAX_NOTIONAL, f"notional {notional} above {cfg.max_order_notional}"
+        exposure = position + self._working_signed(key) + order.signed_quantity
+        if cfg.max_position > 0 and abs(exposure) > cfg.max_position and not reduces:
+            return RejectReason.MAX_POSITION, f"position would reach {exposure} (max {cfg.max_position})"
+        if cfg.max_open_positions > 0 and position == 0 and not self._working_signed(key):
+            open_count = sum(1 for q in self._positions.values() if q != 0)
+            if open_count >= cfg.max_open_positions:
+                return RejectReason.MAX_OPEN_POSITIONS, (
+                    f"{open_count} positions open (max {cfg.max_open_positions})"
+                )
+        if cfg.max_daily_notional > 0:
+            traded = self._portfolio.daily_traded_notional + self._working_notional() + notional
+            if traded > cfg.max_daily_notional:
+                return RejectReason.MAX_DAILY_NOTIONAL, (
+                    f"daily notional would reach {traded} (max {cfg.max_daily_notional})"
+                )
+        if cfg.daily_loss_limit > 0 and self._portfolio.daily_pnl <= -cfg.daily_loss_limit:
+            return RejectReason.DAILY_LOSS, (
+                f"daily P&L {self._portfolio.daily_pnl} at or below -{cfg.daily_loss_limit}"
+            )
+        circuit = self._circuits.get(order.venue)
+        if circuit is not None and not circuit.allow(now):
+            return RejectReason.CIRCUIT_OPEN, f"circuit breaker for {order.venue} is {circuit.state}"
+        return None
+
+    def _working_signed(self, key: tuple[str, str]) -> Decimal:
+        return sum((q for v, s, q in self._working.values() if (v, s) == key), ZERO)
+
+    def _working_reducing(self, key: tuple[str, str], position: Decimal) -> Decimal:
+        """Quantity already working against ``position`` (so two reducing orders cannot flip it)."""
+        return sum((abs(q) for v, s, q in self._working.values()
+                    if (v, s) == key and (q > 0) != (position > 0)), ZERO)
+
+    def _working_notional(self) -> Decimal:
+        total = ZERO
+        for venue, symbol, qty in self._working.values():
+            mid = self._mids.get((venue, symbol))
+            if mid is not None:
+                total += abs(qty) * mid
+        return total
+
+    # ---- what happens ---------------------------------------------------------------
+
+    def _on_quotes(self, batch: QuoteBatch) -> None:
+        mids = self._mids
+        for quote in batch.quotes:
+            if quote.bid > 0 and quote.ask >= quote.bid:
+                mids[(batch.venue, quote.symbol)] = (quote.bid + quote.ask) / 2
+
+    def _apply_fill(self, fill: OrderFilled) -> bool:
+        key = (fill.venue, fill.fill_id)
+        if key in self._fill_ids:
+            return False
+        self._fill_ids.add(key)
+        pos_key = (fill.venue, fill.symbol)
+        self._positions[pos_key] = self._positions.get(pos_key, ZERO) + fill.signed_quantity
+        return True
+
+    def _on_filled(self, fill: OrderFilled) -> None:
+        if not self._apply_fill(fill):
+            return
+        working = self._working.get(fill.client_order_id)
+        if working is not None:
+            if fill.leaves_quantity <= 0:
+                del self._working[fill.client_order_id]
+            else:
+                venue, symbol, qty = working
+                sign = 1 if qty > 0 else -1
+                self._working[fill.client_order_id] = (venue, symbol, fill.leaves_quantity * sign)
+        circuit = self._circuits.get(fill.venue)
+        if circuit is not None:
+            circuit.on_success()
+
+    def _on_accepted(self, event: OrderAccepted) -> None:
+        circuit = self._circuits.get(event.venue)
+        if circuit is not None:
+            circuit.on_success()
+
+    def _on_rejected(self, event: OrderRejected) -> None:
+        self._working.pop(event.client_order_id, None)
+        if event.reason is RejectReason.VENUE:
+            circuit = self._circuits.get(event.venue)
+            if circuit is not None:
+                before = circuit.state
+                circuit.on_rejection(self.clock())
+                if circuit.state == "OPEN" and before != "OPEN":
+                    self.log.warning(f"circuit breaker for {event.venue} opened after venue rejections")
+
+    def _on_cancelled(self, event: OrderCancelled) -> None:
+        self._working.pop(event.client_order_id, None)
+
+    def _on_safety(self, event: SafetyEvent) -> None:
+        where = f" {event.venue}/{event.symbol}" if event.venue else ""
+        reason = f"{event.severity.name} {event.kind}{where}: {event.detail}"
+        if event.severity >= Severity.CRITICAL:
+            self.enter_failsafe(reason, source="safety_monitor")
+        elif event.severity >= Severity.WARNING:
+            self.degrade(reason)
+
+    def _on_connector_up(self, event: ConnectorUp) -> None:
+        if event.name not in self.venues:
+            return
+        self._up.add(event.name)
+        if self.mode is Mode.READY and self._all_up():
+            self.transition(Mode.LIVE, "every connector is up")
+
+    def _on_connector_down(self, event: ConnectorDown) -> None:
+        self._up.discard(event.name)
+
+    def _on_child_exited(self, event: ChildExited) -> None:
+        if event.name in self.venues:
+            self._up.discard(event.name)
+            if event.abnormal:
+                self.degrade(f"connector {event.name} down: {event.reason}")
+
+    def _on_gave_up(self, event: SupervisorGaveUp) -> None:
+        if event.supervisor == "connectors":
+            self.enter_failsafe(f"connectors supervisor gave up: {event.reason}", source="supervision")
+
+    def _on_portfolio(self, snapshot: PortfolioSnapshot) -> None:
+        self._portfolio = snapshot
+        limit = self.config.daily_loss_limit
+        if limit > 0 and snapshot.daily_pnl <= -limit and self.mode in (Mode.LIVE, Mode.DEGRADED):
+            self.enter_failsafe(f"daily loss limit: P&L {snapshot.daily_pnl} <= -{limit}", source=self.name)
+
+    def _on_reconciliation(self, event: Reconciliation) -> None:
+        if not event.reconciled:
+            self.degrade(f"reconciliation mismatch at {event.venue}: {'; '.join(event.mismatches)}")
+
+    def _on_failsafe_report(self, report: FailsafeReport) -> None:
+        self._failsafe_flat = report.flat
+
+    def _on_operator(self, command: OperatorCommand) -> str:
+        self.log.bind(operator=command.operator, verb=str(command.verb)).warning(
+            f"operator {command.operator}: {command.verb} {command.reason}".rstrip()
+        )
+        verb = command.verb
+        if verb is OperatorVerb.PAUSE:
+            self.paused = True
+            return "paused: new orders are refused"
+        if verb is OperatorVerb.RESUME:
+            self.paused = False
+            return "resumed"
+        if verb is OperatorVerb.FLATTEN:
+            self.enter_failsafe(f"operator flatten by {command.operator}: {command.reason}".rstrip(": "),
+                                source="operator", rerun=True)
+            return "FAILSAFE: flattening every venue"
+        if verb is OperatorVerb.RESET:
+            if self.mode is not Mode.FAILSAFE:
+                return f"nothing to reset: mode is {self.mode}"
+            if not self._failsafe_flat:
+                return "refused: the venues are not confirmed flat yet"
+            self._degradations.clear()
+            self.transition(Mode.READY, f"operator reset by {command.operator}")
+            return f"reset: mode is {self.mode}"
+        return str(self.mode)
+
+    def _on_shutdown(self, command: Shutdown) -> str:
+        if self.mode is not Mode.SHUTDOWN:
+            self._set_mode(Mode.SHUTDOWN, command.reason, validate=False)
+        return str(self.mode)
+
+    def _on_tick(self, _tick: _Tick) -> None:
+        if (self.mode is Mode.DEGRADED and self._all_up()
+                and self.clock() - self._last_degradation >= self.config.recover_after_s):
+            self.transition(Mode.LIVE, f"no degradation for {self.config.recover_after_s}s")
+        self._schedule_tick()
+
+    def _schedule_tick(self) -> None:
+        ref = self.actor_ref
+
+        def tell() -> None:
+            try:
+                ref.tell(_Tick())
+            except Exception:
+                pass
+
+        self._tick = scheduler.call_later(1.0, tell)
+
+    def state(self) -> dict[str, Any]:
+        """Mode, pause, circuits and counters, for status."""
+        return {
+            "mode": str(self.mode),
+            "paused": self.paused,
+            "connectors_up": sorted(self._up),
+            "circuits": {venue: c.state for venue, c in self._circuits.items()},
+            "working_orders": len(self._working),
+            "degradations_in_window": len(self._degradations),
+            "failsafe_flat": self._failsafe_flat,
+            **self.counts,
+        }

@@ -1,0 +1,149 @@
+"""The application: builds the supervision tree of ARCHITECTURE §2 from settings, starts it
+behind the start barrier, watches its health and stops it with the shutdown policy."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pykka
+from loguru import logger
+
+from actors.connectors.plugins import connector_class
+from actors.dashboard import Dashboard
+from actors.failsafe import Failsafe, GetFailsafeState
+from actors.position_keeper import GetPortfolio, PositionKeeper
+from actors.risk_governor import GetRiskState, RiskGovernor, Shutdown
+from actors.safety_monitor import SafetyMonitor
+from actors.strategies.sample import SampleStrategy
+from messages import CancelAll, FlattenRequested, now_ns
+from supervision import Backoff, ChildSpec, Restart, Strategy, Supervisor, Tree, registry
+from tradeguard import systemd
+from tradeguard.settings import Settings
+from venues.paper import stop_paper_venues
+
+log = logger.bind(channel="main")
+
+
+def build_tree(settings: Settings, state_dir: Path, *, on_escalation: Any = None,
+               health_check: Any = None) -> Tree:
+    """The tree: keeper, governor, failsafe, safety monitor, connectors, strategies,
+    dashboard; rest_for_one at the root, one_for_one below."""
+    sup = settings.supervision
+    backoff = Backoff(initial_s=sup.backoff_initial_s, maximum_s=sup.backoff_max_s,
+                      multiplier=sup.backoff_multiplier, jitter_s=sup.backoff_jitter_s,
+                      reset_after_s=sup.reset_after_s)
+    beat: dict[str, Any] = {"heartbeat_s": sup.heartbeat_s, "heartbeat_timeout_s": sup.heartbeat_timeout_s}
+    venues = settings.venues()
+    names = tuple(venues)
+    connectors = [
+        ChildSpec(name=c.name, actor_class=connector_class(c.kind), args=(c, state_dir),
+                  start_timeout_s=c.connect_timeout_s + 10.0)
+        for c in settings.connector_configs()
+    ]
+    strategies = [
+        ChildSpec(name=s.name, actor_class=SampleStrategy, args=(s,), restart=Restart.PERMANENT)
+        for s in settings.strategies
+    ]
+    children = [
+        ChildSpec(name="position_keeper", actor_class=PositionKeeper,
+                  args=(settings.keeper, state_dir), **beat),
+        ChildSpec(name="risk_governor", actor_class=RiskGovernor,
+                  args=(settings.risk, state_dir, venues),
+                  kwargs={"journal_name": settings.keeper.journal_name}, **beat),
+        ChildSpec(name="failsafe", actor_class=Failsafe,
+                  args=(settings.failsafe, state_dir, names), **beat),
+        ChildSpec(name="safety_monitor", actor_class=SafetyMonitor,
+                  args=(settings.safety, state_dir), **beat),
+        ChildSpec(name="connectors", actor_class=Supervisor, args=(connectors,),
+                  kwargs={"strategy": Strategy.ONE_FOR_ONE, "intensity": sup.connectors_intensity,
+                          "period_s": sup.connectors_period_s, "backoff": backoff},
+                  shutdown_timeout_s=15.0),
+        ChildSpec(name="strategies", actor_class=Supervisor, args=(strategies,),
+                  kwargs={"strategy": Strategy.ONE_FOR_ONE, "backoff": backoff},
+                  shutdown_timeout_s=10.0),
+        ChildSpec(name="dashboard", actor_class=Dashboard,
+                  args=(settings.dashboard, state_dir, names),
+                  kwargs={"health_check": health_check}),
+    ]
+    return Tree(children, name="root", strategy=Strategy.REST_FOR_ONE,
+                intensity=sup.root_intensity, period_s=sup.root_period_s, backoff=backoff,
+                on_escalation=on_escalation)
+
+
+class Service:
+    """One running tradeguard: the tree plus what the process does around it."""
+
+    def __init__(self, settings: Settings, state_dir: Path) -> None:
+        self.settings = settings
+        self.state_dir = Path(state_dir)
+        self.escalated = threading.Event()
+        self.escalation_reason = ""
+        self.tree = build_tree(settings, self.state_dir, on_escalation=self._on_escalation,
+                               health_check=self.healthy)
+
+    def _on_escalation(self, reason: str) -> None:
+        self.escalation_reason = reason
+        log.critical(f"the supervision tree gave up: {reason}")
+        self.escalated.set()
+
+    def start(self) -> None:
+        """Start the tree; returns once every child passed the start barrier."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir.chmod(0o700)
+        self.tree.start(timeout_s=self.settings.service.start_timeout_s)
+        log.info(f"tradeguard started (state {self.state_dir})")
+
+    def healthy(self) -> bool:
+        """The root answers a health check in time and the tree has not given up."""
+        return not self.escalated.is_set() and self.tree.healthy(timeout_s=1.0)
+
+    def ask(self, name: str, message: Any, timeout_s: float = 2.0) -> Any:
+        """Ask an actor by name from outside the actor system; None when it is down."""
+        ref = registry.lookup(name)
+        if ref is None:
+            return None
+        try:
+            return ref.ask(message, timeout=timeout_s)
+        except (pykka.Timeout, pykka.ActorDeadError):
+            return None
+
+    def status_line(self) -> str:
+        """A short status for systemd: mode, connectors up, open positions."""
+        risk = self.ask("risk_governor", GetRiskState()) or {}
+        portfolio = self.ask("position_keeper", GetPortfolio())
+        open_positions = sum(1 for p in portfolio.positions if p.quantity != 0) if portfolio else 0
+        up = len(risk.get("connectors_up", []))
+        return (f"mode {risk.get('mode', '?')}, connectors up {up}/{len(self.settings.venues())}, "
+                f"open positions {open_positions}")
+
+    def stop(self, policy: str | None = None) -> None:
+        """Stop with the shutdown policy: leave, cancel every working order, or flatten."""
+        policy = policy or self.settings.service.on_shutdown
+        deadline = time.monotonic() + self.settings.service.shutdown_timeout_s
+        try:
+            if policy == "flatten":
+                self._flatten_before_stop(deadline)
+            elif policy == "cancel":
+                for venue in self.settings.venues():
+                    self.ask(venue, CancelAll(venue=venue, source="shutdown", request_id="shutdown"))
+            self.ask("risk_governor", Shutdown(reason=f"service stopping (on_shutdown={policy})"))
+        finally:
+            self.tree.stop(timeout_s=max(5.0, deadline - time.monotonic()))
+            stop_paper_venues()
+            log.info("tradeguard stopped")
+
+    def _flatten_before_stop(self, deadline: float) -> None:
+        systemd.extend_timeout(max(1.0, deadline - time.monotonic()) + 5.0)
+        registry.tell("failsafe", FlattenRequested(reason="shutdown with on_shutdown=flatten",
+                                                   source="shutdown", ts_ns=now_ns()))
+        while time.monotonic() < deadline:
+            state = self.ask("failsafe", GetFailsafeState()) or {}
+            if state.get("last_report") and not state.get("running"):
+                log.info(f"shutdown flatten finished: {state['last_report'].get('detail')}")
+                return
+            systemd.extend_timeout(5.0)
+            time.sleep(0.1)  # outside the actor system: the process's own stop sequence
+        log.critical("shutdown flatten did not finish before the shutdown timeout")

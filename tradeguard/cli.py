@@ -1,0 +1,254 @@
+"""The ``tradeguard`` command."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import threading
+import time
+import traceback
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from loguru import logger
+
+from actors.errors import ConfigError
+from tradeguard import systemd
+from tradeguard.control import ControlError, send_command
+from tradeguard.settings import STATE_DIR_ENV, load_settings, resolve_state_dir
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2
+EXIT_ESCALATED = 3
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    if args.state_dir:
+        return Path(args.state_dir).expanduser().resolve()
+    if os.environ.get(STATE_DIR_ENV):
+        return Path(os.environ[STATE_DIR_ENV]).expanduser().resolve()
+    config = getattr(args, "config", None)
+    try:
+        return resolve_state_dir(load_settings(Path(config) if config else None))
+    except ConfigError:
+        return Path("./state").resolve()
+
+
+def _dump_stacks(_signum: int, _frame: FrameType | None) -> None:
+    names = {t.ident: t.name for t in threading.enumerate()}
+    for ident, frame in sys._current_frames().items():
+        stack = "".join(traceback.format_stack(frame))
+        logger.bind(channel="main", thread=names.get(ident, str(ident))).warning(
+            f"thread {names.get(ident, ident)}:\n{stack}"
+        )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tradeguard.logs import setup_logging
+
+    from tradeguard.app import Service
+
+    try:
+        settings = load_settings(Path(args.config) if args.config else None)
+    except ConfigError as exc:
+        print(f"tradeguard: bad configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    state_dir = resolve_state_dir(settings, args.state_dir)
+    state_dir.mkdir(parents=True, exist_ok=True)
+    setup_logging(state_dir / "logs", level=settings.service.log_level)
+    service = Service(settings, state_dir)
+    stop = threading.Event()
+    terms = 0
+
+    def on_term(signum: int, _frame: FrameType | None) -> None:
+        nonlocal terms
+        terms += 1
+        if terms > 1:
+            os._exit(128 + signum)  # a second signal: exit at once
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGUSR1, _dump_stacks)
+    try:
+        service.start()
+    except Exception as exc:
+        logger.bind(channel="main").exception(f"tradeguard failed to start: {exc}")
+        service.stop("leave")
+        return EXIT_FAILURE
+    systemd.ready()
+    watchdog_s = systemd.watchdog_interval_s()
+    tick_s = min(watchdog_s or 1.0, 1.0)
+    next_status = 0.0
+    code = EXIT_OK
+    while not stop.wait(tick_s):
+        if service.escalated.is_set():
+            code = EXIT_ESCALATED
+            break
+        healthy = service.healthy()
+        if watchdog_s is not None and healthy:
+            systemd.watchdog()
+        if time.monotonic() >= next_status:
+            next_status = time.monotonic() + 5.0
+            systemd.status(service.status_line() if healthy else "UNHEALTHY: the tree is not answering")
+    systemd.stopping()
+    logger.bind(channel="main").info("stopping")
+    service.stop()
+    from tradeguard.logs import shutdown_logging
+
+    shutdown_logging()
+    return code
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        settings = load_settings(Path(args.path) if args.path else None)
+    except ConfigError as exc:
+        print(f"invalid: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    kinds = ", ".join(f"{c.name} ({c.kind})" for c in settings.connector_configs())
+    print(f"ok: mode {settings.service.mode}; connectors: {kinds}; "
+          f"strategies: {', '.join(s.name for s in settings.strategies) or 'none'}")
+    return EXIT_OK
+
+
+def _control(args: argparse.Namespace, verb: str, reason: str = "") -> Any:
+    return send_command(_state_dir(args), verb, reason=reason, timeout_s=args.timeout)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    try:
+        status = _control(args, "status")
+    except ControlError as exc:
+        print(f"tradeguard: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if args.json:
+        print(json.dumps(status, indent=2, default=str))
+        return EXIT_OK
+    print(f"mode: {status['mode']}{'  (paused)' if status.get('paused') else ''}")
+    pnl = status.get("pnl") or {}
+    print(f"pnl: realized {pnl.get('realized', '?')}  unrealized {pnl.get('unrealized', '?')}  "
+          f"daily {pnl.get('daily', '?')}")
+    for c in status.get("connectors", []):
+        state = "up" if c.get("connected") else "DOWN"
+        recon = {None: "not yet reconciled", True: "reconciled", False: "MISMATCH"}[c.get("reconciled")]
+        print(f"connector {c['name']}: {state}, fills {c.get('fills', 0)}, {recon}")
+    for p in status.get("positions", []):
+        print(f"position {p['venue']} {p['symbol']}: {p['quantity']} @ {p['average_price']}")
+    orders = status.get("orders", {})
+    print("orders: " + ", ".join(f"{k} {v}" for k, v in orders.items()))
+    for alert in status.get("alerts", []):
+        print(f"alert {alert['severity']} {alert['kind']}: {alert['text']}")
+    return EXIT_OK
+
+
+def cmd_flatten(args: argparse.Namespace) -> int:
+    try:
+        print(_control(args, "flatten", args.reason))
+        if args.no_wait:
+            return EXIT_OK
+        deadline = time.monotonic() + args.wait
+        while time.monotonic() < deadline:
+            status = _control(args, "status")
+            report = (status.get("failsafe") or {}).get("last_report")
+            if report and not (status.get("failsafe") or {}).get("running"):
+                print(f"mode {status['mode']}: {'flat' if report['flat'] else 'NOT FLAT'} "
+                      f"({report['detail']}); incident report {report['incident_path']}")
+                return EXIT_OK if report["flat"] else EXIT_FAILURE
+            time.sleep(0.2)
+        print("tradeguard: the flatten did not finish in time; see `tradeguard status`", file=sys.stderr)
+        return EXIT_FAILURE
+    except ControlError as exc:
+        print(f"tradeguard: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _simple(verb: str) -> Any:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            print(_control(args, verb, getattr(args, "reason", "")))
+        except ControlError as exc:
+            print(f"tradeguard: {exc}", file=sys.stderr)
+            return EXIT_FAILURE
+        return EXIT_OK
+
+    return run
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from tradeguard.tui import run_dashboard
+
+    return run_dashboard(_state_dir(args))
+
+
+def cmd_venue(args: argparse.Namespace) -> int:
+    argv = [*(["--port", str(args.port)] if args.port else []),
+            *(["--state-dir", args.state_dir] if args.state_dir else [])]
+    if args.kind == "fix":
+        from venues.fix_venue import main as venue_main
+    elif args.kind == "zmq":
+        from venues.zmq_venue import main as venue_main
+    else:
+        from venues.tws_venue import main as venue_main
+    return int(venue_main(argv) or 0)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tradeguard", description="An always-on safety supervisor for live trading.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_state(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--state-dir", help=f"state directory (default: {STATE_DIR_ENV} or the config's)")
+        p.add_argument("--config", help="configuration file, to find its state directory")
+        p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
+        return p
+
+    run = sub.add_parser("run", help="run the service in the foreground")
+    run.add_argument("--config", help="configuration file (default: the embedded paper config)")
+    run.add_argument("--state-dir", help=f"state directory (overrides {STATE_DIR_ENV} and the config)")
+    run.set_defaults(func=cmd_run)
+
+    check = sub.add_parser("check-config", help="check a configuration file (exit 2 if bad)")
+    check.add_argument("path", nargs="?", help="file to check (default: the embedded paper config)")
+    check.set_defaults(func=cmd_check_config)
+
+    status = with_state(sub.add_parser("status", help="show the running service's state"))
+    status.add_argument("--json", action="store_true", help="print the full status as JSON")
+    status.set_defaults(func=cmd_status)
+
+    flatten = with_state(sub.add_parser("flatten", help="FAILSAFE: cancel everything and flatten"))
+    flatten.add_argument("--reason", default="", help="why (audited)")
+    flatten.add_argument("--no-wait", action="store_true", help="do not wait for the venues to be flat")
+    flatten.add_argument("--wait", type=float, default=30.0, help="seconds to wait for flat")
+    flatten.set_defaults(func=cmd_flatten)
+
+    for verb, text in (("pause", "refuse new orders until resumed"), ("resume", "accept orders again"),
+                       ("reset", "leave FAILSAFE once the venues are confirmed flat")):
+        p = with_state(sub.add_parser(verb, help=text))
+        p.add_argument("--reason", default="", help="why (audited)")
+        p.set_defaults(func=_simple(verb))
+
+    dash = with_state(sub.add_parser("dashboard", help="terminal dashboard of the running service"))
+    dash.set_defaults(func=cmd_dashboard)
+
+    venue = sub.add_parser("venue", help="run a simulated venue locally")
+    venue.add_argument("kind", choices=["fix", "zmq", "tws"])
+    venue.add_argument("--port", type=int, help="port to listen on (127.0.0.1)")
+    venue.add_argument("--state-dir", help="where the venue keeps its account")
+    venue.set_defaults(func=cmd_venue)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

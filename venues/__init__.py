@@ -1,0 +1,11 @@
+"""The simulated venue engine and the protocol fronts that expose it.
+
+``VenueEngine`` is the one simulated market every front (paper, FIX, ZeroMQ, fake TWS)
+drives; ``EngineRunner`` steps it on a thread.
+"""
+
+from __future__ import annotations
+
+from venues.engine import AnomalyConfig, EngineConfig, EngineRunner, VenueEngine, WorkingOrder
+
+__all__ = ["AnomalyConfig", "EngineConfig", "EngineRunner", "VenueEngine", "WorkingOrder"]

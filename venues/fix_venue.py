@@ -1,0 +1,1171 @@
+"""The FIX front of the simulated venue: a quickfix acceptor over one ``VenueEngine``.
+
+``FixVenue`` accepts one FIX session (``sender_comp_id`` -> ``target_comp_id``) on
+loopback and trades for one engine account (the counterparty's comp id by default). It
+speaks FIX 4.4 by default and FIX 4.2 by configuration; docs/fix.md describes the subset.
+
+- Session level (Logon, Logout, Heartbeat, TestRequest, ResendRequest, SequenceReset)
+  is quickfix's. Store and log files live under ``state_dir``, so sequence numbers and
+  sent messages survive a venue restart and a reconnecting client gets what it missed by
+  an ordinary ResendRequest. Market data is never resent (gap fill instead).
+- MarketDataRequest (V) -> MarketDataSnapshotFullRefresh (W) per symbol, then one
+  MarketDataIncrementalRefresh (X) per engine step for the subscribed symbols.
+- NewOrderSingle (D) -> ExecutionReport (8): New, Trade (4.4 ExecType F; 4.2 Partial
+  fill / Fill) with LastQty, LastPx, LeavesQty, CumQty and AvgPx, Rejected with Text and
+  OrdRejReason, Canceled.
+- OrderCancelRequest (F) -> 8 Canceled, or OrderCancelReject (9).
+- OrderMassCancelRequest (q) -> 8 Canceled per order, then OrderMassCancelReport (r).
+- RequestForPositions (AN) -> RequestForPositionsAck (AO), then one PositionReport (AP)
+  per non-flat position.
+- OrderMassStatusRequest (AF) -> one 8 with ExecType I (order status) per working order,
+  then every execution of the account replayed as an 8 Trade with PossResend=Y.
+
+FIX 4.2 has no AN/AO/AP, q/r or AF. On 4.2 the venue uses the same messages with
+user-defined message types (``U`` + the 4.4 type: UAN, UAO, UAP, Uq, Ur, UAF) and a FIX
+4.2 data dictionary extended with them, generated from quickfix's FIX42.xml and
+FIX44.xml into ``state_dir``.
+
+quickfix 1.16's SocketAcceptor listens on every interface; the session accepts peers
+from 127.0.0.1 only (``AllowedRemoteAddresses``).
+
+Threads: quickfix calls the application from its own thread; engine events arrive on the
+thread that drove the engine (the quickfix thread for requests, the engine runner for
+steps). Messages are sent from the engine listener, in engine order. No callback lets a
+Python exception escape into quickfix (that would end the process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import itertools
+import signal
+import socket
+import sys
+import sysconfig
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING
+
+import quickfix as fix
+from loguru import logger
+
+from messages import (
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderType,
+    Quote,
+    RejectReason,
+    Side,
+    SubmitOrder,
+    TimeInForce,
+)
+
+if TYPE_CHECKING:
+    from messages import OrderEvent
+    from venues.engine import VenueEngine
+
+__all__ = [
+    "FIX42",
+    "FIX44",
+    "FIXT11",
+    "FixVenue",
+    "extend_fix42_dictionary",
+    "free_port",
+    "main",
+    "spec_dir",
+]
+
+FIX42 = "FIX.4.2"
+FIX44 = "FIX.4.4"
+FIXT11 = "FIXT.1.1"
+"""FIX 5.0 SP2 over FIXT.1.1; its application messages are the 4.4 ones used here."""
+
+BEGIN_STRINGS = frozenset({FIX42, FIX44, FIXT11})
+
+_ZERO = Decimal(0)
+_log = logger.bind(channel="main", component="fix_venue")
+
+
+class Tag(enum.IntEnum):
+    """The FIX tags this venue reads or writes."""
+
+    ACCOUNT = 1
+    AVG_PX = 6
+    CL_ORD_ID = 11
+    CUM_QTY = 14
+    EXEC_ID = 17
+    EXEC_INST = 18
+    EXEC_TRANS_TYPE = 20
+    LAST_PX = 31
+    LAST_QTY = 32
+    MSG_SEQ_NUM = 34
+    MSG_TYPE = 35
+    ORDER_ID = 37
+    ORDER_QTY = 38
+    ORD_STATUS = 39
+    ORD_TYPE = 40
+    ORIG_CL_ORD_ID = 41
+    POSS_DUP_FLAG = 43
+    REF_SEQ_NUM = 45
+    PRICE = 44
+    SIDE = 54
+    SYMBOL = 55
+    TEXT = 58
+    TIME_IN_FORCE = 59
+    TRANSACT_TIME = 60
+    POSS_RESEND = 97
+    STOP_PX = 99
+    CXL_REJ_REASON = 102
+    ORD_REJ_REASON = 103
+    NO_RELATED_SYM = 146
+    EXEC_TYPE = 150
+    LEAVES_QTY = 151
+    MD_REQ_ID = 262
+    SUBSCRIPTION_REQUEST_TYPE = 263
+    MARKET_DEPTH = 264
+    NO_MD_ENTRY_TYPES = 267
+    NO_MD_ENTRIES = 268
+    MD_ENTRY_TYPE = 269
+    MD_ENTRY_PX = 270
+    MD_ENTRY_SIZE = 271
+    MD_UPDATE_ACTION = 279
+    MD_REQ_REJ_REASON = 281
+    REF_MSG_TYPE = 372
+    BUSINESS_REJECT_REASON = 380
+    CXL_REJ_RESPONSE_TO = 434
+    MASS_CANCEL_REQUEST_TYPE = 530
+    MASS_CANCEL_RESPONSE = 531
+    MASS_CANCEL_REJECT_REASON = 532
+    TOTAL_AFFECTED_ORDERS = 533
+    ACCOUNT_TYPE = 581
+    MASS_STATUS_REQ_ID = 584
+    MASS_STATUS_REQ_TYPE = 585
+    NO_POSITIONS = 702
+    POS_TYPE = 703
+    LONG_QTY = 704
+    SHORT_QTY = 705
+    POS_REQ_ID = 710
+    CLEARING_BUSINESS_DATE = 715
+    POS_MAINT_RPT_ID = 721
+    POS_REQ_TYPE = 724
+    TOTAL_NUM_POS_REPORTS = 727
+    POS_REQ_RESULT = 728
+    POS_REQ_STATUS = 729
+    SETTL_PRICE = 730
+    SETTL_PRICE_TYPE = 731
+    PRIOR_SETTL_PRICE = 734
+    TOT_NUM_REPORTS = 911
+    LAST_RPT_REQUESTED = 912
+
+
+# ---- FIX 4.2 extension: the 4.4 messages under user-defined message types -----------------
+
+EXTENDED_42_TYPES: dict[str, str] = {
+    "AF": "UAF",
+    "AN": "UAN",
+    "AO": "UAO",
+    "AP": "UAP",
+    "q": "Uq",
+    "r": "Ur",
+}
+"""4.4 message type -> the user-defined type that carries the same body on FIX 4.2."""
+
+_EXT42_FIELDS = (
+    "AccountType", "ClearingBusinessDate", "LastRptRequested", "LongQty",
+    "MassCancelRejectReason", "MassCancelRequestType", "MassCancelResponse",
+    "MassStatusReqID", "MassStatusReqType", "NoPositions", "PosMaintRptID", "PosReqID",
+    "PosReqResult", "PosReqStatus", "PosReqType", "PosType", "PriorSettlPrice", "SettlPrice",
+    "SettlPriceType", "ShortQty", "TotNumReports", "TotalAffectedOrders", "TotalNumPosReports",
+)  # fmt: skip
+"""Fields FIX 4.2 lacks, copied with their enums from FIX44.xml."""
+
+_POSITION_GROUP = ("NoPositions", ("PosType", "LongQty", "ShortQty"))
+
+# name, 4.2 type, ((field, required) | (group name, (group fields...))) ...
+_EXT42_MESSAGES: tuple[tuple[str, str, tuple[tuple[str, object], ...]], ...] = (
+    ("OrderMassStatusRequest", "UAF", (
+        ("MassStatusReqID", True), ("MassStatusReqType", True), ("Account", False),
+        ("Symbol", False),
+    )),
+    ("OrderMassCancelRequest", "Uq", (
+        ("ClOrdID", True), ("MassCancelRequestType", True), ("Symbol", False),
+        ("TransactTime", True), ("Text", False),
+    )),
+    ("OrderMassCancelReport", "Ur", (
+        ("ClOrdID", False), ("OrderID", True), ("MassCancelRequestType", True),
+        ("MassCancelResponse", True), ("MassCancelRejectReason", False),
+        ("TotalAffectedOrders", False), ("Symbol", False), ("TransactTime", False),
+        ("Text", False),
+    )),
+    ("RequestForPositions", "UAN", (
+        ("PosReqID", True), ("PosReqType", True), ("Account", True), ("AccountType", True),
+        ("ClearingBusinessDate", True), ("TransactTime", True),
+    )),
+    ("RequestForPositionsAck", "UAO", (
+        ("PosMaintRptID", True), ("PosReqID", False), ("TotalNumPosReports", False),
+        ("PosReqResult", True), ("PosReqStatus", True), ("Account", True),
+        ("AccountType", True), ("Text", False),
+    )),
+    ("PositionReport", "UAP", (
+        ("PosMaintRptID", True), ("PosReqID", False), ("PosReqType", False),
+        ("TotalNumPosReports", False), ("PosReqResult", True),
+        ("ClearingBusinessDate", True), ("Account", True), ("AccountType", True),
+        ("Symbol", False), ("SettlPrice", True), ("SettlPriceType", True),
+        ("PriorSettlPrice", True), _POSITION_GROUP, ("Text", False),
+    )),
+)  # fmt: skip
+_EXT42_EXECUTION_REPORT = ("MassStatusReqID", "TotNumReports", "LastRptRequested")
+
+EXTENDED_42_DICTIONARY = "FIX42-tradeguard.xml"
+"""File name of the generated FIX 4.2 dictionary (in the state directory)."""
+
+
+def spec_dir() -> Path:
+    """The directory holding the FIX data dictionaries the quickfix wheel installs."""
+    candidates = (
+        Path(sysconfig.get_path("data")) / "share" / "quickfix",
+        Path(sys.prefix) / "share" / "quickfix",
+        Path(fix.__file__).resolve().parent / "spec",
+    )
+    for candidate in candidates:
+        if (candidate / "FIX44.xml").is_file():
+            return candidate
+    raise FileNotFoundError(f"quickfix data dictionaries not found in {candidates}")
+
+
+def extend_fix42_dictionary(specs: Path, target: Path) -> Path:
+    """Write FIX42.xml plus this venue's user-defined messages to ``target``; return it."""
+    base = ET.parse(specs / "FIX42.xml")
+    root = base.getroot()
+    fields = root.find("fields")
+    messages = root.find("messages")
+    if fields is None or messages is None:
+        raise ValueError(f"{specs / 'FIX42.xml'}: no <fields> or <messages>")
+    known = {field.get("name") for field in fields}
+    for field in ET.parse(specs / "FIX44.xml").getroot().iterfind("fields/field"):
+        if field.get("name") in _EXT42_FIELDS and field.get("name") not in known:
+            fields.append(field)
+    for field in fields:
+        if field.get("name") == "MsgType":
+            for name, msg_type, _ in _EXT42_MESSAGES:
+                ET.SubElement(field, "value", enum=msg_type, description=name.upper())
+    for name, msg_type, body in _EXT42_MESSAGES:
+        message = ET.SubElement(messages, "message", name=name, msgtype=msg_type, msgcat="app")
+        for item, detail in body:
+            if isinstance(detail, tuple):
+                group = ET.SubElement(message, "group", name=item, required="N")
+                for member in detail:
+                    ET.SubElement(group, "field", name=member, required="N")
+            else:
+                ET.SubElement(message, "field", name=item, required="Y" if detail else "N")
+    for message in messages:
+        if message.get("msgtype") == "8":
+            for name in _EXT42_EXECUTION_REPORT:
+                ET.SubElement(message, "field", name=name, required="N")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".tmp")
+    base.write(partial, encoding="utf-8", xml_declaration=True)
+    partial.replace(target)
+    return target
+
+
+def dictionary_settings(begin_string: str, directory: Path) -> dict[str, str]:
+    """quickfix settings that select (and for 4.2 generate) the data dictionaries."""
+    specs = spec_dir()
+    if begin_string == FIX44:
+        return {"UseDataDictionary": "Y", "DataDictionary": str(specs / "FIX44.xml")}
+    if begin_string == FIX42:
+        path = extend_fix42_dictionary(specs, directory / EXTENDED_42_DICTIONARY)
+        return {"UseDataDictionary": "Y", "DataDictionary": str(path)}
+    if begin_string == FIXT11:
+        return {
+            "UseDataDictionary": "Y",
+            "TransportDataDictionary": str(specs / "FIXT11.xml"),
+            "AppDataDictionary": str(specs / "FIX50SP2.xml"),
+            "DefaultApplVerID": "FIX.5.0SP2",
+        }
+    raise ValueError(f"begin_string: expected one of {sorted(BEGIN_STRINGS)}, got {begin_string!r}")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (quickfix cannot listen on 0)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+# ---- small FIX helpers -----------------------------------------------------------------------
+
+
+def utc_timestamp(ts_ns: int | None = None) -> str:
+    """A FIX UTCTimestamp with milliseconds for ``ts_ns`` (now when omitted)."""
+    ns = time.time_ns() if ts_ns is None else ts_ns
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1_000_000:03d}"
+
+
+def _fmt(value: Decimal) -> str:
+    """A decimal as FIX writes numbers: plain digits, never an exponent."""
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def _get(fields: fix.FieldMap, tag: int) -> str | None:
+    """The value of ``tag`` or ``None`` when it is absent."""
+    return fields.getField(tag) if fields.isSetField(tag) else None
+
+
+def _groups(message: fix.FieldMap, count_tag: int, delimiter: int) -> list[fix.Group]:
+    """Every instance of a repeating group."""
+    count = int(_get(message, count_tag) or 0)
+    found = []
+    for index in range(1, count + 1):
+        group = fix.Group(count_tag, delimiter)
+        message.getGroup(index, group)
+        found.append(group)
+    return found
+
+
+def _set(fields: fix.FieldMap, values: Iterable[tuple[int, str | None]]) -> None:
+    """Set every ``(tag, value)`` whose value is not ``None``."""
+    for tag, value in values:
+        if value is not None:
+            fields.setField(tag, value)
+
+
+_SIDES = {"1": Side.BUY, "2": Side.SELL}
+_SIDE_CODES = {Side.BUY: "1", Side.SELL: "2"}
+_ORD_TYPES = {"1": OrderType.MARKET, "2": OrderType.LIMIT, "3": OrderType.STOP,
+              "4": OrderType.STOP_LIMIT}  # fmt: skip
+_ORD_TYPE_CODES = {value: key for key, value in _ORD_TYPES.items()}
+_TIFS = {"0": TimeInForce.DAY, "1": TimeInForce.GTC, "3": TimeInForce.IOC,
+         "4": TimeInForce.FOK}  # fmt: skip
+_TIF_CODES = {value: key for key, value in _TIFS.items()}
+
+_PENDING_NEW = "A"
+_NEW = "0"
+_PARTIAL = "1"
+_FILLED = "2"
+_CANCELED = "4"
+_REJECTED = "8"
+
+
+@dataclass
+class _Order:
+    """What the front remembers of one live order, for execution report fields."""
+
+    order: SubmitOrder
+    venue_order_id: str = ""
+    status: str = _PENDING_NEW
+    cum: Decimal = _ZERO
+    notional: Decimal = _ZERO
+
+    @property
+    def avg_px(self) -> Decimal:
+        """Average fill price so far."""
+        return self.notional / self.cum if self.cum else _ZERO
+
+    @property
+    def leaves(self) -> Decimal:
+        """Quantity still working (zero once done)."""
+        if self.status in (_FILLED, _CANCELED, _REJECTED):
+            return _ZERO
+        return self.order.quantity - self.cum
+
+
+class BadRequest(ValueError):
+    """A request that passed quickfix's validation but that the venue cannot act on."""
+
+
+class _Application(fix.Application):
+    """quickfix callbacks; each one hands over to the venue and never raises."""
+
+    def __init__(self, venue: FixVenue) -> None:
+        super().__init__()
+        self.venue = venue
+
+    def onCreate(self, session_id: fix.SessionID) -> None:
+        """A session object exists."""
+
+    def onLogon(self, session_id: fix.SessionID) -> None:
+        """The counterparty logged on."""
+        self.venue._guard("onLogon", self.venue._on_logon)
+
+    def onLogout(self, session_id: fix.SessionID) -> None:
+        """The session ended (logout or disconnect)."""
+        self.venue._guard("onLogout", self.venue._on_logout)
+
+    def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        """Outgoing session message: nothing to add."""
+
+    def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        """Incoming session message: quickfix handles it."""
+
+    def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        """Outgoing application message; market data is gap-filled instead of resent."""
+        try:
+            resend = _get(message.getHeader(), Tag.POSS_DUP_FLAG) == "Y"
+            stale = resend and message.getHeader().getField(Tag.MSG_TYPE) in ("W", "X")
+        except Exception:  # never let an exception reach quickfix
+            _log.exception("fix venue: toApp failed")
+            return
+        if stale:
+            raise fix.DoNotSend()
+
+    def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        """Incoming application message: dispatch it."""
+        self.venue._guard("fromApp", self.venue._on_message, message)
+
+
+class FixVenue:
+    """Serve one ``VenueEngine`` to one FIX counterparty through a quickfix acceptor."""
+
+    def __init__(
+        self,
+        engine: VenueEngine,
+        port: int,
+        state_dir: Path,
+        begin_string: str = FIX44,
+        sender_comp_id: str = "VENUE",
+        target_comp_id: str = "TRADEGUARD",
+        *,
+        account: str | None = None,
+    ) -> None:
+        """Prepare the acceptor on 127.0.0.1:``port``; nothing listens before ``start()``.
+
+        ``account`` is the engine account the session trades for (``target_comp_id`` by
+        default). quickfix's store and log files go under ``state_dir``.
+        """
+        if begin_string not in BEGIN_STRINGS:
+            raise ValueError(
+                f"begin_string: expected one of {sorted(BEGIN_STRINGS)}, got {begin_string!r}"
+            )
+        if not 0 < port < 65536:
+            raise ValueError(f"port: must be within 1..65535, got {port}")
+        self.engine = engine
+        self.port = port
+        self.state_dir = Path(state_dir)
+        self.begin_string = begin_string
+        self.sender_comp_id = sender_comp_id
+        self.target_comp_id = target_comp_id
+        self.account = account or target_comp_id
+        self.session_id = fix.SessionID(begin_string, sender_comp_id, target_comp_id)
+        self._legacy = begin_string == FIX42
+        self._lock = threading.Lock()
+        self._orders: dict[str, _Order] = {}
+        self._cancel_requests: dict[str, str] = {}  # original ClOrdID -> cancel ClOrdID
+        self._market_data: dict[str, str] = {}  # symbol -> MDReqID
+        self._logged_on = threading.Event()
+        self._logged_out = threading.Event()
+        self._ids = itertools.count(1)
+        self._acceptor: fix.SocketAcceptor | None = None
+        self._application: _Application | None = None
+        self.callback_errors = 0
+        """Exceptions caught in quickfix callbacks (logged; never raised into quickfix)."""
+
+    # ---- lifecycle -----------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Listen, and subscribe to the engine's quotes and order events."""
+        if self._acceptor is not None:
+            raise RuntimeError("fix venue: already started")
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        settings = self._settings()
+        self._application = _Application(self)
+        acceptor = fix.SocketAcceptor(
+            self._application,
+            fix.FileStoreFactory(settings),
+            settings,
+            fix.FileLogFactory(settings),
+        )
+        self.engine.add_order_listener(self._on_order_event)
+        self.engine.add_quote_listener(self._on_quotes)
+        try:
+            acceptor.start()
+        except Exception:
+            self.engine.remove_order_listener(self._on_order_event)
+            self.engine.remove_quote_listener(self._on_quotes)
+            raise
+        self._acceptor = acceptor
+        _log.info(f"fix venue {self.engine.venue}: {self.session_id} listening on {self.port}")
+
+    def stop(self, *, graceful: bool = True, timeout_s: float = 2.0) -> None:
+        """Stop listening and drop the session; idempotent.
+
+        ``graceful`` logs the counterparty out first (quickfix sends the Logout on its next
+        one-second tick) and waits for the session to end within ``timeout_s``; otherwise
+        the connection is just closed, as when a venue crashes.
+        """
+        acceptor = self._acceptor
+        if acceptor is None:
+            return
+        self.engine.remove_order_listener(self._on_order_event)
+        self.engine.remove_quote_listener(self._on_quotes)
+        if graceful and self._logged_on.is_set():
+            session = fix.Session.lookupSession(self.session_id)
+            if session is not None:
+                session.logout("venue stopping")
+                self._logged_out.wait(timeout_s)
+        acceptor.stop(True)
+        self._acceptor = None
+        self._application = None
+        self._logged_on.clear()
+        with self._lock:
+            self._market_data.clear()
+        _log.info(f"fix venue {self.engine.venue}: stopped")
+
+    def logged_on(self) -> bool:
+        """True while the counterparty is logged on."""
+        return self._logged_on.is_set()
+
+    def wait_logged_on(self, timeout_s: float) -> bool:
+        """Wait until the counterparty is logged on; False on timeout."""
+        return self._logged_on.wait(timeout_s)
+
+    def send(self, message: fix.Message) -> bool:
+        """Send ``message`` on the session as it is (tests use it to send faulty messages)."""
+        try:
+            return bool(fix.Session.sendToTarget(message, self.session_id))
+        except fix.SessionNotFound:
+            return False
+
+    def _settings(self) -> fix.SessionSettings:
+        values = {
+            "ConnectionType": "acceptor",
+            "SocketAcceptPort": str(self.port),
+            "SocketReuseAddress": "Y",
+            "SocketNodelay": "Y",
+            "AllowedRemoteAddresses": "127.0.0.1",
+            "FileStorePath": str(self.state_dir / "store"),
+            "FileLogPath": str(self.state_dir / "log"),
+            "StartTime": "00:00:00",
+            "EndTime": "00:00:00",
+            "NonStopSession": "Y",
+            "ResetOnLogon": "N",
+            "ResetOnLogout": "N",
+            "ResetOnDisconnect": "N",
+            "PersistMessages": "Y",
+            **dictionary_settings(self.begin_string, self.state_dir),
+        }
+        defaults = fix.Dictionary()
+        for key, value in values.items():
+            defaults.setString(key, value)
+        settings = fix.SessionSettings()
+        settings.set(defaults)
+        settings.set(self.session_id, fix.Dictionary())
+        return settings
+
+    # ---- quickfix callbacks (quickfix thread) ----------------------------------------------
+
+    def _guard(self, where: str, handler: Callable[..., None], *args: object) -> None:
+        """Run a callback body; log and count any exception instead of raising it."""
+        try:
+            handler(*args)
+        except BaseException:  # an exception escaping into quickfix ends the process
+            self.callback_errors += 1
+            _log.exception(f"fix venue: {where} failed")
+
+    def _on_logon(self) -> None:
+        self._logged_out.clear()
+        self._restore_orders()
+        self._logged_on.set()
+        _log.info(f"fix venue {self.engine.venue}: {self.target_comp_id} logged on")
+
+    def _on_logout(self) -> None:
+        self._logged_on.clear()
+        with self._lock:
+            self._market_data.clear()
+        self._logged_out.set()
+        _log.info(f"fix venue {self.engine.venue}: {self.target_comp_id} logged out")
+
+    def _on_message(self, message: fix.Message) -> None:
+        wire_type = message.getHeader().getField(Tag.MSG_TYPE)
+        msg_type = self._app_type(wire_type)
+        handler = {
+            "V": self._on_market_data_request,
+            "D": self._on_new_order,
+            "F": self._on_cancel_request,
+            "q": self._on_mass_cancel,
+            "AN": self._on_position_request,
+            "AF": self._on_mass_status,
+        }.get(msg_type)
+        try:
+            if handler is None:
+                raise BadRequest(f"unsupported message type {wire_type}")
+            handler(message)
+        except (BadRequest, InvalidOperation, ValueError, KeyError, fix.FieldNotFound) as exc:
+            self._business_reject(message, wire_type, str(exc))
+
+    # ---- message types ---------------------------------------------------------------------
+
+    def _wire_type(self, msg_type: str) -> str:
+        return EXTENDED_42_TYPES.get(msg_type, msg_type) if self._legacy else msg_type
+
+    def _app_type(self, wire_type: str) -> str:
+        if self._legacy:
+            for app_type, legacy in EXTENDED_42_TYPES.items():
+                if legacy == wire_type:
+                    return app_type
+        return wire_type
+
+    def _new(self, msg_type: str) -> fix.Message:
+        message = fix.Message()
+        message.getHeader().setField(Tag.MSG_TYPE, self._wire_type(msg_type))
+        return message
+
+    def _send(self, message: fix.Message) -> None:
+        try:
+            fix.Session.sendToTarget(message, self.session_id)
+        except fix.SessionNotFound:
+            _log.warning(f"fix venue {self.engine.venue}: session gone, message dropped")
+
+    def _next_id(self, prefix: str) -> str:
+        return f"{prefix}{time.time_ns():x}-{next(self._ids)}"
+
+    def _business_reject(self, message: fix.Message, wire_type: str, text: str) -> None:
+        _log.warning(f"fix venue {self.engine.venue}: rejected {wire_type}: {text}")
+        reject = self._new("j")
+        _set(reject, (
+            (Tag.REF_SEQ_NUM, _get(message.getHeader(), Tag.MSG_SEQ_NUM)),
+            (Tag.REF_MSG_TYPE, wire_type),
+            (Tag.BUSINESS_REJECT_REASON, "3" if text.startswith("unsupported") else "0"),
+            (Tag.TEXT, text[:200]),
+        ))  # fmt: skip
+        self._send(reject)
+
+    # ---- market data -----------------------------------------------------------------------
+
+    def _on_market_data_request(self, message: fix.Message) -> None:
+        req_id = message.getField(Tag.MD_REQ_ID)
+        kind = message.getField(Tag.SUBSCRIPTION_REQUEST_TYPE)
+        symbols = [g.getField(Tag.SYMBOL) for g in _groups(message, Tag.NO_RELATED_SYM, Tag.SYMBOL)]
+        unknown = [s for s in symbols if s not in self.engine.symbols]
+        if unknown:
+            reject = self._new("Y")
+            _set(reject, (
+                (Tag.MD_REQ_ID, req_id),
+                (Tag.MD_REQ_REJ_REASON, "0"),
+                (Tag.TEXT, f"unknown symbol {', '.join(unknown)}"),
+            ))  # fmt: skip
+            self._send(reject)
+            return
+        if kind == "2":
+            with self._lock:
+                for symbol in symbols:
+                    if self._market_data.get(symbol) == req_id:
+                        del self._market_data[symbol]
+            return
+        if kind == "1":
+            with self._lock:
+                for symbol in symbols:
+                    self._market_data[symbol] = req_id
+        for symbol in symbols:
+            quote = self.engine.quote(symbol)
+            if quote is not None:
+                self._send(self._snapshot(req_id, quote))
+
+    def _snapshot(self, req_id: str, quote: Quote) -> fix.Message:
+        message = self._new("W")
+        _set(message, ((Tag.MD_REQ_ID, req_id), (Tag.SYMBOL, quote.symbol)))
+        for entry_type, price, size in (
+            ("0", quote.bid, quote.bid_size),
+            ("1", quote.ask, quote.ask_size),
+        ):
+            group = fix.Group(Tag.NO_MD_ENTRIES, Tag.MD_ENTRY_TYPE)
+            _set(group, (
+                (Tag.MD_ENTRY_TYPE, entry_type),
+                (Tag.MD_ENTRY_PX, _fmt(price)),
+                (Tag.MD_ENTRY_SIZE, _fmt(size)),
+            ))  # fmt: skip
+            message.addGroup(group)
+        return message
+
+    def _on_quotes(self, quotes: list[Quote]) -> None:
+        """Engine step (runner thread): one incremental refresh for the subscribed symbols."""
+        try:
+            if not self._logged_on.is_set():
+                return
+            with self._lock:
+                wanted = [q for q in quotes if q.symbol in self._market_data]
+            if not wanted:
+                return
+            message = self._new("X")
+            for quote in wanted:
+                for entry_type, price, size in (
+                    ("0", quote.bid, quote.bid_size),
+                    ("1", quote.ask, quote.ask_size),
+                ):
+                    group = fix.Group(Tag.NO_MD_ENTRIES, Tag.MD_UPDATE_ACTION)
+                    _set(group, (
+                        (Tag.MD_UPDATE_ACTION, "0"),
+                        (Tag.MD_ENTRY_TYPE, entry_type),
+                        (Tag.SYMBOL, quote.symbol),
+                        (Tag.MD_ENTRY_PX, _fmt(price)),
+                        (Tag.MD_ENTRY_SIZE, _fmt(size)),
+                    ))  # fmt: skip
+                    message.addGroup(group)
+            self._send(message)
+        except Exception:
+            self.callback_errors += 1
+            _log.exception("fix venue: publishing quotes failed")
+
+    # ---- orders ----------------------------------------------------------------------------
+
+    def _on_new_order(self, message: fix.Message) -> None:
+        coid = message.getField(Tag.CL_ORD_ID)
+        try:
+            order = self._decode_order(message)
+        except (BadRequest, ValueError, InvalidOperation, KeyError, fix.FieldNotFound) as exc:
+            self._reject_raw(message, coid, f"invalid order: {exc}")
+            return
+        with self._lock:
+            duplicate = coid in self._orders
+            if not duplicate:
+                self._orders[coid] = _Order(order=order)
+        if duplicate:
+            self._send(self._report(
+                _Order(order=order, status=_REJECTED), "8", text=f"duplicate ClOrdID {coid}",
+                reject_reason=RejectReason.DUPLICATE_ID,
+            ))  # fmt: skip
+            return
+        self.engine.submit(self.account, order)
+
+    def _decode_order(self, message: fix.Message) -> SubmitOrder:
+        side = _SIDES.get(message.getField(Tag.SIDE))
+        if side is None:
+            raise BadRequest(f"unsupported Side {message.getField(Tag.SIDE)}")
+        order_type = _ORD_TYPES.get(message.getField(Tag.ORD_TYPE))
+        if order_type is None:
+            raise BadRequest(f"unsupported OrdType {message.getField(Tag.ORD_TYPE)}")
+        tif_code = _get(message, Tag.TIME_IN_FORCE) or "0"
+        tif = _TIFS.get(tif_code)
+        if tif is None:
+            raise BadRequest(f"unsupported TimeInForce {tif_code}")
+        quantity = _get(message, Tag.ORDER_QTY)
+        if quantity is None:
+            raise BadRequest("OrderQty is required")
+        price = _get(message, Tag.PRICE)
+        stop = _get(message, Tag.STOP_PX)
+        exec_inst = (_get(message, Tag.EXEC_INST) or "").split()
+        return SubmitOrder(
+            client_order_id=message.getField(Tag.CL_ORD_ID),
+            venue=self.engine.venue,
+            symbol=message.getField(Tag.SYMBOL),
+            side=side,
+            quantity=Decimal(quantity),
+            order_type=order_type,
+            limit_price=Decimal(price) if price is not None else None,
+            stop_price=Decimal(stop) if stop is not None else None,
+            time_in_force=tif,
+            reduce_only="E" in exec_inst,
+            source="fix",
+            created_ns=time.time_ns(),
+        )
+
+    def _reject_raw(self, message: fix.Message, coid: str, text: str) -> None:
+        """Reject an order that could not be decoded, echoing what it said."""
+        report = self._new("8")
+        _set(report, (
+            (Tag.ORDER_ID, "NONE"),
+            (Tag.CL_ORD_ID, coid),
+            (Tag.EXEC_ID, self._next_id("R")),
+            (Tag.EXEC_TRANS_TYPE, "0" if self._legacy else None),
+            (Tag.EXEC_TYPE, _REJECTED),
+            (Tag.ORD_STATUS, _REJECTED),
+            (Tag.ORD_REJ_REASON, "0" if self._legacy else "99"),
+            (Tag.SYMBOL, _get(message, Tag.SYMBOL) or "N/A"),
+            (Tag.SIDE, message.getField(Tag.SIDE)),
+            (Tag.LEAVES_QTY, "0"),
+            (Tag.CUM_QTY, "0"),
+            (Tag.AVG_PX, "0"),
+            (Tag.TRANSACT_TIME, utc_timestamp()),
+            (Tag.TEXT, text[:200]),
+        ))  # fmt: skip
+        self._send(report)
+
+    def _on_cancel_request(self, message: fix.Message) -> None:
+        orig = message.getField(Tag.ORIG_CL_ORD_ID)
+        cancel_id = message.getField(Tag.CL_ORD_ID)
+        with self._lock:
+            live = orig in self._orders
+            if live:
+                self._cancel_requests[orig] = cancel_id
+        if not live:
+            self._send(self._cancel_reject(orig, cancel_id, f"unknown order {orig}"))
+            return
+        self.engine.cancel(self.account, orig)
+
+    def _cancel_reject(self, orig: str, cancel_id: str, text: str) -> fix.Message:
+        reject = self._new("9")
+        _set(reject, (
+            (Tag.ORDER_ID, "NONE"),
+            (Tag.CL_ORD_ID, cancel_id),
+            (Tag.ORIG_CL_ORD_ID, orig),
+            (Tag.ORD_STATUS, _REJECTED),
+            (Tag.CXL_REJ_RESPONSE_TO, "1"),
+            (Tag.CXL_REJ_REASON, "1"),
+            (Tag.TRANSACT_TIME, utc_timestamp()),
+            (Tag.TEXT, text[:200]),
+        ))  # fmt: skip
+        return reject
+
+    def _on_mass_cancel(self, message: fix.Message) -> None:
+        request_id = message.getField(Tag.CL_ORD_ID)
+        kind = message.getField(Tag.MASS_CANCEL_REQUEST_TYPE)
+        symbol = _get(message, Tag.SYMBOL)
+        if kind == "7":
+            count = self.engine.cancel_all(self.account)
+        elif kind == "1" and symbol is not None:
+            working = [
+                w.order.client_order_id
+                for w in self.engine.open_orders(self.account)
+                if w.order.symbol == symbol
+            ]
+            for coid in working:
+                self.engine.cancel(self.account, coid)
+            count = len(working)
+        else:
+            self._send(self._mass_cancel_report(request_id, kind, "0", 0, symbol, rejected=True))
+            return
+        self._send(self._mass_cancel_report(request_id, kind, kind, count, symbol))
+
+    def _mass_cancel_report(
+        self, request_id: str, kind: str, response: str, count: int, symbol: str | None,
+        *, rejected: bool = False,
+    ) -> fix.Message:
+        report = self._new("r")
+        _set(report, (
+            (Tag.CL_ORD_ID, request_id),
+            (Tag.ORDER_ID, f"MC-{request_id}"),
+            (Tag.MASS_CANCEL_REQUEST_TYPE, kind),
+            (Tag.MASS_CANCEL_RESPONSE, response),
+            (Tag.MASS_CANCEL_REJECT_REASON, "0" if rejected else None),
+            (Tag.TOTAL_AFFECTED_ORDERS, str(count)),
+            (Tag.SYMBOL, symbol),
+            (Tag.TRANSACT_TIME, utc_timestamp()),
+            (Tag.TEXT, "mass cancel type not supported" if rejected else None),
+        ))  # fmt: skip
+        return report
+
+    # ---- engine events (engine thread, engine lock held) ----------------------------------
+
+    def _on_order_event(self, account: str, event: OrderEvent) -> None:
+        if account != self.account:
+            return
+        try:
+            message = self._event_message(event)
+        except Exception:
+            self.callback_errors += 1
+            _log.exception(f"fix venue: cannot report {type(event).__name__}")
+            return
+        if message is not None:
+            self._send(message)
+
+    def _event_message(self, event: OrderEvent) -> fix.Message | None:
+        coid = event.client_order_id
+        with self._lock:
+            record = self._orders.get(coid)
+            if isinstance(event, OrderAccepted):
+                if record is None:
+                    return None
+                record.venue_order_id = event.venue_order_id
+                record.status = _NEW
+                return self._report(record, "0")
+            if isinstance(event, OrderFilled):
+                if record is None:
+                    return None
+                record.cum += event.quantity
+                record.notional += event.quantity * event.price
+                record.status = _PARTIAL if event.leaves_quantity else _FILLED
+                if not event.leaves_quantity:
+                    self._forget(coid)
+                return self._report(record, "F", fill=event)
+            if isinstance(event, OrderCancelled):
+                if record is None:
+                    return None
+                record.status = _CANCELED
+                cancel_id = self._cancel_requests.get(coid)
+                self._forget(coid)
+                return self._report(record, "4", text=event.text, cancel_id=cancel_id)
+            # OrderRejected: for a new order, or for a cancel request
+            if record is not None and record.status == _PENDING_NEW:
+                record.status = _REJECTED
+                self._forget(coid)
+                return self._report(record, "8", text=event.text, reject_reason=event.reason)
+            cancel_id = self._cancel_requests.pop(coid, None)
+        if cancel_id is not None:
+            return self._cancel_reject(coid, cancel_id, event.text)
+        _log.warning(f"fix venue {self.engine.venue}: reject for unknown order {coid}")
+        return None
+
+    def _forget(self, coid: str) -> None:
+        """Drop a done order (caller holds the lock)."""
+        self._orders.pop(coid, None)
+        self._cancel_requests.pop(coid, None)
+
+    def _report(
+        self,
+        record: _Order,
+        exec_type: str,
+        *,
+        fill: OrderFilled | None = None,
+        text: str = "",
+        reject_reason: RejectReason | None = None,
+        cancel_id: str | None = None,
+        status_of: str | None = None,
+        exec_id: str | None = None,
+    ) -> fix.Message:
+        """An ExecutionReport for ``record``.
+
+        ``exec_type`` is the 4.4 code ("0", "4", "8", "F" for a trade, "I" for a status
+        report); on 4.2 it becomes the 4.2 code plus ExecTransType.
+        """
+        order = record.order
+        status = status_of or record.status
+        trans_type = None
+        wire_exec_type = exec_type
+        if self._legacy:
+            trans_type = "0"
+            if exec_type == "F":
+                wire_exec_type = _PARTIAL if status == _PARTIAL else _FILLED
+            elif exec_type == "I":
+                trans_type = "3"
+                wire_exec_type = status
+        report = self._new("8")
+        _set(report, (
+            (Tag.ORDER_ID, record.venue_order_id or "NONE"),
+            (Tag.CL_ORD_ID, cancel_id or order.client_order_id),
+            (Tag.ORIG_CL_ORD_ID, order.client_order_id if cancel_id else None),
+            (Tag.EXEC_ID, exec_id or (fill.fill_id if fill is not None else self._next_id("E"))),
+            (Tag.EXEC_TRANS_TYPE, trans_type),
+            (Tag.EXEC_TYPE, wire_exec_type),
+            (Tag.ORD_STATUS, status),
+            (Tag.ORD_REJ_REASON, self._reject_code(reject_reason)),
+            (Tag.ACCOUNT, self.account),
+            (Tag.SYMBOL, order.symbol),
+            (Tag.SIDE, _SIDE_CODES[order.side]),
+            (Tag.ORDER_QTY, _fmt(order.quantity)),
+            (Tag.ORD_TYPE, _ORD_TYPE_CODES[order.order_type]),
+            (Tag.PRICE, _fmt(order.limit_price) if order.limit_price is not None else None),
+            (Tag.STOP_PX, _fmt(order.stop_price) if order.stop_price is not None else None),
+            (Tag.TIME_IN_FORCE, _TIF_CODES[order.time_in_force]),
+            (Tag.LAST_QTY, _fmt(fill.quantity) if fill is not None else None),
+            (Tag.LAST_PX, _fmt(fill.price) if fill is not None else None),
+            (Tag.LEAVES_QTY, _fmt(record.leaves)),
+            (Tag.CUM_QTY, _fmt(record.cum)),
+            (Tag.AVG_PX, _fmt(record.avg_px)),
+            (Tag.TRANSACT_TIME, utc_timestamp(fill.ts_ns if fill is not None else None)),
+            (Tag.TEXT, text[:200] or None),
+        ))  # fmt: skip
+        return report
+
+    def _reject_code(self, reason: RejectReason | None) -> str | None:
+        if reason is None:
+            return None
+        if reason is RejectReason.UNKNOWN_SYMBOL:
+            return "1"
+        if reason is RejectReason.DUPLICATE_ID:
+            return "6"
+        return "0" if self._legacy else "99"
+
+    def _restore_orders(self) -> None:
+        """Rebuild the live-order records from the engine (after a venue restart)."""
+        working = self.engine.open_orders(self.account)
+        if not working:
+            return
+        notional: dict[str, Decimal] = {}
+        for fill in self.engine.executions(self.account):
+            notional[fill.client_order_id] = (
+                notional.get(fill.client_order_id, _ZERO) + fill.quantity * fill.price
+            )
+        with self._lock:
+            for w in working:
+                coid = w.order.client_order_id
+                if coid not in self._orders:
+                    self._orders[coid] = _Order(
+                        order=w.order,
+                        venue_order_id=w.venue_order_id,
+                        status=_PARTIAL if w.filled else _NEW,
+                        cum=w.filled,
+                        notional=notional.get(coid, _ZERO),
+                    )
+
+    # ---- positions and order status --------------------------------------------------------
+
+    def _on_position_request(self, message: fix.Message) -> None:
+        req_id = message.getField(Tag.POS_REQ_ID)
+        kind = message.getField(Tag.POS_REQ_TYPE)
+        positions = self.engine.positions(self.account) if kind == "0" else []
+        today = time.strftime("%Y%m%d", time.gmtime())
+        ack = self._new("AO")
+        # 0 valid, 1 invalid or unsupported request, 2 no positions found
+        result = ("0" if positions else "2") if kind == "0" else "1"
+        _set(ack, (
+            (Tag.POS_MAINT_RPT_ID, f"{req_id}-ack"),
+            (Tag.POS_REQ_ID, req_id),
+            (Tag.TOTAL_NUM_POS_REPORTS, str(len(positions))),
+            (Tag.POS_REQ_RESULT, result),
+            (Tag.POS_REQ_STATUS, "0" if kind == "0" else "2"),
+            (Tag.ACCOUNT, self.account),
+            (Tag.ACCOUNT_TYPE, "1"),
+            (Tag.TEXT, None if kind == "0" else f"PosReqType {kind} not supported"),
+        ))  # fmt: skip
+        self._send(ack)
+        for index, position in enumerate(positions, start=1):
+            report = self._new("AP")
+            _set(report, (
+                (Tag.POS_MAINT_RPT_ID, f"{req_id}-{index}"),
+                (Tag.POS_REQ_ID, req_id),
+                (Tag.POS_REQ_TYPE, "0"),
+                (Tag.TOTAL_NUM_POS_REPORTS, str(len(positions))),
+                (Tag.POS_REQ_RESULT, "0"),
+                (Tag.CLEARING_BUSINESS_DATE, today),
+                (Tag.ACCOUNT, self.account),
+                (Tag.ACCOUNT_TYPE, "1"),
+                (Tag.SYMBOL, position.symbol),
+                (Tag.SETTL_PRICE, _fmt(position.average_price)),
+                (Tag.SETTL_PRICE_TYPE, "1"),
+                (Tag.PRIOR_SETTL_PRICE, "0"),
+            ))  # fmt: skip
+            group = fix.Group(Tag.NO_POSITIONS, Tag.POS_TYPE)
+            _set(group, (
+                (Tag.POS_TYPE, "TOT"),
+                (Tag.LONG_QTY, _fmt(max(position.quantity, _ZERO))),
+                (Tag.SHORT_QTY, _fmt(max(-position.quantity, _ZERO))),
+            ))  # fmt: skip
+            report.addGroup(group)
+            self._send(report)
+
+    def _on_mass_status(self, message: fix.Message) -> None:
+        """Status of every working order, then every execution replayed (PossResend=Y)."""
+        req_id = message.getField(Tag.MASS_STATUS_REQ_ID)
+        kind = message.getField(Tag.MASS_STATUS_REQ_TYPE)
+        symbol = _get(message, Tag.SYMBOL)
+        if kind not in ("1", "7") or (kind == "1" and symbol is None):
+            raise BadRequest(f"MassStatusReqType {kind} not supported")
+        working = [
+            w for w in self.engine.open_orders(self.account)
+            if kind == "7" or w.order.symbol == symbol
+        ]  # fmt: skip
+        fills = [
+            f for f in self.engine.executions(self.account) if kind == "7" or f.symbol == symbol
+        ]
+        reports: list[fix.Message] = []
+        for w in working:
+            record = _Order(
+                order=w.order,
+                venue_order_id=w.venue_order_id,
+                status=_PARTIAL if w.filled else _NEW,
+                cum=w.filled,
+            )
+            with self._lock:
+                live = self._orders.get(w.order.client_order_id)
+                if live is not None:
+                    record.notional = live.notional
+            reports.append(self._report(record, "I"))
+        replay: dict[str, _Order] = {}
+        orders = {w.order.client_order_id: w.order for w in working}
+        for fill in fills:
+            record = replay.get(fill.client_order_id)
+            if record is None:
+                order = orders.get(fill.client_order_id) or SubmitOrder(
+                    client_order_id=fill.client_order_id,
+                    venue=self.engine.venue,
+                    symbol=fill.symbol,
+                    side=fill.side,
+                    quantity=fill.quantity + fill.leaves_quantity,
+                )
+                record = replay[fill.client_order_id] = _Order(
+                    order=order, venue_order_id=fill.venue_order_id
+                )
+            record.cum += fill.quantity
+            record.notional += fill.quantity * fill.price
+            record.status = _PARTIAL if fill.leaves_quantity else _FILLED
+            report = self._report(record, "F", fill=fill)
+            report.setField(Tag.LEAVES_QTY, _fmt(fill.leaves_quantity))
+            report.getHeader().setField(Tag.POSS_RESEND, "Y")
+            reports.append(report)
+        for index, report in enumerate(reports, start=1):
+            _set(report, (
+                (Tag.MASS_STATUS_REQ_ID, req_id),
+                (Tag.TOT_NUM_REPORTS, str(len(reports))),
+                (Tag.LAST_RPT_REQUESTED, "Y" if index == len(reports) else "N"),
+            ))  # fmt: skip
+            self._send(report)
+
+
+# ---- command line: tradeguard venue fix --port N --state-dir DIR ----------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tradeguard venue fix",
+        description="Run the simulated venue behind a FIX acceptor on 127.0.0.1.",
+    )
+    parser.add_argument("--port", type=int, default=9878, help="port to accept on")
+    parser.add_argument("--state-dir", type=Path, required=True, help="engine state, FIX store")
+    parser.add_argument("--begin-string", default=FIX44, choices=sorted(BEGIN_STRINGS))
+    parser.add_argument("--sender-comp-id", default="VENUE", help="the venue's comp id")
+    parser.add_argument("--target-comp-id", default="TRADEGUARD", help="the client's comp id")
+    parser.add_argument("--name", default="fix-sim", help="venue name")
+    parser.add_argument("--seed", type=int, default=7, help="price path seed")
+    parser.add_argument("--interval", type=float, default=0.05, help="seconds between steps")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run engine, engine runner and FIX acceptor until SIGTERM or SIGINT; save the state."""
+    from venues.engine import EngineConfig, EngineRunner, VenueEngine
+
+    args = _parser().parse_args(argv)
+    args.state_dir.mkdir(parents=True, exist_ok=True)
+    state_path = args.state_dir / "fix-venue.json"
+    engine = VenueEngine(args.name, EngineConfig(seed=args.seed))
+    engine.load(state_path)
+    venue = FixVenue(
+        engine,
+        args.port,
+        args.state_dir / "fix",
+        begin_string=args.begin_string,
+        sender_comp_id=args.sender_comp_id,
+        target_comp_id=args.target_comp_id,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    runner = EngineRunner(engine, interval_s=args.interval, state_path=state_path)
+    try:
+        venue.start()
+        try:
+            runner.start()
+            print(
+                f"fix venue {args.name}: {args.begin_string} {args.sender_comp_id} on "
+                f"127.0.0.1:{args.port}, state in {args.state_dir}",
+                flush=True,
+            )
+            while not stop.wait(0.5):
+                pass
+        finally:
+            runner.stop()
+            venue.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

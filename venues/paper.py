@@ -1,0 +1,70 @@
+"""The in-process paper venue: one engine per venue name, stepping on its own thread.
+
+The venue outlives the connector that talks to it, as a real venue outlives a session:
+a connector that crashes and restarts finds the same account, the same positions and the
+same working orders. With a state path the account is saved after every order event (and
+on stop), so a process killed with SIGKILL restarts against the venue it left.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from messages import OrderEvent
+from venues.engine import EngineConfig, EngineRunner, VenueEngine
+
+
+class PaperVenue:
+    """An engine, the thread that steps it, and optional persistence of its account."""
+
+    def __init__(self, name: str, config: EngineConfig | None = None, *,
+                 interval_s: float = 0.05, state_path: Path | None = None) -> None:
+        self.name = name
+        self.engine = VenueEngine(name, config)
+        self.state_path = state_path
+        if state_path is not None:
+            self.engine.load(state_path)
+            self.engine.add_order_listener(self._save_on_event)
+        self.runner = EngineRunner(self.engine, interval_s=interval_s, state_path=state_path)
+        self.down = False
+        """Fault injection: while True the venue refuses sessions (connect fails)."""
+
+    def _save_on_event(self, _account: str, _event: OrderEvent) -> None:
+        assert self.state_path is not None
+        self.engine.save(self.state_path)
+
+    def start(self) -> None:
+        """Start stepping the market."""
+        if not self.runner.running:
+            self.runner.start()
+
+    def stop(self) -> None:
+        """Stop stepping (and save the account)."""
+        if self.runner.running:
+            self.runner.stop()
+
+
+_lock = threading.Lock()
+_venues: dict[str, PaperVenue] = {}
+
+
+def paper_venue(name: str, config: EngineConfig | None = None, *, interval_s: float = 0.05,
+                state_path: Path | None = None) -> PaperVenue:
+    """The process's paper venue called ``name``, created and started on first use."""
+    with _lock:
+        venue = _venues.get(name)
+        if venue is None:
+            venue = PaperVenue(name, config, interval_s=interval_s, state_path=state_path)
+            venue.start()
+            _venues[name] = venue
+        return venue
+
+
+def stop_paper_venues() -> None:
+    """Stop and forget every paper venue of the process."""
+    with _lock:
+        venues = list(_venues.values())
+        _venues.clear()
+    for venue in venues:
+        venue.stop()

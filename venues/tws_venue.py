@@ -1,0 +1,1476 @@
+"""A fake Trader Workstation: Interactive Brokers' TWS API wire protocol over loopback TCP,
+backed by the simulated ``VenueEngine``.
+
+An unmodified IB API client (ib_insync 0.9.86 is the one tested) connects, synchronises,
+qualifies stock and FX contracts, streams quotes, places, cancels and mass-cancels orders,
+and reads positions and executions, exactly as it would against a real TWS or IB Gateway.
+
+Wire protocol, as spoken here
+-----------------------------
+* Handshake: the client sends ``b"API\\0"`` then one length-prefixed frame ``v<min>..<max>``
+  (optionally followed by connect options). The venue answers one frame with two fields:
+  the server version and the connection time.
+* Every later message is a frame: a 4-byte big-endian length, then NUL-terminated text
+  fields. The first field is the message id; many requests and some replies carry a
+  message version as the second field (see ``TwsVenue._routes`` and ``_OUT_VERSIONS``).
+* The session starts with ``startApi`` (id 71, carrying the client id). The venue answers
+  ``nextValidId`` and ``managedAccounts``; a client id that is already connected is refused
+  with error 326 and the socket is closed.
+
+Pinned server version: **176**. ib_insync 0.9.86 offers client versions 157..176, and 176 is
+the highest its decoder knows (``reqContractDetails`` carries ``issuerId`` from 176 on, the
+``openOrder`` tail carries the 170+ fields, ``errorMsg`` carries the advanced-reject JSON
+from 166 on). Every message format in this module is the one for server version 176. A
+client whose range does not include 176 is refused at the handshake.
+
+Incoming message ids handled (one handler each, see ``TwsVenue._routes``):
+1 reqMktData, 2 cancelMktData, 3 placeOrder, 4 cancelOrder, 5 reqOpenOrders,
+6 reqAccountUpdates, 7 reqExecutions, 8 reqIds, 9 reqContractDetails, 15 reqAutoOpenOrders,
+16 reqAllOpenOrders, 17 reqManagedAccts, 49 reqCurrentTime, 58 reqGlobalCancel,
+59 reqMarketDataType, 61 reqPositions, 62 reqAccountSummary, 63 cancelAccountSummary,
+64 cancelPositions, 71 startApi, 74 reqPositionsMulti, 75 cancelPositionsMulti,
+76 reqAccountUpdatesMulti, 77 cancelAccountUpdatesMulti, 99 reqCompletedOrders.
+
+Outgoing message ids sent: 1 tickPrice, 2 tickSize, 3 orderStatus, 4 errMsg, 5 openOrder,
+6 updateAccountValue, 7 updatePortfolio, 8 updateAccountTime, 9 nextValidId,
+10 contractDetails, 11 execDetails, 15 managedAccounts, 49 currentTime, 52 contractDetailsEnd,
+53 openOrderEnd, 54 accountDownloadEnd, 55 execDetailsEnd, 57 tickSnapshotEnd,
+58 marketDataType, 59 commissionReport, 61 position, 62 positionEnd, 64 accountSummaryEnd,
+71 positionMulti, 72 positionMultiEnd, 73 accountUpdateMulti, 74 accountUpdateMultiEnd,
+102 completedOrdersEnd.
+
+Error codes used: 103 duplicate order id, 105 order modification refused, 161 cancel of an
+order that is not working, 200 unknown contract, 201 order rejected, 202 order cancelled,
+320 malformed request, 321 request refused (unknown message id, request before startApi,
+unknown account), 326 client id already in use, 2104 market data farm OK (notice),
+10147 cancel of an unknown order id.
+
+Mapping to the engine
+---------------------
+* One IB account (``account``) is one engine account.
+* IB order ``(clientId, orderId)`` <-> engine ``client_order_id``: the order's ``orderRef``
+  when the client set one, else ``f"ib-{clientId}-{orderId}"`` (IB order ids are scoped per
+  client id, and two clients that connected at the same ``nextValidId`` do reuse the same
+  numbers). A reference already in use is refused with error 103.
+* Engine fill ids are the IB execution ids; IB permIds are allocated here.
+* Order ids, permIds and the order table are kept in ``state_path`` (JSON, atomic write),
+  so that a restarted venue keeps handing out fresh order ids and still names old orders
+  and executions the way it did; the engine keeps positions and executions in its own state.
+
+Not supported (answered with error 201): order modification (error 105 instead), what-if
+orders, untransmitted, child (``parentId``) and OCA orders, order types other than
+MKT, LMT, STP and STP LMT, time in force other than DAY, GTC, IOC and FOK. Completed orders
+are not replayed (``reqCompletedOrders`` answers its end marker only); use
+``reqExecutions``. Algo strategies and other order attributes not named here are accepted
+and ignored. Commissions are reported as zero; realized P&L in ``updatePortfolio`` is zero.
+Each venue serves one account; the order table grows for the life of the state file.
+
+Threading: the venue runs one asyncio loop in its own thread; every session and the order
+table live on that loop. Engine listeners (called from any thread) hand their events to the
+loop with ``call_soon_threadsafe``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import enum
+import ipaddress
+import logging
+import os
+import re
+import signal
+import struct
+import sys
+import threading
+import time
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import msgspec
+
+from messages import (
+    OrderAccepted,
+    OrderCancelled,
+    OrderEvent,
+    OrderFilled,
+    OrderRejected,
+    OrderType,
+    Quote,
+    Side,
+    SubmitOrder,
+    TimeInForce,
+)
+
+if TYPE_CHECKING:
+    from types import FrameType
+
+    from venues.engine import VenueEngine
+
+__all__ = [
+    "SERVER_VERSION",
+    "ErrorCode",
+    "In",
+    "MalformedRequest",
+    "Out",
+    "TwsVenue",
+    "encode_frame",
+    "main",
+]
+
+log = logging.getLogger("tradeguard.venues.tws")
+
+SERVER_VERSION = 176
+"""The one server version this venue speaks."""
+
+MAX_FRAME = 0xFFFFFF
+"""Largest frame accepted (IB's own limit); a larger length prefix closes the session."""
+
+MAX_WRITE_BUFFER = 16 * 1024 * 1024
+"""A client that lets this many bytes pile up unread is dropped."""
+
+NO_REQUEST = -1
+"""The request id of errors and notices not tied to a request."""
+
+STATE_SAVE_INTERVAL_S = 0.5
+"""How often the order table is written when it changed."""
+
+_HANDSHAKE_PREFIX = b"API\0"
+_VERSION_RANGE = re.compile(r"v(\d+)(?:\.\.(\d+))?")
+_CURRENCIES = frozenset(
+    {"USD", "EUR", "GBP", "JPY", "CHF", "AUD", "CAD", "NZD", "SEK", "NOK", "DKK", "HKD",
+     "SGD", "CNH", "MXN", "ZAR", "PLN", "CZK", "HUF", "TRY", "ILS"}
+)
+_ORDER_TYPES = {
+    "MKT": OrderType.MARKET,
+    "LMT": OrderType.LIMIT,
+    "STP": OrderType.STOP,
+    "STP LMT": OrderType.STOP_LIMIT,
+}
+_IB_ORDER_TYPES = {value: key for key, value in _ORDER_TYPES.items()}
+_TIME_IN_FORCE = {
+    "": TimeInForce.DAY,
+    "DAY": TimeInForce.DAY,
+    "GTC": TimeInForce.GTC,
+    "IOC": TimeInForce.IOC,
+    "FOK": TimeInForce.FOK,
+}
+_ACTIONS = {"BUY": Side.BUY, "SELL": Side.SELL, "SSHORT": Side.SELL}
+_UNSET_DOUBLE = 1.7976931348623157e308
+
+
+class In(enum.IntEnum):
+    """Ids of the requests a client sends."""
+
+    REQ_MKT_DATA = 1
+    CANCEL_MKT_DATA = 2
+    PLACE_ORDER = 3
+    CANCEL_ORDER = 4
+    REQ_OPEN_ORDERS = 5
+    REQ_ACCOUNT_UPDATES = 6
+    REQ_EXECUTIONS = 7
+    REQ_IDS = 8
+    REQ_CONTRACT_DETAILS = 9
+    REQ_AUTO_OPEN_ORDERS = 15
+    REQ_ALL_OPEN_ORDERS = 16
+    REQ_MANAGED_ACCTS = 17
+    REQ_CURRENT_TIME = 49
+    REQ_GLOBAL_CANCEL = 58
+    REQ_MARKET_DATA_TYPE = 59
+    REQ_POSITIONS = 61
+    REQ_ACCOUNT_SUMMARY = 62
+    CANCEL_ACCOUNT_SUMMARY = 63
+    CANCEL_POSITIONS = 64
+    START_API = 71
+    REQ_POSITIONS_MULTI = 74
+    CANCEL_POSITIONS_MULTI = 75
+    REQ_ACCOUNT_UPDATES_MULTI = 76
+    CANCEL_ACCOUNT_UPDATES_MULTI = 77
+    REQ_COMPLETED_ORDERS = 99
+
+
+class Out(enum.IntEnum):
+    """Ids of the messages this venue sends."""
+
+    TICK_PRICE = 1
+    TICK_SIZE = 2
+    ORDER_STATUS = 3
+    ERR_MSG = 4
+    OPEN_ORDER = 5
+    ACCT_VALUE = 6
+    PORTFOLIO_VALUE = 7
+    ACCT_UPDATE_TIME = 8
+    NEXT_VALID_ID = 9
+    CONTRACT_DATA = 10
+    EXECUTION_DATA = 11
+    MANAGED_ACCTS = 15
+    CURRENT_TIME = 49
+    CONTRACT_DATA_END = 52
+    OPEN_ORDER_END = 53
+    ACCT_DOWNLOAD_END = 54
+    EXECUTION_DATA_END = 55
+    TICK_SNAPSHOT_END = 57
+    MARKET_DATA_TYPE = 58
+    COMMISSION_REPORT = 59
+    POSITION_DATA = 61
+    POSITION_END = 62
+    ACCOUNT_SUMMARY_END = 64
+    POSITION_MULTI = 71
+    POSITION_MULTI_END = 72
+    ACCOUNT_UPDATE_MULTI = 73
+    ACCOUNT_UPDATE_MULTI_END = 74
+    COMPLETED_ORDERS_END = 102
+
+
+_OUT_VERSIONS: dict[Out, int] = {
+    Out.TICK_PRICE: 6,
+    Out.TICK_SIZE: 6,
+    Out.ERR_MSG: 2,
+    Out.ACCT_VALUE: 2,
+    Out.PORTFOLIO_VALUE: 8,
+    Out.ACCT_UPDATE_TIME: 1,
+    Out.NEXT_VALID_ID: 1,
+    Out.MANAGED_ACCTS: 1,
+    Out.CURRENT_TIME: 1,
+    Out.CONTRACT_DATA_END: 1,
+    Out.OPEN_ORDER_END: 1,
+    Out.ACCT_DOWNLOAD_END: 1,
+    Out.EXECUTION_DATA_END: 1,
+    Out.TICK_SNAPSHOT_END: 1,
+    Out.MARKET_DATA_TYPE: 1,
+    Out.COMMISSION_REPORT: 1,
+    Out.POSITION_DATA: 3,
+    Out.POSITION_END: 1,
+    Out.ACCOUNT_SUMMARY_END: 1,
+    Out.POSITION_MULTI: 1,
+    Out.POSITION_MULTI_END: 1,
+    Out.ACCOUNT_UPDATE_MULTI: 1,
+    Out.ACCOUNT_UPDATE_MULTI_END: 1,
+}
+"""Replies that carry a message version after their id at server version 176; the others
+(orderStatus, openOrder, contractDetails, execDetails, completedOrdersEnd) carry none."""
+
+
+class ErrorCode(enum.IntEnum):
+    """IB error and notice codes this venue sends."""
+
+    DUPLICATE_ORDER_ID = 103
+    MODIFY_REFUSED = 105
+    NOT_CANCELLABLE = 161
+    NO_SECURITY_DEFINITION = 200
+    ORDER_REJECTED = 201
+    ORDER_CANCELLED = 202
+    BAD_REQUEST = 320
+    REQUEST_REFUSED = 321
+    CLIENT_ID_IN_USE = 326
+    MARKET_DATA_FARM_OK = 2104
+    CANCEL_UNKNOWN_ORDER = 10147
+
+
+class TickType(enum.IntEnum):
+    """IB tick types sent for market data."""
+
+    BID_SIZE = 0
+    BID = 1
+    ASK = 2
+    ASK_SIZE = 3
+    LAST = 4
+    LAST_SIZE = 5
+
+
+class MalformedRequest(Exception):
+    """A request could not be read: a field is missing or does not parse."""
+
+
+class _ProtocolViolation(Exception):
+    """The byte stream is not IB's protocol; the session is closed."""
+
+
+class _Fields:
+    """A cursor over the text fields of one request."""
+
+    def __init__(self, fields: Sequence[str], start: int) -> None:
+        self._fields = fields
+        self._pos = start
+        self.req_id = NO_REQUEST
+        """The request id, once the handler has read it; errors about the request name it."""
+
+    def text(self) -> str:
+        """The next field as text."""
+        if self._pos >= len(self._fields):
+            raise MalformedRequest(f"field {self._pos}: missing")
+        value = self._fields[self._pos]
+        self._pos += 1
+        return value
+
+    def integer(self, default: int | None = None) -> int:
+        """The next field as an integer; an empty field is ``default`` when one is given."""
+        raw = self.text()
+        if raw == "" and default is not None:
+            return default
+        try:
+            return int(raw)
+        except ValueError:
+            raise MalformedRequest(f"field {self._pos - 1}: not an integer: {raw!r}") from None
+
+    def decimal(self) -> Decimal | None:
+        """The next field as a finite Decimal, or None when empty or IB's 'unset' value."""
+        raw = self.text()
+        if raw == "":
+            return None
+        try:
+            value = Decimal(raw)
+        except InvalidOperation:
+            raise MalformedRequest(f"field {self._pos - 1}: not a number: {raw!r}") from None
+        if not value.is_finite():
+            raise MalformedRequest(f"field {self._pos - 1}: not finite: {raw!r}")
+        if value >= Decimal(_UNSET_DOUBLE):
+            return None
+        return value
+
+    def flag(self) -> bool:
+        """The next field as a boolean (``1``/``0``, empty is false)."""
+        return self.integer(default=0) != 0
+
+    def skip(self, count: int) -> None:
+        """Pass over ``count`` fields."""
+        for _ in range(count):
+            self.text()
+
+    def contract(self) -> _ContractQuery:
+        """The twelve contract fields IB clients send with most requests."""
+        con_id = self.integer(default=0)
+        symbol, sec_type = self.text(), self.text()
+        self.skip(4)  # lastTradeDateOrContractMonth, strike, right, multiplier
+        exchange, primary_exchange, currency = self.text(), self.text(), self.text()
+        local_symbol = self.text()
+        self.skip(1)  # tradingClass
+        return _ContractQuery(
+            con_id, symbol, sec_type, exchange, primary_exchange, currency, local_symbol
+        )
+
+
+@dataclass(frozen=True)
+class _ContractQuery:
+    """What a client said about a contract."""
+
+    con_id: int
+    symbol: str
+    sec_type: str
+    exchange: str
+    primary_exchange: str
+    currency: str
+    local_symbol: str
+
+    def describe(self) -> str:
+        """A short human-readable name for error texts."""
+        return f"{self.sec_type or '?'} {self.symbol or self.local_symbol or self.con_id}"
+
+
+@dataclass(frozen=True)
+class _Instrument:
+    """One engine symbol as an IB contract."""
+
+    symbol: str
+    """The engine's symbol."""
+    con_id: int
+    ib_symbol: str
+    sec_type: str
+    exchange: str
+    primary_exchange: str
+    currency: str
+    local_symbol: str
+    min_tick: Decimal
+
+    @classmethod
+    def from_symbol(cls, symbol: str, min_tick: Decimal) -> _Instrument:
+        """Stocks trade SMART in USD; six-letter currency pairs are IDEALPRO cash."""
+        con_id = zlib.crc32(symbol.encode()) % 900_000_000 + 100_000
+        base, quote = symbol[:3], symbol[3:]
+        if len(symbol) == 6 and base in _CURRENCIES and quote in _CURRENCIES:
+            return cls(symbol, con_id, base, "CASH", "IDEALPRO", "", quote, f"{base}.{quote}",
+                       min_tick)
+        return cls(symbol, con_id, symbol, "STK", "SMART", "NASDAQ", "USD", symbol, min_tick)
+
+    def matches(self, query: _ContractQuery) -> bool:
+        """True when the client's contract names this instrument."""
+        if query.con_id:
+            return query.con_id == self.con_id and query.symbol in ("", self.ib_symbol)
+        named = query.symbol == self.ib_symbol or (
+            not query.symbol and query.local_symbol == self.local_symbol
+        )
+        return (
+            named
+            and query.sec_type in ("", self.sec_type)
+            and query.currency in ("", self.currency)
+            and query.exchange in ("", "SMART", self.exchange, self.primary_exchange)
+        )
+
+    def fields(self) -> list[object]:
+        """conId .. tradingClass as positions, executions and open orders carry them."""
+        return [
+            self.con_id, self.ib_symbol, self.sec_type, "", "0", "", "",
+            self.exchange, self.currency, self.local_symbol, self.local_symbol,
+        ]
+
+
+class _OrderRecord(msgspec.Struct, kw_only=True):
+    """One order as the IB side knows it; persisted in the venue state file."""
+
+    client_order_id: str
+    order_id: int
+    client_id: int
+    perm_id: int
+    symbol: str
+    action: str
+    quantity: Decimal
+    order_type: str
+    limit_price: Decimal | None = None
+    stop_price: Decimal | None = None
+    tif: str = "DAY"
+    order_ref: str = ""
+    status: str = "PendingSubmit"
+    filled: Decimal = Decimal(0)
+    avg_price: Decimal = Decimal(0)
+    last_fill_price: Decimal = Decimal(0)
+    cancel_requested: bool = False
+
+    @property
+    def is_done(self) -> bool:
+        """Filled, cancelled or rejected: nothing more can happen to it."""
+        return self.status in ("Filled", "Cancelled", "Inactive")
+
+    @property
+    def remaining(self) -> Decimal:
+        """Quantity still working."""
+        return Decimal(0) if self.is_done else self.quantity - self.filled
+
+
+class _VenueState(msgspec.Struct, kw_only=True):
+    """What the venue persists across restarts."""
+
+    next_order_id: int = 1
+    next_perm_id: int = 1_000_001
+    orders: list[_OrderRecord] = []
+
+
+@dataclass(eq=False)
+class _Session:
+    """One client socket."""
+
+    writer: asyncio.StreamWriter
+    peer: str
+    client_id: int | None = None
+    market_data: dict[int, str] = field(default_factory=dict)
+    """reqId -> engine symbol of each live market data subscription."""
+    last_ticks: dict[int, tuple[Decimal, Decimal, Decimal, Decimal]] = field(default_factory=dict)
+    """reqId -> (bid, bid size, ask, ask size) last sent."""
+    positions_subscribed: bool = False
+    account_subscribed: bool = False
+    closing: bool = False
+
+
+@dataclass(frozen=True)
+class _Route:
+    """One incoming message id: its handler and whether a version field follows the id."""
+
+    handler: Callable[[_Session, _Fields], None]
+    versioned: bool = True
+
+
+def _text(value: object) -> str:
+    """One field as IB text: empty for None, 1/0 for booleans, plain notation for numbers."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "1" if value else "0"
+    if isinstance(value, Decimal):
+        return format(value, "f")
+    return str(value)
+
+
+def encode_frame(fields: Iterable[object]) -> bytes:
+    """Length-prefixed, NUL-terminated fields: one IB API frame."""
+    payload = "".join(_text(value) + "\0" for value in fields).encode()
+    return struct.pack(">I", len(payload)) + payload
+
+
+def _ib_time(ts_ns: int) -> str:
+    """IB's ``YYYYMMDD HH:MM:SS zone`` text for a wall-clock time (UTC)."""
+    moment = datetime.fromtimestamp(ts_ns / 1e9, UTC) if ts_ns else datetime.now(UTC)
+    return moment.strftime("%Y%m%d %H:%M:%S") + " UTC"
+
+
+def _is_loopback(host: str) -> bool:
+    """True for localhost and loopback addresses."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class TwsVenue:
+    """A TWS lookalike serving IB API clients on loopback, trading on a ``VenueEngine``."""
+
+    def __init__(
+        self,
+        engine: VenueEngine,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        account: str = "DU000001",
+        state_path: Path | None = None,
+    ) -> None:
+        if not _is_loopback(host):
+            raise ValueError(f"host: loopback only, got {host!r}")
+        self.engine = engine
+        self.host = host
+        self.account = account
+        self.state_path = state_path
+        self._requested_port = port
+        self._port = 0
+        self._instruments = {
+            symbol: _Instrument.from_symbol(symbol, engine.config.tick_size)
+            for symbol in engine.symbols
+        }
+        self._state = _VenueState()
+        self._by_coid: dict[str, _OrderRecord] = {}
+        self._by_key: dict[tuple[int, int], _OrderRecord] = {}
+        self._load_state()
+        self._dirty = False
+        self._sessions: set[_Session] = set()
+        self._clients: dict[int, _Session] = {}
+        self._clients_lock = threading.Lock()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: asyncio.Server | None = None
+        self._saver: asyncio.Task[None] | None = None
+        self.malformed_requests = 0
+        """Requests that could not be read or handled, plus streams that were not IB's
+        protocol; each was logged and answered (or its socket closed)."""
+        self._routes: dict[int, _Route] = {
+            In.REQ_MKT_DATA: _Route(self._req_mkt_data),
+            In.CANCEL_MKT_DATA: _Route(self._cancel_mkt_data),
+            In.PLACE_ORDER: _Route(self._place_order, versioned=False),
+            In.CANCEL_ORDER: _Route(self._cancel_order),
+            In.REQ_OPEN_ORDERS: _Route(self._req_open_orders),
+            In.REQ_ACCOUNT_UPDATES: _Route(self._req_account_updates),
+            In.REQ_EXECUTIONS: _Route(self._req_executions),
+            In.REQ_IDS: _Route(self._req_ids),
+            In.REQ_CONTRACT_DETAILS: _Route(self._req_contract_details),
+            In.REQ_AUTO_OPEN_ORDERS: _Route(self._ignore),
+            In.REQ_ALL_OPEN_ORDERS: _Route(self._req_all_open_orders),
+            In.REQ_MANAGED_ACCTS: _Route(self._req_managed_accts),
+            In.REQ_CURRENT_TIME: _Route(self._req_current_time),
+            In.REQ_GLOBAL_CANCEL: _Route(self._req_global_cancel),
+            In.REQ_MARKET_DATA_TYPE: _Route(self._ignore),
+            In.REQ_POSITIONS: _Route(self._req_positions),
+            In.REQ_ACCOUNT_SUMMARY: _Route(self._req_account_summary),
+            In.CANCEL_ACCOUNT_SUMMARY: _Route(self._ignore),
+            In.CANCEL_POSITIONS: _Route(self._cancel_positions),
+            In.START_API: _Route(self._start_api),
+            In.REQ_POSITIONS_MULTI: _Route(self._req_positions_multi),
+            In.CANCEL_POSITIONS_MULTI: _Route(self._ignore),
+            In.REQ_ACCOUNT_UPDATES_MULTI: _Route(self._req_account_updates_multi),
+            In.CANCEL_ACCOUNT_UPDATES_MULTI: _Route(self._ignore),
+            In.REQ_COMPLETED_ORDERS: _Route(self._req_completed_orders, versioned=False),
+        }
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (0 before ``start``)."""
+        return self._port
+
+    def start(self) -> int:
+        """Bind, start serving in a thread of its own, and return the bound port."""
+        if self._thread is not None:
+            raise RuntimeError("TwsVenue already started")
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        self._thread = threading.Thread(
+            target=self._run_loop, args=(loop,), name="tws-venue", daemon=True
+        )
+        self._thread.start()
+        try:
+            self._port = asyncio.run_coroutine_threadsafe(self._open(), loop).result(timeout=5)
+        except BaseException:
+            self._halt_loop()
+            raise
+        self.engine.add_order_listener(self._on_engine_order_event)
+        self.engine.add_quote_listener(self._on_engine_quotes)
+        log.info("TWS venue listening on %s:%d (server version %d, account %s)",
+                 self.host, self._port, SERVER_VERSION, self.account)
+        return self._port
+
+    def stop(self) -> None:
+        """Close every session and the listening socket, stop the thread, save state."""
+        loop = self._loop
+        if loop is None or self._thread is None:
+            return
+        with contextlib.suppress(ValueError):
+            self.engine.remove_order_listener(self._on_engine_order_event)
+        with contextlib.suppress(ValueError):
+            self.engine.remove_quote_listener(self._on_engine_quotes)
+        try:
+            asyncio.run_coroutine_threadsafe(self._close(), loop).result(timeout=5)
+        except (TimeoutError, RuntimeError) as exc:
+            log.warning("TWS venue did not close cleanly: %r", exc)
+        self._halt_loop()
+        self._save_state()
+        log.info("TWS venue on port %d stopped", self._port)
+
+    def connected_client_ids(self) -> list[int]:
+        """Client ids of the sessions that have started the API, sorted."""
+        with self._clients_lock:
+            return sorted(self._clients)
+
+    def kill_connections(self) -> None:
+        """Drop every client socket abruptly (for fault tests); keep listening."""
+        if self._loop is None:
+            return
+
+        async def _abort_all() -> None:
+            for session in list(self._sessions):
+                session.writer.transport.abort()
+                self._forget(session)
+
+        asyncio.run_coroutine_threadsafe(_abort_all(), self._loop).result(timeout=5)
+
+    def _run_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            loop.close()
+
+    def _halt_loop(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._thread = None
+        self._loop = None
+
+    async def _open(self) -> int:
+        self._server = await asyncio.start_server(
+            self._on_connection, self.host, self._requested_port
+        )
+        self._saver = asyncio.create_task(self._save_periodically())
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def _close(self) -> None:
+        if self._server is not None:
+            self._server.close()
+        for session in list(self._sessions):
+            session.writer.transport.abort()
+            self._forget(session)
+        if self._tasks:  # aborted sessions end by themselves; cancel any that linger
+            _, lingering = await asyncio.wait(list(self._tasks), timeout=2)
+            for task in lingering:
+                task.cancel()
+        if self._saver is not None:
+            self._saver.cancel()
+            await asyncio.gather(self._saver, return_exceptions=True)
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    async def _save_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(STATE_SAVE_INTERVAL_S)
+            if self._dirty:
+                try:
+                    self._save_state()
+                except OSError:
+                    log.exception("TWS venue: saving %s failed", self.state_path)
+
+    # ------------------------------------------------------------------ state file
+
+    def _load_state(self) -> None:
+        if self.state_path is None or not self.state_path.exists():
+            return
+        self._state = msgspec.json.decode(self.state_path.read_bytes(), type=_VenueState)
+        for record in self._state.orders:
+            self._index(record)
+            self._state.next_order_id = max(self._state.next_order_id, record.order_id + 1)
+            self._state.next_perm_id = max(self._state.next_perm_id, record.perm_id + 1)
+
+    def _save_state(self) -> None:
+        self._dirty = False
+        if self.state_path is None:
+            return
+        data = msgspec.json.encode(self._state)
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, self.state_path)
+
+    def _index(self, record: _OrderRecord) -> None:
+        self._by_coid[record.client_order_id] = record
+        if record.order_id > 0:
+            self._by_key[(record.client_id, record.order_id)] = record
+
+    def _new_perm_id(self) -> int:
+        perm_id = self._state.next_perm_id
+        self._state.next_perm_id += 1
+        return perm_id
+
+    # ------------------------------------------------------------------ sessions
+
+    async def _on_connection(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+        peer = str(writer.get_extra_info("peername"))
+        session = _Session(writer, peer)
+        self._sessions.add(session)
+        try:
+            await self._handshake(reader, session)
+            while not session.closing:
+                fields = await self._read_message(reader)
+                self._dispatch(session, fields)
+        except _ProtocolViolation as exc:
+            self.malformed_requests += 1
+            log.warning("TWS venue: closing %s: %s", peer, exc)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        except asyncio.CancelledError:
+            pass  # the venue is stopping: this session ends here
+        finally:
+            self._forget(session)
+            writer.close()
+            if task is not None:
+                self._tasks.discard(task)
+
+    async def _handshake(self, reader: asyncio.StreamReader, session: _Session) -> None:
+        prefix = await reader.readexactly(len(_HANDSHAKE_PREFIX))
+        if prefix != _HANDSHAKE_PREFIX:
+            raise _ProtocolViolation(f"expected the API prefix, got {prefix!r}")
+        offer = (await self._read_frame(reader)).decode(errors="replace")
+        match = _VERSION_RANGE.match(offer)
+        if match is None:
+            raise _ProtocolViolation(f"bad version offer {offer[:40]!r}")
+        low = int(match.group(1))
+        high = int(match.group(2) or low)
+        if not low <= SERVER_VERSION <= high:
+            raise _ProtocolViolation(f"client versions {low}..{high} exclude {SERVER_VERSION}")
+        session.writer.write(encode_frame([SERVER_VERSION, _ib_time(0)]))
+
+    async def _read_frame(self, reader: asyncio.StreamReader) -> bytes:
+        (size,) = struct.unpack(">I", await reader.readexactly(4))
+        if not 0 < size <= MAX_FRAME:
+            raise _ProtocolViolation(f"frame length {size} out of range")
+        return await reader.readexactly(size)
+
+    async def _read_message(self, reader: asyncio.StreamReader) -> list[str]:
+        fields = (await self._read_frame(reader)).decode(errors="replace").split("\0")
+        if fields[-1] == "":
+            fields.pop()
+        return fields
+
+    def _forget(self, session: _Session) -> None:
+        self._sessions.discard(session)
+        with self._clients_lock:
+            if session.client_id is not None and self._clients.get(session.client_id) is session:
+                del self._clients[session.client_id]
+        session.closing = True
+
+    def _send(self, session: _Session, msg_id: Out, *fields: object) -> None:
+        """Encode one reply; the message version, when the message has one, comes from
+        ``_OUT_VERSIONS``."""
+        if session.closing:
+            return
+        version = _OUT_VERSIONS.get(msg_id)
+        head: list[object] = [int(msg_id)] if version is None else [int(msg_id), version]
+        transport = session.writer.transport
+        if transport.is_closing():
+            return
+        session.writer.write(encode_frame([*head, *fields]))
+        if transport.get_write_buffer_size() > MAX_WRITE_BUFFER:
+            log.warning("TWS venue: dropping %s, it is not reading", session.peer)
+            transport.abort()
+            self._forget(session)
+
+    def _error(self, session: _Session, req_id: int, code: ErrorCode, text: str) -> None:
+        self._send(session, Out.ERR_MSG, req_id, int(code), text, "")
+
+    def _dispatch(self, session: _Session, fields: list[str]) -> None:
+        """Route one request to its handler; a failing request is counted, logged and
+        answered with an error, and the session goes on."""
+        try:
+            msg_id = int(fields[0])
+        except (IndexError, ValueError):
+            self._refuse(session, NO_REQUEST, ErrorCode.BAD_REQUEST,
+                         f"Error reading request: bad message id {fields[:1]!r}")
+            return
+        route = self._routes.get(msg_id)
+        if route is None:
+            self._refuse(session, NO_REQUEST, ErrorCode.REQUEST_REFUSED,
+                         f"Error validating request: unsupported message id {msg_id}")
+            return
+        if session.client_id is None and msg_id != In.START_API:
+            self._refuse(session, NO_REQUEST, ErrorCode.REQUEST_REFUSED,
+                         f"Error validating request: message id {msg_id} before startApi")
+            return
+        cursor = _Fields(fields, 2 if route.versioned else 1)
+        try:
+            route.handler(session, cursor)
+        except MalformedRequest as exc:
+            self._refuse(session, cursor.req_id, ErrorCode.BAD_REQUEST,
+                         f"Error reading request: message id {msg_id}: {exc}")
+        except Exception as exc:
+            log.exception("TWS venue: handler for message id %d failed", msg_id)
+            self._refuse(session, cursor.req_id, ErrorCode.BAD_REQUEST,
+                         f"Error reading request: message id {msg_id}: {exc!r}")
+
+    def _refuse(self, session: _Session, req_id: int, code: ErrorCode, text: str) -> None:
+        self.malformed_requests += 1
+        log.warning("TWS venue: %s from %s", text, session.peer)
+        self._error(session, req_id, code, text)
+
+    # ------------------------------------------------------------------ handlers: session
+
+    def _ignore(self, session: _Session, fields: _Fields) -> None:
+        """Requests with nothing to answer here."""
+
+    def _start_api(self, session: _Session, fields: _Fields) -> None:
+        client_id = fields.integer()
+        if session.client_id is not None:
+            raise MalformedRequest("startApi sent twice")
+        with self._clients_lock:
+            taken = client_id in self._clients
+            if not taken:
+                self._clients[client_id] = session
+                session.client_id = client_id
+        if taken:
+            log.warning("TWS venue: client id %d already in use, refusing %s",
+                        client_id, session.peer)
+            self._error(session, NO_REQUEST, ErrorCode.CLIENT_ID_IN_USE,
+                        "Unable to connect as the client id is already in use. "
+                        "Retry with a unique client id.")
+            session.closing = True
+            return
+        log.info("TWS venue: client %d connected from %s", client_id, session.peer)
+        self._send(session, Out.NEXT_VALID_ID, self._state.next_order_id)
+        self._send(session, Out.MANAGED_ACCTS, self.account)
+        self._error(session, NO_REQUEST, ErrorCode.MARKET_DATA_FARM_OK,
+                    "Market data farm connection is OK:simfarm")
+
+    def _req_ids(self, session: _Session, fields: _Fields) -> None:
+        self._send(session, Out.NEXT_VALID_ID, self._state.next_order_id)
+
+    def _req_managed_accts(self, session: _Session, fields: _Fields) -> None:
+        self._send(session, Out.MANAGED_ACCTS, self.account)
+
+    def _req_current_time(self, session: _Session, fields: _Fields) -> None:
+        self._send(session, Out.CURRENT_TIME, int(time.time()))
+
+    # ------------------------------------------------------------------ handlers: contracts
+
+    def _resolve(self, query: _ContractQuery) -> _Instrument | None:
+        found = [inst for inst in self._instruments.values() if inst.matches(query)]
+        return found[0] if len(found) == 1 else None
+
+    def _unknown_contract(self, session: _Session, req_id: int, query: _ContractQuery) -> None:
+        self._error(session, req_id, ErrorCode.NO_SECURITY_DEFINITION,
+                    f"No security definition has been found for the request: {query.describe()}")
+
+    def _req_contract_details(self, session: _Session, fields: _Fields) -> None:
+        fields.req_id = fields.integer()
+        query = fields.contract()
+        inst = self._resolve(query)
+        if inst is None:
+            self._unknown_contract(session, fields.req_id, query)
+            return
+        self._send(
+            session, Out.CONTRACT_DATA, fields.req_id,
+            inst.ib_symbol, inst.sec_type, "", "0", "", inst.exchange, inst.currency,
+            inst.local_symbol, inst.local_symbol, inst.local_symbol, inst.con_id, inst.min_tick,
+            "", ",".join(_ORDER_TYPES), inst.exchange, 1, 0, f"{inst.symbol} (simulated)",
+            inst.primary_exchange, "", "", "", "", "UTC", "", "", "", "", 0,
+            "", "", "", "", "", "COMMON" if inst.sec_type == "STK" else "", 1, 1, 1,
+        )
+        self._send(session, Out.CONTRACT_DATA_END, fields.req_id)
+
+    # ------------------------------------------------------------------ handlers: market data
+
+    def _req_mkt_data(self, session: _Session, fields: _Fields) -> None:
+        fields.req_id = fields.integer()
+        query = fields.contract()
+        if query.sec_type == "BAG":
+            fields.skip(4 * fields.integer())
+        if fields.flag():
+            fields.skip(3)  # delta neutral contract
+        fields.text()  # generic tick list
+        snapshot = fields.flag()
+        inst = self._resolve(query)
+        if inst is None:
+            self._unknown_contract(session, fields.req_id, query)
+            return
+        self._send(session, Out.MARKET_DATA_TYPE, fields.req_id, 1)
+        if not snapshot:
+            session.market_data[fields.req_id] = inst.symbol
+        quote = self.engine.quote(inst.symbol)
+        if quote is not None:
+            self._send_quote_ticks(session, fields.req_id, quote)
+        last = self._last_fill(inst.symbol)
+        if last is not None:
+            self._send(session, Out.TICK_PRICE, fields.req_id, int(TickType.LAST),
+                       last.price, last.quantity, 0)
+        if snapshot:
+            self._send(session, Out.TICK_SNAPSHOT_END, fields.req_id)
+
+    def _cancel_mkt_data(self, session: _Session, fields: _Fields) -> None:
+        req_id = fields.integer()
+        session.market_data.pop(req_id, None)
+        session.last_ticks.pop(req_id, None)
+
+    def _send_quote_ticks(self, session: _Session, req_id: int, quote: Quote) -> None:
+        previous = session.last_ticks.get(req_id)
+        current = (quote.bid, quote.bid_size, quote.ask, quote.ask_size)
+        if previous == current:
+            return
+        session.last_ticks[req_id] = current
+        sides = (
+            (TickType.BID, TickType.BID_SIZE, quote.bid, quote.bid_size, 0),
+            (TickType.ASK, TickType.ASK_SIZE, quote.ask, quote.ask_size, 2),
+        )
+        for price_tick, size_tick, price, size, at in sides:
+            if previous is None or previous[at] != price:
+                self._send(session, Out.TICK_PRICE, req_id, int(price_tick), price, size, 0)
+            elif previous[at + 1] != size:
+                self._send(session, Out.TICK_SIZE, req_id, int(size_tick), size)
+
+    def _last_fill(self, symbol: str) -> OrderFilled | None:
+        for fill in reversed(self.engine.executions(self.account)):
+            if fill.symbol == symbol:
+                return fill
+        return None
+
+    def _on_engine_quotes(self, quotes: list[Quote]) -> None:
+        """Engine quote listener (any thread)."""
+        self._call_in_loop(self._publish_quotes, quotes)
+
+    def _publish_quotes(self, quotes: list[Quote]) -> None:
+        by_symbol = {quote.symbol: quote for quote in quotes}
+        for session in list(self._sessions):
+            for req_id, symbol in list(session.market_data.items()):
+                quote = by_symbol.get(symbol)
+                if quote is not None:
+                    self._send_quote_ticks(session, req_id, quote)
+
+    # ------------------------------------------------------------------ handlers: orders
+
+    def _place_order(self, session: _Session, fields: _Fields) -> None:
+        order_id = fields.integer()
+        fields.req_id = order_id
+        query = fields.contract()
+        fields.skip(2)  # secIdType, secId
+        action, quantity, ib_type = fields.text(), fields.decimal(), fields.text()
+        limit_price, stop_price = fields.decimal(), fields.decimal()
+        tif, oca_group, account = fields.text(), fields.text(), fields.text()
+        fields.skip(2)  # openClose, origin
+        order_ref = fields.text()
+        transmit = fields.flag()
+        parent_id = fields.integer(default=0)
+        what_if = self._read_order_tail(fields, query)
+        client_id = session.client_id
+        assert client_id is not None
+        if order_id <= 0:
+            raise MalformedRequest(f"order id must be positive, got {order_id}")
+        self._state.next_order_id = max(self._state.next_order_id, order_id + 1)
+        self._dirty = True
+
+        existing = self._by_key.get((client_id, order_id))
+        if existing is not None:
+            self._refuse_reuse(session, existing)
+            return
+        inst = self._resolve(query)
+        if inst is None:
+            self._unknown_contract(session, order_id, query)
+            return
+        problem = (
+            "what-if orders are not supported" if what_if
+            else "untransmitted orders are not supported" if not transmit
+            else "child orders are not supported" if parent_id
+            else "OCA groups are not supported" if oca_group
+            else f"unknown account {account}" if account not in ("", self.account)
+            else f"unsupported order type {ib_type!r}" if ib_type not in _ORDER_TYPES
+            else f"unsupported time in force {tif!r}" if tif not in _TIME_IN_FORCE
+            else f"unsupported action {action!r}" if action not in _ACTIONS
+            else f"bad quantity {quantity}" if quantity is None or quantity <= 0
+            else ""
+        )
+        if problem:
+            self._reject(session, order_id, problem)
+            return
+        assert quantity is not None
+        client_order_id = order_ref or f"ib-{client_id}-{order_id}"
+        if client_order_id in self._by_coid:
+            self._error(session, order_id, ErrorCode.DUPLICATE_ORDER_ID,
+                        f"Duplicate order id: order reference {client_order_id!r} is in use")
+            return
+        order_type = _ORDER_TYPES[ib_type]
+        try:
+            order = SubmitOrder(
+                client_order_id=client_order_id,
+                venue=self.engine.venue,
+                symbol=inst.symbol,
+                side=_ACTIONS[action],
+                quantity=quantity,
+                order_type=order_type,
+                limit_price=limit_price if ib_type in ("LMT", "STP LMT") else None,
+                stop_price=stop_price if ib_type in ("STP", "STP LMT") else None,
+                time_in_force=_TIME_IN_FORCE[tif],
+                source=f"tws-client-{client_id}",
+                created_ns=time.time_ns(),
+            )
+        except (ValueError, msgspec.ValidationError) as exc:
+            self._reject(session, order_id, str(exc))
+            return
+        record = _OrderRecord(
+            client_order_id=client_order_id,
+            order_id=order_id,
+            client_id=client_id,
+            perm_id=self._new_perm_id(),
+            symbol=inst.symbol,
+            action="SELL" if action == "SSHORT" else action,
+            quantity=quantity,
+            order_type=ib_type,
+            limit_price=order.limit_price,
+            stop_price=order.stop_price,
+            tif=tif or "DAY",
+            order_ref=order_ref,
+        )
+        self._state.orders.append(record)
+        self._index(record)
+        self.engine.submit(self.account, order)
+
+    def _read_order_tail(self, fields: _Fields, query: _ContractQuery) -> bool:
+        """Walk the rest of a placeOrder message (server version 176) to its whatIf flag."""
+        fields.skip(6)  # blockOrder, sweepToFill, displaySize, triggerMethod, outsideRth, hidden
+        if query.sec_type == "BAG":
+            fields.skip(8 * fields.integer())
+            fields.skip(fields.integer())
+            fields.skip(2 * fields.integer())
+        fields.skip(30)  # sharesAllocation .. volatilityType
+        if fields.text():  # deltaNeutralOrderType
+            fields.skip(9)
+        else:
+            fields.skip(1)
+        fields.skip(6)  # continuousUpdate .. scaleSubsLevelSize
+        increment = fields.decimal()
+        if increment is not None and increment > 0:
+            fields.skip(7)
+        fields.skip(3)  # scaleTable, activeStartTime, activeStopTime
+        if fields.text():  # hedgeType
+            fields.skip(1)
+        fields.skip(4)  # optOutSmartRouting, clearingAccount, clearingIntent, notHeld
+        if fields.flag():  # delta neutral contract
+            fields.skip(3)
+        if fields.text():  # algoStrategy
+            fields.skip(2 * fields.integer())
+        fields.skip(1)  # algoId
+        return fields.flag()
+
+    def _refuse_reuse(self, session: _Session, record: _OrderRecord) -> None:
+        if record.is_done:
+            self._error(session, record.order_id, ErrorCode.DUPLICATE_ORDER_ID,
+                        f"Duplicate order id {record.order_id}")
+            return
+        self._error(session, record.order_id, ErrorCode.MODIFY_REFUSED,
+                    "Order being modified does not match original order: "
+                    "modification is not supported by this venue")
+        self._send_order_status(session, record)
+
+    def _reject(self, session: _Session, order_id: int, reason: str) -> None:
+        log.info("TWS venue: order %d rejected: %s", order_id, reason)
+        self._error(session, order_id, ErrorCode.ORDER_REJECTED,
+                    f"Order rejected - reason:{reason}")
+
+    def _cancel_order(self, session: _Session, fields: _Fields) -> None:
+        order_id = fields.integer()
+        fields.req_id = order_id
+        assert session.client_id is not None
+        record = self._by_key.get((session.client_id, order_id))
+        if record is None:
+            self._error(session, order_id, ErrorCode.CANCEL_UNKNOWN_ORDER,
+                        f"OrderId {order_id} that needs to be cancelled is not found.")
+            return
+        if record.is_done:
+            self._error(session, order_id, ErrorCode.NOT_CANCELLABLE,
+                        "Cancel attempted when order is not in a cancellable state. "
+                        f"Order permId ={record.perm_id}")
+            return
+        record.cancel_requested = True
+        self.engine.cancel(self.account, record.client_order_id)
+
+    def _req_global_cancel(self, session: _Session, fields: _Fields) -> None:
+        for record in self._by_coid.values():
+            if not record.is_done:
+                record.cancel_requested = True
+        count = self.engine.cancel_all(self.account)
+        log.info("TWS venue: global cancel from client %s: %d orders", session.client_id, count)
+
+    def _req_open_orders(self, session: _Session, fields: _Fields) -> None:
+        self._send_open_orders(session, only_own=True)
+
+    def _req_all_open_orders(self, session: _Session, fields: _Fields) -> None:
+        self._send_open_orders(session, only_own=False)
+
+    def _send_open_orders(self, session: _Session, *, only_own: bool) -> None:
+        for working in self.engine.open_orders(self.account):
+            record = self._record_for(working.order.client_order_id, working.order)
+            if record.is_done:
+                continue
+            if only_own and record.client_id != session.client_id:
+                continue
+            self._send_open_order(session, record)
+            self._send_order_status(session, record)
+        self._send(session, Out.OPEN_ORDER_END)
+
+    def _req_completed_orders(self, session: _Session, fields: _Fields) -> None:
+        fields.flag()  # apiOnly
+        self._send(session, Out.COMPLETED_ORDERS_END)
+
+    def _record_for(
+        self, client_order_id: str, order: SubmitOrder | None = None,
+        fill: OrderFilled | None = None,
+    ) -> _OrderRecord:
+        """The record of an engine order. An order not placed through this venue gets one,
+        with order id 0 (IB's convention for orders entered elsewhere), when first seen."""
+        record = self._by_coid.get(client_order_id)
+        if record is not None:
+            return record
+        if order is None:
+            working = [w.order for w in self.engine.open_orders(self.account)
+                       if w.order.client_order_id == client_order_id]
+            order = working[0] if working else None
+        if order is not None:
+            symbol, side, quantity = order.symbol, order.side, order.quantity
+        elif fill is not None:
+            symbol, side, quantity = fill.symbol, fill.side, fill.quantity + fill.leaves_quantity
+        else:
+            symbol, side, quantity = "", Side.BUY, Decimal(0)
+        record = _OrderRecord(
+            client_order_id=client_order_id,
+            order_id=0,
+            client_id=0,
+            perm_id=self._new_perm_id(),
+            symbol=symbol,
+            action="BUY" if side is Side.BUY else "SELL",
+            quantity=quantity,
+            order_type=_IB_ORDER_TYPES[order.order_type] if order else "MKT",
+            limit_price=order.limit_price if order else None,
+            stop_price=order.stop_price if order else None,
+            status="Submitted",
+        )
+        self._state.orders.append(record)
+        self._index(record)
+        self._dirty = True
+        return record
+
+    # ------------------------------------------------------------------ engine order events
+
+    def _on_engine_order_event(self, account: str, event: OrderEvent) -> None:
+        """Engine order listener (any thread; inside ``submit`` when latency is zero)."""
+        if account == self.account:
+            self._call_in_loop(self._apply_order_event, event)
+
+    def _call_in_loop(self, callback: Callable[..., None], *args: object) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        with contextlib.suppress(RuntimeError):  # the loop closed under us: venue stopping
+            loop.call_soon_threadsafe(self._guarded, callback, *args)
+
+    def _guarded(self, callback: Callable[..., None], *args: object) -> None:
+        try:
+            callback(*args)
+        except Exception:
+            log.exception("TWS venue: failed to deliver an engine event")
+
+    def _apply_order_event(self, event: OrderEvent) -> None:
+        self._dirty = True
+        if isinstance(event, OrderFilled):
+            self._apply_fill(event)
+            return
+        record = self._record_for(event.client_order_id)
+        owner = self._owner(record)
+        if isinstance(event, OrderAccepted):
+            if record.status == "PendingSubmit":
+                record.status = "Submitted"
+            if owner is not None:
+                self._send_open_order(owner, record)
+                self._send_order_status(owner, record)
+        elif isinstance(event, OrderCancelled):
+            record.status = "Cancelled"
+            if owner is not None:
+                self._send_order_status(owner, record)
+                self._error(owner, record.order_id, ErrorCode.ORDER_CANCELLED,
+                            f"Order Canceled - reason:{event.text}")
+        elif isinstance(event, OrderRejected):
+            if record.cancel_requested and record.status != "PendingSubmit":
+                record.cancel_requested = False
+                if owner is not None:
+                    self._error(owner, record.order_id, ErrorCode.NOT_CANCELLABLE,
+                                "Cancel attempted when order is not in a cancellable state. "
+                                f"Order permId ={record.perm_id}: {event.text}")
+            else:
+                record.status = "Inactive"
+                if owner is not None:
+                    self._reject(owner, record.order_id, event.text or str(event.reason))
+
+    def _apply_fill(self, fill: OrderFilled) -> None:
+        record = self._record_for(fill.client_order_id, fill=fill)
+        total = record.filled + fill.quantity
+        record.avg_price = (record.avg_price * record.filled + fill.price * fill.quantity) / total
+        record.filled = total
+        record.last_fill_price = fill.price
+        if fill.leaves_quantity == 0:
+            record.status = "Filled"
+        elif record.status == "PendingSubmit":
+            record.status = "Submitted"
+        owner = self._owner(record)
+        if owner is not None:
+            self._send_execution(owner, NO_REQUEST, fill, record, record.filled, record.avg_price)
+            self._send_commission(owner, fill)
+            self._send_order_status(owner, record)
+        inst = self._instruments.get(fill.symbol)
+        if inst is None:
+            return
+        for session in list(self._sessions):
+            for req_id, symbol in session.market_data.items():
+                if symbol == fill.symbol:
+                    self._send(session, Out.TICK_PRICE, req_id, int(TickType.LAST),
+                               fill.price, fill.quantity, 0)
+            if session.positions_subscribed:
+                self._send_position(session, inst, *self._position_of(inst.symbol))
+            if session.account_subscribed:
+                self._send_portfolio(session, inst, *self._position_of(inst.symbol))
+
+    def _owner(self, record: _OrderRecord) -> _Session | None:
+        with self._clients_lock:
+            return self._clients.get(record.client_id)
+
+    def _send_open_order(self, session: _Session, record: _OrderRecord) -> None:
+        """openOrder in the server-version-176 layout, unused fields empty."""
+        inst = self._instruments.get(record.symbol) or _Instrument.from_symbol(
+            record.symbol or "?", Decimal("0.01"))
+        order_part: list[object] = [
+            record.action, record.quantity, record.order_type, record.limit_price,
+            record.stop_price, record.tif, "", self.account, "O", 0, record.order_ref,
+            record.client_id, record.perm_id, 0, 0, 0, "", "",  # .. goodAfterTime, shares alloc
+            "", "", "", "", "", "", "", "", "", "", "", "",  # faGroup .. exemptCode
+            0, "", "", "", "", "", 0, 0, 0, 0, "", 0, 0, 0, "",  # auctionStrategy .. nbboPriceCap
+            0, 0, "", "", "", "",  # parentId .. deltaNeutralAuxPrice
+            0, "", "", "", "", "", "",  # continuousUpdate .. comboLegsDescrip
+            0, 0, 0,  # combo legs, order combo legs, smart combo routing params
+            "", "", "",  # scaleInitLevelSize, scaleSubsLevelSize, scalePriceIncrement
+            "",  # hedgeType
+            0, "", "", 0, 0,  # optOutSmartRouting .. notHeld, no delta neutral contract
+            "",  # algoStrategy
+            0, 0, record.status, "", "", "", "", "", "", "", "", "",  # solicited .. margins
+            "", "", "", "", "", 0, 0,  # commissions, warningText, randomize size/price
+            0,  # conditions
+            "", "", "", "", "", "", "", 0, "", "", "", "", 0, 0, "", "",  # adjusted .. mgmt algo
+            "", "", 0,  # duration, postToAts, autoCancelParent
+            "", "", "", "", "",  # minTradeQty .. midOffsetAtHalf
+        ]
+        self._send(session, Out.OPEN_ORDER, record.order_id, *inst.fields(), *order_part)
+
+    def _send_order_status(self, session: _Session, record: _OrderRecord) -> None:
+        self._send(
+            session, Out.ORDER_STATUS, record.order_id, record.status, record.filled,
+            record.remaining, record.avg_price, record.perm_id, 0, record.last_fill_price,
+            record.client_id, "", "",
+        )
+
+    def _send_execution(
+        self, session: _Session, req_id: int, fill: OrderFilled, record: _OrderRecord,
+        cum_qty: Decimal, avg_price: Decimal,
+    ) -> None:
+        inst = self._instruments.get(fill.symbol) or _Instrument.from_symbol(
+            fill.symbol, Decimal("0.01"))
+        self._send(
+            session, Out.EXECUTION_DATA, req_id, record.order_id, *inst.fields(),
+            fill.fill_id, _ib_time(fill.ts_ns), self.account, inst.primary_exchange or
+            inst.exchange, "BOT" if fill.side is Side.BUY else "SLD", fill.quantity, fill.price,
+            record.perm_id, record.client_id, 0, cum_qty, avg_price, record.order_ref,
+            "", "", "", 0,
+        )
+
+    def _send_commission(self, session: _Session, fill: OrderFilled) -> None:
+        self._send(session, Out.COMMISSION_REPORT, fill.fill_id, 0, "USD", "", "", "")
+
+    def _req_executions(self, session: _Session, fields: _Fields) -> None:
+        fields.req_id = fields.integer()
+        client_id = fields.integer(default=0)
+        account = fields.text()
+        fields.text()  # time
+        symbol, _sec_type, _exchange, side = (fields.text() for _ in range(4))
+        totals: dict[str, tuple[Decimal, Decimal]] = {}
+        sent = []
+        for fill in self.engine.executions(self.account):
+            qty, notional = totals.get(fill.client_order_id, (Decimal(0), Decimal(0)))
+            qty, notional = qty + fill.quantity, notional + fill.quantity * fill.price
+            totals[fill.client_order_id] = (qty, notional)
+            record = self._record_for(fill.client_order_id, fill=fill)
+            inst = self._instruments.get(fill.symbol)
+            if (
+                (client_id and record.client_id != client_id)
+                or account not in ("", self.account)
+                or (symbol and (inst is None or symbol != inst.ib_symbol))
+                or (side and side != ("BUY" if fill.side is Side.BUY else "SELL"))
+            ):
+                continue
+            self._send_execution(session, fields.req_id, fill, record, qty, notional / qty)
+            sent.append(fill)
+        self._send(session, Out.EXECUTION_DATA_END, fields.req_id)
+        for fill in sent:
+            self._send_commission(session, fill)
+
+    # ------------------------------------------------------------------ handlers: account
+
+    def _position_of(self, symbol: str) -> tuple[Decimal, Decimal]:
+        for position in self.engine.positions(self.account):
+            if position.symbol == symbol:
+                return position.quantity, position.average_price
+        return Decimal(0), Decimal(0)
+
+    def _positions(self) -> list[tuple[_Instrument, Decimal, Decimal]]:
+        held = []
+        for position in self.engine.positions(self.account):
+            inst = self._instruments.get(position.symbol)
+            if inst is not None and position.quantity != 0:
+                held.append((inst, position.quantity, position.average_price))
+        return held
+
+    def _send_position(
+        self, session: _Session, inst: _Instrument, quantity: Decimal, average: Decimal
+    ) -> None:
+        self._send(session, Out.POSITION_DATA, self.account, *inst.fields(), quantity, average)
+
+    def _send_portfolio(
+        self, session: _Session, inst: _Instrument, quantity: Decimal, average: Decimal
+    ) -> None:
+        quote = self.engine.quote(inst.symbol)
+        price = quote.mid if quote is not None else average
+        self._send(
+            session, Out.PORTFOLIO_VALUE, inst.con_id, inst.ib_symbol, inst.sec_type, "", "0",
+            "", "", inst.primary_exchange, inst.currency, inst.local_symbol, inst.local_symbol,
+            quantity, price, quantity * price, average, (price - average) * quantity, 0,
+            self.account,
+        )
+
+    def _req_positions(self, session: _Session, fields: _Fields) -> None:
+        session.positions_subscribed = True
+        for inst, quantity, average in self._positions():
+            self._send_position(session, inst, quantity, average)
+        self._send(session, Out.POSITION_END)
+
+    def _cancel_positions(self, session: _Session, fields: _Fields) -> None:
+        session.positions_subscribed = False
+
+    def _req_positions_multi(self, session: _Session, fields: _Fields) -> None:
+        fields.req_id = fields.integer()
+        account, model_code = fields.text(), fields.text()
+        if account in ("", self.account):
+            for inst, quantity, average in self._positions():
+                self._send(session, Out.POSITION_MULTI, fields.req_id, self.account,
+                           *inst.fields(), quantity, average, model_code)
+        self._send(session, Out.POSITION_MULTI_END, fields.req_id)
+
+    def _account_values(self) -> list[tuple[str, str, str]]:
+        return [("AccountCode", self.account, ""), ("AccountReady", "true", ""),
+                ("AccountType", "INDIVIDUAL", ""), ("Currency", "USD", "USD")]
+
+    def _req_account_updates(self, session: _Session, fields: _Fields) -> None:
+        subscribe = fields.flag()
+        account = fields.text()
+        if account not in ("", self.account):
+            self._error(session, NO_REQUEST, ErrorCode.REQUEST_REFUSED,
+                        f"Error validating request: unknown account {account}")
+            return
+        session.account_subscribed = subscribe
+        if not subscribe:
+            return
+        for key, value, currency in self._account_values():
+            self._send(session, Out.ACCT_VALUE, key, value, currency, self.account)
+        for inst, quantity, average in self._positions():
+            self._send_portfolio(session, inst, quantity, average)
+        self._send(session, Out.ACCT_UPDATE_TIME, datetime.now(UTC).strftime("%H:%M"))
+        self._send(session, Out.ACCT_DOWNLOAD_END, self.account)
+
+    def _req_account_updates_multi(self, session: _Session, fields: _Fields) -> None:
+        fields.req_id = fields.integer()
+        account, model_code = fields.text(), fields.text()
+        if account in ("", self.account):
+            for key, value, currency in self._account_values():
+                self._send(session, Out.ACCOUNT_UPDATE_MULTI, fields.req_id, self.account,
+                           model_code, key, value, currency)
+        self._send(session, Out.ACCOUNT_UPDATE_MULTI_END, fields.req_id)
+
+    def _req_account_summary(self, session: _Session, fields: _Fields) -> None:
+        fields.req_id = fields.integer()
+        self._send(session, Out.ACCOUNT_SUMMARY_END, fields.req_id)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``tradeguard venue tws``: run an engine and a fake TWS until SIGTERM or SIGINT."""
+    from venues.engine import EngineConfig, EngineRunner, VenueEngine
+
+    parser = argparse.ArgumentParser(prog="tradeguard venue tws", description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
+    parser.add_argument("--port", type=int, default=7497, help="TCP port (0: any free port)")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="directory for engine.json and tws.json (kept across restarts)")
+    parser.add_argument("--account", default="DU000001", help="the IB account served")
+    parser.add_argument("--venue-name", default="tws", help="the engine's venue name")
+    parser.add_argument("--seed", type=int, default=7, help="price path seed")
+    parser.add_argument("--step-interval", type=float, default=0.05,
+                        help="seconds between market steps")
+    args = parser.parse_args(list(argv) if argv is not None else None)
+
+    engine_path = args.state_dir / "engine.json" if args.state_dir else None
+    tws_path = args.state_dir / "tws.json" if args.state_dir else None
+    engine = VenueEngine(args.venue_name, EngineConfig(seed=args.seed))
+    if engine_path is not None:
+        engine.load(engine_path)
+    runner = EngineRunner(engine, interval_s=args.step_interval, state_path=engine_path)
+    venue = TwsVenue(engine, args.host, args.port, args.account, state_path=tws_path)
+
+    stopping = threading.Event()
+
+    def _on_signal(signum: int, frame: FrameType | None) -> None:
+        stopping.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    runner.start()
+    try:
+        port = venue.start()
+        print(f"tws venue listening on {args.host}:{port}", flush=True)
+        while not stopping.wait(0.5):
+            pass
+    finally:
+        venue.stop()
+        runner.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

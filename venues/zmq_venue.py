@@ -1,0 +1,625 @@
+"""The ZeroMQ front of the simulated venue: a market data feed and an order gateway.
+
+``ZmqVenue`` binds two real sockets on loopback (or ipc://):
+
+- a PUB socket carrying the engine's quotes, one ``[symbol, quote]`` message per quote with
+  a per-topic sequence number, and a heartbeat on its own topic every ``heartbeat_s``;
+- a ROUTER socket taking JSON requests from DEALER clients, answering each request to the
+  client that asked and sending every order event to every client of the venue's one
+  account.
+
+One I/O thread owns both sockets. Engine callbacks (from the engine runner thread or from
+a request being handled) only queue outgoing frames and wake the I/O thread, so no socket
+is ever touched by two threads. The wire format is in ``venues.zmq_wire`` and
+docs/zmq-protocol.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import queue
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+import zmq
+from loguru import logger
+
+from messages import (
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    Quote,
+    SubmitOrder,
+)
+from venues import zmq_wire as wire
+
+if TYPE_CHECKING:
+    from messages import OrderEvent
+    from venues.engine import VenueEngine
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+"""Hosts the venue may bind: it is a local simulator, never reachable from outside."""
+
+DEFAULT_ACCOUNT = "zmq"
+"""Engine account the venue trades for."""
+
+_MAX_READS_PER_CYCLE = 256
+"""Requests read per I/O cycle before queued output is flushed again."""
+
+_log = logger.bind(channel="main", component="zmq_venue")
+
+
+@dataclass
+class VenueStats:
+    """Counters of one running venue (read them from any thread)."""
+
+    requests: int = 0
+    """Requests read, well-formed or not."""
+    malformed: int = 0
+    """Requests answered with an error reply."""
+    published: int = 0
+    """Market data messages published (quotes, heartbeats, raw frames)."""
+    events_sent: int = 0
+    """Order events and replies sent to clients."""
+    send_failures: int = 0
+    """Sends refused because a client is gone or its queue is full."""
+
+
+class ZmqVenue:
+    """Serve one ``VenueEngine`` over ZeroMQ: PUB for market data, ROUTER for orders."""
+
+    def __init__(
+        self,
+        engine: VenueEngine,
+        host: str = "127.0.0.1",
+        market_port: int = 0,
+        order_port: int = 0,
+        state_path: Path | None = None,
+        heartbeat_s: float = 0.5,
+        *,
+        account: str = DEFAULT_ACCOUNT,
+        market_endpoint: str | None = None,
+        order_endpoint: str | None = None,
+    ) -> None:
+        """Prepare the venue; nothing is bound before ``start()``.
+
+        Port 0 binds a free port. ``market_endpoint``/``order_endpoint`` (e.g. an
+        ``ipc://`` path) replace host and port when given. With ``state_path`` the engine
+        state is loaded on start and saved on stop.
+        """
+        if host not in LOOPBACK_HOSTS:
+            raise ValueError(f"host: the simulated venue binds loopback only, got {host!r}")
+        if heartbeat_s <= 0:
+            raise ValueError(f"heartbeat_s: must be positive, got {heartbeat_s}")
+        self.engine = engine
+        self.account = account
+        self.state_path = state_path
+        self.heartbeat_s = heartbeat_s
+        self.session = uuid.uuid4().hex[:12]
+        self.stats = VenueStats()
+        self._market_bind = market_endpoint or f"tcp://{host}:{market_port or '*'}"
+        self._order_bind = order_endpoint or f"tcp://{host}:{order_port or '*'}"
+        self.market_endpoint = ""
+        """Where the market data socket is bound (known after ``start()``)."""
+        self.order_endpoint = ""
+        """Where the order socket is bound (known after ``start()``)."""
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._pub: zmq.Socket[bytes] | None = None
+        self._router: zmq.Socket[bytes] | None = None
+        self._wake_pull: zmq.Socket[bytes] | None = None
+        self._wake_push: zmq.Socket[bytes] | None = None
+        self._wake_lock = threading.Lock()
+        self._outbox: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._seq: dict[str, int] = {}
+        self._clients: dict[bytes, None] = {}  # insertion-ordered set of DEALER identities
+        self._order_states: dict[str, str] = {}  # client_order_id -> new | working | done
+        self._cancel_pending: set[str] = set()
+        self._state_lock = threading.Lock()
+        self._handlers = self._request_handlers()
+
+    # ---- life cycle ----------------------------------------------------------------------
+
+    def start(self) -> tuple[int, int]:
+        """Load state, bind both sockets, start the I/O thread; return (market, order) ports.
+
+        A port is 0 for a non-TCP endpoint.
+        """
+        if self._thread is not None:
+            raise RuntimeError("venue already started")
+        if self.state_path is not None:
+            self.engine.load(self.state_path)
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        self._context = context
+        try:
+            self._pub = context.socket(zmq.PUB)
+            self._pub.setsockopt(zmq.LINGER, 0)
+            self._pub.setsockopt(zmq.SNDHWM, 100_000)
+            self._pub.bind(self._market_bind)
+            self._router = context.socket(zmq.ROUTER)
+            self._router.setsockopt(zmq.LINGER, 0)
+            self._router.setsockopt(zmq.ROUTER_MANDATORY, 1)
+            self._router.bind(self._order_bind)
+            wake = f"inproc://zmq-venue-wake-{id(self)}"
+            self._wake_pull = context.socket(zmq.PULL)
+            self._wake_pull.setsockopt(zmq.LINGER, 0)
+            self._wake_pull.bind(wake)
+            self._wake_push = context.socket(zmq.PUSH)
+            self._wake_push.setsockopt(zmq.LINGER, 0)
+            self._wake_push.setsockopt(zmq.SNDHWM, 1)
+            self._wake_push.connect(wake)
+        except zmq.ZMQError:
+            self._close_sockets()
+            raise
+        self.market_endpoint = _bound(self._pub)
+        self.order_endpoint = _bound(self._router)
+        self.engine.add_quote_listener(self._on_quotes)
+        self.engine.add_order_listener(self._on_order_event)
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._run, name="zmq-venue-io", daemon=True)
+        self._thread.start()
+        _log.bind(market=self.market_endpoint, orders=self.order_endpoint).info("zmq venue up")
+        return _port_of(self.market_endpoint), _port_of(self.order_endpoint)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop the I/O thread, close every socket, save state; idempotent."""
+        thread = self._thread
+        if thread is None:
+            return
+        self.engine.remove_quote_listener(self._on_quotes)
+        self.engine.remove_order_listener(self._on_order_event)
+        self._stopping.set()
+        self._wake()
+        thread.join(timeout)
+        if thread.is_alive():
+            _log.warning("zmq venue I/O thread did not stop in time")
+        self._thread = None
+        self._close_sockets()
+        if self.state_path is not None:
+            self.engine.save(self.state_path)
+        _log.info("zmq venue down")
+
+    @property
+    def running(self) -> bool:
+        """True between ``start()`` and ``stop()``."""
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def client_count(self) -> int:
+        """DEALER clients currently known to the venue."""
+        return len(self._clients)
+
+    # ---- fault hooks -----------------------------------------------------------------------
+
+    def publish_raw(self, frames: Sequence[bytes]) -> None:
+        """Publish ``frames`` as one market data message, exactly as given (fault injection)."""
+        self._enqueue("raw", [bytes(frame) for frame in frames])
+
+    def skip_sequence(self, topic: str, count: int = 1) -> None:
+        """Advance ``topic``'s sequence by ``count`` without publishing (a simulated loss)."""
+        self._enqueue("skip", (topic, count))
+
+    # ---- engine callbacks (any thread) -------------------------------------------------------
+
+    def _on_quotes(self, quotes: list[Quote]) -> None:
+        for quote in quotes:
+            self._enqueue("quote", quote)
+
+    def _on_order_event(self, account: str, event: OrderEvent) -> None:
+        if account != self.account:
+            return
+        frame = self._event_frame(event)
+        self._enqueue("event", wire.encoder.encode(frame))
+
+    def _event_frame(self, event: OrderEvent) -> wire.Frame:
+        coid = event.client_order_id
+        with self._state_lock:
+            if isinstance(event, OrderAccepted):
+                self._order_states[coid] = "working"
+                return wire.AcceptedEvent(
+                    client_order_id=coid,
+                    symbol=event.symbol,
+                    venue_order_id=event.venue_order_id,
+                    ts_ns=event.ts_ns or time.time_ns(),
+                )
+            if isinstance(event, OrderFilled):
+                if event.leaves_quantity == 0:
+                    self._order_states[coid] = "done"
+                return _filled_frame(event)
+            if isinstance(event, OrderCancelled):
+                self._order_states[coid] = "done"
+                self._cancel_pending.discard(coid)
+                return wire.CancelledEvent(
+                    client_order_id=coid,
+                    symbol=event.symbol,
+                    text=event.text,
+                    ts_ns=event.ts_ns or time.time_ns(),
+                )
+            # OrderRejected: a refused cancel when a cancel is pending and the order is not
+            # waiting for its own acceptance; otherwise the new order was refused.
+            state = self._order_states.get(coid)
+            if coid in self._cancel_pending and state != "new":
+                self._cancel_pending.discard(coid)
+                return wire.CancelRejectedEvent(
+                    client_order_id=coid, text=event.text, ts_ns=event.ts_ns or time.time_ns()
+                )
+            self._order_states[coid] = "done"
+            return wire.RejectedEvent(
+                client_order_id=coid,
+                symbol=event.symbol,
+                reason=event.reason,
+                text=event.text,
+                ts_ns=event.ts_ns or time.time_ns(),
+            )
+
+    # ---- the I/O thread ------------------------------------------------------------------------
+
+    def _enqueue(self, kind: str, item: Any) -> None:
+        self._outbox.put((kind, item))
+        if threading.current_thread() is not self._thread:
+            self._wake()
+
+    def _wake(self) -> None:
+        with self._wake_lock:
+            if self._wake_push is None:
+                return
+            try:
+                self._wake_push.send(b"", zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # a wake-up is already pending (or the venue is stopping)
+
+    def _run(self) -> None:
+        assert self._router is not None and self._wake_pull is not None
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._wake_pull, zmq.POLLIN)
+        next_heartbeat = time.monotonic()
+        while not self._stopping.is_set():
+            try:
+                now = time.monotonic()
+                if now >= next_heartbeat:
+                    self._publish_heartbeat()
+                    next_heartbeat = now + self.heartbeat_s
+                timeout_ms = max(0, int((next_heartbeat - now) * 1000))
+                ready = dict(poller.poll(timeout_ms))
+                if self._wake_pull in ready:
+                    _drain(self._wake_pull)
+                if self._router in ready:
+                    self._read_requests()
+                self._flush()
+            except Exception:  # one bad cycle must not take the venue down
+                _log.exception("zmq venue I/O cycle failed")
+        self._flush()
+
+    def _flush(self) -> None:
+        while True:
+            try:
+                kind, item = self._outbox.get_nowait()
+            except queue.Empty:
+                return
+            if kind == "quote":
+                self._publish_quote(item)
+            elif kind == "event":
+                self._broadcast(item)
+            elif kind == "reply":
+                identity, payload = item
+                self._send_to(identity, payload)
+            elif kind == "raw":
+                self._publish(item)
+            elif kind == "skip":
+                topic, count = item
+                self._seq[topic] = self._seq.get(topic, 0) + count
+
+    def _next_seq(self, topic: str) -> int:
+        seq = self._seq.get(topic, 0) + 1
+        self._seq[topic] = seq
+        return seq
+
+    def _publish(self, frames: list[bytes]) -> None:
+        assert self._pub is not None
+        try:
+            self._pub.send_multipart(frames, zmq.NOBLOCK)
+            self.stats.published += 1
+        except zmq.ZMQError as exc:
+            self.stats.send_failures += 1
+            _log.bind(error=str(exc)).debug("market data frame not sent")
+
+    def _publish_quote(self, quote: Quote) -> None:
+        frame = wire.QuoteFrame(
+            session=self.session,
+            seq=self._next_seq(quote.symbol),
+            symbol=quote.symbol,
+            bid=quote.bid,
+            ask=quote.ask,
+            bid_size=quote.bid_size,
+            ask_size=quote.ask_size,
+            ts_ns=quote.ts_ns or time.time_ns(),
+        )
+        self._publish([quote.symbol.encode(), wire.encoder.encode(frame)])
+
+    def _publish_heartbeat(self) -> None:
+        frame = wire.HeartbeatFrame(
+            session=self.session,
+            seq=self._next_seq(wire.HEARTBEAT_TOPIC),
+            venue=self.engine.venue,
+            interval_s=self.heartbeat_s,
+            ts_ns=time.time_ns(),
+        )
+        self._publish([wire.HEARTBEAT_TOPIC.encode(), wire.encoder.encode(frame)])
+
+    def _broadcast(self, payload: bytes) -> None:
+        for identity in list(self._clients):
+            self._send_to(identity, payload)
+
+    def _send_to(self, identity: bytes, payload: bytes) -> None:
+        assert self._router is not None
+        try:
+            self._router.send_multipart([identity, payload], zmq.NOBLOCK)
+            self.stats.events_sent += 1
+        except zmq.ZMQError as exc:
+            self.stats.send_failures += 1
+            if exc.errno == zmq.EHOSTUNREACH:
+                self._clients.pop(identity, None)
+                _log.bind(client=identity.hex()).info("client gone")
+            else:
+                _log.bind(client=identity.hex(), error=str(exc)).warning("reply not sent")
+
+    # ---- requests ------------------------------------------------------------------------
+
+    def _read_requests(self) -> None:
+        assert self._router is not None
+        for _ in range(_MAX_READS_PER_CYCLE):
+            try:
+                frames = self._router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self.stats.requests += 1
+            identity = frames[0]
+            if identity not in self._clients:
+                self._clients[identity] = None
+                _log.bind(client=identity.hex()).info("client joined")
+            if len(frames) != 2:
+                self._error(identity, "", "bad_frames", f"expected 1 frame, got {len(frames) - 1}")
+                continue
+            self._handle(identity, frames[1])
+
+    def _handle(self, identity: bytes, payload: bytes) -> None:
+        try:
+            request = wire.request_decoder.decode(payload)
+        except msgspec.ValidationError as exc:  # a subclass of DecodeError: test it first
+            self._error(identity, _req_id_of(payload), "invalid", str(exc))
+            return
+        except msgspec.DecodeError as exc:
+            self._error(identity, "", "bad_json", str(exc))
+            return
+        try:
+            reply = self._handlers[type(request)](request)
+        except ValueError as exc:
+            self._error(identity, request.req_id, "invalid", str(exc))
+        except Exception as exc:  # one request must not take the venue down
+            _log.exception("request failed")
+            self._error(identity, request.req_id, "internal", f"{type(exc).__name__}: {exc}")
+        else:
+            if reply is not None:
+                self._reply(identity, reply)
+
+    def _request_handlers(self) -> dict[type, Callable[[Any], wire.Frame | None]]:
+        """Request type -> handler; a handler returns the reply for the asking client."""
+        return {
+            wire.NewOrderRequest: self._on_new_order,
+            wire.CancelRequest: self._on_cancel,
+            wire.CancelAllRequest: self._on_cancel_all,
+            wire.PositionsRequest: self._on_positions,
+            wire.ExecutionsRequest: self._on_executions,
+            wire.OpenOrdersRequest: self._on_open_orders,
+            wire.PingRequest: self._on_ping,
+        }
+
+    def _on_new_order(self, request: wire.NewOrderRequest) -> None:
+        order = SubmitOrder(
+            client_order_id=request.client_order_id,
+            venue=self.engine.venue,
+            symbol=request.symbol,
+            side=request.side,
+            quantity=request.quantity,
+            order_type=request.order_type,
+            limit_price=request.limit_price,
+            stop_price=request.stop_price,
+            time_in_force=request.time_in_force,
+            reduce_only=request.reduce_only,
+            source=request.source or "zmq",
+            created_ns=time.time_ns(),
+        )
+        with self._state_lock:
+            self._order_states.setdefault(order.client_order_id, "new")
+        self.engine.submit(self.account, order)  # events arrive through the order listener
+
+    def _on_cancel(self, request: wire.CancelRequest) -> None:
+        with self._state_lock:
+            self._cancel_pending.add(request.client_order_id)
+        self.engine.cancel(self.account, request.client_order_id)
+
+    def _on_cancel_all(self, request: wire.CancelAllRequest) -> wire.Frame:
+        count = self.engine.cancel_all(self.account)
+        return wire.CancelAllDoneReply(req_id=request.req_id, count=count, ts_ns=time.time_ns())
+
+    def _on_positions(self, request: wire.PositionsRequest) -> wire.Frame:
+        positions = tuple(
+            wire.PositionRecord(symbol=p.symbol, quantity=p.quantity, average_price=p.average_price)
+            for p in self.engine.positions(self.account)
+        )
+        return wire.PositionsReply(req_id=request.req_id, positions=positions, ts_ns=time.time_ns())
+
+    def _on_executions(self, request: wire.ExecutionsRequest) -> wire.Frame:
+        fills = tuple(_filled_frame(fill) for fill in self.engine.executions(self.account))
+        return wire.ExecutionsReply(req_id=request.req_id, fills=fills, ts_ns=time.time_ns())
+
+    def _on_open_orders(self, request: wire.OpenOrdersRequest) -> wire.Frame:
+        orders = tuple(
+            wire.OpenOrderRecord(
+                client_order_id=w.order.client_order_id,
+                venue_order_id=w.venue_order_id,
+                symbol=w.order.symbol,
+                side=w.order.side,
+                quantity=w.order.quantity,
+                order_type=w.order.order_type,
+                limit_price=w.order.limit_price,
+                stop_price=w.order.stop_price,
+                time_in_force=w.order.time_in_force,
+                filled=w.filled,
+                leaves=w.leaves,
+                status=w.status,
+            )
+            for w in self.engine.open_orders(self.account)
+        )
+        return wire.OpenOrdersReply(req_id=request.req_id, orders=orders, ts_ns=time.time_ns())
+
+    def _on_ping(self, request: wire.PingRequest) -> wire.Frame:
+        return wire.PongReply(
+            req_id=request.req_id,
+            ts_ns=request.ts_ns,
+            venue_ts_ns=time.time_ns(),
+            session=self.session,
+            venue=self.engine.venue,
+        )
+
+    def _reply(self, identity: bytes, frame: wire.Frame) -> None:
+        # Through the outbox, so a reply never overtakes the events queued before it.
+        self._enqueue("reply", (identity, wire.encoder.encode(frame)))
+
+    def _error(self, identity: bytes, req_id: str, code: str, text: str) -> None:
+        self.stats.malformed += 1
+        _log.bind(client=identity.hex(), code=code, text=text).warning("bad request")
+        self._reply(identity, wire.ErrorReply(req_id=req_id, code=code, text=text))
+
+    def _close_sockets(self) -> None:
+        with self._wake_lock:
+            for sock in (self._pub, self._router, self._wake_pull, self._wake_push):
+                if sock is not None:
+                    sock.close(linger=0)
+            self._pub = self._router = self._wake_pull = self._wake_push = None
+        if self._context is not None:
+            self._context.term()
+            self._context = None
+
+
+def _filled_frame(fill: OrderFilled) -> wire.FilledEvent:
+    return wire.FilledEvent(
+        client_order_id=fill.client_order_id,
+        fill_id=fill.fill_id,
+        symbol=fill.symbol,
+        side=fill.side,
+        quantity=fill.quantity,
+        price=fill.price,
+        leaves=fill.leaves_quantity,
+        venue_order_id=fill.venue_order_id,
+        ts_ns=fill.ts_ns or time.time_ns(),
+    )
+
+
+def _req_id_of(payload: bytes) -> str:
+    """Best-effort ``req_id`` of a request that failed validation, for the error reply."""
+    try:
+        raw = msgspec.json.decode(payload)
+    except msgspec.DecodeError:
+        return ""
+    value = raw.get("req_id") if isinstance(raw, dict) else None
+    return value if isinstance(value, str) else ""
+
+
+def _drain(sock: zmq.Socket[bytes]) -> None:
+    for _ in itertools.count():
+        try:
+            sock.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+
+
+def _bound(sock: zmq.Socket[bytes]) -> str:
+    endpoint = sock.getsockopt(zmq.LAST_ENDPOINT)
+    return endpoint.decode() if isinstance(endpoint, bytes) else str(endpoint)
+
+
+def _port_of(endpoint: str) -> int:
+    if not endpoint.startswith("tcp://"):
+        return 0
+    return int(endpoint.rsplit(":", 1)[1])
+
+
+# ---- command line: tradeguard venue zmq --port N --state-dir DIR --------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tradeguard venue zmq",
+        description="Run the simulated venue behind a ZeroMQ feed (port N+1) and gateway (N).",
+    )
+    parser.add_argument("--port", type=int, default=5600, help="order port; market is port+1")
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
+    parser.add_argument("--state-dir", type=Path, default=None, help="keep the account here")
+    parser.add_argument("--name", default="zmq-sim", help="venue name")
+    parser.add_argument("--account", default=DEFAULT_ACCOUNT, help="engine account")
+    parser.add_argument("--seed", type=int, default=7, help="price path seed")
+    parser.add_argument("--interval", type=float, default=0.05, help="seconds between steps")
+    parser.add_argument("--heartbeat", type=float, default=0.5, help="seconds between heartbeats")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run engine, engine runner and ZeroMQ front until SIGTERM or SIGINT; save the state."""
+    from venues.engine import EngineConfig, EngineRunner, VenueEngine
+
+    args = _parser().parse_args(argv)
+    state_path: Path | None = None
+    if args.state_dir is not None:
+        args.state_dir.mkdir(parents=True, exist_ok=True)
+        state_path = args.state_dir / "zmq-venue.json"
+    engine = VenueEngine(args.name, EngineConfig(seed=args.seed))
+    venue = ZmqVenue(
+        engine,
+        host=args.host,
+        market_port=args.port + 1,
+        order_port=args.port,
+        state_path=state_path,
+        heartbeat_s=args.heartbeat,
+        account=args.account,
+    )
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    runner = EngineRunner(engine, interval_s=args.interval, state_path=state_path)
+    try:
+        venue.start()
+        try:
+            runner.start()
+            print(
+                f"zmq venue {args.name}: orders {venue.order_endpoint} "
+                f"market {venue.market_endpoint}",
+                flush=True,
+            )
+            while not stop.wait(0.5):
+                pass
+        finally:
+            runner.stop()
+            venue.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,385 @@
+"""Wire frames of the simulated ZeroMQ venue, as the venue reads and writes them.
+
+Two channels (docs/zmq-protocol.md is the full description):
+
+- market data on a PUB socket: two-frame messages ``[topic, payload]``; the topic is the
+  symbol (UTF-8) for quotes and ``HEARTBEAT_TOPIC`` for heartbeats;
+- orders on a ROUTER socket: one JSON object per message from each DEALER client;
+  replies go back to the asking client, order events to every client of the account.
+
+Every payload is a JSON object whose ``type`` field names the frame. Decimals travel as
+strings. Requests are decoded with unknown fields refused, so a misspelt field is an
+error reply, never a silent default.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+
+from messages import OrderStatus, OrderType, RejectReason, Side, TimeInForce
+
+HEARTBEAT_TOPIC = "_heartbeat"
+"""Topic of the venue heartbeat on the market data channel."""
+
+
+def _require_finite(field: str, value: Decimal | None) -> None:
+    if value is not None and not value.is_finite():
+        raise ValueError(f"{field}: must be a finite number, got {value}")
+
+
+def _require_positive(field: str, value: Decimal | None) -> None:
+    _require_finite(field, value)
+    if value is not None and value <= 0:
+        raise ValueError(f"{field}: must be positive, got {value}")
+
+
+def _require_non_negative(field: str, value: Decimal) -> None:
+    _require_finite(field, value)
+    if value < 0:
+        raise ValueError(f"{field}: must not be negative, got {value}")
+
+
+class Frame(
+    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"
+):
+    """A JSON object on the wire; ``type`` names it and unknown fields are refused."""
+
+
+# ---- market data (PUB) ----------------------------------------------------------------
+
+
+class QuoteFrame(Frame, frozen=True, kw_only=True, tag="quote"):
+    """Top of book for one symbol; published on the symbol's topic."""
+
+    session: str
+    """Identifier of this run of the venue; changes when the venue restarts."""
+    seq: int
+    """Sequence number on this topic, 1 for the first frame of a session, +1 per frame."""
+    symbol: str
+    """Instrument symbol; equal to the topic."""
+    bid: Decimal
+    """Best bid."""
+    ask: Decimal
+    """Best ask."""
+    bid_size: Decimal
+    """Quantity at the bid; never negative."""
+    ask_size: Decimal
+    """Quantity at the ask; never negative."""
+    ts_ns: int
+    """When the venue published it, wall clock nanoseconds."""
+
+
+class HeartbeatFrame(Frame, frozen=True, kw_only=True, tag="heartbeat"):
+    """Venue liveness, published every ``interval_s`` on ``HEARTBEAT_TOPIC``."""
+
+    session: str
+    """Identifier of this run of the venue."""
+    seq: int
+    """Sequence number on the heartbeat topic."""
+    venue: str
+    """The venue's name."""
+    interval_s: float
+    """Seconds between heartbeats."""
+    ts_ns: int
+    """When the venue published it, wall clock nanoseconds."""
+
+
+# ---- requests (DEALER -> ROUTER) -----------------------------------------------------------
+
+
+class NewOrderRequest(Frame, frozen=True, kw_only=True, tag="new_order"):
+    """Place an order for the account."""
+
+    req_id: str = ""
+    """Echoed in an error reply; order events carry the client order id instead."""
+    client_order_id: str
+    """Client-chosen identifier, unique for the account."""
+    symbol: str
+    """Instrument symbol."""
+    side: Side
+    """``buy`` or ``sell``."""
+    quantity: Decimal
+    """Positive quantity."""
+    order_type: OrderType = OrderType.MARKET
+    """``market``, ``limit``, ``stop`` or ``stop_limit``."""
+    limit_price: Decimal | None = None
+    """Limit price for limit and stop-limit orders."""
+    stop_price: Decimal | None = None
+    """Trigger price for stop and stop-limit orders."""
+    time_in_force: TimeInForce = TimeInForce.DAY
+    """``day``, ``gtc``, ``ioc`` or ``fok``."""
+    reduce_only: bool = False
+    """When true the order may only reduce the account's position."""
+    source: str = ""
+    """Free text: who sent the order."""
+
+    def __post_init__(self) -> None:
+        if not self.client_order_id:
+            raise ValueError("client_order_id: must not be empty")
+        if not self.symbol:
+            raise ValueError("symbol: must not be empty")
+        _require_positive("quantity", self.quantity)
+        _require_positive("limit_price", self.limit_price)
+        _require_positive("stop_price", self.stop_price)
+
+
+class CancelRequest(Frame, frozen=True, kw_only=True, tag="cancel"):
+    """Cancel one working order."""
+
+    req_id: str = ""
+    """Echoed in an error reply."""
+    client_order_id: str
+    """The order to cancel."""
+
+    def __post_init__(self) -> None:
+        if not self.client_order_id:
+            raise ValueError("client_order_id: must not be empty")
+
+
+class CancelAllRequest(Frame, frozen=True, kw_only=True, tag="cancel_all"):
+    """Cancel every working order of the account; answered by ``CancelAllDoneReply``."""
+
+    req_id: str = ""
+    """Echoed in the reply."""
+
+
+class PositionsRequest(Frame, frozen=True, kw_only=True, tag="positions"):
+    """Ask for the account's non-flat positions; answered by ``PositionsReply``."""
+
+    req_id: str = ""
+    """Echoed in the reply."""
+
+
+class ExecutionsRequest(Frame, frozen=True, kw_only=True, tag="executions"):
+    """Ask for every fill of the account; answered by ``ExecutionsReply``."""
+
+    req_id: str = ""
+    """Echoed in the reply."""
+
+
+class OpenOrdersRequest(Frame, frozen=True, kw_only=True, tag="open_orders"):
+    """Ask for the account's working orders; answered by ``OpenOrdersReply``."""
+
+    req_id: str = ""
+    """Echoed in the reply."""
+
+
+class PingRequest(Frame, frozen=True, kw_only=True, tag="ping"):
+    """Liveness and round-trip probe; answered by ``PongReply``."""
+
+    req_id: str = ""
+    """Echoed in the reply."""
+    ts_ns: int = 0
+    """Client timestamp, echoed in the reply."""
+
+
+Request = (
+    NewOrderRequest
+    | CancelRequest
+    | CancelAllRequest
+    | PositionsRequest
+    | ExecutionsRequest
+    | OpenOrdersRequest
+    | PingRequest
+)
+"""Any request a client may send."""
+
+
+# ---- order events (ROUTER -> every client of the account) -----------------------------------
+
+
+class AcceptedEvent(Frame, frozen=True, kw_only=True, tag="accepted"):
+    """The venue accepted a new order."""
+
+    client_order_id: str
+    """The order."""
+    symbol: str
+    """Instrument symbol."""
+    venue_order_id: str
+    """The venue's identifier for the order."""
+    ts_ns: int
+    """When, wall clock nanoseconds."""
+
+
+class RejectedEvent(Frame, frozen=True, kw_only=True, tag="rejected"):
+    """The venue refused a new order."""
+
+    client_order_id: str
+    """The order."""
+    symbol: str
+    """Instrument symbol, when known."""
+    reason: RejectReason
+    """``venue``, ``unknown_symbol`` or ``duplicate_id``."""
+    text: str
+    """The venue's code and words."""
+    ts_ns: int
+    """When, wall clock nanoseconds."""
+
+
+class FilledEvent(Frame, frozen=True, kw_only=True, tag="filled"):
+    """An execution."""
+
+    client_order_id: str
+    """The order that traded."""
+    fill_id: str
+    """Execution identifier, unique and increasing per venue."""
+    symbol: str
+    """Instrument symbol."""
+    side: Side
+    """Side of the order."""
+    quantity: Decimal
+    """Quantity of this execution."""
+    price: Decimal
+    """Price of this execution."""
+    leaves: Decimal
+    """Quantity still working after this execution; 0 when the order is complete."""
+    venue_order_id: str
+    """The venue's identifier for the order."""
+    ts_ns: int
+    """When, wall clock nanoseconds."""
+
+
+class CancelledEvent(Frame, frozen=True, kw_only=True, tag="cancelled"):
+    """A working order was cancelled."""
+
+    client_order_id: str
+    """The order."""
+    symbol: str
+    """Instrument symbol."""
+    text: str
+    """Why."""
+    ts_ns: int
+    """When, wall clock nanoseconds."""
+
+
+class CancelRejectedEvent(Frame, frozen=True, kw_only=True, tag="cancel_rejected"):
+    """A cancel was refused (the order is not working: unknown, filled or already done)."""
+
+    client_order_id: str
+    """The order the cancel named."""
+    text: str
+    """The venue's code and words."""
+    ts_ns: int
+    """When, wall clock nanoseconds."""
+
+
+# ---- replies (ROUTER -> the asking client) --------------------------------------------------
+
+
+class PositionRecord(Frame, frozen=True, kw_only=True, tag="position"):
+    """One non-flat position."""
+
+    symbol: str
+    """Instrument symbol."""
+    quantity: Decimal
+    """Signed quantity: positive long, negative short."""
+    average_price: Decimal
+    """Average entry price."""
+
+
+class OpenOrderRecord(Frame, frozen=True, kw_only=True, tag="open_order"):
+    """One working order."""
+
+    client_order_id: str
+    """The order."""
+    venue_order_id: str
+    """The venue's identifier."""
+    symbol: str
+    """Instrument symbol."""
+    side: Side
+    """``buy`` or ``sell``."""
+    quantity: Decimal
+    """Original quantity."""
+    order_type: OrderType
+    """Order type."""
+    limit_price: Decimal | None
+    """Limit price, when any."""
+    stop_price: Decimal | None
+    """Stop price, when any."""
+    time_in_force: TimeInForce
+    """Time in force."""
+    filled: Decimal
+    """Quantity executed so far."""
+    leaves: Decimal
+    """Quantity still working."""
+    status: OrderStatus
+    """``accepted`` or ``partially_filled``."""
+
+
+class PositionsReply(Frame, frozen=True, kw_only=True, tag="positions"):
+    """Answer to ``PositionsRequest``."""
+
+    req_id: str
+    """The request's ``req_id``."""
+    positions: tuple[PositionRecord, ...]
+    """Every non-flat position; an absent symbol is flat."""
+    ts_ns: int
+    """When, wall clock nanoseconds."""
+
+
+class ExecutionsReply(Frame, frozen=True, kw_only=True, tag="executions"):
+    """Answer to ``ExecutionsRequest``."""
+
+    req_id: str
+    """The request's ``req_id``."""
+    fills: tuple[FilledEvent, ...]
+    """Every fill of the account, oldest first."""
+    ts_ns: int
+    """When, wall clock nanoseconds."""
+
+
+class OpenOrdersReply(Frame, frozen=True, kw_only=True, tag="open_orders"):
+    """Answer to ``OpenOrdersRequest``."""
+
+    req_id: str
+    """The request's ``req_id``."""
+    orders: tuple[OpenOrderRecord, ...]
+    """Every working order."""
+    ts_ns: int
+    """When, wall clock nanoseconds."""
+
+
+class CancelAllDoneReply(Frame, frozen=True, kw_only=True, tag="cancel_all_done"):
+    """Answer to ``CancelAllRequest``, sent after the ``cancelled`` events it caused."""
+
+    req_id: str
+    """The request's ``req_id``."""
+    count: int
+    """How many orders were cancelled."""
+    ts_ns: int
+    """When, wall clock nanoseconds."""
+
+
+class PongReply(Frame, frozen=True, kw_only=True, tag="pong"):
+    """Answer to ``PingRequest``."""
+
+    req_id: str
+    """The request's ``req_id``."""
+    ts_ns: int
+    """The ping's ``ts_ns``, echoed."""
+    venue_ts_ns: int
+    """When the venue answered, wall clock nanoseconds."""
+    session: str
+    """Identifier of this run of the venue (as in market data frames)."""
+    venue: str
+    """The venue's name."""
+
+
+class ErrorReply(Frame, frozen=True, kw_only=True, tag="error"):
+    """A request could not be read or carried out."""
+
+    req_id: str
+    """The request's ``req_id`` when it could be read, else empty."""
+    code: str
+    """``bad_frames``, ``bad_json``, ``invalid`` or ``internal``."""
+    text: str
+    """What was wrong, naming the field where there is one."""
+
+
+encoder = msgspec.json.Encoder(decimal_format="string")
+"""Encoder for every frame (decimals as strings)."""
+
+request_decoder: msgspec.json.Decoder[Request] = msgspec.json.Decoder(Request)
+"""Decoder for client requests."""
