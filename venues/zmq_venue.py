@@ -17,7 +17,6 @@ docs/zmq-protocol.md.
 from __future__ import annotations
 
 import argparse
-import itertools
 import queue
 import signal
 import threading
@@ -46,7 +45,7 @@ if TYPE_CHECKING:
     from messages import OrderEvent
     from venues.engine import VenueEngine
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
+LOOPBACK_HOSTS = frozenset({"127.0.0.1"})
 """Hosts the venue may bind: it is a local simulator, never reachable from outside."""
 
 DEFAULT_ACCOUNT = "zmq"
@@ -105,7 +104,9 @@ class ZmqVenue:
         self.state_path = state_path
         self.heartbeat_s = heartbeat_s
         self.session = uuid.uuid4().hex[:12]
+        """Identifier of this run of the venue, carried by market data frames and pongs."""
         self.stats = VenueStats()
+        """Request, error and send counters."""
         self._market_bind = market_endpoint or f"tcp://{host}:{market_port or '*'}"
         self._order_bind = order_endpoint or f"tcp://{host}:{order_port or '*'}"
         self.market_endpoint = ""
@@ -127,6 +128,7 @@ class ZmqVenue:
         self._cancel_pending: set[str] = set()
         self._state_lock = threading.Lock()
         self._handlers = self._request_handlers()
+        self._started_once = False
 
     # ---- life cycle ----------------------------------------------------------------------
 
@@ -137,6 +139,11 @@ class ZmqVenue:
         """
         if self._thread is not None:
             raise RuntimeError("venue already started")
+        if self._started_once:  # a new run is a new session: sequences start again
+            self.session = uuid.uuid4().hex[:12]
+            self._seq.clear()
+            self._clients.clear()
+        self._started_once = True
         if self.state_path is not None:
             self.engine.load(self.state_path)
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
@@ -181,10 +188,11 @@ class ZmqVenue:
         self._stopping.set()
         self._wake()
         thread.join(timeout)
-        if thread.is_alive():
-            _log.warning("zmq venue I/O thread did not stop in time")
         self._thread = None
-        self._close_sockets()
+        if thread.is_alive():
+            _log.error("zmq venue I/O thread did not stop in time; its sockets are left open")
+        else:
+            self._close_sockets()
         if self.state_path is not None:
             self.engine.save(self.state_path)
         _log.info("zmq venue down")
@@ -538,7 +546,7 @@ def _req_id_of(payload: bytes) -> str:
 
 
 def _drain(sock: zmq.Socket[bytes]) -> None:
-    for _ in itertools.count():
+    while True:
         try:
             sock.recv(zmq.NOBLOCK)
         except zmq.Again:

@@ -300,6 +300,8 @@ def test_submit_fills_and_positions_are_reported(
     assert [(p.venue, p.symbol, p.quantity) for p in report.positions] == [
         (NAME, "AAPL", Decimal(10))
     ]
+    wait_for(lambda: latest_health(inbox).latency_ms > 0, what="ping round trip measured")
+    assert latest_health(inbox).fills == 1
 
 
 def test_partial_fill_then_completion(tree: Tree, engine: VenueEngine, inbox: Inbox) -> None:
@@ -392,6 +394,27 @@ def test_venue_restart_new_connector_reconciles_positions(tmp_path: Path, inbox:
         lambda: not [t for t in threading.enumerate() if t.name == f"zmq-connector-{NAME}"],
         2.0, what="poller thread joined",
     )
+
+
+def test_order_while_the_gateway_is_unreachable_is_rejected_not_queued(
+    venue: ZmqVenue, inbox: Inbox, tmp_path: Path
+) -> None:
+    tree = start_tree(make_config(venue, stale_after_s=5.0), tmp_path)  # stays up for now
+    try:
+        inbox.wait(ConnectorUp)
+        venue.stop()
+        attempts = iter(range(1000))
+
+        def refused() -> bool:
+            tell(order(f"late-{next(attempts)}", "1"))
+            return bool(inbox.all(OrderRejected, lambda m: m.reason is RejectReason.VENUE_DOWN))
+
+        wait_for(refused, 3.0, interval_s=0.02, what="VENUE_DOWN reject")
+        rejected = inbox.all(OrderRejected)[0]
+        assert rejected.venue == NAME and rejected.client_order_id.startswith("late-")
+        assert inbox.all(ConnectorDown) == []  # refused by a live session, not a dead actor
+    finally:
+        tree.stop()
 
 
 def test_connect_fails_when_no_venue_answers(tmp_path: Path) -> None:

@@ -133,7 +133,8 @@ def test_other_records_validate_at_construction() -> None:
     with pytest.raises(ValueError, match="size"):
         BookLevel(price=Decimal("1"), size=Decimal("-1"))
     with pytest.raises(ValueError, match="bids"):
-        Book(venue="v", symbol="S", bids=tuple(BookLevel(price=Decimal(p), size=Decimal(1)) for p in range(6)))
+        six = tuple(BookLevel(price=Decimal(p), size=Decimal(1)) for p in range(6))
+        Book(venue="v", symbol="S", bids=six)
     with pytest.raises(ValueError, match="low"):
         Bar(venue="v", symbol="S", start_ns=0, interval_s=60, open=Decimal(1), high=Decimal(1),
             low=Decimal(2), close=Decimal(1), volume=Decimal(0))
@@ -165,7 +166,7 @@ def test_mode_transitions_cover_every_mode() -> None:
 
 
 def test_mode_transitions_are_as_designed() -> None:
-    assert MODE_TRANSITIONS == {
+    designed = {
         Mode.STARTUP: {Mode.READY, Mode.SHUTDOWN},
         Mode.READY: {Mode.LIVE, Mode.SHUTDOWN},
         Mode.LIVE: {Mode.DEGRADED, Mode.FAILSAFE, Mode.SHUTDOWN},
@@ -173,6 +174,7 @@ def test_mode_transitions_are_as_designed() -> None:
         Mode.FAILSAFE: {Mode.READY, Mode.SHUTDOWN},
         Mode.SHUTDOWN: set(),
     }
+    assert designed == MODE_TRANSITIONS
 
 
 def test_every_mode_can_reach_shutdown_and_shutdown_is_final() -> None:

@@ -453,7 +453,11 @@ def test_main_saves_the_account_on_sigterm(tmp_path: Path) -> None:
 def test_stop_is_idempotent_and_releases_the_ports(engine: VenueEngine) -> None:
     front = ZmqVenue(engine)
     market_port, order_port = front.start()
+    first_session = front.session
     front.stop()
+    front.stop()
+    front.start()  # the same object can run again, as a new session
+    assert front.session != first_session
     front.stop()
     again = ZmqVenue(engine, market_port=market_port, order_port=order_port)
     assert again.start() == (market_port, order_port)
