@@ -52,6 +52,7 @@ from messages import (
 from supervision import SupervisedActor, TimerHandle, bus, scheduler
 
 ZERO = Decimal(0)
+DAY_NS = 86_400 * 1_000_000_000
 
 Clock = Callable[[], int]
 """Wall clock in nanoseconds."""
@@ -314,9 +315,10 @@ class PositionKeeper(SupervisedActor):
 
     def _roll_session(self, *, force: bool = False) -> None:
         """Move the daily totals to the session containing now, if it changed."""
-        start = session_start_ns(self._clock(), self.config.session_boundary)
-        if start == self._session_start and not force:
+        now = self._clock()
+        if not force and self._session_start <= now < self._session_start + DAY_NS:
             return
+        start = session_start_ns(now, self.config.session_boundary)
         self._session_start = start
         self._daily_realized = ZERO
         self._daily_notional = ZERO
@@ -326,7 +328,7 @@ class PositionKeeper(SupervisedActor):
 
     def _schedule_rollover(self) -> None:
         now = self._clock()
-        next_start = session_start_ns(now, self.config.session_boundary) + 86_400 * 1_000_000_000
+        next_start = session_start_ns(now, self.config.session_boundary) + DAY_NS
         self._rollover_timer = scheduler.call_later((next_start - now) / 1e9 + 0.001,
                                                     self._teller(_SessionRollover()))
 

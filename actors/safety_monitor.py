@@ -648,10 +648,12 @@ class SafetyChecks:
         self.crossed = CrossedRule(config.crossed_persist_s, config.crossed_persist_quotes)
         self.last_quotes = LastQuotes() if config.slippage_threshold else None
         self.orders = OrderTracker(config.max_tracked_orders)
-        self.feed = FeedStaleRule(config.feed_stale_s, config.watched_venues, clock()) \
-            if config.feed_stale_s else None
-        self.rejections = RejectionRule(config.max_venue_rejections, config.rejection_window_s) \
-            if config.max_venue_rejections else None
+        self.feed: FeedStaleRule | None = None
+        if config.feed_stale_s:
+            self.feed = FeedStaleRule(config.feed_stale_s, config.watched_venues, clock())
+        self.rejections: RejectionRule | None = None
+        if config.max_venue_rejections:
+            self.rejections = RejectionRule(config.max_venue_rejections, config.rejection_window_s)
 
         quote_rules: list[QuoteRule] = []
         if config.check_crossed:
@@ -691,11 +693,16 @@ class SafetyChecks:
         """Message type to the handler that finds what is wrong with it (quotes aside)."""
 
         self.raised: Counter[str] = Counter()
+        """Events raised, per kind."""
         self.suppressed: Counter[str] = Counter()
+        """Findings held back by the cool-down, per kind."""
         self.sequence_gaps: Counter[str] = Counter()
+        """Sequence gaps the connectors reported, per venue."""
         self._gap_counters: dict[str, int] = {}
         self.quotes = 0
+        """Quotes checked."""
         self.batches = 0
+        """Quote batches checked."""
         self.last_verdict_ns = 0
         """When the checks of the last batch finished, wall clock nanoseconds."""
 

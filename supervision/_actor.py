@@ -22,6 +22,7 @@ import pykka
 from loguru import logger
 
 from supervision._messages import ChildExited, ChildStarted, Ping, Pong
+from supervision._registry import registry
 
 
 @dataclass(frozen=True)
@@ -63,6 +64,10 @@ class SupervisedActor(pykka.ThreadingActor):
         self._handler_table: dict[type, Handler] | None = None
         self.unhandled = 0
         """Messages received that no handler wanted."""
+        if context is not None:
+            # Register before the actor's thread runs setup(): whatever setup announces
+            # (a ConnectorUp, say) may be answered by a message to this name at once.
+            registry.register(context.name, self.actor_ref, context.generation)
 
     @property
     def name(self) -> str:
@@ -97,6 +102,8 @@ class SupervisedActor(pykka.ThreadingActor):
         # Called for a requested stop, and by Pykka when a BaseException escapes a handler
         # (it then stops every actor): the exception being handled tells the two apart.
         failure = sys.exc_info()[1]
+        if failure is not None:
+            registry.fatal.set()
         self._teardown_once()
         if failure is None:
             self._notify_exit(abnormal=False, reason="stopped")

@@ -23,6 +23,9 @@ class Registry:
         self._refs: dict[str, tuple[pykka.ActorRef[Any], int]] = {}
         self.dead_letters: Counter[str] = Counter()
         """Dead letters per target name."""
+        self.fatal = threading.Event()
+        """Set when a BaseException escaped an actor: Pykka is stopping every actor, and
+        supervisors must not restart anything."""
 
     def register(self, name: str, ref: pykka.ActorRef[Any], generation: int = 0) -> None:
         """Point ``name`` at ``ref`` (replacing any older generation)."""
@@ -81,6 +84,7 @@ class Registry:
         with self._lock:
             self._refs.clear()
             self.dead_letters.clear()
+            self.fatal.clear()
 
 
 class Bus:

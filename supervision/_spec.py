@@ -76,7 +76,7 @@ class Backoff:
     def wait(self) -> tenacity.wait.wait_base:
         """The tenacity wait object that computes the delays."""
         return tenacity.wait_exponential_jitter(
-            initial=self.initial_s, max=self.maximum_s, exp_base=self.multiplier,
+            multiplier=self.initial_s, max=self.maximum_s, exp_base=self.multiplier,
             jitter=self.jitter_s,
         )
 

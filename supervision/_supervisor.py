@@ -17,6 +17,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import TracebackType
 from typing import Any
 
 import pykka
@@ -105,6 +106,7 @@ class _Child:
     ping_seq: int = 0
     pong_seq: int = 0
     restart_token: int = 0
+    silent_since: float | None = None
     timers: list[TimerHandle] = field(default_factory=list)
 
     def cancel_timers(self) -> None:
@@ -185,6 +187,17 @@ class Supervisor(SupervisedActor):
             # BaseException, or a stray stop(). Nobody above it would notice.
             self._escalate("root supervisor stopped without a stop request")
 
+    def on_failure(
+        self,
+        exception_type: type[BaseException] | None,
+        exception_value: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        root = self.context.supervisor_ref is None
+        super().on_failure(exception_type, exception_value, traceback)
+        if root and not self._gave_up:
+            self._escalate(f"root supervisor failed: {exception_value!r}")
+
     def handlers(self) -> dict[type, Handler]:
         return {
             ChildStarted: self._on_child_started,
@@ -228,6 +241,7 @@ class Supervisor(SupervisedActor):
         """Start ``child``; False when it failed at once (its exit is already handled)."""
         spec = child.spec
         child.cancel_timers()
+        child.silent_since = None
         child.generation += 1
         child.ping_seq = child.pong_seq = 0
         context = ChildContext(
@@ -298,6 +312,10 @@ class Supervisor(SupervisedActor):
             ChildExited(supervisor=self.name, name=name, generation=child.generation,
                         abnormal=abnormal, reason=reason),
         )
+        if registry.fatal.is_set():
+            # A BaseException made Pykka stop every actor: restarting would fight it.
+            self._drop_from_barrier([name])
+            return
         if not self._should_restart(child.spec, abnormal):
             self._drop_from_barrier([name])
             return
@@ -342,7 +360,7 @@ class Supervisor(SupervisedActor):
         ]
 
     def _on_restart_due(self, due: _RestartDue) -> None:
-        if self._stopping or self._gave_up:
+        if self._stopping or self._gave_up or registry.fatal.is_set():
             return
         if self._children[due.owner].restart_token != due.token:
             return  # superseded by a later restart
@@ -425,10 +443,19 @@ class Supervisor(SupervisedActor):
             self._poll_timer = scheduler.call_later(self.poll_s, self._teller(_Poll()))
 
     def _on_poll(self, _message: _Poll) -> None:
+        now = time.monotonic()
         for name in self._order:
             child = self._children[name]
-            if child.state in (ChildState.STARTING, ChildState.RUNNING) and child.ref is not None \
-                    and not child.ref.is_alive():
+            if child.state not in (ChildState.STARTING, ChildState.RUNNING) or child.ref is None \
+                    or child.ref.is_alive():
+                child.silent_since = None
+                continue
+            # Pykka marks an actor stopped before its on_stop runs: a slow teardown is not
+            # yet a silent death. Without a notice within the shutdown timeout, it is one.
+            if child.silent_since is None:
+                child.silent_since = now
+            elif now - child.silent_since >= child.spec.shutdown_timeout_s:
+                child.silent_since = None
                 self._child_down(child, abnormal=True, reason="died without notice")
         self._advance_barrier()
         self._schedule_poll()
@@ -479,6 +506,8 @@ class Supervisor(SupervisedActor):
     # ---- helpers --------------------------------------------------------------------
 
     def _after(self, child: _Child, delay_s: float, message: KernelMessage) -> None:
+        now = time.monotonic()
+        child.timers = [t for t in child.timers if not t.cancelled and t.due > now]
         child.timers.append(scheduler.call_later(delay_s, self._teller(message)))
 
     def _teller(self, message: KernelMessage) -> Callable[[], None]:

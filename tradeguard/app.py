@@ -131,19 +131,28 @@ class Service:
                     self.ask(venue, CancelAll(venue=venue, source="shutdown", request_id="shutdown"))
             self.ask("risk_governor", Shutdown(reason=f"service stopping (on_shutdown={policy})"))
         finally:
-            self.tree.stop(timeout_s=max(5.0, deadline - time.monotonic()))
+            remaining = max(5.0, deadline - time.monotonic())
+            systemd.extend_timeout(2 * remaining + 5.0)  # the stop asks, then waits, each up to this
+            self.tree.stop(timeout_s=remaining)
             stop_paper_venues()
             log.info("tradeguard stopped")
 
     def _flatten_before_stop(self, deadline: float) -> None:
+        if not self.tree.is_alive():
+            log.critical("shutdown flatten impossible: the supervision tree is not running")
+            return
         systemd.extend_timeout(max(1.0, deadline - time.monotonic()) + 5.0)
         registry.tell("failsafe", FlattenRequested(reason="shutdown with on_shutdown=flatten",
                                                    source="shutdown", ts_ns=now_ns()))
+        next_extend = time.monotonic() + 1.0
         while time.monotonic() < deadline:
             state = self.ask("failsafe", GetFailsafeState()) or {}
             if state.get("last_report") and not state.get("running"):
                 log.info(f"shutdown flatten finished: {state['last_report'].get('detail')}")
                 return
-            systemd.extend_timeout(5.0)
+            if time.monotonic() >= next_extend:
+                # Keep systemd's stop timeout ahead of us while the flatten runs.
+                next_extend = time.monotonic() + 1.0
+                systemd.extend_timeout(5.0)
             time.sleep(0.1)  # outside the actor system: the process's own stop sequence
         log.critical("shutdown flatten did not finish before the shutdown timeout")

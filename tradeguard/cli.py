@@ -6,13 +6,15 @@ import argparse
 import json
 import os
 import signal
+import socket
 import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loguru import logger
 
@@ -20,6 +22,9 @@ from actors.errors import ConfigError
 from tradeguard import systemd
 from tradeguard.control import ControlError, send_command
 from tradeguard.settings import STATE_DIR_ENV, load_settings, resolve_state_dir
+
+if TYPE_CHECKING:
+    from tradeguard.app import Service
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -39,7 +44,8 @@ def _state_dir(args: argparse.Namespace) -> Path:
         return Path("./state").resolve()
 
 
-def _dump_stacks(_signum: int, _frame: FrameType | None) -> None:
+def _dump_stacks() -> None:
+    """Log every thread's stack on the main channel (SIGUSR1)."""
     names = {t.ident: t.name for t in threading.enumerate()}
     for ident, frame in sys._current_frames().items():
         stack = "".join(traceback.format_stack(frame))
@@ -48,10 +54,87 @@ def _dump_stacks(_signum: int, _frame: FrameType | None) -> None:
         )
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from tradeguard.logs import setup_logging
+class SignalWatcher:
+    """SIGTERM/SIGINT and SIGUSR1, handled in a thread of their own.
 
+    A Python signal handler runs in the main thread between two bytecodes, possibly while
+    that thread holds a lock (an Event's, a log queue's); taking the same lock in the
+    handler would deadlock. So the handlers do nothing, the interpreter writes each signal
+    number to a socket (``signal.set_wakeup_fd``) and this thread acts on it: the first
+    stop signal sets ``stop``, a second one exits at once, SIGUSR1 logs every stack.
+    """
+
+    STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop = stop
+        self.stop_signals = 0
+        self._reader, self._writer = socket.socketpair()
+        self._writer.setblocking(False)
+        self._thread = threading.Thread(target=self._run, name="signals", daemon=True)
+
+    def install(self) -> None:
+        """Install the handlers (from the main thread) and start the thread."""
+        for signum in (*self.STOP_SIGNALS, signal.SIGUSR1):
+            signal.signal(signum, _ignore)
+        signal.set_wakeup_fd(self._writer.fileno(), warn_on_full_buffer=False)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            data = self._reader.recv(64)
+            if not data:
+                return
+            for signum in data:
+                self.handle(signum)
+
+    def handle(self, signum: int) -> None:
+        """Act on one signal."""
+        if signum == signal.SIGUSR1:
+            _dump_stacks()
+        elif signum in self.STOP_SIGNALS:
+            self.stop_signals += 1
+            if self.stop_signals > 1:
+                os._exit(128 + signum)  # a second stop signal: exit at once
+            logger.bind(channel="main").warning(f"{signal.Signals(signum).name}: stopping gracefully")
+            self.stop.set()
+
+
+def _ignore(_signum: int, _frame: FrameType | None) -> None:
+    """The Python-level handler: the work happens in ``SignalWatcher``'s thread."""
+
+
+def watchdog_loop(service: Service, stop: threading.Event, notify: Callable[..., bool] = systemd.notify,
+                  *, watchdog_s: float | None = None, status_every_s: float = 5.0) -> int:
+    """Run until ``stop`` is set or the tree gives up; returns the exit code.
+
+    Every tick: WATCHDOG=1 only while the tree answers its health check (and only when
+    ``watchdog_s`` is set), so a hung tree lets systemd's watchdog fire; STATUS= every
+    ``status_every_s`` seconds. ``notify`` sends the assignments (``systemd.notify``).
+    """
+    tick_s = min(watchdog_s or 1.0, 1.0)
+    next_status = 0.0
+    while not stop.wait(tick_s):
+        if service.escalated.is_set():
+            notify(f"STATUS=the supervision tree gave up: {service.escalation_reason}")
+            return EXIT_ESCALATED
+        if not service.tree.is_alive():
+            # The root is gone; its escalation notice may still be on its way.
+            return EXIT_ESCALATED if service.escalated.wait(1.0) else EXIT_FAILURE
+        healthy = service.healthy()
+        if watchdog_s is not None and healthy:
+            notify("WATCHDOG=1")
+        if time.monotonic() >= next_status:
+            next_status = time.monotonic() + status_every_s
+            text = service.status_line() if healthy else "UNHEALTHY: the supervision tree does not answer"
+            notify("STATUS=" + text)
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Run the service in the foreground until a stop signal or the tree gives up."""
     from tradeguard.app import Service
+    from tradeguard.logs import setup_logging, shutdown_logging
 
     try:
         settings = load_settings(Path(args.config) if args.config else None)
@@ -61,48 +144,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     state_dir = resolve_state_dir(settings, args.state_dir)
     state_dir.mkdir(parents=True, exist_ok=True)
     setup_logging(state_dir / "logs", level=settings.service.log_level)
-    service = Service(settings, state_dir)
     stop = threading.Event()
-    terms = 0
-
-    def on_term(signum: int, _frame: FrameType | None) -> None:
-        nonlocal terms
-        terms += 1
-        if terms > 1:
-            os._exit(128 + signum)  # a second signal: exit at once
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    signal.signal(signal.SIGUSR1, _dump_stacks)
+    SignalWatcher(stop).install()
+    service = Service(settings, state_dir)
     try:
-        service.start()
-    except Exception as exc:
-        logger.bind(channel="main").exception(f"tradeguard failed to start: {exc}")
-        service.stop("leave")
-        return EXIT_FAILURE
-    systemd.ready()
-    watchdog_s = systemd.watchdog_interval_s()
-    tick_s = min(watchdog_s or 1.0, 1.0)
-    next_status = 0.0
-    code = EXIT_OK
-    while not stop.wait(tick_s):
-        if service.escalated.is_set():
-            code = EXIT_ESCALATED
-            break
-        healthy = service.healthy()
-        if watchdog_s is not None and healthy:
-            systemd.watchdog()
-        if time.monotonic() >= next_status:
-            next_status = time.monotonic() + 5.0
-            systemd.status(service.status_line() if healthy else "UNHEALTHY: the tree is not answering")
-    systemd.stopping()
-    logger.bind(channel="main").info("stopping")
-    service.stop()
-    from tradeguard.logs import shutdown_logging
-
-    shutdown_logging()
-    return code
+        try:
+            service.start()
+        except Exception as exc:
+            logger.bind(channel="main").exception(f"tradeguard failed to start: {exc}")
+            systemd.status(f"failed to start: {exc}")
+            service.stop("leave")
+            return EXIT_FAILURE
+        systemd.ready()
+        code = watchdog_loop(service, stop, watchdog_s=systemd.watchdog_interval_s())
+        systemd.stopping()
+        logger.bind(channel="main").info(f"stopping (exit code {code})")
+        service.stop()
+        return code
+    finally:
+        shutdown_logging()
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:

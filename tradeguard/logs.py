@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 if TYPE_CHECKING:
+    from types import FrameType
+
     from loguru import Record
 
 CHANNELS: tuple[str, ...] = ("main", "safety", "connectors", "governance")
@@ -41,6 +43,8 @@ _FORMAT = (
 
 _lock = threading.Lock()
 _sink_ids: list[int] = []
+_default_sink: int | None = 0
+"""loguru's default stderr sink while it is installed (setup removes it, shutdown restores it)."""
 _intercept: InterceptHandler | None = None
 _root_level: int | None = None
 
@@ -75,8 +79,9 @@ class InterceptHandler(logging.Handler):
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
-        # Report the caller of the logging call, not the logging module itself.
-        frame, depth = logging.currentframe(), 2
+        # Report where the logging call was made, not the logging module's own frames.
+        frame: FrameType | None = sys._getframe(1)
+        depth = 1
         while frame is not None and frame.f_code.co_filename == logging.__file__:
             frame = frame.f_back
             depth += 1
@@ -89,15 +94,17 @@ def setup_logging(log_dir: Path | None, level: str = "INFO", stderr: bool = True
     """Send logs to ``log_dir/<channel>.log`` (rotated) and, with ``stderr``, to standard
     error; route the standard library's logging into loguru. Calling it again replaces
     the sinks it added before (it never duplicates them)."""
-    global _intercept, _root_level
+    global _default_sink, _intercept, _root_level
     level = level.upper()
     logger.level(level)  # an unknown level name raises ValueError before anything changes
     with _lock:
         _remove_sinks()
-        try:
-            logger.remove(0)  # loguru's default stderr sink; ours replaces it
-        except ValueError:
-            pass
+        if _default_sink is not None:
+            try:
+                logger.remove(_default_sink)  # ours replace it
+            except ValueError:
+                pass  # already removed by someone else
+            _default_sink = None
         logger.configure(extra={"channel": DEFAULT_CHANNEL})
         if stderr:
             _sink_ids.append(
@@ -123,12 +130,14 @@ def setup_logging(log_dir: Path | None, level: str = "INFO", stderr: bool = True
 
 
 def shutdown_logging() -> None:
-    """Flush every queued record, remove the sinks ``setup_logging`` added and stop routing
-    the standard library's logging."""
-    global _intercept, _root_level
+    """Flush every queued record, remove the sinks ``setup_logging`` added (restoring
+    loguru's plain stderr sink) and stop routing the standard library's logging."""
+    global _default_sink, _intercept, _root_level
     with _lock:
         logger.complete()
         _remove_sinks()
+        if _default_sink is None:
+            _default_sink = logger.add(_write_stderr)  # as loguru starts: last words still show
         root = logging.getLogger()
         if _intercept is not None:
             root.removeHandler(_intercept)
@@ -136,6 +145,11 @@ def shutdown_logging() -> None:
         if _root_level is not None:
             root.setLevel(_root_level)
             _root_level = None
+
+
+def _write_stderr(message: str) -> None:
+    # Looks sys.stderr up at each write, so a replaced or closed stream is never kept.
+    sys.stderr.write(message)
 
 
 def _remove_sinks() -> None:

@@ -1,44 +1,52 @@
 """systemd's notify protocol, without a dependency, and a no-op outside systemd.
 
-``notify("READY=1")`` sends one datagram to the socket named by NOTIFY_SOCKET (a path, or
-an abstract name starting with ``@``). The watchdog helpers read WATCHDOG_USEC and
-WATCHDOG_PID as systemd sets them.
+``notify("READY=1")`` sends one datagram to the socket named by NOTIFY_SOCKET: an absolute
+path, or an abstract name written with a leading ``@`` (sent as a leading NUL byte). Any
+other address (for instance ``vsock:``) is not supported and counts as "not under
+systemd". The watchdog helpers read WATCHDOG_USEC and WATCHDOG_PID as systemd sets them:
+the watchdog is ours only when WATCHDOG_PID is unset or names this process.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Mapping
 
 
-def notify(*assignments: str, environ: dict[str, str] | None = None) -> bool:
-    """Send ``assignments`` (e.g. ``"READY=1"``, ``"STATUS=..."``) to systemd; False when
-    not running under systemd or when the datagram could not be sent."""
-    env = os.environ if environ is None else environ
-    address = env.get("NOTIFY_SOCKET", "")
-    if not address or not assignments:
+def _address(environ: Mapping[str, str]) -> str | None:
+    address = environ.get("NOTIFY_SOCKET", "")
+    if address.startswith("@") and len(address) > 1:
+        return "\0" + address[1:]
+    if address.startswith("/"):
+        return address
+    return None
+
+
+def notify(*assignments: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Send ``assignments`` (e.g. ``"READY=1"``, ``"STATUS=..."``) to systemd in one
+    datagram; False when not running under systemd or when it could not be sent."""
+    address = _address(os.environ if environ is None else environ)
+    if address is None or not assignments:
         return False
-    if address.startswith("@"):
-        address = "\0" + address[1:]
     payload = "\n".join(assignments).encode()
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
-            sock.connect(address)
-            sock.sendall(payload)
+            sock.sendto(payload, address)
     except OSError:
         return False
     return True
 
 
-def watchdog_interval_s(environ: dict[str, str] | None = None) -> float | None:
+def watchdog_interval_s(environ: Mapping[str, str] | None = None) -> float | None:
     """Half the watchdog timeout systemd asked for (how often to ping), or None when the
-    watchdog is off or meant for another process (WATCHDOG_PID)."""
+    watchdog is off, malformed, or meant for another process (WATCHDOG_PID)."""
     env = os.environ if environ is None else environ
     usec = env.get("WATCHDOG_USEC", "")
     pid = env.get("WATCHDOG_PID", "")
     if not usec.isdigit() or int(usec) <= 0:
         return None
-    if pid and pid.isdigit() and int(pid) != os.getpid():
+    if pid and (not pid.isdigit() or int(pid) != os.getpid()):
         return None
     return int(usec) / 2_000_000
 
@@ -59,10 +67,12 @@ def watchdog() -> bool:
 
 
 def status(text: str) -> bool:
-    """STATUS=<text>, shown by ``systemctl status``."""
-    return notify(f"STATUS={text}")
+    """STATUS=<text>, shown by ``systemctl status`` (one line: newlines would start new
+    assignments)."""
+    return notify("STATUS=" + " ".join(text.splitlines()))
 
 
 def extend_timeout(seconds: float) -> bool:
-    """EXTEND_TIMEOUT_USEC: ask for more time (a shutdown flatten is running)."""
-    return notify(f"EXTEND_TIMEOUT_USEC={int(seconds * 1_000_000)}")
+    """EXTEND_TIMEOUT_USEC: ask for ``seconds`` more from now (a shutdown flatten is
+    running); systemd expects the next extension before these run out."""
+    return notify(f"EXTEND_TIMEOUT_USEC={max(1, int(seconds * 1_000_000))}")

@@ -25,7 +25,7 @@ user-defined message types (``U`` + the 4.4 type: UAN, UAO, UAP, Uq, Ur, UAF) an
 4.2 data dictionary extended with them, generated from quickfix's FIX42.xml and
 FIX44.xml into ``state_dir``.
 
-quickfix 1.16's SocketAcceptor listens on every interface; the session accepts peers
+quickfix 1.16's acceptors listen on every interface; the session accepts peers
 from 127.0.0.1 only (``AllowedRemoteAddresses``).
 
 Threads: quickfix calls the application from its own thread; engine events arrive on the
@@ -468,7 +468,7 @@ class FixVenue:
         self._logged_on = threading.Event()
         self._logged_out = threading.Event()
         self._ids = itertools.count(1)
-        self._acceptor: fix.SocketAcceptor | None = None
+        self._acceptor: fix.ThreadedSocketAcceptor | None = None
         self._application: _Application | None = None
         self.callback_errors = 0
         """Exceptions caught in quickfix callbacks (logged; never raised into quickfix)."""
@@ -482,7 +482,7 @@ class FixVenue:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         settings = self._settings()
         self._application = _Application(self)
-        acceptor = fix.SocketAcceptor(
+        acceptor = fix.ThreadedSocketAcceptor(
             self._application,
             fix.FileStoreFactory(settings),
             settings,
@@ -503,19 +503,25 @@ class FixVenue:
         """Stop listening and drop the session; idempotent.
 
         ``graceful`` logs the counterparty out first (quickfix sends the Logout on its next
-        one-second tick) and waits for the session to end within ``timeout_s``; otherwise
-        the connection is just closed, as when a venue crashes.
+        one-second tick) and waits up to ``timeout_s`` for the session to end; otherwise
+        the connection is just dropped, as when a venue crashes.
         """
         acceptor = self._acceptor
         if acceptor is None:
             return
+        # Both calls take the engine lock, so no listener call is in flight after them.
         self.engine.remove_order_listener(self._on_order_event)
         self.engine.remove_quote_listener(self._on_quotes)
-        if graceful and self._logged_on.is_set():
-            session = fix.Session.lookupSession(self.session_id)
-            if session is not None:
+        session = fix.Session.lookupSession(self.session_id)
+        if session is not None and self._logged_on.is_set():
+            if graceful:
                 session.logout("venue stopping")
                 self._logged_out.wait(timeout_s)
+            if self._logged_on.is_set():
+                session.disconnect()
+                self._logged_out.wait(timeout_s)
+        # The threaded acceptor: SocketAcceptor.stop() races its own thread (both close
+        # and free the listening server), which crashes now and then in quickfix 1.16.
         acceptor.stop(True)
         self._acceptor = None
         self._application = None

@@ -9,6 +9,7 @@ on stop), so a process killed with SIGKILL restarts against the venue it left.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 from messages import OrderEvent
@@ -28,7 +29,30 @@ class PaperVenue:
             self.engine.add_order_listener(self._save_on_event)
         self.runner = EngineRunner(self.engine, interval_s=interval_s, state_path=state_path)
         self.down = False
-        """Fault injection: while True the venue refuses sessions (connect fails)."""
+        """While True the venue refuses sessions (connect fails)."""
+        self._sessions: list[Callable[[str], None]] = []
+
+    def attach(self, on_lost: Callable[[str], None]) -> None:
+        """A session opens; ``on_lost`` is called if the venue drops it."""
+        if self.down:
+            raise ConnectionRefusedError(f"paper venue {self.name} is down")
+        self._sessions.append(on_lost)
+
+    def detach(self, on_lost: Callable[[str], None]) -> None:
+        """A session closes."""
+        if on_lost in self._sessions:
+            self._sessions.remove(on_lost)
+
+    def fail(self, reason: str = "venue failed") -> None:
+        """Fault injection: drop every session and refuse new ones until ``recover()``."""
+        self.down = True
+        sessions, self._sessions = self._sessions, []
+        for on_lost in sessions:
+            on_lost(reason)
+
+    def recover(self) -> None:
+        """Accept sessions again."""
+        self.down = False
 
     def _save_on_event(self, _account: str, _event: OrderEvent) -> None:
         assert self.state_path is not None

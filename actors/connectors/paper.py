@@ -67,8 +67,10 @@ class PaperConnector(Connector):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         venue = paper_venue(cfg.name, cfg.engine, interval_s=cfg.quote_interval_s, state_path=path)
-        if venue.down:
-            raise ConnectorError("paper venue is down", venue=cfg.name)
+        try:
+            venue.attach(self.session_lost)
+        except ConnectionRefusedError as exc:
+            raise ConnectorError(str(exc), venue=cfg.name) from exc
         self.venue = venue
         venue.engine.add_order_listener(self._on_engine_event)
         venue.engine.add_quote_listener(self._on_engine_quotes)
@@ -78,6 +80,7 @@ class PaperConnector(Connector):
         if self.venue is not None and self._attached:
             self.venue.engine.remove_order_listener(self._on_engine_event)
             self.venue.engine.remove_quote_listener(self._on_engine_quotes)
+            self.venue.detach(self.session_lost)
         self._attached = False
 
     def resync(self) -> None:

@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -71,8 +71,7 @@ def start_keeper(state_dir: Path, **config: Any) -> Tree:
 def portfolio() -> PortfolioSnapshot:
     ref = registry.lookup(KEEPER)
     assert ref is not None, "position keeper is not running"
-    snapshot: PortfolioSnapshot = ref.ask(GetPortfolio(), timeout=2)
-    return snapshot
+    return cast(PortfolioSnapshot, ref.ask(GetPortfolio(), timeout=2))
 
 
 def journal_fill_ids(state_dir: Path) -> list[str]:

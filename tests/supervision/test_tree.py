@@ -156,6 +156,30 @@ def test_system_exit_in_a_child_stops_every_actor_and_escalates(start_tree: Star
     assert {("a", 0), ("boom", 0), ("c", 0)} <= torn_down
 
 
+def test_nothing_is_restarted_while_pykka_stops_every_actor(start_tree: StartTree) -> None:
+    """After a ``BaseException`` Pykka stops every actor, last started first, and the root
+    last. Until the root's own stop arrives it sees its children exit; it must not start
+    new generations of them (a connector would reconnect to its venue in the middle of
+    the process going down).
+
+    Fails against the current kernel: the crashed child (and often its siblings) are
+    started again before the root is stopped."""
+    journal = Journal()
+    escalations = Escalations()
+    inner = supervisor("inner", [probe("c", journal)])
+    start_tree(
+        [probe("a", journal), probe("boom", journal), inner],
+        backoff=NO_BACKOFF, poll_s=0.05, on_escalation=escalations,
+    )
+    mark = journal.mark()
+
+    registry.tell("boom", RaiseSystemExit())
+
+    assert escalations.called.wait(3.0)
+    wait_for(lambda: not actor_threads(), timeout_s=3, what="every actor thread exited")
+    assert [(e.name, e.generation) for e in journal.since(mark, "start")] == []
+
+
 def test_restarts_outside_the_period_do_not_count_towards_intensity(start_tree: StartTree) -> None:
     journal = Journal()
     escalations = Escalations()

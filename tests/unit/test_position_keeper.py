@@ -261,6 +261,11 @@ def test_daily_pnl_across_the_session_boundary(tmp_path: Path, recorder: Recorde
     next_day = ask(GetPortfolio())
     assert (next_day.daily_realized_pnl, next_day.positions) == (0, ())
 
+    clock.now = ns("2024-03-03T22:00:00")  # the first thing in this session is a fill
+    bus.publish(topics.ORDERS, fill("f5", Side.BUY, "2", "10"))
+    fresh = wait_fills(recorder, 5, after=mark)
+    assert (fresh.daily_realized_pnl, fresh.daily_traded_notional) == (D(0), D(20))
+
 
 def test_marks_from_quote_batches_change_unrealized_pnl(tmp_path: Path, recorder: Recorder) -> None:
     start_keeper(tmp_path, publish_interval_s=0.02)
@@ -303,7 +308,8 @@ def test_quotes_for_another_venue_do_not_mark(tmp_path: Path, recorder: Recorder
         Quote(venue="paper", symbol="ES", bid=D(0), ask=D(202), bid_size=D(1), ask_size=D(1)),)))
     bus.publish(topics.ORDERS, fill("f2", Side.BUY, "1", "100"))  # a fill publishes at once
     snapshot = wait_fills(recorder, 2)
-    assert (position(snapshot, "ES").mark_price, snapshot.unrealized_pnl) == (None, 0)
+    assert position(snapshot, "ES").mark_price is None
+    assert snapshot.unrealized_pnl == 0
 
 
 def test_reconciliation(tmp_path: Path, recorder: Recorder) -> None:

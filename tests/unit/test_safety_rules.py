@@ -627,7 +627,7 @@ def test_a_persisting_crossed_market_raises_warning_then_critical_then_waits() -
 )
 def test_a_zero_or_none_threshold_disables_its_check(overrides: dict[str, object]) -> None:
     """Each scenario trips exactly one check with the defaults, and nothing once it is off."""
-    scenarios = {
+    scenarios: dict[str, list[object]] = {
         "spike_threshold": [batch(around_mid("100")), batch(around_mid("150"))],
         "time_gap_s": [batch(quote("1", "1.01", ts_ns=S)), batch(quote("1", "1.01", ts_ns=100 * S))],
         "spread_multiple": [batch(*[quote("100", "100.01")] * 30), batch(quote("100", "100.50"))],
@@ -643,7 +643,7 @@ def test_a_zero_or_none_threshold_disables_its_check(overrides: dict[str, object
         clock = FakeClock()
         config = msgspec.convert(overrides, SafetyConfig) if not enabled else SafetyConfig()
         checks = SafetyChecks(msgspec.structs.replace(config, cooldown_s=0), clock)
-        events = []
+        events: list[SafetyEvent] = []
         for message in scenarios[field]:
             if isinstance(message, str):  # "tick": 20 s later, the timed checks run
                 clock.now += 20.0

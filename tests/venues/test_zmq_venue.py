@@ -92,12 +92,14 @@ class Feed:
 
     def heartbeat(self, timeout_s: float = 3.0) -> Frame:
         frames = self.read(lambda f: f[0] == HEARTBEAT_TOPIC.encode(), timeout_s)
-        return json.loads(frames[1])
+        frame: Frame = json.loads(frames[1])
+        return frame
 
     def quote(self, symbol: str, timeout_s: float = 3.0) -> Frame:
         frames = self.read(lambda f: f[0] == symbol.encode(), timeout_s)
         assert len(frames) == 2
-        return json.loads(frames[1])
+        frame: Frame = json.loads(frames[1])
+        return frame
 
     def close(self) -> None:
         self.sock.close(linger=0)
@@ -203,7 +205,7 @@ def test_market_order_fills_and_updates_positions(client: Client, engine: VenueE
 def test_partial_fill_completes_on_the_next_step(client: Client, engine: VenueEngine) -> None:
     client.send(new_order("big", "150"))
     first = client.expect_type("filled", client_order_id="big")
-    assert (Decimal(first["quantity"]), Decimal(first["leaves"])) == (100, 50)
+    assert (Decimal(first["quantity"]), Decimal(first["leaves"])) == (Decimal(100), Decimal(50))
     client.send({"type": "open_orders", "req_id": "oo"})
     orders = client.expect_type("open_orders", req_id="oo")["orders"]
     assert [(o["client_order_id"], Decimal(o["leaves"]), o["status"]) for o in orders] == [
@@ -211,7 +213,7 @@ def test_partial_fill_completes_on_the_next_step(client: Client, engine: VenueEn
     ]
     engine.step()
     second = client.expect_type("filled", client_order_id="big")
-    assert (Decimal(second["quantity"]), Decimal(second["leaves"])) == (50, 0)
+    assert (Decimal(second["quantity"]), Decimal(second["leaves"])) == (Decimal(50), Decimal(0))
     assert second["fill_id"] != first["fill_id"]
 
 

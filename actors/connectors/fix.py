@@ -1,0 +1,953 @@
+"""The FIX connector: one quickfix initiator session to a FIX venue.
+
+quickfix owns the socket and its thread. The session level (Logon, Heartbeat,
+TestRequest, ResendRequest, SequenceReset, Logout) is quickfix's; its store under the
+connector's state directory keeps sequence numbers across restarts, so a reconnecting
+connector gets every ExecutionReport it missed by an ordinary ResendRequest. Application
+messages of our own are never resent after a reconnect (a stale order must not reach
+the venue late): ``toApp`` turns their resend into a gap fill.
+
+The quickfix thread decodes each application message through a dispatch table and hands
+the result to the actor with ``inbound``; one bad message is counted as malformed and
+skipped. A message that quickfix itself refuses (bad field value, missing required
+field) never reaches the application: the session Reject quickfix sends back is counted
+as malformed instead. No callback lets a Python exception escape into quickfix, which
+would end the process.
+
+Message flow (docs/fix.md has the whole subset):
+
+- ``subscribe``: one MarketDataRequest (V) per symbol; every W or X becomes one
+  ``QuoteBatch``.
+- ``submit``: NewOrderSingle (D). ExecutionReports (8) become ``OrderAccepted``,
+  ``OrderFilled`` (partial and full), ``OrderCancelled`` and ``OrderRejected`` (the
+  venue's OrdRejReason code and Text).
+- ``cancel``: OrderCancelRequest (F); an OrderCancelReject (9) is logged and counted.
+- ``cancel_all``: OrderMassCancelRequest (q, all orders); the report (r) becomes
+  ``CancelAllDone``.
+- ``request_positions``: RequestForPositions (AN); the ack (AO) says how many
+  PositionReports (AP) follow; they become one ``VenuePositions``.
+- ``resync``: OrderMassStatusRequest (AF): one order-status report per working order
+  (``OrderAccepted``) and a replay of the account's executions (``OrderFilled``,
+  duplicates dropped by fill id), then AN for the positions.
+- A Logout or a dropped connection after logon is a lost session: the actor fails and
+  its supervisor restarts it.
+
+Versions: ``FIX.4.4`` (the default) and ``FIX.4.2``. FIX 4.2 has no AN/AO/AP, q/r or AF;
+on 4.2 the same bodies travel under user-defined message types (``U`` + the 4.4 type),
+with a FIX 4.2 dictionary extended with them (generated into the store directory), as
+the simulated venue (venues/fix_venue.py) expects. ``FIXT.1.1`` (FIX 5.0 SP2) is
+configured with the FIXT11/FIX50SP2 dictionaries and uses the 4.4 message bodies; it is
+exercised by one test against the simulated venue, which serves the same subset over
+FIXT.1.1. A production 5.0 SP2 venue may require fields this subset leaves out.
+
+quickfix's ``Application`` callbacks keep quickfix's camelCase names (``onLogon``,
+``fromApp``...); everything else is snake_case.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+import sys
+import sysconfig
+import threading
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import ClassVar, TypeVar
+
+import quickfix as fix
+
+from actors.connectors.base import Connector, ConnectorConfig
+from actors.errors import ConnectorError
+from messages import (
+    CancelAllDone,
+    CancelOrder,
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    OrderType,
+    Quote,
+    QuoteBatch,
+    RejectReason,
+    Side,
+    SubmitOrder,
+    TimeInForce,
+    VenuePosition,
+    VenuePositions,
+    now_ns,
+)
+
+FIX42 = "FIX.4.2"
+FIX44 = "FIX.4.4"
+FIXT11 = "FIXT.1.1"
+BEGIN_STRINGS = frozenset({FIX42, FIX44, FIXT11})
+
+
+class FixConfig(ConnectorConfig, frozen=True, kw_only=True):
+    """Settings of one FIX session (this side initiates)."""
+
+    kind: str = "fix"
+    """Always ``fix``."""
+    host: str = "127.0.0.1"
+    """The venue's acceptor host."""
+    port: int = 9878
+    """The venue's acceptor port."""
+    begin_string: str = FIX44
+    """``FIX.4.4``, ``FIX.4.2`` or ``FIXT.1.1`` (FIX 5.0 SP2)."""
+    sender_comp_id: str = "TRADEGUARD"
+    """Our SenderCompID (the venue's TargetCompID)."""
+    target_comp_id: str = "VENUE"
+    """The venue's SenderCompID."""
+    account: str = ""
+    """Account (tag 1) on position requests; the SenderCompID when empty."""
+    heartbeat_s: int = 5
+    """HeartBtInt proposed at logon, in whole seconds."""
+    store_dir: str = "fix"
+    """quickfix store and log directory, relative to the connector's state directory."""
+    reset_on_logon: bool = False
+    """Start both sides' sequence numbers at 1 on every logon (loses resend of missed
+    executions; for venues that require it)."""
+
+    def __post_init__(self) -> None:
+        if self.begin_string not in BEGIN_STRINGS:
+            raise ValueError(
+                f"begin_string: expected one of {sorted(BEGIN_STRINGS)}, got {self.begin_string!r}"
+            )
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port: must be within 1..65535, got {self.port}")
+        if self.heartbeat_s < 1:
+            raise ValueError(f"heartbeat_s: must be at least 1, got {self.heartbeat_s}")
+        for name in ("host", "sender_comp_id", "target_comp_id", "store_dir"):
+            if not getattr(self, name):
+                raise ValueError(f"{name}: must not be empty")
+
+
+class Tag(enum.IntEnum):
+    """The FIX tags this connector reads or writes."""
+
+    ACCOUNT = 1
+    AVG_PX = 6
+    CL_ORD_ID = 11
+    CUM_QTY = 14
+    EXEC_ID = 17
+    EXEC_INST = 18
+    EXEC_TRANS_TYPE = 20
+    HANDL_INST = 21
+    LAST_PX = 31
+    LAST_QTY = 32
+    MSG_TYPE = 35
+    ORDER_ID = 37
+    ORDER_QTY = 38
+    ORD_STATUS = 39
+    ORD_TYPE = 40
+    ORIG_CL_ORD_ID = 41
+    POSS_DUP_FLAG = 43
+    PRICE = 44
+    REF_SEQ_NUM = 45
+    SENDING_TIME = 52
+    SIDE = 54
+    SYMBOL = 55
+    TEXT = 58
+    TIME_IN_FORCE = 59
+    TRANSACT_TIME = 60
+    STOP_PX = 99
+    CXL_REJ_REASON = 102
+    ORD_REJ_REASON = 103
+    NO_RELATED_SYM = 146
+    EXEC_TYPE = 150
+    LEAVES_QTY = 151
+    MD_REQ_ID = 262
+    SUBSCRIPTION_REQUEST_TYPE = 263
+    MARKET_DEPTH = 264
+    MD_UPDATE_TYPE = 265
+    NO_MD_ENTRY_TYPES = 267
+    NO_MD_ENTRIES = 268
+    MD_ENTRY_TYPE = 269
+    MD_ENTRY_PX = 270
+    MD_ENTRY_SIZE = 271
+    MD_UPDATE_ACTION = 279
+    REF_TAG_ID = 371
+    REF_MSG_TYPE = 372
+    SESSION_REJECT_REASON = 373
+    MASS_CANCEL_REQUEST_TYPE = 530
+    MASS_CANCEL_RESPONSE = 531
+    TOTAL_AFFECTED_ORDERS = 533
+    ACCOUNT_TYPE = 581
+    MASS_STATUS_REQ_ID = 584
+    MASS_STATUS_REQ_TYPE = 585
+    NO_POSITIONS = 702
+    POS_TYPE = 703
+    LONG_QTY = 704
+    SHORT_QTY = 705
+    POS_REQ_ID = 710
+    CLEARING_BUSINESS_DATE = 715
+    POS_REQ_TYPE = 724
+    TOTAL_NUM_POS_REPORTS = 727
+    POS_REQ_RESULT = 728
+    SETTL_PRICE = 730
+    LAST_RPT_REQUESTED = 912
+
+
+# ---- data dictionaries ------------------------------------------------------------------------
+
+EXTENDED_42_TYPES: dict[str, str] = {
+    "AF": "UAF", "AN": "UAN", "AO": "UAO", "AP": "UAP", "q": "Uq", "r": "Ur",
+}  # fmt: skip
+"""4.4 message type -> the user-defined type carrying the same body on FIX 4.2."""
+
+_EXT42_FIELDS = frozenset({
+    "AccountType", "ClearingBusinessDate", "LastRptRequested", "LongQty",
+    "MassCancelRejectReason", "MassCancelRequestType", "MassCancelResponse",
+    "MassStatusReqID", "MassStatusReqType", "NoPositions", "PosMaintRptID", "PosReqID",
+    "PosReqResult", "PosReqStatus", "PosReqType", "PosType", "PriorSettlPrice", "SettlPrice",
+    "SettlPriceType", "ShortQty", "TotNumReports", "TotalAffectedOrders", "TotalNumPosReports",
+})  # fmt: skip
+"""Fields FIX 4.2 lacks, copied with their enums from FIX44.xml."""
+
+# message name, 4.2 type, fields ("!" marks a required field; "Group(a,b)" a repeating group)
+_EXT42_MESSAGES = (
+    ("OrderMassStatusRequest", "UAF", "MassStatusReqID! MassStatusReqType! Account Symbol"),
+    ("OrderMassCancelRequest", "Uq",
+     "ClOrdID! MassCancelRequestType! Symbol TransactTime! Text"),
+    ("OrderMassCancelReport", "Ur",
+     "ClOrdID OrderID! MassCancelRequestType! MassCancelResponse! MassCancelRejectReason "
+     "TotalAffectedOrders Symbol TransactTime Text"),
+    ("RequestForPositions", "UAN",
+     "PosReqID! PosReqType! Account! AccountType! ClearingBusinessDate! TransactTime!"),
+    ("RequestForPositionsAck", "UAO",
+     "PosMaintRptID! PosReqID TotalNumPosReports PosReqResult! PosReqStatus! Account! "
+     "AccountType! Text"),
+    ("PositionReport", "UAP",
+     "PosMaintRptID! PosReqID PosReqType TotalNumPosReports PosReqResult! "
+     "ClearingBusinessDate! Account! AccountType! Symbol SettlPrice! SettlPriceType! "
+     "PriorSettlPrice! NoPositions(PosType,LongQty,ShortQty) Text"),
+)  # fmt: skip
+_EXT42_EXECUTION_REPORT = ("MassStatusReqID", "TotNumReports", "LastRptRequested")
+EXTENDED_42_DICTIONARY = "FIX42-tradeguard.xml"
+
+
+def spec_dir() -> Path:
+    """The directory holding the FIX data dictionaries the quickfix wheel installs."""
+    candidates = (
+        Path(sysconfig.get_path("data")) / "share" / "quickfix",
+        Path(sys.prefix) / "share" / "quickfix",
+    )
+    for candidate in candidates:
+        if (candidate / "FIX44.xml").is_file():
+            return candidate
+    raise ConnectorError(f"quickfix data dictionaries not found in {candidates}")
+
+
+def extend_fix42_dictionary(specs: Path, target: Path) -> Path:
+    """Write FIX42.xml plus the user-defined messages of this subset to ``target``."""
+    tree = ET.parse(specs / "FIX42.xml")
+    root = tree.getroot()
+    fields, messages = root.find("fields"), root.find("messages")
+    if fields is None or messages is None:
+        raise ConnectorError(f"{specs / 'FIX42.xml'}: no <fields> or <messages>")
+    known = {element.get("name") for element in fields}
+    for element in ET.parse(specs / "FIX44.xml").getroot().iterfind("fields/field"):
+        if element.get("name") in _EXT42_FIELDS and element.get("name") not in known:
+            fields.append(element)
+    for element in fields:
+        if element.get("name") == "MsgType":
+            for name, msg_type, _ in _EXT42_MESSAGES:
+                ET.SubElement(element, "value", enum=msg_type, description=name.upper())
+    for name, msg_type, body in _EXT42_MESSAGES:
+        message = ET.SubElement(messages, "message", name=name, msgtype=msg_type, msgcat="app")
+        for item in body.split():
+            if "(" in item:
+                group_name, _, members = item.rstrip(")").partition("(")
+                group = ET.SubElement(message, "group", name=group_name, required="N")
+                for member in members.split(","):
+                    ET.SubElement(group, "field", name=member, required="N")
+            else:
+                required = "Y" if item.endswith("!") else "N"
+                ET.SubElement(message, "field", name=item.rstrip("!"), required=required)
+    for message in messages:
+        if message.get("msgtype") == "8":
+            for name in _EXT42_EXECUTION_REPORT:
+                ET.SubElement(message, "field", name=name, required="N")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_suffix(".tmp")
+    tree.write(partial, encoding="utf-8", xml_declaration=True)
+    partial.replace(target)
+    return target
+
+
+def dictionary_settings(begin_string: str, directory: Path) -> dict[str, str]:
+    """quickfix settings selecting (and for 4.2 generating) the data dictionaries."""
+    specs = spec_dir()
+    if begin_string == FIX42:
+        path = extend_fix42_dictionary(specs, directory / EXTENDED_42_DICTIONARY)
+        return {"UseDataDictionary": "Y", "DataDictionary": str(path)}
+    if begin_string == FIXT11:
+        return {
+            "UseDataDictionary": "Y",
+            "TransportDataDictionary": str(specs / "FIXT11.xml"),
+            "AppDataDictionary": str(specs / "FIX50SP2.xml"),
+            "DefaultApplVerID": "FIX.5.0SP2",
+        }
+    return {"UseDataDictionary": "Y", "DataDictionary": str(specs / "FIX44.xml")}
+
+
+# ---- field helpers -------------------------------------------------------------------------------
+
+
+def _get(fields: fix.FieldMap, tag: int) -> str | None:
+    return fields.getField(tag) if fields.isSetField(tag) else None
+
+
+def _groups(message: fix.FieldMap, count_tag: int, delimiter: int) -> list[fix.Group]:
+    found = []
+    for index in range(1, int(_get(message, count_tag) or 0) + 1):
+        group = fix.Group(count_tag, delimiter)
+        message.getGroup(index, group)
+        found.append(group)
+    return found
+
+
+def _set(fields: fix.FieldMap, values: Iterable[tuple[int, str | None]]) -> None:
+    for tag, value in values:
+        if value is not None:
+            fields.setField(tag, value)
+
+
+def _decimal(fields: fix.FieldMap, tag: int, default: str | None = None) -> Decimal:
+    text = _get(fields, tag)
+    if text is None:
+        if default is None:
+            raise ValueError(f"tag {tag} missing")
+        text = default
+    try:
+        return Decimal(text)
+    except InvalidOperation:
+        raise ValueError(f"tag {tag}: not a number: {text!r}") from None
+
+
+def _fmt(value: Decimal) -> str:
+    text = format(value, "f")
+    if "." in text:
+        text = text.rstrip("0").rstrip(".")
+    return text or "0"
+
+
+def _utc_timestamp() -> str:
+    ns = time.time_ns()
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1_000_000:03d}"
+
+
+def _timestamp_ns(text: str | None) -> int:
+    """Nanoseconds of a FIX UTCTimestamp (``YYYYMMDD-HH:MM:SS[.fff...]``); 0 when absent."""
+    if not text:
+        return 0
+    stamp, _, fraction = text.partition(".")
+    moment = datetime.strptime(stamp, "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
+    nanos = int((fraction + "000000000")[:9]) if fraction else 0
+    return int(moment.timestamp()) * 1_000_000_000 + nanos
+
+
+_SIDES = {"1": Side.BUY, "2": Side.SELL}
+_SIDE_CODES = {Side.BUY: "1", Side.SELL: "2"}
+_ORD_TYPE_CODES = {OrderType.MARKET: "1", OrderType.LIMIT: "2", OrderType.STOP: "3",
+                   OrderType.STOP_LIMIT: "4"}  # fmt: skip
+_TIF_CODES = {TimeInForce.DAY: "0", TimeInForce.GTC: "1", TimeInForce.IOC: "3",
+              TimeInForce.FOK: "4"}  # fmt: skip
+_REJECT_REASONS = {"1": RejectReason.UNKNOWN_SYMBOL, "6": RejectReason.DUPLICATE_ID}
+_WORKING = frozenset({"0", "1", "A", "6", "E"})  # new, partial, pending new/cancel/replace
+_MAX_PENDING = 256  # position / mass cancel requests remembered while unanswered
+_V = TypeVar("_V")
+
+
+@dataclass
+class _Order:
+    """What a cancel request must repeat about the order it cancels."""
+
+    symbol: str
+    side: str
+    quantity: str
+
+
+@dataclass
+class _PositionRequest:
+    """One unanswered RequestForPositions."""
+
+    request_id: str
+    expected: int | None = None
+    received: int = 0
+    positions: list[VenuePosition] = field(default_factory=list)
+
+
+@dataclass
+class _Book:
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    bid_size: Decimal = Decimal(0)
+    ask_size: Decimal = Decimal(0)
+
+
+class _Application(fix.Application):
+    """quickfix callbacks; each hands over to the connector and never raises."""
+
+    def __init__(self, connector: FixConnector) -> None:
+        super().__init__()
+        self.connector = connector
+
+    def onCreate(self, session_id: fix.SessionID) -> None:
+        """A session object exists."""
+
+    def onLogon(self, session_id: fix.SessionID) -> None:
+        """Logged on."""
+        self.connector._guard("onLogon", self.connector._on_logon)
+
+    def onLogout(self, session_id: fix.SessionID) -> None:
+        """The session ended: logout or disconnect."""
+        self.connector._guard("onLogout", self.connector._on_logout)
+
+    def toAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        """An outgoing session message."""
+        self.connector._guard("toAdmin", self.connector._on_outgoing_admin, message)
+
+    def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        """An incoming session message."""
+        self.connector._guard("fromAdmin", self.connector._on_incoming_admin, message)
+
+    def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        """An outgoing application message: never resend one after a reconnect."""
+        try:
+            resend = _get(message.getHeader(), Tag.POSS_DUP_FLAG) == "Y"
+        except BaseException:  # an exception escaping into quickfix ends the process
+            self.connector.count_error()
+            return
+        if resend:
+            raise fix.DoNotSend()
+
+    def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
+        """An incoming application message."""
+        self.connector._guard("fromApp", self.connector._on_message, message)
+
+
+class FixConnector(Connector):
+    """A connector speaking FIX to one venue through a quickfix initiator."""
+
+    kind: ClassVar[str] = "fix"
+    config_type: ClassVar[type[ConnectorConfig]] = FixConfig
+
+    def __init__(self, config: FixConfig, state_dir: Path) -> None:
+        super().__init__(config, state_dir)
+        self.fix_config = config
+        self.session_id = fix.SessionID(
+            config.begin_string, config.sender_comp_id, config.target_comp_id
+        )
+        self._legacy = config.begin_string == FIX42
+        self._account = config.account or config.sender_comp_id
+        self._initiator: fix.SocketInitiator | None = None
+        self._application: _Application | None = None
+        self._logged_on = threading.Event()
+        self._closing = False
+        self._logout_text = ""
+        self._state_lock = threading.Lock()  # guards the maps below (actor and quickfix threads)
+        self._orders: dict[str, _Order] = {}
+        self._position_requests: dict[str, _PositionRequest] = {}
+        self._mass_cancels: dict[str, str] = {}  # ClOrdID -> CancelAll.request_id
+        self._books: dict[str, _Book] = {}  # quickfix thread only
+        self._ids = itertools.count(1)
+        self._handlers: dict[str, Callable[[fix.Message], None]] = {
+            "8": self._on_execution_report,
+            "9": self._on_cancel_reject,
+            "W": self._on_snapshot,
+            "X": self._on_incremental,
+            "Y": self._on_market_data_reject,
+            "j": self._on_business_reject,
+            "r": self._on_mass_cancel_report,
+            "AO": self._on_position_ack,
+            "AP": self._on_position_report,
+        }
+
+    # ---- the connector contract (actor thread) ----------------------------------------------
+
+    def connect(self) -> None:
+        """Start the initiator and wait for the logon, at most ``connect_timeout_s``."""
+        cfg = self.fix_config
+        directory = self.state_dir / cfg.store_dir
+        self._closing = False
+        self._logout_text = ""
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            settings = self._settings(directory)
+            self._application = _Application(self)
+            self._initiator = fix.SocketInitiator(
+                self._application,
+                fix.FileStoreFactory(settings),
+                settings,
+                fix.FileLogFactory(settings),
+            )
+            self._initiator.start()
+        except (fix.ConfigError, fix.RuntimeError, OSError) as exc:
+            self.disconnect()
+            raise ConnectorError(f"cannot start the FIX session: {exc}", venue=self.name) from exc
+        if not self._logged_on.wait(cfg.connect_timeout_s):
+            text = self._logout_text
+            self.disconnect()
+            raise ConnectorError(
+                f"no FIX logon at {cfg.host}:{cfg.port} within {cfg.connect_timeout_s}s",
+                venue=self.name,
+                venue_text=text,
+            )
+        self.log.info(f"connector {self.name}: logged on as {self.session_id}")
+
+    def disconnect(self) -> None:
+        """Stop the initiator (its thread is joined) and free the session; idempotent."""
+        self._closing = True
+        initiator, self._initiator = self._initiator, None
+        if initiator is not None:
+            initiator.stop(True)
+            del initiator  # the last reference: quickfix frees the session and its socket
+        self._application = None
+        self._logged_on.clear()
+
+    def resync(self) -> None:
+        """Ask for open orders and every execution (AF), then for the positions (AN)."""
+        request = self._new("AF")
+        _set(request, (
+            (Tag.MASS_STATUS_REQ_ID, self._next_id("ms")),
+            (Tag.MASS_STATUS_REQ_TYPE, "7"),  # status of all orders
+        ))  # fmt: skip
+        self._send(request)
+        self.request_positions("")
+
+    def subscribe(self, symbols: Sequence[str]) -> None:
+        """One MarketDataRequest (snapshot + updates, top of book) per symbol."""
+        if not self._logged_on.is_set():
+            raise ConnectorError("cannot subscribe: FIX session not logged on", venue=self.name)
+        for symbol in symbols:
+            request = self._new("V")
+            _set(request, (
+                (Tag.MD_REQ_ID, self._next_id(f"md-{symbol}-")),
+                (Tag.SUBSCRIPTION_REQUEST_TYPE, "1"),
+                (Tag.MARKET_DEPTH, "1"),
+                (Tag.MD_UPDATE_TYPE, "1"),
+            ))  # fmt: skip
+            for entry_type in ("0", "1"):
+                group = fix.Group(Tag.NO_MD_ENTRY_TYPES, Tag.MD_ENTRY_TYPE)
+                group.setField(Tag.MD_ENTRY_TYPE, entry_type)
+                request.addGroup(group)
+            group = fix.Group(Tag.NO_RELATED_SYM, Tag.SYMBOL)
+            group.setField(Tag.SYMBOL, symbol)
+            request.addGroup(group)
+            self._send(request)
+
+    def submit(self, order: SubmitOrder) -> None:
+        """NewOrderSingle; refused at once when the session is not logged on."""
+        if not self._logged_on.is_set():
+            self.deliver(self._refusal(order, "FIX session not logged on"))
+            return
+        message = self._new("D")
+        _set(message, (
+            (Tag.CL_ORD_ID, order.client_order_id),
+            (Tag.HANDL_INST, "1"),
+            (Tag.SYMBOL, order.symbol),
+            (Tag.SIDE, _SIDE_CODES[order.side]),
+            (Tag.TRANSACT_TIME, _utc_timestamp()),
+            (Tag.ORDER_QTY, _fmt(order.quantity)),
+            (Tag.ORD_TYPE, _ORD_TYPE_CODES[order.order_type]),
+            (Tag.PRICE, _fmt(order.limit_price) if order.limit_price is not None else None),
+            (Tag.STOP_PX, _fmt(order.stop_price) if order.stop_price is not None else None),
+            (Tag.TIME_IN_FORCE, _TIF_CODES[order.time_in_force]),
+            (Tag.EXEC_INST, "E" if order.reduce_only else None),  # do not increase
+        ))  # fmt: skip
+        with self._state_lock:
+            self._orders[order.client_order_id] = _Order(
+                order.symbol, _SIDE_CODES[order.side], _fmt(order.quantity)
+            )
+        if not self._send(message):
+            with self._state_lock:
+                self._orders.pop(order.client_order_id, None)
+            self.deliver(self._refusal(order, "FIX session refused the order"))
+
+    def cancel(self, order: CancelOrder) -> None:
+        """OrderCancelRequest for an order this session knows (sent or re-read at resync)."""
+        with self._state_lock:
+            known = self._orders.get(order.client_order_id)
+        if known is None:
+            self.count_error()
+            self.log.warning(
+                f"connector {self.name}: cancel of unknown order {order.client_order_id}"
+            )
+            return
+        message = self._new("F")
+        _set(message, (
+            (Tag.ORIG_CL_ORD_ID, order.client_order_id),
+            (Tag.CL_ORD_ID, self._next_id(f"{order.client_order_id}-cxl-")),
+            (Tag.SYMBOL, known.symbol),
+            (Tag.SIDE, known.side),
+            (Tag.TRANSACT_TIME, _utc_timestamp()),
+            (Tag.ORDER_QTY, known.quantity),
+        ))  # fmt: skip
+        self._send(message)
+
+    def cancel_all(self, request_id: str) -> None:
+        """OrderMassCancelRequest for every order; the report becomes ``CancelAllDone``."""
+        cl_ord_id = self._next_id("mc-")
+        with self._state_lock:
+            self._remember(self._mass_cancels, cl_ord_id, request_id)
+        message = self._new("q")
+        _set(message, (
+            (Tag.CL_ORD_ID, cl_ord_id),
+            (Tag.MASS_CANCEL_REQUEST_TYPE, "7"),  # all orders
+            (Tag.TRANSACT_TIME, _utc_timestamp()),
+        ))  # fmt: skip
+        if not self._send(message):
+            self.log.error(f"connector {self.name}: mass cancel not sent (session down)")
+
+    def request_positions(self, request_id: str) -> None:
+        """RequestForPositions; the reports become one ``VenuePositions``."""
+        pos_req_id = self._next_id("pos-")
+        with self._state_lock:
+            self._remember(self._position_requests, pos_req_id, _PositionRequest(request_id))
+        message = self._new("AN")
+        _set(message, (
+            (Tag.POS_REQ_ID, pos_req_id),
+            (Tag.POS_REQ_TYPE, "0"),  # positions
+            (Tag.ACCOUNT, self._account),
+            (Tag.ACCOUNT_TYPE, "1"),
+            (Tag.CLEARING_BUSINESS_DATE, time.strftime("%Y%m%d", time.gmtime())),
+            (Tag.TRANSACT_TIME, _utc_timestamp()),
+        ))  # fmt: skip
+        if not self._send(message):
+            self.log.error(f"connector {self.name}: position request not sent (session down)")
+
+    # ---- sending (actor thread) -------------------------------------------------------------
+
+    def _settings(self, directory: Path) -> fix.SessionSettings:
+        cfg = self.fix_config
+        values = {
+            "ConnectionType": "initiator",
+            "SocketConnectHost": cfg.host,
+            "SocketConnectPort": str(cfg.port),
+            "SocketNodelay": "Y",
+            "HeartBtInt": str(cfg.heartbeat_s),
+            "ReconnectInterval": "1",
+            "LogonTimeout": str(max(1, int(cfg.connect_timeout_s))),
+            "FileStorePath": str(directory / "store"),
+            "FileLogPath": str(directory / "log"),
+            "StartTime": "00:00:00",
+            "EndTime": "00:00:00",
+            "NonStopSession": "Y",
+            "ResetOnLogon": "Y" if cfg.reset_on_logon else "N",
+            "PersistMessages": "Y",
+            **dictionary_settings(cfg.begin_string, directory),
+        }
+        defaults = fix.Dictionary()
+        for key, value in values.items():
+            defaults.setString(key, value)
+        settings = fix.SessionSettings()
+        settings.set(defaults)
+        settings.set(self.session_id, fix.Dictionary())
+        return settings
+
+    def _new(self, msg_type: str) -> fix.Message:
+        message = fix.Message()
+        wire = EXTENDED_42_TYPES.get(msg_type, msg_type) if self._legacy else msg_type
+        message.getHeader().setField(Tag.MSG_TYPE, wire)
+        return message
+
+    def _send(self, message: fix.Message) -> bool:
+        """Send on the session when logged on; False otherwise (nothing is queued)."""
+        if not self._logged_on.is_set():
+            return False
+        try:
+            return bool(fix.Session.sendToTarget(message, self.session_id))
+        except fix.SessionNotFound:
+            return False
+
+    def _next_id(self, prefix: str) -> str:
+        return f"{prefix}{time.time_ns():x}-{next(self._ids)}"
+
+    def _refusal(self, order: SubmitOrder, text: str) -> OrderRejected:
+        return OrderRejected(
+            client_order_id=order.client_order_id, venue=self.name,
+            reason=RejectReason.VENUE_DOWN, text=text, symbol=order.symbol,
+            source=order.source, ts_ns=now_ns(),
+        )  # fmt: skip
+
+    @staticmethod
+    def _remember(table: dict[str, _V], key: str, value: _V) -> None:
+        """Add to a table of unanswered requests, forgetting the oldest past the bound."""
+        table[key] = value
+        while len(table) > _MAX_PENDING:
+            del table[next(iter(table))]
+
+    # ---- quickfix callbacks (quickfix thread) -----------------------------------------------
+
+    def _guard(self, where: str, handler: Callable[..., None], *args: object) -> None:
+        """Run a callback body; an exception is logged and counted, never raised."""
+        try:
+            handler(*args)
+        except BaseException as exc:  # an exception escaping into quickfix ends the process
+            self.count_error()
+            self.log.exception(f"connector {self.name}: {where} failed: {exc!r}")
+
+    def _on_logon(self) -> None:
+        self._logged_on.set()
+
+    def _on_logout(self) -> None:
+        was_logged_on = self._logged_on.is_set()
+        self._logged_on.clear()
+        if was_logged_on and not self._closing:
+            reason = f"logout: {self._logout_text}" if self._logout_text else "disconnected"
+            self.session_lost(reason)
+
+    def _on_outgoing_admin(self, message: fix.Message) -> None:
+        if message.getHeader().getField(Tag.MSG_TYPE) == "3":
+            # quickfix refused a venue message (bad value, missing field...): it is garbage
+            detail = (
+                f"session reject of seq {_get(message, Tag.REF_SEQ_NUM)} "
+                f"tag {_get(message, Tag.REF_TAG_ID)}: {_get(message, Tag.TEXT)}"
+            )
+            self.count_malformed(detail)
+
+    def _on_incoming_admin(self, message: fix.Message) -> None:
+        msg_type = message.getHeader().getField(Tag.MSG_TYPE)
+        if msg_type == "5":
+            self._logout_text = _get(message, Tag.TEXT) or ""
+        elif msg_type == "3":
+            self.count_error()
+            self.log.warning(
+                f"connector {self.name}: venue rejected our seq {_get(message, Tag.REF_SEQ_NUM)}"
+                f": {_get(message, Tag.TEXT)}"
+            )
+
+    def _on_message(self, message: fix.Message) -> None:
+        wire_type = message.getHeader().getField(Tag.MSG_TYPE)
+        msg_type = wire_type
+        if self._legacy:
+            msg_type = next((k for k, v in EXTENDED_42_TYPES.items() if v == wire_type), wire_type)
+        handler = self._handlers.get(msg_type)
+        try:
+            if handler is None:
+                raise ValueError(f"unexpected message type {wire_type}")
+            handler(message)
+        except (ValueError, KeyError, InvalidOperation, fix.FieldNotFound) as exc:
+            raw = message.toString().replace("\x01", "|")
+            self.count_malformed(f"{type(exc).__name__}: {exc}: {raw}")
+
+    # ---- decoding (quickfix thread) -----------------------------------------------------------
+
+    def _on_execution_report(self, message: fix.Message) -> None:
+        exec_type = message.getField(Tag.EXEC_TYPE)
+        status = message.getField(Tag.ORD_STATUS)
+        trans_type = _get(message, Tag.EXEC_TRANS_TYPE)
+        coid = message.getField(Tag.CL_ORD_ID) if message.isSetField(Tag.CL_ORD_ID) else ""
+        symbol = _get(message, Tag.SYMBOL) or ""
+        order_id = _get(message, Tag.ORDER_ID) or ""
+        text = _get(message, Tag.TEXT) or ""
+        ts = _timestamp_ns(_get(message, Tag.TRANSACT_TIME)) or now_ns()
+        if exec_type in ("G", "H") or trans_type in ("1", "2"):
+            self.count_error()
+            self.log.error(f"connector {self.name}: trade correction/bust not handled: {coid}")
+            return
+        if exec_type == "I" or trans_type == "3":  # order status (resync)
+            self._on_order_status(message, coid, status, symbol, order_id, ts)
+            return
+        if exec_type == "F" or (self._legacy and exec_type in ("1", "2")):
+            side = _SIDES.get(message.getField(Tag.SIDE))
+            if side is None:
+                raise ValueError(f"unsupported Side {message.getField(Tag.SIDE)}")
+            fill = OrderFilled(
+                client_order_id=coid, venue=self.name, fill_id=message.getField(Tag.EXEC_ID),
+                symbol=symbol, side=side, quantity=_decimal(message, Tag.LAST_QTY),
+                price=_decimal(message, Tag.LAST_PX),
+                leaves_quantity=_decimal(message, Tag.LEAVES_QTY), venue_order_id=order_id,
+                ts_ns=ts,
+            )  # fmt: skip
+            if not fill.leaves_quantity:
+                self._forget(coid)
+            self.inbound(fill)
+        elif exec_type == "0":
+            self.inbound(OrderAccepted(
+                client_order_id=coid, venue=self.name, symbol=symbol,
+                venue_order_id=order_id, ts_ns=ts,
+            ))  # fmt: skip
+        elif exec_type == "8":
+            code = _get(message, Tag.ORD_REJ_REASON)
+            self._forget(coid)
+            self.inbound(OrderRejected(
+                client_order_id=coid, venue=self.name,
+                reason=_REJECT_REASONS.get(code or "", RejectReason.VENUE),
+                text=f"OrdRejReason {code}: {text}" if code is not None else text,
+                symbol=symbol, ts_ns=ts,
+            ))  # fmt: skip
+        elif exec_type in ("4", "C"):  # canceled, expired
+            cancelled = _get(message, Tag.ORIG_CL_ORD_ID) or coid
+            self._forget(cancelled)
+            self.inbound(OrderCancelled(
+                client_order_id=cancelled, venue=self.name, symbol=symbol, text=text, ts_ns=ts,
+            ))  # fmt: skip
+        else:
+            self.log.debug(f"connector {self.name}: ExecType {exec_type} for {coid} ignored")
+
+    def _on_order_status(
+        self, message: fix.Message, coid: str, status: str, symbol: str, order_id: str, ts: int
+    ) -> None:
+        if status in _WORKING:
+            with self._state_lock:
+                self._orders[coid] = _Order(
+                    symbol, message.getField(Tag.SIDE), _fmt(_decimal(message, Tag.ORDER_QTY, "0"))
+                )
+            self.inbound(OrderAccepted(
+                client_order_id=coid, venue=self.name, symbol=symbol, venue_order_id=order_id,
+                ts_ns=ts,
+            ))  # fmt: skip
+        elif status == "4":
+            self._forget(coid)
+            self.inbound(OrderCancelled(
+                client_order_id=coid, venue=self.name, symbol=symbol,
+                text=_get(message, Tag.TEXT) or "cancelled (order status)", ts_ns=ts,
+            ))  # fmt: skip
+
+    def _forget(self, coid: str) -> None:
+        with self._state_lock:
+            self._orders.pop(coid, None)
+
+    def _on_cancel_reject(self, message: fix.Message) -> None:
+        self.count_error()
+        self.log.warning(
+            f"connector {self.name}: cancel of {_get(message, Tag.ORIG_CL_ORD_ID)} refused "
+            f"(CxlRejReason {_get(message, Tag.CXL_REJ_REASON)}): {_get(message, Tag.TEXT)}"
+        )
+
+    def _on_snapshot(self, message: fix.Message) -> None:
+        symbol = message.getField(Tag.SYMBOL)
+        book = self._books.setdefault(symbol, _Book())
+        for entry in _groups(message, Tag.NO_MD_ENTRIES, Tag.MD_ENTRY_TYPE):
+            self._apply(book, entry)
+        self._publish(message, [symbol])
+
+    def _on_incremental(self, message: fix.Message) -> None:
+        touched: dict[str, None] = {}
+        for entry in _groups(message, Tag.NO_MD_ENTRIES, Tag.MD_UPDATE_ACTION):
+            symbol = entry.getField(Tag.SYMBOL)
+            if entry.getField(Tag.MD_UPDATE_ACTION) == "2":  # delete: the side is gone
+                continue
+            self._apply(self._books.setdefault(symbol, _Book()), entry)
+            touched[symbol] = None
+        self._publish(message, list(touched))
+
+    @staticmethod
+    def _apply(book: _Book, entry: fix.Group) -> None:
+        entry_type = entry.getField(Tag.MD_ENTRY_TYPE)
+        price = _decimal(entry, Tag.MD_ENTRY_PX)
+        size = _decimal(entry, Tag.MD_ENTRY_SIZE, "0")
+        if entry_type == "0":
+            book.bid, book.bid_size = price, size
+        elif entry_type == "1":
+            book.ask, book.ask_size = price, size
+
+    def _publish(self, message: fix.Message, symbols: list[str]) -> None:
+        """One ``QuoteBatch`` with the touched symbols' top of book."""
+        sent_ns = _timestamp_ns(_get(message.getHeader(), Tag.SENDING_TIME))
+        recv_ns = now_ns()
+        quotes = []
+        for symbol in symbols:
+            book = self._books[symbol]
+            if book.bid is None or book.ask is None:
+                continue
+            quotes.append(Quote(
+                venue=self.name, symbol=symbol, bid=book.bid, ask=book.ask,
+                bid_size=book.bid_size, ask_size=book.ask_size, ts_ns=sent_ns,
+            ))  # fmt: skip
+        if quotes:
+            if sent_ns and recv_ns >= sent_ns:
+                self.note_latency((recv_ns - sent_ns) / 1e6)
+            self.inbound(QuoteBatch(venue=self.name, quotes=tuple(quotes), recv_ns=recv_ns))
+
+    def _on_market_data_reject(self, message: fix.Message) -> None:
+        self.count_error()
+        self.log.warning(
+            f"connector {self.name}: market data request {_get(message, Tag.MD_REQ_ID)} "
+            f"refused: {_get(message, Tag.TEXT)}"
+        )
+
+    def _on_business_reject(self, message: fix.Message) -> None:
+        self.count_error()
+        self.log.warning(
+            f"connector {self.name}: venue refused {_get(message, Tag.REF_MSG_TYPE)}: "
+            f"{_get(message, Tag.TEXT)}"
+        )
+
+    def _on_mass_cancel_report(self, message: fix.Message) -> None:
+        with self._state_lock:
+            request_id = self._mass_cancels.pop(message.getField(Tag.CL_ORD_ID), None)
+        if message.getField(Tag.MASS_CANCEL_RESPONSE) == "0":
+            self.count_error()
+            self.log.error(
+                f"connector {self.name}: mass cancel refused: {_get(message, Tag.TEXT)}"
+            )
+            return
+        if request_id is None:
+            raise ValueError("mass cancel report for an unknown request")
+        self.inbound(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=now_ns()))
+
+    def _on_position_ack(self, message: fix.Message) -> None:
+        pos_req_id = message.getField(Tag.POS_REQ_ID)
+        result = message.getField(Tag.POS_REQ_RESULT)
+        with self._state_lock:
+            request = self._position_requests.get(pos_req_id)
+            if request is None:
+                raise ValueError(f"position ack for unknown request {pos_req_id}")
+            if result not in ("0", "2"):  # neither valid nor "no positions"
+                del self._position_requests[pos_req_id]
+            else:
+                request.expected = 0 if result == "2" else int(
+                    _get(message, Tag.TOTAL_NUM_POS_REPORTS) or 0
+                )
+        if result not in ("0", "2"):
+            self.count_error()
+            self.log.error(
+                f"connector {self.name}: position request refused ({result}): "
+                f"{_get(message, Tag.TEXT)}"
+            )
+            return
+        self._complete_positions(pos_req_id)
+
+    def _on_position_report(self, message: fix.Message) -> None:
+        pos_req_id = message.getField(Tag.POS_REQ_ID)
+        quantity = Decimal(0)
+        for entry in _groups(message, Tag.NO_POSITIONS, Tag.POS_TYPE):
+            quantity += _decimal(entry, Tag.LONG_QTY, "0") - _decimal(entry, Tag.SHORT_QTY, "0")
+        position = VenuePosition(
+            venue=self.name, symbol=message.getField(Tag.SYMBOL), quantity=quantity,
+            average_price=abs(_decimal(message, Tag.SETTL_PRICE, "0")),
+        )  # fmt: skip
+        total = _get(message, Tag.TOTAL_NUM_POS_REPORTS)
+        with self._state_lock:
+            request = self._position_requests.get(pos_req_id)
+            if request is None:
+                raise ValueError(f"position report for unknown request {pos_req_id}")
+            request.received += 1
+            if quantity:
+                request.positions.append(position)
+            if request.expected is None and total is not None:
+                request.expected = int(total)
+        self._complete_positions(pos_req_id)
+
+    def _complete_positions(self, pos_req_id: str) -> None:
+        with self._state_lock:
+            request = self._position_requests.get(pos_req_id)
+            if request is None or request.expected is None:
+                return
+            if request.received < request.expected:
+                return
+            del self._position_requests[pos_req_id]
+        self.inbound(VenuePositions(
+            venue=self.name, positions=tuple(request.positions), request_id=request.request_id,
+            ts_ns=now_ns(),
+        ))  # fmt: skip

@@ -1,0 +1,1 @@
+"""tradeguard: an always-on safety supervisor for live trading."""
