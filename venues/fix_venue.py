@@ -164,6 +164,8 @@ class Tag(enum.IntEnum):
     PRIOR_SETTL_PRICE = 734
     TOT_NUM_REPORTS = 911
     LAST_RPT_REQUESTED = 912
+    LAST_UPDATE_TIME = 779
+    MASS_ACTION_REPORT_ID = 1369
 
 
 # ---- FIX 4.2 extension: the 4.4 messages under user-defined message types -----------------
@@ -461,6 +463,7 @@ class FixVenue:
         self.account = account or target_comp_id
         self.session_id = fix.SessionID(begin_string, sender_comp_id, target_comp_id)
         self._legacy = begin_string == FIX42
+        self._fixt = begin_string == FIXT11  # 5.0 SP2 requires a few more fields
         self._lock = threading.Lock()
         self._orders: dict[str, _Order] = {}
         self._cancel_requests: dict[str, str] = {}  # original ClOrdID -> cancel ClOrdID
@@ -682,7 +685,11 @@ class FixVenue:
 
     def _snapshot(self, req_id: str, quote: Quote) -> fix.Message:
         message = self._new("W")
-        _set(message, ((Tag.MD_REQ_ID, req_id), (Tag.SYMBOL, quote.symbol)))
+        _set(message, (
+            (Tag.MD_REQ_ID, req_id),
+            (Tag.SYMBOL, quote.symbol),
+            (Tag.LAST_UPDATE_TIME, utc_timestamp(quote.ts_ns) if self._fixt else None),
+        ))  # fmt: skip
         for entry_type, price, size in (
             ("0", quote.bid, quote.bid_size),
             ("1", quote.ask, quote.ask_size),
@@ -853,6 +860,7 @@ class FixVenue:
         _set(report, (
             (Tag.CL_ORD_ID, request_id),
             (Tag.ORDER_ID, f"MC-{request_id}"),
+            (Tag.MASS_ACTION_REPORT_ID, f"MC-{request_id}" if self._fixt else None),
             (Tag.MASS_CANCEL_REQUEST_TYPE, kind),
             (Tag.MASS_CANCEL_RESPONSE, response),
             (Tag.MASS_CANCEL_REJECT_REASON, "0" if rejected else None),

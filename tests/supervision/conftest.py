@@ -18,6 +18,7 @@ from tests.supervision.probes import StartTree, actor_threads
 def start_tree() -> Iterator[StartTree]:
     """Start a ``Tree`` (arguments as for ``Tree``); it is stopped after the test."""
     trees: list[Tree] = []
+    earlier = frozenset(actor_threads())  # not this test's to clean up
 
     def start(children: Sequence[ChildSpec], **kwargs: Any) -> Tree:
         tree = Tree(children, **kwargs)
@@ -29,4 +30,4 @@ def start_tree() -> Iterator[StartTree]:
     for tree in reversed(trees):
         tree.stop(timeout_s=5.0)
     pykka.ActorRegistry.stop_all(block=True, timeout=5.0)  # recorders and strays
-    wait_for(lambda: not actor_threads(), timeout_s=5.0, what="every actor thread to exit")
+    wait_for(lambda: not actor_threads(earlier), timeout_s=5.0, what="every actor thread to exit")

@@ -256,8 +256,8 @@ def echo(name: str, timeout_s: float = 1.0) -> tuple[str, int]:
     """Ask the actor registered as ``name`` who it is (it must be up)."""
     ref = registry.lookup(name)
     assert ref is not None, f"{name} is not registered"
-    answer: tuple[str, int] = ref.ask(Echo(), timeout=timeout_s)
-    return answer
+    name_seen, generation = ref.ask(Echo(), block=True, timeout=timeout_s)
+    return str(name_seen), int(generation)
 
 
 def wait_generation(tree: Tree, name: str, generation: int, supervisor: str | None = None) -> ChildInfo:
@@ -275,10 +275,13 @@ def wait_generation(tree: Tree, name: str, generation: int, supervisor: str | No
 _ACTOR_THREAD = re.compile(r"^(Probe|Recorder|Supervisor|[A-Za-z]*Actor)-\d+$")
 
 
-def actor_threads() -> list[threading.Thread]:
-    """Live threads that run a Pykka actor loop (by target, or by Pykka's thread name)."""
+def actor_threads(ignore: frozenset[threading.Thread] = frozenset()) -> list[threading.Thread]:
+    """Live threads that run a Pykka actor loop (by target, or by Pykka's thread name),
+    except those in ``ignore`` (threads some earlier test module left behind)."""
     found = []
     for thread in threading.enumerate():
+        if thread in ignore:
+            continue
         target = getattr(thread, "_target", None)
         owner = getattr(target, "__self__", None)
         if isinstance(owner, pykka.Actor) or _ACTOR_THREAD.match(thread.name):

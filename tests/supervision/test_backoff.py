@@ -56,8 +56,7 @@ def test_delay_uses_no_deprecated_tenacity_api() -> None:
     """``Backoff`` computes delays with tenacity; it must not rely on a deprecated
     parameter (a future tenacity release would break every restart).
 
-    Fails against tenacity 9.2 with the current kernel: ``wait_exponential_jitter(initial=)``
-    warns that ``initial`` is deprecated."""
+    (tenacity 9.2 deprecates ``wait_exponential_jitter(initial=...)``.)"""
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
         assert Backoff(initial_s=0.1, jitter_s=0.0).delay(1) == pytest.approx(0.1)

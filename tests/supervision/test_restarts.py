@@ -193,7 +193,7 @@ def test_slow_teardown_of_a_normal_exit_is_not_mistaken_for_a_silent_death(start
     Pykka marks the actor stopped before ``on_stop`` runs, so the liveness poll must not
     judge "died without notice" while the teardown is still running.
 
-    Fails against the current kernel: the poll restarts the child as an abnormal exit."""
+    (The failure mode guarded: the poll restarts the child as an abnormal exit.)"""
     journal = Journal()
     tree = start_tree(
         [probe("worker", journal, restart=Restart.TRANSIENT, teardown_s=0.3)], backoff=NO_BACKOFF, poll_s=0.01
@@ -232,8 +232,8 @@ def test_heartbeats_of_a_long_running_child_do_not_accumulate(start_tree: StartT
     """A child that runs for weeks with a heartbeat must not make its supervisor hold one
     more timer per beat: memory stays bounded in a service that runs 24/7.
 
-    Fails against the current kernel: every beat appends two handles to the child's timer
-    list, which is only cleared on exit or restart."""
+    (The failure mode guarded: every beat appends two handles to the child's timer list,
+    which would only be cleared on exit or restart.)"""
     journal = Journal()
     start_tree(
         [probe("worker", journal, heartbeat_s=0.01, heartbeat_timeout_s=0.05)],

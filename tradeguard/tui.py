@@ -1,0 +1,377 @@
+"""The terminal dashboard (``tradeguard dashboard``): a Textual client of a running service.
+
+It reads the JSON snapshots the dashboard actor publishes on ``<state>/dashboard.pub`` and
+sends operator commands through the control socket (``tradeguard.control``), exactly as
+``tradeguard status`` and ``tradeguard flatten`` do. Three views: summary (mode, P&L,
+connectors, positions), detailed (orders, risk, failsafe, reconciliation) and alerts (the
+last ten). Keys: S, D, A switch views; P pauses, R resumes, F flattens after a
+confirmation (Y), Q quits. The banner is green when LIVE, yellow when READY, DEGRADED or
+paused, red in FAILSAFE or when the service stops publishing.
+
+Where the snapshots come from and where commands go is a ``DashboardSource``, so the app
+can be driven by anything that speaks those two calls.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from typing import Any, ClassVar, Protocol, cast
+
+import zmq
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
+from textual.screen import ModalScreen, Screen
+from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Static
+
+from actors.dashboard import pub_endpoint
+from tradeguard.control import send_command
+
+STALE_AFTER_S = 3.0
+"""No snapshot for this long means the service is unreachable (it publishes every 0.5 s)."""
+
+COMMAND_REASON = "from the terminal dashboard"
+"""The reason audited with every command the dashboard sends."""
+
+GREEN_MODES = frozenset({"LIVE"})
+YELLOW_MODES = frozenset({"STARTUP", "READY", "DEGRADED"})
+
+
+class DashboardSource(Protocol):
+    """Where the dashboard gets snapshots and sends commands."""
+
+    def poll(self) -> dict[str, Any] | None:
+        """The newest snapshot that arrived since the last call, or None; never blocks."""
+
+    def command(self, verb: str, reason: str) -> Any:
+        """Send an operator command and return its answer; raises on refusal or silence."""
+
+    def close(self) -> None:
+        """Release what the source holds."""
+
+
+class ServiceSource:
+    """A running service, found by its state directory: a SUB socket on its snapshots and
+    the authenticated control channel for commands."""
+
+    def __init__(self, state_dir: Path, timeout_s: float = 5.0) -> None:
+        self.state_dir = Path(state_dir)
+        self.timeout_s = timeout_s
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        self._sub: zmq.Socket[bytes] = context.socket(zmq.SUB)
+        self._sub.setsockopt(zmq.LINGER, 0)
+        self._sub.setsockopt(zmq.CONFLATE, 1)  # only the newest snapshot matters
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sub.connect(pub_endpoint(self.state_dir))  # ZeroMQ reconnects until it is there
+
+    def poll(self) -> dict[str, Any] | None:
+        """The newest snapshot received, or None."""
+        try:
+            raw = self._sub.recv(zmq.NOBLOCK)
+        except zmq.Again:
+            return None
+        try:
+            snapshot = json.loads(raw)
+        except ValueError:
+            return None
+        return snapshot if isinstance(snapshot, dict) else None
+
+    def command(self, verb: str, reason: str) -> Any:
+        """Send ``verb`` through the control socket (raises ``ControlError``)."""
+        return send_command(self.state_dir, verb, reason=reason, timeout_s=self.timeout_s)
+
+    def close(self) -> None:
+        """Close the SUB socket."""
+        self._sub.close(linger=0)
+
+
+def mode_color(snapshot: Mapping[str, Any] | None, reachable: bool = True) -> str:
+    """``green``, ``yellow`` or ``red`` for the state a snapshot shows."""
+    if snapshot is None or not reachable or snapshot.get("healthy") is False:
+        return "red"
+    mode = str(snapshot.get("mode", ""))
+    if mode in GREEN_MODES:
+        return "yellow" if snapshot.get("paused") else "green"
+    if mode in YELLOW_MODES:
+        return "yellow"
+    return "red"
+
+
+def banner_text(snapshot: Mapping[str, Any] | None, age_s: float | None, reachable: bool) -> str:
+    """The one-line headline: mode, health, P&L, freshness."""
+    if snapshot is None:
+        return "UNREACHABLE: no snapshot from tradeguard yet (is it running on this state directory?)"
+    mode = str(snapshot.get("mode", "UNKNOWN"))
+    parts = [mode + ("  (paused)" if snapshot.get("paused") else "")]
+    health = snapshot.get("healthy")
+    parts.append({"True": "tree healthy", "False": "TREE UNHEALTHY"}.get(str(health), "health unknown"))
+    pnl = snapshot.get("pnl") or {}
+    parts.append(f"P&L realized {pnl.get('realized', '?')}  unrealized {pnl.get('unrealized', '?')}  "
+                 f"daily {pnl.get('daily', '?')}")
+    if not reachable:
+        parts.insert(0, f"UNREACHABLE for {age_s:.0f}s, last seen")
+    return "   |   ".join(parts)
+
+
+def _clock(ts_ns: Any) -> str:
+    try:
+        return datetime.fromtimestamp(int(ts_ns) / 1e9).strftime("%H:%M:%S")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
+
+
+SEVERITY_STYLE = {"CRITICAL": "bold red", "ERROR": "red", "WARNING": "yellow", "INFO": ""}
+
+
+def detail_text(snapshot: Mapping[str, Any] | None) -> Text:
+    """The detailed view: orders, risk, failsafe and each connector's reconciliation."""
+    text = Text()
+    if snapshot is None:
+        return Text("no snapshot yet")
+    text.append("Orders\n", style="bold")
+    for key, value in (snapshot.get("orders") or {}).items():
+        text.append(f"  {key}: {value}\n")
+    text.append("\nRisk governor\n", style="bold")
+    for key, value in (snapshot.get("risk") or {}).items():
+        text.append(f"  {key}: {value}\n")
+    failsafe = snapshot.get("failsafe") or {}
+    text.append("\nFailsafe\n", style="bold")
+    text.append(f"  latched: {failsafe.get('latched')}  running: {failsafe.get('running')}\n",
+                style="bold red" if failsafe.get("latched") else "")
+    report = failsafe.get("last_report")
+    if report:
+        flat = "flat" if report.get("flat") else "NOT FLAT"
+        text.append(f"  last report: {flat}: {report.get('detail')}\n")
+        text.append(f"  incident report: {report.get('incident_path')}\n")
+    for row in snapshot.get("connectors") or []:
+        text.append(f"\nConnector {row.get('name')}\n", style="bold")
+        for key in ("connected", "latency_ms", "messages_in", "messages_out", "drops", "errors",
+                    "malformed", "gaps", "fills", "reconciled"):
+            if key in row:
+                text.append(f"  {key}: {row[key]}\n")
+        venue = ", ".join(f"{p['symbol']} {p['quantity']}" for p in row.get("venue_positions") or [])
+        keeper = ", ".join(f"{p['symbol']} {p['quantity']}" for p in row.get("keeper_positions") or [])
+        text.append(f"  venue positions: {venue or 'flat'}\n  keeper positions: {keeper or 'flat'}\n")
+        for mismatch in row.get("mismatches") or []:
+            text.append(f"  MISMATCH {mismatch}\n", style="bold red")
+    return text
+
+
+class ConfirmFlatten(ModalScreen[bool]):
+    """Asks before a flatten: Y confirms, N or Esc cancels."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("y,Y", "answer(True)", "Yes, flatten"),
+        Binding("n,N,escape", "answer(False)", "No"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        """The question."""
+        yield Static(
+            "FLATTEN?\n\nFAILSAFE: cancel every order and close every position at every venue,\n"
+            "then stay latched until an operator resets.\n\nY to confirm, N or Esc to cancel.",
+            id="confirm",
+        )
+
+    def action_answer(self, yes: bool) -> None:
+        """Close the question with the answer."""
+        self.dismiss(yes)
+
+
+class DashboardScreen(Screen[None]):
+    """The views and the operator keys (inactive while a question is open)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("s,S", "show('summary')", "Summary"),
+        Binding("d,D", "show('detailed')", "Detailed"),
+        Binding("a,A", "show('alerts')", "Alerts"),
+        Binding("p,P", "command('pause')", "Pause"),
+        Binding("r,R", "command('resume')", "Resume"),
+        Binding("f,F", "flatten", "FLATTEN"),
+    ]
+
+    def compose(self) -> ComposeResult:
+        """Banner, the three views, the last command's answer."""
+        yield Header()
+        yield Static("waiting for the first snapshot", id="banner", classes="red")
+        with ContentSwitcher(initial="summary", id="views"):
+            with VerticalScroll(id="summary"):
+                yield Static("Connectors", classes="title")
+                yield DataTable(id="connectors", cursor_type="none")
+                yield Static("Positions", classes="title")
+                yield DataTable(id="positions", cursor_type="none")
+                yield Static("", id="recent-alerts")
+            with VerticalScroll(id="detailed"):
+                yield Static("", id="detail")
+            with Vertical(id="alerts"):
+                yield Static("Last 10 alerts", classes="title")
+                yield DataTable(id="alert-table", cursor_type="none")
+        yield Static("", id="message")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        """Set up the table columns."""
+        self.query_one("#connectors", DataTable).add_columns(
+            "connector", "state", "latency ms", "in", "out", "drops", "errors", "reconciled")
+        self.query_one("#positions", DataTable).add_columns(
+            "venue", "symbol", "quantity", "avg price", "unrealized", "realized")
+        self.query_one("#alert-table", DataTable).add_columns("time", "severity", "kind", "text")
+
+    def action_show(self, view: str) -> None:
+        """Switch to a view."""
+        self.query_one("#views", ContentSwitcher).current = view
+
+    @property
+    def dashboard(self) -> DashboardApp:
+        """The app this screen belongs to."""
+        return cast("DashboardApp", self.app)
+
+    def action_command(self, verb: str) -> None:
+        """Send pause or resume."""
+        self.dashboard.send_operator_command(verb)
+
+    def action_flatten(self) -> None:
+        """Ask, then flatten."""
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.dashboard.send_operator_command("flatten")
+            else:
+                self.dashboard.show_message("flatten cancelled", ok=True)
+
+        self.app.push_screen(ConfirmFlatten(), answered)
+
+    def render_snapshot(self, snapshot: Mapping[str, Any] | None, age_s: float | None,
+                        reachable: bool) -> None:
+        """Show a snapshot in every view."""
+        banner = self.query_one("#banner", Static)
+        banner.update(banner_text(snapshot, age_s, reachable))
+        color = mode_color(snapshot, reachable)
+        for name in ("green", "yellow", "red"):
+            banner.set_class(name == color, name)
+        if snapshot is None:
+            return
+        connectors = self.query_one("#connectors", DataTable)
+        connectors.clear()
+        for row in snapshot.get("connectors") or []:
+            up = row.get("connected")
+            recon = {None: Text("pending", "yellow"), True: Text("yes", "green"),
+                     False: Text("MISMATCH", "bold red")}.get(row.get("reconciled"), Text("?"))
+            connectors.add_row(
+                row.get("name", "?"), Text("up", "green") if up else Text("DOWN", "bold red"),
+                str(row.get("latency_ms", "")), str(row.get("messages_in", "")),
+                str(row.get("messages_out", "")), str(row.get("drops", "")), str(row.get("errors", "")),
+                recon,
+            )
+        positions = self.query_one("#positions", DataTable)
+        positions.clear()
+        for p in snapshot.get("positions") or []:
+            positions.add_row(p.get("venue", "?"), p.get("symbol", "?"), p.get("quantity", "?"),
+                              p.get("average_price", "?"), p.get("unrealized_pnl", "?"),
+                              p.get("realized_pnl", "?"))
+        alerts = list(snapshot.get("alerts") or [])[-10:]
+        recent = Text("Recent alerts\n", style="bold")
+        for alert in alerts[-3:]:
+            recent.append(f"{_clock(alert.get('ts_ns'))} {alert.get('severity')} {alert.get('kind')}: "
+                          f"{alert.get('text')}\n", style=SEVERITY_STYLE.get(str(alert.get("severity")), ""))
+        self.query_one("#recent-alerts", Static).update(recent if alerts else "no alerts")
+        self.query_one("#detail", Static).update(detail_text(snapshot))
+        table = self.query_one("#alert-table", DataTable)
+        table.clear()
+        for alert in reversed(alerts):
+            severity = str(alert.get("severity", "?"))
+            table.add_row(_clock(alert.get("ts_ns")), Text(severity, SEVERITY_STYLE.get(severity, "")),
+                          str(alert.get("kind", "")), str(alert.get("text", "")))
+
+
+class DashboardApp(App[int]):
+    """The terminal dashboard of one running tradeguard."""
+
+    CSS = """
+    #banner { height: 3; padding: 1 2; text-style: bold; }
+    #banner.green { background: $success; color: $text; }
+    #banner.yellow { background: $warning; color: black; }
+    #banner.red { background: $error; color: $text; }
+    .title { text-style: bold; padding: 1 0 0 0; }
+    #message { height: 1; padding: 0 1; }
+    #message.error { color: $error; }
+    ConfirmFlatten { align: center middle; }
+    #confirm { width: 72; height: auto; padding: 1 2; border: thick $error; background: $surface; }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("q,Q", "quit", "Quit")]
+
+    def __init__(self, source: DashboardSource, *, refresh_s: float = 0.25,
+                 stale_after_s: float = STALE_AFTER_S, title: str = "tradeguard") -> None:
+        super().__init__()
+        self.source = source
+        self.refresh_s = refresh_s
+        self.stale_after_s = stale_after_s
+        self.snapshot: dict[str, Any] | None = None
+        self.last_message = ""
+        self._seen_at: float | None = None
+        self._started_at = time.monotonic()
+        self.title = title
+
+    def on_mount(self) -> None:
+        """Show the dashboard screen and start polling."""
+        self.push_screen(DashboardScreen())
+        self.set_interval(self.refresh_s, self.refresh_view)
+
+    @property
+    def reachable(self) -> bool:
+        """A snapshot arrived within ``stale_after_s``."""
+        return self._seen_at is not None and time.monotonic() - self._seen_at < self.stale_after_s
+
+    def refresh_view(self) -> None:
+        """Take the newest snapshot, if any, and redraw."""
+        snapshot = self.source.poll()
+        if snapshot is not None:
+            self.snapshot = snapshot
+            self._seen_at = time.monotonic()
+        screen = self.dashboard_screen
+        if screen is not None:
+            age = None if self._seen_at is None else time.monotonic() - self._seen_at
+            screen.render_snapshot(self.snapshot, age, self.reachable)
+
+    @property
+    def dashboard_screen(self) -> DashboardScreen | None:
+        """The dashboard screen (under the confirmation question when one is open)."""
+        return next((s for s in self.screen_stack if isinstance(s, DashboardScreen)), None)
+
+    def send_operator_command(self, verb: str) -> None:
+        """Send a command without blocking the screen; its answer shows below the views."""
+        self.show_message(f"{verb}: sent, waiting for the answer", ok=True)
+        self.run_worker(partial(self._send, verb), thread=True, group="commands")
+
+    def _send(self, verb: str) -> None:
+        try:
+            answer = self.source.command(verb, COMMAND_REASON)
+            text, ok = f"{verb}: {answer}", True
+        except Exception as exc:  # the dashboard shows the failure and keeps running
+            text, ok = f"{verb} FAILED: {exc}", False
+        self.call_from_thread(self.show_message, text, ok=ok)
+
+    def show_message(self, text: str, *, ok: bool) -> None:
+        """Show the answer to the last command."""
+        self.last_message = text
+        screen = self.dashboard_screen
+        if screen is not None:
+            message = screen.query_one("#message", Static)
+            message.update(text)
+            message.set_class(not ok, "error")
+
+
+def run_dashboard(state_dir: Path) -> int:
+    """Run the terminal dashboard of the service whose state directory is ``state_dir``."""
+    source = ServiceSource(state_dir)
+    try:
+        DashboardApp(source, title=f"tradeguard — {Path(state_dir)}").run()
+    finally:
+        source.close()
+    return 0
