@@ -262,6 +262,8 @@ class Dashboard(SupervisedActor):
         finally:
             control.close(linger=0)
             publisher.close(linger=0)
+            for name in (CONTROL_SOCKET, PUB_SOCKET):
+                (self.state_dir / name).unlink(missing_ok=True)
 
     def _handle_request(self, raw: bytes) -> dict[str, Any]:
         try:

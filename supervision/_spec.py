@@ -75,10 +75,10 @@ class Backoff:
 
     def wait(self) -> tenacity.wait.wait_base:
         """The tenacity wait object that computes the delays."""
-        return tenacity.wait_exponential_jitter(
-            multiplier=self.initial_s, max=self.maximum_s, exp_base=self.multiplier,
-            jitter=self.jitter_s,
+        exponential = tenacity.wait_exponential(
+            multiplier=self.initial_s, max=self.maximum_s, exp_base=self.multiplier
         )
+        return exponential + tenacity.wait_random(0, self.jitter_s)
 
     def delay(self, attempt: int) -> float:
         """Delay before restart attempt ``attempt`` (1-based)."""

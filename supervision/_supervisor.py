@@ -7,9 +7,11 @@ Stopping is the only blocking step: children are stopped in reverse order, each 
 its shutdown timeout, and one that overruns is abandoned.
 
 A ``BaseException`` escaping any actor makes Pykka stop every actor in the process. The
-kernel does not hide that: every child reports the stop as abnormal, and a root
-supervisor whose stop was not asked for calls its escalation handler, so the
-application can exit non-zero and let its service manager restart it.
+kernel does not hide that: the failing actor reports an abnormal exit and raises the
+registry's ``fatal`` flag before Pykka's stop-all begins, so no supervisor restarts
+anything while the process goes down, and a root supervisor whose stop was not asked
+for calls its escalation handler, so the application can exit non-zero and let its
+service manager restart it.
 """
 
 from __future__ import annotations
@@ -345,9 +347,9 @@ class Supervisor(SupervisedActor):
         child.timers.append(scheduler.call_later(delay, self._teller(due)))
 
     def _should_restart(self, spec: ChildSpec, abnormal: bool) -> bool:
-        if spec.restart is Restart.PERMANENT:
+        if spec.restart == Restart.PERMANENT:
             return True
-        return spec.restart is Restart.TRANSIENT and abnormal
+        return spec.restart == Restart.TRANSIENT and abnormal
 
     def _restart_group(self, name: str) -> list[str]:
         if self.strategy is Strategy.ONE_FOR_ONE:
@@ -356,7 +358,7 @@ class Supervisor(SupervisedActor):
         members = self._order if self.strategy is Strategy.ONE_FOR_ALL else self._order[index:]
         return [
             n for n in members
-            if n == name or self._children[n].spec.restart is not Restart.TEMPORARY
+            if n == name or self._children[n].spec.restart != Restart.TEMPORARY
         ]
 
     def _on_restart_due(self, due: _RestartDue) -> None:

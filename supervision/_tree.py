@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any, cast
 
@@ -55,8 +56,12 @@ class Tree:
         """Start the root and wait until every child has passed the start barrier (each
         child started, or failed and was scheduled for restart)."""
         self.ref = Supervisor.start(self._children, **self._kwargs)
-        if not self._started.wait(timeout_s):
-            raise SupervisionError(f"tree {self.name} did not start within {timeout_s}s")
+        deadline = time.monotonic() + timeout_s
+        while not self._started.wait(0.05):
+            if not self.ref.is_alive():
+                raise SupervisionError(f"tree {self.name} gave up while starting")
+            if time.monotonic() >= deadline:
+                raise SupervisionError(f"tree {self.name} did not start within {timeout_s}s")
 
     def stop(self, timeout_s: float = 30.0) -> None:
         """Stop every child in reverse order, then the root."""
