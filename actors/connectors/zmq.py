@@ -58,7 +58,7 @@ from messages import (
 HEARTBEAT_TOPIC = "_heartbeat"
 """Topic of the venue heartbeat on the market data channel."""
 
-_LOOPBACK_PREFIXES = ("ipc://", "tcp://127.0.0.1:", "tcp://localhost:", "tcp://[::1]:")
+_ENDPOINT_PREFIXES = ("ipc://", "tcp://")
 
 
 class ZmqConfig(ConnectorConfig, frozen=True, kw_only=True):
@@ -86,8 +86,8 @@ class ZmqConfig(ConnectorConfig, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         for field in ("market_endpoint", "order_endpoint"):
             endpoint = getattr(self, field)
-            if not endpoint.startswith(_LOOPBACK_PREFIXES):
-                raise ValueError(f"{field}: loopback tcp:// or ipc:// only, got {endpoint!r}")
+            if not endpoint.startswith(_ENDPOINT_PREFIXES) or endpoint.endswith((":", "//")):
+                raise ValueError(f"{field}: a tcp://HOST:PORT or ipc://PATH endpoint, got {endpoint!r}")
         for field in ("stale_after_s", "ping_interval_s", "reorder_timeout_s", "poll_interval_s"):
             if getattr(self, field) <= 0:
                 raise ValueError(f"{field}: must be positive")

@@ -435,6 +435,7 @@ def test_connect_fails_when_no_venue_answers(tmp_path: Path) -> None:
     assert not [t for t in threading.enumerate() if t.name == f"zmq-connector-{NAME}"]
 
 
-def test_config_refuses_remote_endpoints() -> None:
-    with pytest.raises(ValueError, match="loopback"):
-        ZmqConfig(name=NAME, market_endpoint="tcp://10.0.0.1:5601")
+@pytest.mark.parametrize("endpoint", ["udp://127.0.0.1:5601", "tcp://", "ipc://", "127.0.0.1:5601"])
+def test_config_refuses_endpoints_that_are_not_tcp_or_ipc(endpoint: str) -> None:
+    with pytest.raises(ValueError, match="endpoint"):
+        ZmqConfig(name=NAME, market_endpoint=endpoint)
