@@ -2,7 +2,8 @@
 
 ``FixVenue`` accepts one FIX session (``sender_comp_id`` -> ``target_comp_id``) on
 loopback and trades for one engine account (the counterparty's comp id by default). It
-speaks FIX 4.4 by default and FIX 4.2 by configuration; docs/fix.md describes the subset.
+speaks FIX 4.4 by default, and FIX 4.2 or FIX 5.0 SP2 (``FIXT.1.1``, the 4.4 bodies plus
+the few fields 5.0 SP2 requires) by configuration; docs/fix.md describes the subset.
 
 - Session level (Logon, Logout, Heartbeat, TestRequest, ResendRequest, SequenceReset)
   is quickfix's. Store and log files live under ``state_dir``, so sequence numbers and
@@ -18,7 +19,8 @@ speaks FIX 4.4 by default and FIX 4.2 by configuration; docs/fix.md describes th
 - RequestForPositions (AN) -> RequestForPositionsAck (AO), then one PositionReport (AP)
   per non-flat position.
 - OrderMassStatusRequest (AF) -> one 8 with ExecType I (order status) per working order,
-  then every execution of the account replayed as an 8 Trade with PossResend=Y.
+  then every execution of the account today (UTC) replayed as an 8 Trade with
+  PossResend=Y.
 
 FIX 4.2 has no AN/AO/AP, q/r or AF. On 4.2 the venue uses the same messages with
 user-defined message types (``U`` + the 4.4 type: UAN, UAO, UAP, Uq, Ur, UAF) and a FIX
@@ -28,8 +30,9 @@ FIX44.xml into ``state_dir``.
 quickfix 1.16's acceptors listen on every interface; the session accepts peers
 from 127.0.0.1 only (``AllowedRemoteAddresses``).
 
-Threads: quickfix calls the application from its own thread; engine events arrive on the
-thread that drove the engine (the quickfix thread for requests, the engine runner for
+Threads: quickfix's threaded acceptor calls the application from its connection thread
+(its single-threaded SocketAcceptor can crash in ``stop()``); engine events arrive on the
+thread that drove the engine (the connection thread for requests, the engine runner for
 steps). Messages are sent from the engine listener, in engine order. No callback lets a
 Python exception escape into quickfix (that would end the process).
 """
@@ -91,6 +94,7 @@ FIXT11 = "FIXT.1.1"
 BEGIN_STRINGS = frozenset({FIX42, FIX44, FIXT11})
 
 _ZERO = Decimal(0)
+_DAY_NS = 86_400 * 1_000_000_000
 _log = logger.bind(channel="main", component="fix_venue")
 
 
@@ -389,7 +393,7 @@ class BadRequest(ValueError):
     """A request that passed quickfix's validation but that the venue cannot act on."""
 
 
-class _Application(fix.Application):
+class _Application(fix.Application):  # type: ignore[misc]
     """quickfix callbacks; each one hands over to the venue and never raises."""
 
     def __init__(self, venue: FixVenue) -> None:
@@ -491,6 +495,7 @@ class FixVenue:
             settings,
             fix.FileLogFactory(settings),
         )
+        self._restore_orders()
         self.engine.add_order_listener(self._on_order_event)
         self.engine.add_quote_listener(self._on_quotes)
         try:
@@ -586,7 +591,6 @@ class FixVenue:
 
     def _on_logon(self) -> None:
         self._logged_out.clear()
-        self._restore_orders()
         self._logged_on.set()
         _log.info(f"fix venue {self.engine.venue}: {self.target_comp_id} logged on")
 
@@ -993,7 +997,7 @@ class FixVenue:
         return "0" if self._legacy else "99"
 
     def _restore_orders(self) -> None:
-        """Rebuild the live-order records from the engine (after a venue restart)."""
+        """Rebuild the live-order records from the engine (a restarted venue)."""
         working = self.engine.open_orders(self.account)
         if not working:
             return
@@ -1061,7 +1065,7 @@ class FixVenue:
             self._send(report)
 
     def _on_mass_status(self, message: fix.Message) -> None:
-        """Status of every working order, then every execution replayed (PossResend=Y)."""
+        """Status of every working order, then today's executions replayed (PossResend=Y)."""
         req_id = message.getField(Tag.MASS_STATUS_REQ_ID)
         kind = message.getField(Tag.MASS_STATUS_REQ_TYPE)
         symbol = _get(message, Tag.SYMBOL)
@@ -1071,37 +1075,42 @@ class FixVenue:
             w for w in self.engine.open_orders(self.account)
             if kind == "7" or w.order.symbol == symbol
         ]  # fmt: skip
+        day_start_ns = (time.time_ns() // _DAY_NS) * _DAY_NS  # today's executions (UTC day)
         fills = [
-            f for f in self.engine.executions(self.account) if kind == "7" or f.symbol == symbol
-        ]
-        reports: list[fix.Message] = []
-        for w in working:
-            record = _Order(
-                order=w.order,
-                venue_order_id=w.venue_order_id,
-                status=_PARTIAL if w.filled else _NEW,
-                cum=w.filled,
-            )
-            with self._lock:
-                live = self._orders.get(w.order.client_order_id)
-                if live is not None:
-                    record.notional = live.notional
-            reports.append(self._report(record, "I"))
-        replay: dict[str, _Order] = {}
-        orders = {w.order.client_order_id: w.order for w in working}
+            f for f in self.engine.executions(self.account)
+            if (kind == "7" or f.symbol == symbol) and f.ts_ns >= day_start_ns
+        ]  # fmt: skip
+        notional: dict[str, Decimal] = {}
         for fill in fills:
-            record = replay.get(fill.client_order_id)
-            if record is None:
-                order = orders.get(fill.client_order_id) or SubmitOrder(
-                    client_order_id=fill.client_order_id,
+            coid = fill.client_order_id
+            notional[coid] = notional.get(coid, _ZERO) + fill.quantity * fill.price
+        reports = [
+            self._report(
+                _Order(
+                    order=w.order,
+                    venue_order_id=w.venue_order_id,
+                    status=_PARTIAL if w.filled else _NEW,
+                    cum=w.filled,
+                    notional=notional.get(w.order.client_order_id, _ZERO),
+                ),
+                "I",
+            )
+            for w in working
+        ]
+        orders = {w.order.client_order_id: w.order for w in working}
+        replayed: dict[str, _Order] = {}
+        for fill in fills:
+            coid = fill.client_order_id
+            if coid not in replayed:
+                order = orders.get(coid) or SubmitOrder(
+                    client_order_id=coid,
                     venue=self.engine.venue,
                     symbol=fill.symbol,
                     side=fill.side,
                     quantity=fill.quantity + fill.leaves_quantity,
                 )
-                record = replay[fill.client_order_id] = _Order(
-                    order=order, venue_order_id=fill.venue_order_id
-                )
+                replayed[coid] = _Order(order=order, venue_order_id=fill.venue_order_id)
+            record = replayed[coid]
             record.cum += fill.quantity
             record.notional += fill.quantity * fill.price
             record.status = _PARTIAL if fill.leaves_quantity else _FILLED
@@ -1127,7 +1136,9 @@ def _parser() -> argparse.ArgumentParser:
         description="Run the simulated venue behind a FIX acceptor on 127.0.0.1.",
     )
     parser.add_argument("--port", type=int, default=9878, help="port to accept on")
-    parser.add_argument("--state-dir", type=Path, required=True, help="engine state, FIX store")
+    parser.add_argument(
+        "--state-dir", type=Path, default=Path("state/venue-fix"), help="engine state, FIX store"
+    )
     parser.add_argument("--begin-string", default=FIX44, choices=sorted(BEGIN_STRINGS))
     parser.add_argument("--sender-comp-id", default="VENUE", help="the venue's comp id")
     parser.add_argument("--target-comp-id", default="TRADEGUARD", help="the client's comp id")

@@ -27,8 +27,8 @@ Message flow (docs/fix.md has the whole subset):
 - ``request_positions``: RequestForPositions (AN); the ack (AO) says how many
   PositionReports (AP) follow; they become one ``VenuePositions``.
 - ``resync``: OrderMassStatusRequest (AF): one order-status report per working order
-  (``OrderAccepted``) and a replay of the account's executions (``OrderFilled``,
-  duplicates dropped by fill id), then AN for the positions.
+  (``OrderAccepted``) and a replay of the day's executions (``OrderFilled``; the base
+  and the journal drop fill ids they already have), then AN for the positions.
 - A Logout or a dropped connection after logon is a lost session: the actor fails and
   its supervisor restarts it.
 
@@ -393,7 +393,7 @@ class _Book:
     ask_size: Decimal = Decimal(0)
 
 
-class _Application(fix.Application):
+class _Application(fix.Application):  # type: ignore[misc]
     """quickfix callbacks; each hands over to the connector and never raises."""
 
     def __init__(self, connector: FixConnector) -> None:
@@ -514,7 +514,7 @@ class FixConnector(Connector):
         self._logged_on.clear()
 
     def resync(self) -> None:
-        """Ask for open orders and every execution (AF), then for the positions (AN)."""
+        """Ask for open orders and the day's executions (AF), then for the positions (AN)."""
         request = self._new("AF")
         _set(request, (
             (Tag.MASS_STATUS_REQ_ID, self._next_id("ms")),
@@ -835,9 +835,15 @@ class FixConnector(Connector):
         touched: dict[str, None] = {}
         for entry in _groups(message, Tag.NO_MD_ENTRIES, Tag.MD_UPDATE_ACTION):
             symbol = entry.getField(Tag.SYMBOL)
-            if entry.getField(Tag.MD_UPDATE_ACTION) == "2":  # delete: the side is gone
+            book = self._books.setdefault(symbol, _Book())
+            if entry.getField(Tag.MD_UPDATE_ACTION) == "2":  # delete: no quote until refilled
+                entry_type = _get(entry, Tag.MD_ENTRY_TYPE)
+                if entry_type == "0":
+                    book.bid = None
+                elif entry_type == "1":
+                    book.ask = None
                 continue
-            self._apply(self._books.setdefault(symbol, _Book()), entry)
+            self._apply(book, entry)
             touched[symbol] = None
         self._publish(message, list(touched))
 

@@ -132,8 +132,40 @@ class ZmqKit(Kit):
                          stale_after_s=1.0, ping_interval_s=0.2)
 
 
+class FixKit(Kit):
+    """The FIX acceptor (quickfix) over the engine; sequence numbers kept on disk."""
+
+    kind = "fix"
+
+    def __init__(self, state_dir: Path) -> None:
+        from venues.fix_venue import free_port
+
+        super().__init__(state_dir)
+        self.account = "TRADEGUARD"
+        self.port = free_port()
+        self.front: Any = None
+
+    def _start_front(self) -> None:
+        from venues.fix_venue import FixVenue
+
+        self.front = FixVenue(self.engine, self.port, self.state_dir / "fix-venue")
+        self.front.start()
+
+    def _stop_front(self) -> None:
+        if self.front is not None:
+            self.front.stop()
+            self.front = None
+
+    def config(self) -> ConnectorConfig:
+        from actors.connectors.fix import FixConfig
+
+        return FixConfig(name=VENUE_NAME, symbols=SYMBOLS, port=self.port, heartbeat_s=1,
+                         health_interval_s=0.2)
+
+
 KITS: dict[str, Callable[[Path], Kit]] = {
     "paper": PaperKit,
     "zmq": ZmqKit,
+    "fix": FixKit,
 }
 """Every connector the contract suite covers."""

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import pykka
 import pytest
 
 from actors import topics
@@ -49,6 +50,8 @@ def kit(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Kit]:
     try:
         yield venue_kit
     finally:
+        # Sessions end before their venue does, as in production.
+        pykka.ActorRegistry.stop_all(block=True, timeout=15)
         venue_kit.close()
 
 

@@ -19,9 +19,9 @@ from messages import OrderType, Side, SubmitOrder
 from tests.helpers import wait_for
 from venues.engine import EngineConfig, VenueEngine
 from venues.fix_venue import (
+    EXTENDED_42_TYPES,
     FIX42,
     FIX44,
-    EXTENDED_42_TYPES,
     FixVenue,
     Tag,
     dictionary_settings,
@@ -60,7 +60,7 @@ class Received:
         return f"Received({self.raw})"
 
 
-class Client(fix.Application):
+class Client(fix.Application):  # type: ignore[misc]
     """A bare quickfix initiator that records every application message it receives."""
 
     def __init__(self, port: int, state_dir: Path, begin_string: str = FIX44) -> None:
@@ -344,23 +344,25 @@ def test_restart_keeps_sequence_numbers_and_resends_missed_executions(
     client.order("L1", "AAPL", "1", "5", ord_type="2", price="150")
     client.wait(by("8", cl_ord_id="L1", exec_type="0"))
 
-    # the client drops off; the order fills while it is away
+    # the client drops off, the venue restarts, and the order fills while nobody is there
     client.stop()
     wait_for(lambda: not venue.logged_on(), what="venue sees the client go")
-    engine.set_mid("AAPL", Decimal("140"))
-    engine.step()
-
-    # the venue restarts too; the new client instance gets the missed fill resent
     venue.stop()
     venue = FixVenue(engine, port, tmp_path / "venue")
     venue.start()
     started.append(venue)
+    engine.set_mid("AAPL", Decimal("140"))
+    engine.step()
+    assert engine.executions(ACCOUNT)
+
+    # a new client instance gets the missed fill by the session's resend
     client = Client(port, tmp_path / "client")
     started.append(client)
     client.start()
     [fill] = client.wait(by("8", cl_ord_id="L1", exec_type="F"))
     assert fill.header.get(Tag.POSS_DUP_FLAG) == "Y"
     assert fill[Tag.EXEC_ID] == engine.executions(ACCOUNT)[0].fill_id
+    assert (fill[Tag.CUM_QTY], fill[Tag.LEAVES_QTY], fill[Tag.ORDER_QTY]) == ("5", "0", "5")
     assert client.errors == []
 
 
