@@ -115,12 +115,14 @@ def watchdog_loop(service: Service, stop: threading.Event, notify: Callable[...,
     tick_s = min(watchdog_s or 1.0, 1.0)
     next_status = 0.0
     while not stop.wait(tick_s):
+        if not service.tree.is_alive():
+            service.escalated.wait(1.0)  # the root is gone; its escalation may be on its way
         if service.escalated.is_set():
             notify(f"STATUS=the supervision tree gave up: {service.escalation_reason}")
             return EXIT_ESCALATED
         if not service.tree.is_alive():
-            # The root is gone; its escalation notice may still be on its way.
-            return EXIT_ESCALATED if service.escalated.wait(1.0) else EXIT_FAILURE
+            notify("STATUS=the supervision tree is gone")
+            return EXIT_FAILURE
         healthy = service.healthy()
         if watchdog_s is not None and healthy:
             notify("WATCHDOG=1")

@@ -32,7 +32,7 @@ def send_command(state_dir: Path, verb: str, *, reason: str = "", operator: str 
             raise ControlError(f"cannot read the control credential: {exc}") from exc
     request = {"token": token, "verb": verb, "reason": reason,
                "operator": operator or getpass.getuser()}
-    context = zmq.Context.instance()
+    context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = context.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
     sock.setsockopt(zmq.RCVTIMEO, int(timeout_s * 1000))

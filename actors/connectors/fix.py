@@ -60,6 +60,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
+import pykka
 import quickfix as fix
 
 from actors.connectors.base import Connector, ConnectorConfig
@@ -691,6 +692,8 @@ class FixConnector(Connector):
         """Run a callback body; an exception is logged and counted, never raised."""
         try:
             handler(*args)
+        except pykka.ActorDeadError:  # a late callback after the actor stopped
+            self.log.debug(f"connector {self.name}: {where} after the actor stopped")
         except BaseException as exc:  # an exception escaping into quickfix ends the process
             self.count_error()
             self.log.exception(f"connector {self.name}: {where} failed: {exc!r}")

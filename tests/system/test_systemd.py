@@ -1,0 +1,167 @@
+"""systemd's notify protocol against a fake systemd: a datagram socket the test binds (a
+path, and an abstract name) and reads what ``tradeguard run`` sends it."""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from supervision import RequestStop
+from tests.helpers import wait_for
+from tests.system.processes import running, wait_status
+from tradeguard import systemd
+from tradeguard.app import Service
+from tradeguard.cli import EXIT_ESCALATED, EXIT_OK, watchdog_loop
+from tradeguard.settings import load_settings
+
+
+class NotifyListener:
+    """A fake systemd: collects every assignment sent to its socket, with arrival times."""
+
+    def __init__(self, bind_to: str, address: str) -> None:
+        self.address = address
+        """The NOTIFY_SOCKET value that reaches this listener."""
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(bind_to)
+        self.sock.setblocking(False)
+        self.messages: list[str] = []
+        self.times: list[float] = []
+
+    def drain(self) -> list[str]:
+        """Everything received so far, one assignment per entry."""
+        while True:
+            try:
+                data = self.sock.recv(65536)
+            except BlockingIOError:
+                return self.messages
+            now = time.monotonic()
+            for line in data.decode().split("\n"):
+                self.messages.append(line)
+                self.times.append(now)
+
+    def wait(self, condition: Callable[[list[str]], bool], timeout_s: float, what: str) -> None:
+        """Until ``condition(messages)`` holds, or fail after ``timeout_s``."""
+        wait_for(lambda: condition(self.drain()), timeout_s=timeout_s, interval_s=0.01, what=what)
+
+    def close(self) -> None:
+        """Close the socket."""
+        self.sock.close()
+
+
+@pytest.fixture(params=["path", "abstract"])
+def listener(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[NotifyListener]:
+    """A fake systemd on a socket path or on an abstract socket name."""
+    if request.param == "path":
+        path = str(tmp_path / "notify.sock")
+        fake = NotifyListener(path, path)
+    else:
+        name = f"tradeguard-test-{uuid.uuid4().hex}"
+        fake = NotifyListener("\0" + name, "@" + name)
+    try:
+        yield fake
+    finally:
+        fake.close()
+
+
+def _index(messages: list[str], prefix: str) -> int:
+    return next(i for i, m in enumerate(messages) if m.startswith(prefix))
+
+
+def test_run_speaks_the_notify_protocol(listener: NotifyListener, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NOTIFY_SOCKET", listener.address)
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    state = tmp_path / "state"
+    with running("run", "--state-dir", str(state)) as proc:
+        listener.wait(lambda m: "READY=1" in m, 30.0, "READY=1")
+        ready = listener.messages.index("READY=1")
+        assert "WATCHDOG=1" not in listener.messages[:ready], "a watchdog ping before READY"
+        listener.wait(lambda m: m[ready:].count("WATCHDOG=1") >= 8, 10.0, "WATCHDOG=1 repeating")
+        pings = [t for m, t in zip(listener.messages, listener.times, strict=True) if m == "WATCHDOG=1"]
+        gaps = [b - a for a, b in itertools.pairwise(pings)]
+        assert max(gaps) < 0.4, f"a watchdog gap longer than WATCHDOG_USEC: {max(gaps):.3f}s"
+        listener.wait(lambda m: any(x.startswith("STATUS=mode LIVE") for x in m), 10.0, "STATUS=mode LIVE")
+        wait_status(state, lambda s: s["mode"] == "LIVE", 10.0, "LIVE")
+
+        sent = time.monotonic()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(10) == 0
+        assert time.monotonic() - sent < 10.0
+        messages = listener.drain()
+        assert "STOPPING=1" in messages
+        assert "WATCHDOG=1" not in messages[messages.index("STOPPING=1"):]
+
+
+@pytest.fixture
+def service(tmp_path: Path) -> Iterator[Service]:
+    """The paper default, running in this process."""
+    running_service = Service(load_settings(), tmp_path / "state")
+    running_service.start()
+    try:
+        yield running_service
+    finally:
+        running_service.stop("leave")
+
+
+def _loop_in_thread(service: Service, listener: NotifyListener, stop: threading.Event,
+                    result: list[int]) -> threading.Thread:
+    notify = partial(systemd.notify, environ={"NOTIFY_SOCKET": listener.address})
+    thread = threading.Thread(
+        target=lambda: result.append(
+            watchdog_loop(service, stop, notify, watchdog_s=0.05, status_every_s=0.2)),
+        name="watchdog-loop", daemon=True)
+    thread.start()
+    return thread
+
+
+def test_watchdog_pings_stop_while_the_tree_does_not_answer(service: Service,
+                                                           listener: NotifyListener) -> None:
+    stop = threading.Event()
+    result: list[int] = []
+    thread = _loop_in_thread(service, listener, stop, result)
+    try:
+        listener.wait(lambda m: m.count("WATCHDOG=1") >= 3, 5.0, "pings while healthy")
+        assert service.tree.ref is not None
+        # The root is told a stop is under way: it is alive but answers its health check "no".
+        assert service.tree.ref.ask(RequestStop(), timeout=2.0)
+        listener.wait(lambda m: any(x.startswith("STATUS=UNHEALTHY") for x in m), 5.0, "STATUS=UNHEALTHY")
+        first = _index(listener.messages, "STATUS=UNHEALTHY")
+        listener.wait(lambda m: sum(x.startswith("STATUS=UNHEALTHY") for x in m) >= 3, 5.0,
+                      "three UNHEALTHY statuses (many ticks)")
+        assert "WATCHDOG=1" not in listener.messages[first:], "pinged while the tree was unhealthy"
+        assert thread.is_alive(), "the loop must keep running: systemd's watchdog decides"
+    finally:
+        stop.set()
+        thread.join(5.0)
+    assert not thread.is_alive()
+    assert result == [EXIT_OK]
+
+
+def test_watchdog_loop_ends_with_exit_3_when_the_root_dies(service: Service,
+                                                          listener: NotifyListener) -> None:
+    stop = threading.Event()
+    result: list[int] = []
+    thread = _loop_in_thread(service, listener, stop, result)
+    try:
+        listener.wait(lambda m: m.count("WATCHDOG=1") >= 3, 5.0, "pings while healthy")
+        assert service.tree.ref is not None
+        service.tree.ref.stop(block=True, timeout=10.0)  # behind the service's back
+        thread.join(5.0)
+        assert not thread.is_alive(), "the loop did not notice the root died"
+    finally:
+        stop.set()
+        thread.join(5.0)
+    assert result == [EXIT_ESCALATED]
+    assert not service.healthy()
+    messages = listener.drain()
+    assert messages[-1].startswith("STATUS=the supervision tree gave up")
