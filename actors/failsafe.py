@@ -278,7 +278,12 @@ class Failsafe(SupervisedActor):
         if not flat and any(state == "pending" for state in states.values()):
             return
         self.running = False
-        path = self._write_incident(flat, states)
+        try:
+            path: Path | str = self._write_incident(flat, states)
+        except OSError as exc:
+            # The outcome must still go out (and the alert be raised) when the disk fails.
+            self.log.critical(f"FAILSAFE: the incident report could not be written: {exc}")
+            path = ""
         rounds = max((run.round for run in self._runs.values()), default=0)
         detail = ", ".join(f"{venue}: {state}" for venue, state in states.items()) or "no venues"
         report = FailsafeReport(flat=flat, attempts=rounds, incident_path=str(path),

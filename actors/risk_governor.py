@@ -22,8 +22,9 @@ import msgspec
 from loguru import logger
 
 from actors import topics
-from actors.errors import RiskError
+from actors.errors import JournalError, RiskError
 from actors.journal import Journal
+from actors.position_keeper import session_start_ns
 from messages import (
     FAILSAFE_SOURCE,
     MODE_TRANSITIONS,
@@ -47,12 +48,15 @@ from messages import (
     RejectReason,
     SafetyEvent,
     Severity,
+    Side,
     SubmitOrder,
+    TimeInForce,
     now_ns,
 )
 from supervision import (
     SUPERVISION_TOPIC,
     ChildExited,
+    ChildStarted,
     SupervisedActor,
     SupervisorGaveUp,
     TimerHandle,
@@ -113,8 +117,9 @@ class Shutdown(msgspec.Struct, frozen=True):
     reason: str = "service stopping"
 
 
-class _Tick(msgspec.Struct, frozen=True):
-    pass
+class Tick(msgspec.Struct, frozen=True):
+    """Tell: run the timed rules now (DEGRADED -> LIVE recovery). The governor's own timer
+    sends one every ``tick_s``."""
 
 
 class CircuitBreaker:
@@ -128,18 +133,19 @@ class CircuitBreaker:
         self.state = "CLOSED"
         self._times: deque[float] = deque()
         self._opened_at = 0.0
-        self._probe_sent = False
+        self._probe_at: float | None = None
 
     def allow(self, now: float) -> bool:
-        """May an order go to the venue now?"""
+        """May an order go to the venue now? In HALF_OPEN one probe is let through; if the
+        venue never answers it (the session dropped), another goes after a further cool-down."""
         if self.state == "OPEN" and now - self._opened_at >= self.cooldown_s:
-            self.state, self._probe_sent = "HALF_OPEN", False
+            self.state, self._probe_at = "HALF_OPEN", None
         if self.state == "OPEN":
             return False
         if self.state == "HALF_OPEN":
-            if self._probe_sent:
+            if self._probe_at is not None and now - self._probe_at < self.cooldown_s:
                 return False
-            self._probe_sent = True
+            self._probe_at = now
         return True
 
     def on_rejection(self, now: float) -> None:
@@ -172,11 +178,20 @@ class RiskGovernor(SupervisedActor):
         venues: dict[str, tuple[str, ...]],
         journal_name: str = "journal.sqlite3",
         clock: Callable[[], float] = time.monotonic,
+        *,
+        session_boundary: str = "00:00",
+        tick_s: float = 1.0,
     ) -> None:
+        """``clock`` (monotonic seconds) times the rate limit, the degradation window, the
+        recovery and the circuit breakers; ``session_boundary`` (``HH:MM`` UTC, the position
+        keeper's) starts the trading day whose notional and P&L are read back from the journal
+        on a restart; ``tick_s`` is the period of the timed rules."""
         super().__init__()
         self.config = config
         self.venues = venues
         self.clock = clock
+        self.session_boundary = session_boundary
+        self.tick_s = tick_s
         self._journal_path = Path(state_dir) / journal_name
         self._journal: Journal | None = None
         self.mode = Mode.STARTUP
@@ -188,6 +203,10 @@ class RiskGovernor(SupervisedActor):
         self._working: dict[str, tuple[str, str, Decimal]] = {}
         self._client_ids: set[str] = set()
         self._fill_ids: set[tuple[str, str]] = set()
+        self._unreported: deque[tuple[int, Decimal]] = deque()
+        """(fill number, notional) of fills the last PortfolioSnapshot does not count yet."""
+        self._own_rejections: dict[int, OrderRejected] = {}
+        """Rejections this governor published, until they come back on ORDERS (by identity)."""
         self._order_times: deque[float] = deque()
         self._degradations: deque[float] = deque()
         self._last_degradation = 0.0
@@ -211,11 +230,20 @@ class RiskGovernor(SupervisedActor):
         self._client_ids = self._journal.client_order_ids()
         for fill in self._journal.fills():
             self._apply_fill(fill)
+        # Until the position keeper publishes again, the day so far comes from the journal.
+        session = session_start_ns(now_ns(), self.session_boundary)
+        realized = self._journal.realized_pnl_since(session)
+        self._portfolio = PortfolioSnapshot(
+            daily_realized_pnl=realized, daily_pnl=realized,
+            daily_traded_notional=self._journal.traded_notional_since(session), fills=len(self._fill_ids),
+        )
         last = self._journal.last_mode()
         if last is Mode.FAILSAFE:
-            # The latch survives a restart: only an operator reset leaves FAILSAFE.
-            self._set_mode(Mode.FAILSAFE, "restored: FAILSAFE is latched until an operator reset",
-                           validate=False)
+            # The latch survives a restart: only an operator reset leaves FAILSAFE, and only
+            # once the failsafe has confirmed (again) that every venue is flat.
+            reason = "restored: FAILSAFE is latched until an operator reset"
+            self._set_mode(Mode.FAILSAFE, reason, validate=False)
+            self._request_flatten(reason)
         else:
             self._set_mode(Mode.READY, "started")
         self._schedule_tick()
@@ -238,6 +266,7 @@ class RiskGovernor(SupervisedActor):
             ConnectorUp: self._on_connector_up,
             ConnectorDown: self._on_connector_down,
             ChildExited: self._on_child_exited,
+            ChildStarted: self._on_child_started,
             SupervisorGaveUp: self._on_gave_up,
             PortfolioSnapshot: self._on_portfolio,
             Reconciliation: self._on_reconciliation,
@@ -248,7 +277,7 @@ class RiskGovernor(SupervisedActor):
                                                       source=m.source),
             Shutdown: self._on_shutdown,
             GetRiskState: lambda _m: self.state(),
-            _Tick: self._on_tick,
+            Tick: self._on_tick,
         }
 
     # ---- modes ----------------------------------------------------------------------
@@ -266,7 +295,11 @@ class RiskGovernor(SupervisedActor):
         self.mode = target
         ts = now_ns()
         if self._journal is not None:
-            self._journal.record_mode(previous, target, reason, ts)
+            try:
+                self._journal.record_mode(previous, target, reason, ts)
+            except JournalError as exc:
+                # A transition is never lost because the disk failed: above all not FAILSAFE.
+                self.log.critical(f"mode {previous} -> {target} could not be journaled: {exc}")
         level = "CRITICAL" if target is Mode.FAILSAFE else "WARNING" if target is Mode.DEGRADED else "INFO"
         self.log.bind(previous=str(previous), current=str(target)).log(
             level, f"mode {previous} -> {target}: {reason}"
@@ -314,23 +347,27 @@ class RiskGovernor(SupervisedActor):
         elif notify:
             self.log.warning(f"already FAILSAFE; further trigger: {reason}")
         if notify and (newly or rerun):
-            registry.tell("failsafe", FlattenRequested(reason=reason, source=source, ts_ns=now_ns()))
+            self._request_flatten(reason, source=source)
+
+    def _request_flatten(self, reason: str, *, source: str = "risk_governor") -> None:
+        registry.tell("failsafe", FlattenRequested(reason=reason, source=source, ts_ns=now_ns()))
 
     # ---- pre-trade checks -----------------------------------------------------------
 
     def _on_submit(self, order: SubmitOrder) -> OrderRejected | None:
         self.counts["checked"] += 1
-        rejection = self.check(order)
+        try:
+            rejection = self.check(order)
+        except Exception as exc:  # a malformed order must not take the governor down
+            self.log.exception("pre-trade check failed")
+            rejection = RejectReason.MALFORMED, f"order could not be checked: {type(exc).__name__}: {exc}"
         if rejection is not None:
             reason, text = rejection
             self.counts["rejected"] += 1
-            event = OrderRejected(client_order_id=order.client_order_id, venue=order.venue,
-                                  reason=reason, text=text, symbol=order.symbol,
-                                  source=order.source, ts_ns=now_ns())
-            self.log.bind(client_order_id=order.client_order_id, reason=str(reason)).info(
+            event = self._reject(order, reason, text)
+            self.log.bind(client_order_id=str(order.client_order_id), reason=str(reason)).info(
                 f"order refused: {text}"
             )
-            bus.publish(topics.ORDERS, event)
             if reason is RejectReason.DAILY_LOSS:
                 self.enter_failsafe(text, source=self.name)
             return event
@@ -341,34 +378,42 @@ class RiskGovernor(SupervisedActor):
         bus.publish(topics.SUBMITTED, order)
         if not registry.tell(order.venue, order):
             self._working.pop(order.client_order_id, None)
-            event = OrderRejected(client_order_id=order.client_order_id, venue=order.venue,
-                                  reason=RejectReason.VENUE_DOWN, symbol=order.symbol,
-                                  text=f"connector {order.venue} is down", source=order.source,
-                                  ts_ns=now_ns())
-            bus.publish(topics.ORDERS, event)
-            return event
+            return self._reject(order, RejectReason.VENUE_DOWN, f"connector {order.venue} is down")
         return None
+
+    def _reject(self, order: SubmitOrder, reason: RejectReason, text: str) -> OrderRejected:
+        """Publish the refusal of ``order`` on ORDERS (every field made safe to encode)."""
+        def text_of(value: object) -> str:
+            return value if isinstance(value, str) else repr(value)
+
+        event = OrderRejected(client_order_id=text_of(order.client_order_id), venue=text_of(order.venue),
+                              reason=reason, text=text, symbol=text_of(order.symbol),
+                              source=text_of(order.source), ts_ns=now_ns())
+        if len(self._own_rejections) > 10_000:  # nobody subscribed to ORDERS to echo them back
+            self._own_rejections.clear()
+        self._own_rejections[id(event)] = event
+        bus.publish(topics.ORDERS, event)
+        return event
 
     def check(self, order: SubmitOrder) -> tuple[RejectReason, str] | None:
         """Every pre-trade check, in order; the first failure is the answer."""
         cfg = self.config
+        malformed = _malformed(order)
+        if malformed is not None:
+            return RejectReason.MALFORMED, malformed
         key = (order.venue, order.symbol)
         if order.venue not in self.venues:
             return RejectReason.UNKNOWN_VENUE, f"unknown venue {order.venue!r}"
         if self.venues[order.venue] and order.symbol not in self.venues[order.venue]:
             return RejectReason.UNKNOWN_SYMBOL, f"unknown symbol {order.symbol!r} at {order.venue}"
-        if not order.quantity > 0:
-            return RejectReason.MALFORMED, f"quantity must be positive, got {order.quantity}"
-        if order.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) and order.limit_price is None:
-            return RejectReason.MALFORMED, f"a {order.order_type} order needs a limit price"
-        if order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and order.stop_price is None:
-            return RejectReason.MALFORMED, f"a {order.order_type} order needs a stop price"
         if order.client_order_id in self._client_ids or order.client_order_id in self._working:
             return RejectReason.DUPLICATE_ID, f"client order id {order.client_order_id} already used"
         failsafe = order.source == FAILSAFE_SOURCE
         if self.mode is Mode.FAILSAFE and not failsafe:
             return RejectReason.MODE, "FAILSAFE: only the failsafe's own orders pass"
         if failsafe:
+            if not order.reduce_only:
+                return RejectReason.REDUCE_ONLY, "the failsafe's orders must be reduce-only"
             return None
         if self.mode not in (Mode.LIVE, Mode.DEGRADED):
             return RejectReason.MODE, f"not trading in mode {self.mode}"
@@ -405,17 +450,19 @@ class RiskGovernor(SupervisedActor):
         notional = order.quantity * price
         if cfg.max_order_notional > 0 and notional > cfg.max_order_notional:
             return RejectReason.MAX_NOTIONAL, f"notional {notional} above {cfg.max_order_notional}"
-        exposure = position + self._working_signed(key) + order.signed_quantity
+        # Worst case: every working order on the order's side fills, none on the other side.
+        exposure = position + self._working_on_side(key, order.side) + order.signed_quantity
         if cfg.max_position > 0 and abs(exposure) > cfg.max_position and not reduces:
-            return RejectReason.MAX_POSITION, f"position would reach {exposure} (max {cfg.max_position})"
-        if cfg.max_open_positions > 0 and position == 0 and not self._working_signed(key):
-            open_count = sum(1 for q in self._positions.values() if q != 0)
-            if open_count >= cfg.max_open_positions:
+            return RejectReason.MAX_POSITION, f"position could reach {exposure} (max {cfg.max_position})"
+        if cfg.max_open_positions > 0 and position == 0 and key not in self._working_keys():
+            open_keys = self._working_keys() | {k for k, q in self._positions.items() if q != 0}
+            if len(open_keys) >= cfg.max_open_positions:
                 return RejectReason.MAX_OPEN_POSITIONS, (
-                    f"{open_count} positions open (max {cfg.max_open_positions})"
+                    f"{len(open_keys)} positions open or being opened (max {cfg.max_open_positions})"
                 )
         if cfg.max_daily_notional > 0:
-            traded = self._portfolio.daily_traded_notional + self._working_notional() + notional
+            traded = (self._portfolio.daily_traded_notional + sum((n for _, n in self._unreported), ZERO)
+                      + self._working_notional() + notional)
             if traded > cfg.max_daily_notional:
                 return RejectReason.MAX_DAILY_NOTIONAL, (
                     f"daily notional would reach {traded} (max {cfg.max_daily_notional})"
@@ -429,8 +476,13 @@ class RiskGovernor(SupervisedActor):
             return RejectReason.CIRCUIT_OPEN, f"circuit breaker for {order.venue} is {circuit.state}"
         return None
 
-    def _working_signed(self, key: tuple[str, str]) -> Decimal:
-        return sum((q for v, s, q in self._working.values() if (v, s) == key), ZERO)
+    def _working_on_side(self, key: tuple[str, str], side: Side) -> Decimal:
+        """Signed quantity of the working orders for ``key`` on ``side``."""
+        buy = side is Side.BUY
+        return sum((q for v, s, q in self._working.values() if (v, s) == key and (q > 0) == buy), ZERO)
+
+    def _working_keys(self) -> set[tuple[str, str]]:
+        return {(v, s) for v, s, _ in self._working.values()}
 
     def _working_reducing(self, key: tuple[str, str], position: Decimal) -> Decimal:
         """Quantity already working against ``position`` (so two reducing orders cannot flip it)."""
@@ -465,6 +517,9 @@ class RiskGovernor(SupervisedActor):
     def _on_filled(self, fill: OrderFilled) -> None:
         if not self._apply_fill(fill):
             return
+        # Counted in the daily notional until a PortfolioSnapshot includes it: the order
+        # stops counting as working now, the keeper's snapshot comes a moment later.
+        self._unreported.append((len(self._fill_ids), abs(fill.quantity * fill.price)))
         working = self._working.get(fill.client_order_id)
         if working is not None:
             if fill.leaves_quantity <= 0:
@@ -483,6 +538,8 @@ class RiskGovernor(SupervisedActor):
             circuit.on_success()
 
     def _on_rejected(self, event: OrderRejected) -> None:
+        if self._own_rejections.pop(id(event), None) is event:
+            return  # our own refusal coming back: it must not touch an order of the same id
         self._working.pop(event.client_order_id, None)
         if event.reason is RejectReason.VENUE:
             circuit = self._circuits.get(event.venue)
@@ -501,7 +558,7 @@ class RiskGovernor(SupervisedActor):
         if event.severity >= Severity.CRITICAL:
             self.enter_failsafe(reason, source="safety_monitor")
         elif event.severity >= Severity.WARNING:
-            self.degrade(reason)
+            self.degrade(reason)  # a reconciliation mismatch degrades here, once
 
     def _on_connector_up(self, event: ConnectorUp) -> None:
         if event.name not in self.venues:
@@ -519,19 +576,28 @@ class RiskGovernor(SupervisedActor):
             if event.abnormal:
                 self.degrade(f"connector {event.name} down: {event.reason}")
 
+    def _on_child_started(self, event: ChildStarted) -> None:
+        if event.name == "failsafe" and self.mode is Mode.FAILSAFE and not self._failsafe_flat:
+            # A restarted failsafe has forgotten its run: the venues are not confirmed flat yet.
+            self._request_flatten("the failsafe restarted before the venues were confirmed flat")
+
     def _on_gave_up(self, event: SupervisorGaveUp) -> None:
         if event.supervisor == "connectors":
             self.enter_failsafe(f"connectors supervisor gave up: {event.reason}", source="supervision")
 
     def _on_portfolio(self, snapshot: PortfolioSnapshot) -> None:
         self._portfolio = snapshot
+        while self._unreported and self._unreported[0][0] <= snapshot.fills:
+            self._unreported.popleft()
         limit = self.config.daily_loss_limit
         if limit > 0 and snapshot.daily_pnl <= -limit and self.mode in (Mode.LIVE, Mode.DEGRADED):
             self.enter_failsafe(f"daily loss limit: P&L {snapshot.daily_pnl} <= -{limit}", source=self.name)
 
     def _on_reconciliation(self, event: Reconciliation) -> None:
+        # The keeper raises a WARNING SafetyEvent for the same mismatch, which degrades;
+        # degrading here too would count one mismatch twice.
         if not event.reconciled:
-            self.degrade(f"reconciliation mismatch at {event.venue}: {'; '.join(event.mismatches)}")
+            self.log.warning(f"reconciliation mismatch at {event.venue}: {'; '.join(event.mismatches)}")
 
     def _on_failsafe_report(self, report: FailsafeReport) -> None:
         self._failsafe_flat = report.flat
@@ -566,22 +632,24 @@ class RiskGovernor(SupervisedActor):
             self._set_mode(Mode.SHUTDOWN, command.reason, validate=False)
         return str(self.mode)
 
-    def _on_tick(self, _tick: _Tick) -> None:
+    def _on_tick(self, _tick: Tick) -> None:
         if (self.mode is Mode.DEGRADED and self._all_up()
                 and self.clock() - self._last_degradation >= self.config.recover_after_s):
             self.transition(Mode.LIVE, f"no degradation for {self.config.recover_after_s}s")
         self._schedule_tick()
 
     def _schedule_tick(self) -> None:
+        if self._tick is not None:
+            self._tick.cancel()  # a Tick told from outside must not start a second chain
         ref = self.actor_ref
 
         def tell() -> None:
             try:
-                ref.tell(_Tick())
+                ref.tell(Tick())
             except Exception:
                 pass
 
-        self._tick = scheduler.call_later(1.0, tell)
+        self._tick = scheduler.call_later(self.tick_s, tell)
 
     def state(self) -> dict[str, Any]:
         """Mode, pause, circuits and counters, for status."""
@@ -595,3 +663,34 @@ class RiskGovernor(SupervisedActor):
             "failsafe_flat": self._failsafe_flat,
             **self.counts,
         }
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, Decimal) and value.is_finite() and value > 0
+
+
+def _malformed(order: SubmitOrder) -> str | None:
+    """Why ``order`` is not a well-formed order, or None. The struct validates itself when
+    built or decoded; this also holds for one that was not (the governor must survive it)."""
+    for name in ("client_order_id", "venue", "symbol"):
+        value = getattr(order, name, None)
+        if not isinstance(value, str) or not value:
+            return f"{name} must be a non-empty string, got {value!r}"
+    if not isinstance(order.source, str):
+        return f"source must be a string, got {order.source!r}"
+    for name, kind in (("side", Side), ("order_type", OrderType), ("time_in_force", TimeInForce)):
+        if not isinstance(getattr(order, name, None), kind):
+            return f"{name} must be a {kind.__name__}, got {getattr(order, name, None)!r}"
+    if not _positive(order.quantity):
+        return f"quantity must be a positive finite number, got {order.quantity}"
+    for name in ("limit_price", "stop_price"):
+        value = getattr(order, name)
+        if value is not None and not _positive(value):
+            return f"{name} must be a positive finite number, got {value}"
+    if order.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) and order.limit_price is None:
+        return f"a {order.order_type} order needs a limit price"
+    if order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and order.stop_price is None:
+        return f"a {order.order_type} order needs a stop price"
+    if not isinstance(order.reduce_only, bool):
+        return f"reduce_only must be a bool, got {order.reduce_only!r}"
+    return None

@@ -250,7 +250,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 def cmd_venue(args: argparse.Namespace) -> int:
     argv = [*(["--port", str(args.port)] if args.port else []),
-            *(["--state-dir", args.state_dir] if args.state_dir else [])]
+            *(["--state-dir", args.state_dir] if args.state_dir else []), *args.options]
     if args.kind == "fix":
         from venues.fix_venue import main as venue_main
     elif args.kind == "zmq":
@@ -303,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     venue.add_argument("kind", choices=["fix", "zmq", "tws"])
     venue.add_argument("--port", type=int, help="port to listen on (127.0.0.1)")
     venue.add_argument("--state-dir", help="where the venue keeps its account")
+    venue.add_argument("options", nargs=argparse.REMAINDER,
+                       help="further options of that venue (e.g. --begin-string FIX.4.2 for fix)")
     venue.set_defaults(func=cmd_venue)
     return parser
 

@@ -58,6 +58,7 @@ class PaperConnector(Connector):
         self.venue: PaperVenue | None = None
         self._symbols: set[str] = set()
         self._attached = False
+        self._lost = False
 
     # ---- session ----------------------------------------------------------------------
 
@@ -84,10 +85,7 @@ class PaperConnector(Connector):
         self._attached = False
 
     def resync(self) -> None:
-        engine = self._engine()
-        account = self.paper_config.account
-        for fill in engine.executions(account):
-            self.deliver(fill)
+        # Every execution the venue holds, then its positions (see request_positions).
         self.request_positions("")
 
     def subscribe(self, symbols: Sequence[str]) -> None:
@@ -103,14 +101,33 @@ class PaperConnector(Connector):
 
     def cancel_all(self, request_id: str) -> None:
         self._engine().cancel_all(self.paper_config.account)
-        self.deliver(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=now_ns()))
+        # Through the mailbox: the confirmation follows the cancellations the engine queued there.
+        self.actor_ref.tell(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=now_ns()))
 
     def request_positions(self, request_id: str) -> None:
+        """Deliver the venue's positions, preceded by every execution they include.
+
+        The engine thread hands fills to the mailbox, so a fill can be in the venue's
+        positions before its event reaches the bus; a report published ahead of it would
+        disagree with the journal. The positions are therefore read between two reads of the
+        (append-only) executions, and the executions they include are delivered first
+        (their queued copies are then dropped as duplicates)."""
+        engine = self._engine()
+        account = self.paper_config.account
+        executions = engine.executions(account)
+        for _ in range(10):
+            reported = engine.positions(account)
+            after = engine.executions(account)
+            stable = len(after) == len(executions)
+            executions = after
+            if stable:
+                break
+        for fill in executions:
+            self.deliver(fill)
         positions = tuple(
             VenuePosition(venue=self.name, symbol=p.symbol, quantity=p.quantity,
                           average_price=p.average_price)
-            for p in self._engine().positions(self.paper_config.account)
-            if p.quantity != Decimal(0)
+            for p in reported if p.quantity != Decimal(0)
         )
         self.deliver(VenuePositions(venue=self.name, positions=positions, request_id=request_id,
                                     ts_ns=now_ns()))
@@ -118,18 +135,29 @@ class PaperConnector(Connector):
     # ---- engine callbacks (engine thread) ---------------------------------------------
 
     def _on_engine_event(self, account: str, event: OrderEvent) -> None:
-        if account == self.paper_config.account and self._attached:
+        if account == self.paper_config.account and self._attached and not self._venue_down():
             self.inbound(event)
 
     def _on_engine_quotes(self, quotes: list[Quote]) -> None:
-        if not self._attached:
+        if not self._attached or self._venue_down():
             return
         wanted = self._symbols
         batch = tuple(q for q in quotes if q.symbol in wanted)
         if batch:
             self.inbound(QuoteBatch(venue=self.name, quotes=batch, recv_ns=now_ns()))
 
+    def _venue_down(self) -> bool:
+        """True when the venue went down under the session; the session is lost (once)."""
+        if self.venue is None or not self.venue.down:
+            return False
+        if not self._lost:
+            self._lost = True
+            self.session_lost("paper venue is down")
+        return True
+
     def _engine(self) -> VenueEngine:
         if self.venue is None:
             raise ConnectorError("not connected", venue=self.name)
+        if self.venue.down:
+            raise ConnectorError("paper venue is down", venue=self.name)
         return self.venue.engine

@@ -73,6 +73,7 @@ class SampleStrategy(SupervisedActor):
         self._mids: dict[str, Decimal] = {}
         self._positions: dict[str, Decimal] = {}
         self._direction: dict[str, int] = {}
+        self._fill_ids: set[str] = set()
         self._timer: TimerHandle | None = None
         self.sent = 0
         self.rejected = 0
@@ -103,8 +104,12 @@ class SampleStrategy(SupervisedActor):
                 self._mids[quote.symbol] = quote.mid
 
     def _on_fill(self, fill: OrderFilled) -> None:
-        if fill.venue == self.config.venue and fill.client_order_id.startswith(f"{self.config.name}-"):
-            self._positions[fill.symbol] = self._positions.get(fill.symbol, Decimal(0)) + fill.signed_quantity
+        if fill.venue != self.config.venue or not fill.client_order_id.startswith(f"{self.config.name}-"):
+            return
+        if fill.fill_id in self._fill_ids:
+            return  # a connector resynchronising after a restart publishes its executions again
+        self._fill_ids.add(fill.fill_id)
+        self._positions[fill.symbol] = self._positions.get(fill.symbol, Decimal(0)) + fill.signed_quantity
 
     def _on_rejected(self, event: OrderRejected) -> None:
         if event.source == self.config.name:
