@@ -163,9 +163,39 @@ class FixKit(Kit):
                          health_interval_s=0.2)
 
 
+class IbkrKit(Kit):
+    """A fake TWS speaking IB's wire protocol, for ib_insync."""
+
+    kind = "ibkr"
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__(state_dir)
+        self.account = "DU000001"
+        self.port = 0
+        self.front: Any = None
+
+    def _start_front(self) -> None:
+        from venues.tws_venue import TwsVenue
+
+        self.front = TwsVenue(self.engine, port=self.port, account=self.account)
+        self.port = self.front.start()
+
+    def _stop_front(self) -> None:
+        if self.front is not None:
+            self.front.stop()
+            self.front = None
+
+    def config(self) -> ConnectorConfig:
+        from actors.connectors.ibkr import IbkrConfig
+
+        return IbkrConfig(name=VENUE_NAME, symbols=SYMBOLS, port=self.port, client_id=7,
+                          health_interval_s=0.2)
+
+
 KITS: dict[str, Callable[[Path], Kit]] = {
     "paper": PaperKit,
     "zmq": ZmqKit,
     "fix": FixKit,
+    "ibkr": IbkrKit,
 }
 """Every connector the contract suite covers."""

@@ -1,0 +1,981 @@
+"""The Interactive Brokers connector: TWS or IB Gateway through ib_insync.
+
+This is the only module that imports ib_insync; IB's camelCase names stay here.
+
+Threading
+---------
+ib_insync is asyncio code. The connector owns one thread that runs its own event loop;
+the ``IB`` client is created in that thread, a fresh one on every connect (``disconnect``
+does not clear ib_insync's cached orders and positions), and only that thread ever calls
+into ib_insync. The actor thread hands work to the loop with ``call_soon_threadsafe``:
+commands (orders, cancels, requests, subscriptions) go into one queue that a worker task
+runs in order, so a cancel never overtakes its order. Only ``connect`` and ``disconnect``
+wait for the loop, each within a bounded time. ib_insync's events are turned into
+tradeguard messages in the loop thread and handed to the actor with ``inbound``; every
+event handler is wrapped so that one bad message cannot stop the reader.
+
+Session
+-------
+``connect`` opens the API session within ``connect_timeout_s`` and picks the account
+(``account``, or the first managed account when empty). Error 326 (client id already in
+use) fails the connect at once with a ``ConnectorError`` carrying code 326, and the
+supervisor retries with backoff; the usual cause is a previous session of the same
+client id that TWS has not dropped yet. If it persists, another program uses that id:
+configure a different ``client_id``. The session is lost (the actor fails and is
+restarted, which reconnects and resynchronises) when the socket closes, on error 1100
+(TWS lost its connection to IB), and when ``reqCurrentTime``, sent every
+``health_interval_s`` to measure latency, goes unanswered for ``request_timeout_s``.
+Error 1102 (connection restored) is logged; 1101 (restored, market data lost) is logged
+and every market data subscription is renewed.
+
+Mapping
+-------
+* Symbols are stocks: ``Stock(symbol, exchange, currency)``, qualified once per symbol
+  (cached for the life of the actor).
+* Orders: MARKET, LIMIT, STOP, STOP_LIMIT become MKT, LMT, STP, STP LMT; DAY, GTC, IOC,
+  FOK are passed as is; ``orderRef`` is tradeguard's ``client_order_id``, so the venue
+  names the order the same way after a restart. ``reduce_only`` has no IB equivalent and
+  is not sent (the risk governor enforces it). Orders placed elsewhere, without an
+  ``orderRef``, are named ``ib-<clientId>-<orderId>``.
+* Order status PreSubmitted or Submitted -> ``OrderAccepted`` (once per order);
+  Cancelled -> ``OrderCancelled``; an IB error that ends an order (ib_insync marks it
+  cancelled with the error's code) -> ``OrderRejected`` with reason VENUE and the IB code
+  and text. A refused cancel (161, 10147, 10148) is counted and logged: the order keeps
+  whatever state the venue reports.
+* Executions -> ``OrderFilled``: ``fill_id`` is IB's execId, leaves is the order's total
+  quantity minus the execution's cumulative quantity. Executions replayed by ``resync``
+  whose order no longer works get leaves measured against the largest cumulative
+  quantity seen for that order (the last one gets zero).
+* Positions -> ``VenuePositions``, in answer to ``request_positions`` and after every
+  (re)connect; ``avgCost`` is the average price (stocks).
+* Market data: each ``pendingTickersEvent`` (one socket read) becomes at most one
+  ``QuoteBatch`` of the quotes whose bid or ask changed and the trades printed (tick
+  LAST). A tick with a non-finite price, or a size that is negative or not finite, is
+  counted as malformed and its symbol skipped for that read; a quote whose other side
+  has not arrived yet is not sent.
+
+Back pressure: at most ``max_batches_in_flight`` batches wait in the actor's mailbox.
+Beyond that, market data is held in the I/O thread, the newest quote per symbol and a
+bounded number of trades, and goes out as one batch when the actor catches up; every
+quote or trade pushed out that way is counted as a drop. Memory stays bounded however
+fast the venue ticks, and the newest quote of every symbol still reaches the actor.
+
+``cancel_all`` sends ``reqGlobalCancel`` (every order of the account, whichever client
+placed it), waits up to ``request_timeout_s`` for this client's working orders to end,
+then asks the venue for all open orders and delivers ``CancelAllDone`` with its answer
+(a warning is logged when orders are still working).
+
+Import this module from the main thread (the plug-in loader does): eventkit, under
+ib_insync, asks for the importing thread's event loop when it is first imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import functools
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import pykka
+from ib_insync import IB, Contract, ExecutionFilter, Fill, Order, Stock, Ticker
+from ib_insync import OrderStatus as IbOrderStatus
+from ib_insync import Trade as IbTrade
+
+from actors.connectors.base import Connector, ConnectorConfig
+from actors.errors import ConnectorError
+from messages import (
+    CancelAllDone,
+    CancelOrder,
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    OrderType,
+    Quote,
+    QuoteBatch,
+    RejectReason,
+    Side,
+    SubmitOrder,
+    TimeInForce,
+    Trade,
+    VenuePosition,
+    VenuePositions,
+    now_ns,
+)
+
+__all__ = ["IbkrConfig", "IbkrConnector"]
+
+CLIENT_ID_IN_USE = 326
+"""IB error: the client id is already connected."""
+CONNECTIVITY_LOST = 1100
+"""IB error: TWS lost its connection to IB's servers."""
+RESTORED_DATA_LOST = 1101
+"""IB notice: connectivity restored, market data subscriptions lost."""
+RESTORED = 1102
+"""IB notice: connectivity restored, nothing lost."""
+ORDER_CANCELLED = 202
+"""IB notice that follows the status of a cancelled order."""
+CANCEL_REFUSED = frozenset({161, 10147, 10148})
+"""IB errors refusing a cancel: not cancellable, unknown order id, cannot be cancelled."""
+
+_ORDER_TYPES = {
+    OrderType.MARKET: "MKT",
+    OrderType.LIMIT: "LMT",
+    OrderType.STOP: "STP",
+    OrderType.STOP_LIMIT: "STP LMT",
+}
+_TIME_IN_FORCE = {
+    TimeInForce.DAY: "DAY",
+    TimeInForce.GTC: "GTC",
+    TimeInForce.IOC: "IOC",
+    TimeInForce.FOK: "FOK",
+}
+_EXECUTION_SIDES = {"BOT": Side.BUY, "SLD": Side.SELL}
+_WORKING = frozenset({"PreSubmitted", "Submitted"})
+_LIVE = frozenset({"PendingSubmit", "ApiPending", "PreSubmitted", "Submitted", "PendingCancel"})
+_CANCELLED = frozenset({"Cancelled", "ApiCancelled"})
+
+# IB tick types: price ticks carry a size, size ticks only a size; delayed variants too.
+_QUOTE_PRICE_TICKS = frozenset({1, 2, 66, 67})
+_QUOTE_SIZE_TICKS = frozenset({0, 3, 69, 70})
+_LAST_TICKS = frozenset({4, 68})
+
+_CLOSE_TIMEOUT_S = 2.0
+"""How long ``disconnect`` waits for the session to close and for the thread to end."""
+_CONNECT_GRACE_S = 2.0
+"""Added to ``connect_timeout_s`` for the actor's own wait on the loop."""
+_MAX_HELD_TRADES = 1000
+"""Trades held while the actor catches up; older ones beyond this are dropped."""
+
+T = TypeVar("T")
+
+
+class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
+    """Settings of one TWS / IB Gateway session."""
+
+    kind: str = "ibkr"
+    """Always ``ibkr``."""
+    host: str = "127.0.0.1"
+    """Host of TWS or IB Gateway."""
+    port: int = 7497
+    """API port (TWS paper trading listens on 7497 by default)."""
+    client_id: int = 17
+    """API client id; unique among the programs connected to the same TWS."""
+    account: str = ""
+    """Account to trade; empty means the first managed account."""
+    exchange: str = "SMART"
+    """Exchange of the stock contracts."""
+    currency: str = "USD"
+    """Currency of the stock contracts."""
+    request_timeout_s: float = 5.0
+    """Longest wait for the answer to a request (contracts, positions, open orders)."""
+    max_batches_in_flight: int = 8
+    """Market data batches allowed in the actor's mailbox before quotes are conflated."""
+
+    def __post_init__(self) -> None:
+        if not self.host:
+            raise ValueError("host: must not be empty")
+        if not 0 < self.port < 65536:
+            raise ValueError(f"port: must be within 1..65535, got {self.port}")
+        if self.client_id < 0:
+            raise ValueError(f"client_id: must not be negative, got {self.client_id}")
+        if not self.exchange or not self.currency:
+            raise ValueError("exchange, currency: must not be empty")
+        if self.request_timeout_s <= 0:
+            raise ValueError(f"request_timeout_s: must be positive, got {self.request_timeout_s}")
+        if self.max_batches_in_flight < 1:
+            raise ValueError(f"max_batches_in_flight: must be at least 1, got {self.max_batches_in_flight}")
+
+
+class _QuoteGate:
+    """The bounded hand-off of market data from the I/O thread to the actor.
+
+    ``offer`` holds new quotes (the newest per symbol) and trades; ``take`` hands them out
+    as one batch while fewer than ``limit`` batches are in flight; ``release`` (actor
+    thread) marks one batch handled and says whether data is waiting for room.
+    """
+
+    def __init__(self, limit: int, max_trades: int = _MAX_HELD_TRADES) -> None:
+        self._lock = threading.Lock()
+        self._limit = limit
+        self._max_trades = max_trades
+        self._in_flight = 0
+        self._waiting = False
+        self._quotes: dict[str, Quote] = {}
+        self._trades: deque[Trade] = deque()
+
+    def offer(self, quotes: Iterable[Quote], trades: Iterable[Trade]) -> int:
+        """Hold market data until it can go out; returns how many held items it replaced
+        or pushed out."""
+        dropped = 0
+        with self._lock:
+            for quote in quotes:
+                if self._quotes.pop(quote.symbol, None) is not None:
+                    dropped += 1
+                self._quotes[quote.symbol] = quote
+            self._trades.extend(trades)
+            while len(self._trades) > self._max_trades:
+                self._trades.popleft()
+                dropped += 1
+        return dropped
+
+    def take(self) -> tuple[tuple[Quote, ...], tuple[Trade, ...]] | None:
+        """Everything held, as one batch, if the actor has room; else None."""
+        with self._lock:
+            if not self._quotes and not self._trades:
+                return None
+            if self._in_flight >= self._limit:
+                self._waiting = True
+                return None
+            self._in_flight += 1
+            batch = (tuple(self._quotes.values()), tuple(self._trades))
+            self._quotes.clear()
+            self._trades.clear()
+            return batch
+
+    def release(self) -> bool:
+        """One batch was handled; True when held data waits for the room it frees."""
+        with self._lock:
+            self._in_flight = max(0, self._in_flight - 1)
+            waiting, self._waiting = self._waiting, False
+            return waiting
+
+
+@dataclass
+class _Order:
+    """One order as this session knows it (loop thread only)."""
+
+    client_order_id: str
+    symbol: str
+    trade: IbTrade
+    accepted: bool = False
+    done: bool = False
+
+
+def _guarded(handler: Callable[..., None]) -> Callable[..., None]:
+    """Wrap an ib_insync event handler: an exception is counted and logged, never raised
+    into ib_insync's reader."""
+
+    @functools.wraps(handler)
+    def guarded(self: IbkrConnector, *args: Any) -> None:
+        try:
+            handler(self, *args)
+        except Exception:
+            self.count_error()
+            self.log.exception(f"connector {self.name}: {handler.__name__} failed")
+
+    return guarded
+
+
+def _decimal(value: float) -> Decimal:
+    """A float from ib_insync as the Decimal it was written as on the wire."""
+    return Decimal(repr(float(value)))
+
+
+def _is_price(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
+
+
+def _is_size(value: float) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
+
+
+def _order_name(order_ref: str, client_id: int, order_id: int) -> str:
+    """tradeguard's name for an IB order: its orderRef, else made from its IB ids."""
+    return order_ref or f"ib-{client_id}-{order_id}"
+
+
+def _ts_ns(moment: object) -> int:
+    """Wall clock nanoseconds of an ib_insync datetime; now when there is none."""
+    if isinstance(moment, datetime):
+        try:
+            return int(moment.timestamp() * 1e9)
+        except (OverflowError, OSError, ValueError):
+            pass
+    return now_ns()
+
+
+class IbkrConnector(Connector):
+    """A session with TWS or IB Gateway over IB's API, through ib_insync."""
+
+    kind: ClassVar[str] = "ibkr"
+    config_type: ClassVar[type[ConnectorConfig]] = IbkrConfig
+
+    def __init__(self, config: ConnectorConfig, state_dir: Path) -> None:
+        if not isinstance(config, IbkrConfig):
+            raise TypeError(f"config: expected IbkrConfig, got {type(config).__name__}")
+        super().__init__(config, state_dir)
+        self.ib_config: IbkrConfig = config
+        self.account = ""
+        """The account traded, known once connected."""
+        self._gate = _QuoteGate(config.max_batches_in_flight)
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        # Loop-thread state.
+        self._ib: IB | None = None
+        self._closing = False
+        self._lost = False
+        self._refused: asyncio.Future[str] | None = None
+        self._commands: asyncio.Queue[tuple[Callable[..., Awaitable[None]], tuple[Any, ...]]] | None = None
+        self._request_lock: asyncio.Lock | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._contracts: dict[str, Contract] = {}
+        self._symbols_by_con_id: dict[int, str] = {}
+        self._subscribed: dict[str, Contract] = {}
+        self._orders: dict[str, _Order] = {}
+        self._order_ids: dict[int, str] = {}
+        self._unanswered: list[SubmitOrder] = []
+        """Orders the session ended under; refused by ``disconnect`` once the thread is joined."""
+
+    # ---- the contract (actor thread) -------------------------------------------------------
+
+    def connect(self) -> None:
+        """Start the I/O thread and open the API session within ``connect_timeout_s``."""
+        cfg = self.ib_config
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(
+            target=self._run_loop, args=(loop,), name=f"ibkr-{self.name}", daemon=True
+        )
+        self._loop, self._thread = loop, thread
+        thread.start()
+        opening = asyncio.run_coroutine_threadsafe(self._open(), loop)
+        try:
+            opening.result(timeout=cfg.connect_timeout_s + _CONNECT_GRACE_S)
+        except ConnectorError:
+            self.disconnect()
+            raise
+        except concurrent.futures.TimeoutError:
+            opening.cancel()
+            self.disconnect()
+            raise ConnectorError(
+                f"no IB API session with {cfg.host}:{cfg.port} within {cfg.connect_timeout_s}s",
+                venue=self.name,
+            ) from None
+        except Exception as exc:
+            self.disconnect()
+            raise ConnectorError(
+                f"cannot connect to {cfg.host}:{cfg.port}: {type(exc).__name__}: {exc}", venue=self.name
+            ) from exc
+        self.log.info(
+            f"connector {self.name}: IB API session up with {cfg.host}:{cfg.port} "
+            f"(client id {cfg.client_id}, account {self.account})"
+        )
+
+    def disconnect(self) -> None:
+        """Cancel subscriptions, close the session, stop the loop and join the thread."""
+        loop, thread = self._loop, self._thread
+        self._loop = self._thread = None
+        if loop is None or thread is None:
+            return
+        if thread.is_alive():
+            try:
+                asyncio.run_coroutine_threadsafe(self._close(), loop).result(timeout=_CLOSE_TIMEOUT_S)
+            except Exception as exc:
+                self.log.warning(f"connector {self.name}: IB session did not close cleanly: {exc!r}")
+            try:
+                loop.call_soon_threadsafe(loop.stop)
+            except RuntimeError:
+                pass  # the loop is already closed
+            thread.join(_CLOSE_TIMEOUT_S)
+            if thread.is_alive():
+                self.log.error(f"connector {self.name}: I/O thread did not stop")
+                return  # never touch the loop's state under a live thread
+        self._refuse_unanswered()
+
+    def _refuse_unanswered(self) -> None:
+        """Refuse (``VENUE_DOWN``) every order the closed session never placed: those still
+        queued and those it could no longer answer to the actor (actor thread, loop stopped)."""
+        orders, self._unanswered = self._unanswered, []
+        while self._commands is not None and not self._commands.empty():
+            command, args = self._commands.get_nowait()
+            if command == self._place:
+                orders.append(args[0])
+        for order in orders:
+            self.deliver(self._rejected(order.client_order_id, order.symbol, RejectReason.VENUE_DOWN,
+                                        "IB session closed before the order was placed"))
+
+    def resync(self) -> None:
+        """Re-request this client's open orders, the account's executions and its positions.
+
+        Working orders are delivered as ``OrderAccepted``, executions as ``OrderFilled`` (the
+        base drops the ones already seen, the position keeper those of earlier lives) and
+        positions as ``VenuePositions`` with an empty request id.
+        """
+        self._post(self._resync)
+
+    def subscribe(self, symbols: Sequence[str]) -> None:
+        """Subscribe to the quotes and trades of ``symbols``."""
+        self._post(self._subscribe, tuple(symbols))
+
+    def submit(self, order: SubmitOrder) -> None:
+        """Place a new order; refused at once (``VENUE_DOWN``) when the session is gone."""
+        if not self._post(self._place, order):
+            self.deliver(self._rejected(order.client_order_id, order.symbol, RejectReason.VENUE_DOWN,
+                                        "IB session is down"))
+
+    def cancel(self, order: CancelOrder) -> None:
+        """Ask IB to cancel one order."""
+        if not self._post(self._cancel, order.client_order_id):
+            self.count_error()
+            self.log.warning(f"connector {self.name}: cancel of {order.client_order_id} not sent: down")
+
+    def cancel_all(self, request_id: str) -> None:
+        """``reqGlobalCancel``; ``CancelAllDone`` once the venue shows no working orders."""
+        if self._post(self._cancel_all, request_id):
+            self.count_out()
+        else:
+            self.count_error()
+            self.log.warning(f"connector {self.name}: mass cancel {request_id!r} not sent: down")
+
+    def request_positions(self, request_id: str) -> None:
+        """``reqPositions``; answered with ``VenuePositions`` carrying ``request_id``."""
+        if self._post(self._spawn_positions, request_id):
+            self.count_out()
+        else:
+            self.count_error()
+            self.log.warning(f"connector {self.name}: positions request {request_id!r} not sent: down")
+
+    # ---- the actor side of market data ---------------------------------------------------
+
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        table = super().handlers()
+        table[QuoteBatch] = self._on_quote_batch
+        return table
+
+    def _on_quote_batch(self, batch: QuoteBatch) -> None:
+        self.deliver(batch)
+        if self._gate.release():
+            self._call_soon(self._flush_quotes)
+
+    # ---- hand-off to the loop ------------------------------------------------------------
+
+    def _call_soon(self, callback: Callable[..., None], *args: Any) -> bool:
+        loop = self._loop
+        if loop is None:
+            return False
+        try:
+            loop.call_soon_threadsafe(callback, *args)
+        except RuntimeError:  # the loop is closed
+            return False
+        return True
+
+    def _post(self, command: Callable[..., Awaitable[None]], *args: Any) -> bool:
+        """Queue ``command(*args)`` for the loop's worker; False when the session is gone."""
+        return self._call_soon(self._enqueue, command, args)
+
+    def _enqueue(self, command: Callable[..., Awaitable[None]], args: tuple[Any, ...]) -> None:
+        if self._commands is not None:
+            self._commands.put_nowait((command, args))
+
+    def _tell(self, message: Any) -> None:
+        """Hand a message to the actor (loop thread)."""
+        try:
+            self.inbound(message)
+        except pykka.ActorDeadError:
+            pass  # the actor is stopping; disconnect() is about to join this thread
+
+    # ---- the I/O thread --------------------------------------------------------------------
+
+    def _run_loop(self, loop: asyncio.AbstractEventLoop) -> None:
+        asyncio.set_event_loop(loop)
+        try:
+            loop.run_forever()
+        finally:
+            try:
+                pending = asyncio.all_tasks(loop)
+                for task in pending:
+                    task.cancel()
+                loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+                loop.run_until_complete(loop.shutdown_asyncgens())
+                loop.run_until_complete(loop.shutdown_default_executor())
+            finally:
+                asyncio.set_event_loop(None)
+                loop.close()
+
+    async def _open(self) -> None:
+        cfg = self.ib_config
+        loop = asyncio.get_running_loop()
+        self._closing = self._lost = False
+        self._commands = asyncio.Queue()
+        self._request_lock = asyncio.Lock()
+        self._refused = loop.create_future()
+        ib = self._ib = IB()  # type: ignore[no-untyped-call]
+        ib.errorEvent += self._on_error
+        connecting = asyncio.ensure_future(
+            ib.connectAsync(cfg.host, cfg.port, clientId=cfg.client_id, timeout=cfg.connect_timeout_s)
+        )
+        await asyncio.wait({connecting, self._refused}, timeout=cfg.connect_timeout_s,
+                           return_when=asyncio.FIRST_COMPLETED)
+        if self._refused.done() or not connecting.done():
+            connecting.cancel()
+            await asyncio.gather(connecting, return_exceptions=True)
+            if self._refused.done():
+                raise ConnectorError(
+                    f"client id {cfg.client_id} is already in use at {cfg.host}:{cfg.port}; if this "
+                    "persists, another program holds it: configure a different client_id",
+                    venue=self.name, code=CLIENT_ID_IN_USE, venue_text=self._refused.result(),
+                )
+            raise ConnectorError(
+                f"no IB API session with {cfg.host}:{cfg.port} within {cfg.connect_timeout_s}s",
+                venue=self.name,
+            )
+        try:
+            connecting.result()
+        except (OSError, TimeoutError) as exc:
+            raise ConnectorError(
+                f"cannot connect to {cfg.host}:{cfg.port}: {type(exc).__name__}: {exc}", venue=self.name
+            ) from exc
+        accounts = ib.managedAccounts()
+        if cfg.account and cfg.account not in accounts:
+            raise ConnectorError(
+                f"account {cfg.account!r} is not managed by this login (managed: {', '.join(accounts)})",
+                venue=self.name,
+            )
+        if not accounts and not cfg.account:
+            raise ConnectorError("the login manages no account", venue=self.name)
+        self.account = cfg.account or accounts[0]
+        ib.pendingTickersEvent += self._on_pending_tickers
+        ib.orderStatusEvent += self._on_order_status
+        ib.execDetailsEvent += self._on_exec_details
+        ib.disconnectedEvent += self._on_disconnected
+        self._spawn(self._work(), "command worker")
+        self._spawn(self._watch(), "latency watch")
+
+    async def _close(self) -> None:
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        ib, self._ib = self._ib, None
+        if ib is None:
+            return
+        if ib.isConnected():
+            for contract in self._subscribed.values():
+                try:
+                    ib.cancelMktData(contract)
+                except ConnectionError:
+                    break
+        ib.disconnect()  # type: ignore[no-untyped-call]
+        ib.client.disconnect()  # type: ignore[no-untyped-call]  # a socket still in its handshake too
+        await asyncio.sleep(0.01)  # let the transport finish closing its socket
+
+    def _spawn(self, work: Awaitable[None], what: str) -> None:
+        """Run ``work`` as a task of its own; it is cancelled when the session closes."""
+        task: asyncio.Task[None] = asyncio.ensure_future(self._guard(work, what))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _guard(self, work: Awaitable[None], what: str) -> None:
+        """Await ``work``; a failure is counted and logged, never raised into the loop."""
+        try:
+            await work
+        except (ConnectionError, TimeoutError) as exc:
+            if self._closing:
+                return  # the session is being closed under it
+            self.count_error()
+            self.log.warning(f"connector {self.name}: {what} failed: {exc!r}")
+        except Exception:
+            self.count_error()
+            self.log.exception(f"connector {self.name}: {what} failed")
+
+    async def _work(self) -> None:
+        """Run queued commands one at a time, in the order the actor sent them."""
+        assert self._commands is not None
+        while True:
+            command, args = await self._commands.get()
+            if self._closing:
+                self._commands.put_nowait((command, args))  # disconnect() answers what is left
+                return
+            await self._guard(command(*args), command.__name__)
+
+    async def _watch(self) -> None:
+        """Measure the round trip every ``health_interval_s``; no answer means a dead session."""
+        cfg = self.ib_config
+        while True:
+            await asyncio.sleep(cfg.health_interval_s)
+            started = time.perf_counter()
+            try:
+                await asyncio.wait_for(self._session().reqCurrentTimeAsync(), cfg.request_timeout_s)
+            except TimeoutError:
+                self._lose(f"no answer to reqCurrentTime within {cfg.request_timeout_s}s")
+                return
+            except ConnectionError:
+                return  # the disconnect handler reports it
+            self.note_latency(self.elapsed_ms(started))
+
+    def _session(self) -> IB:
+        ib = self._ib
+        if ib is None or not ib.isConnected():
+            raise ConnectionError("IB session is not connected")
+        return ib
+
+    def _lose(self, reason: str) -> None:
+        if self._closing or self._lost:
+            return
+        self._lost = True
+        self.session_lost(reason)
+
+    async def _request(self, awaitable: Awaitable[T]) -> T:
+        """Wait for one answer within ``request_timeout_s``, noting the round trip."""
+        started = time.perf_counter()
+        result = await asyncio.wait_for(awaitable, self.ib_config.request_timeout_s)
+        self.note_latency(self.elapsed_ms(started))
+        return result
+
+    # ---- commands (loop thread) ------------------------------------------------------------
+
+    async def _resync(self) -> None:
+        ib = self._session()
+        assert self._request_lock is not None
+        async with self._request_lock:
+            trades: list[IbTrade] = await self._request(ib.reqOpenOrdersAsync())
+        open_totals: dict[str, Decimal] = {}
+        for trade in trades:
+            order = self._adopt(trade)
+            if trade.orderStatus.status in IbOrderStatus.DoneStates:
+                continue
+            open_totals[order.client_order_id] = _decimal(trade.order.totalQuantity)
+            if not order.accepted and trade.orderStatus.status in _WORKING:
+                order.accepted = True
+                self._tell(self._accepted(order))
+        fills: list[Fill] = await self._request(
+            ib.reqExecutionsAsync(ExecutionFilter(acctCode=self.account))
+        )
+        final: dict[str, Decimal] = {}
+        for fill in fills:
+            coid = _order_name(fill.execution.orderRef, fill.execution.clientId, fill.execution.orderId)
+            final[coid] = max(final.get(coid, Decimal(0)), _decimal(fill.execution.cumQty))
+        for fill in fills:
+            coid = _order_name(fill.execution.orderRef, fill.execution.clientId, fill.execution.orderId)
+            total = open_totals.get(coid, final[coid])
+            message = self._filled(coid, self._symbol_of(fill.contract), fill, total)
+            if message is not None:
+                self._tell(message)
+        self.log.info(
+            f"connector {self.name}: resync: {len(trades)} open orders, {len(fills)} executions"
+        )
+        await self._report_positions("")
+
+    async def _subscribe(self, symbols: tuple[str, ...]) -> None:
+        ib = self._session()
+        for symbol in symbols:
+            if symbol in self._subscribed:
+                continue
+            contract = await self._contract(symbol)
+            if contract is None:
+                self.count_error()
+                self.log.warning(f"connector {self.name}: no IB contract for {symbol}: not subscribed")
+                continue
+            ib.reqMktData(contract)
+            self._subscribed[symbol] = contract
+
+    def _resubscribe(self) -> None:
+        """Renew every market data subscription (after error 1101)."""
+        ib = self._session()
+        for contract in self._subscribed.values():
+            ib.cancelMktData(contract)
+            ib.reqMktData(contract)
+
+    async def _contract(self, symbol: str) -> Contract | None:
+        """The qualified stock contract of ``symbol`` (asked once, then cached)."""
+        contract = self._contracts.get(symbol)
+        if contract is not None:
+            return contract
+        cfg = self.ib_config
+        wanted = Stock(symbol, cfg.exchange, cfg.currency)
+        qualified = await self._request(self._session().qualifyContractsAsync(wanted))
+        if not qualified:
+            return None
+        self._contracts[symbol] = wanted
+        self._symbols_by_con_id[wanted.conId] = symbol
+        return wanted
+
+    async def _place(self, order: SubmitOrder) -> None:
+        coid = order.client_order_id
+        if coid in self._orders:
+            self._tell(self._rejected(coid, order.symbol, RejectReason.DUPLICATE_ID,
+                                      f"client order id {coid} already used in this session"))
+            return
+        if self._lost:
+            self._unanswered.append(order)  # the actor is failing: disconnect() refuses it
+            return
+        try:
+            contract = await self._contract(order.symbol)
+        except asyncio.CancelledError:
+            self._unanswered.append(order)
+            raise
+        except (ConnectionError, TimeoutError) as exc:
+            self._refuse_down(order, f"contract lookup failed: {exc!r}")
+            return
+        if contract is None:
+            self._tell(self._rejected(coid, order.symbol, RejectReason.UNKNOWN_SYMBOL,
+                                      f"IB has no {self.ib_config.exchange} stock {order.symbol} "
+                                      f"in {self.ib_config.currency}"))
+            return
+        ib_order = Order(
+            action="BUY" if order.side is Side.BUY else "SELL",
+            totalQuantity=float(order.quantity),
+            orderType=_ORDER_TYPES[order.order_type],
+            tif=_TIME_IN_FORCE[order.time_in_force],
+            orderRef=coid,
+            account=self.account,
+            transmit=True,
+        )
+        if order.limit_price is not None and order.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT):
+            ib_order.lmtPrice = float(order.limit_price)
+        if order.stop_price is not None and order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT):
+            ib_order.auxPrice = float(order.stop_price)
+        try:
+            trade = self._session().placeOrder(contract, ib_order)
+        except ConnectionError as exc:
+            self._refuse_down(order, str(exc))
+            return
+        self._orders[coid] = _Order(coid, order.symbol, trade)
+        self._order_ids[trade.order.orderId] = coid
+
+    def _refuse_down(self, order: SubmitOrder, text: str) -> None:
+        """Refuse an order the session cannot place. Once the session is lost, the actor is
+        failing and would never read a refusal told now: ``disconnect`` delivers it."""
+        if self._lost or self._closing:
+            self._unanswered.append(order)
+        else:
+            self._tell(self._rejected(order.client_order_id, order.symbol, RejectReason.VENUE_DOWN, text))
+
+    async def _cancel(self, client_order_id: str) -> None:
+        order = self._orders.get(client_order_id)
+        if order is None or order.done:
+            self.count_error()
+            self.log.warning(f"connector {self.name}: cancel of {client_order_id}: "
+                             f"{'already done' if order else 'unknown order'}")
+            return
+        self._session().cancelOrder(order.trade.order)
+
+    async def _cancel_all(self, request_id: str) -> None:
+        self._session().reqGlobalCancel()  # type: ignore[no-untyped-call]
+        self._spawn(self._confirm_cancel_all(request_id), f"mass cancel {request_id!r}")
+
+    async def _confirm_cancel_all(self, request_id: str) -> None:
+        ib = self._session()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.ib_config.request_timeout_s
+        while loop.time() < deadline and any(
+            not order.done and order.trade.orderStatus.status in _LIVE for order in self._orders.values()
+        ):
+            await asyncio.sleep(0.02)
+        assert self._request_lock is not None
+        async with self._request_lock:
+            trades: list[IbTrade] = await self._request(ib.reqAllOpenOrdersAsync())
+        working = [t for t in trades if t.orderStatus.status not in IbOrderStatus.DoneStates]
+        if working:
+            self.count_error()
+            self.log.warning(f"connector {self.name}: {len(working)} orders still working after "
+                             f"the mass cancel {request_id!r}")
+        self._tell(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=now_ns()))
+
+    async def _spawn_positions(self, request_id: str) -> None:
+        self._spawn(self._report_positions(request_id), f"positions request {request_id!r}")
+
+    async def _report_positions(self, request_id: str) -> None:
+        ib = self._session()
+        assert self._request_lock is not None
+        async with self._request_lock:
+            reported = await self._request(ib.reqPositionsAsync())
+        positions = []
+        for position in reported:
+            if position.account != self.account or position.position == 0:
+                continue
+            try:
+                positions.append(VenuePosition(
+                    venue=self.name, symbol=self._symbol_of(position.contract),
+                    quantity=_decimal(position.position), average_price=_decimal(position.avgCost),
+                ))
+            except ValueError as exc:
+                self.count_malformed(f"position {position}: {exc}")
+        self._tell(VenuePositions(venue=self.name, positions=tuple(positions), request_id=request_id,
+                                  ts_ns=now_ns()))
+
+    # ---- ib_insync events (loop thread) ----------------------------------------------------
+
+    @_guarded
+    def _on_error(self, req_id: int, code: int, text: str, contract: Contract | None) -> None:
+        if self._closing:
+            return
+        if code == CLIENT_ID_IN_USE:
+            if self._refused is not None and not self._refused.done():
+                self._refused.set_result(text)
+            return
+        log = self.log.bind(ib_code=code, req_id=req_id, ib_text=text)
+        if code == CONNECTIVITY_LOST:
+            self._lose(f"IB {code}: {text}")
+        elif code in (RESTORED, RESTORED_DATA_LOST):
+            log.warning(f"connector {self.name}: IB {code}: {text}")
+            if code == RESTORED_DATA_LOST:
+                self._resubscribe()
+        elif 2100 <= code < 2200:
+            log.info(f"connector {self.name}: IB notice {code}: {text}")
+        elif req_id in self._order_ids:
+            self._on_order_error(self._orders[self._order_ids[req_id]], code, text)
+        else:
+            self.count_error()
+            log.warning(f"connector {self.name}: IB error {code} (request {req_id}): {text}")
+
+    def _on_order_error(self, order: _Order, code: int, text: str) -> None:
+        if code == ORDER_CANCELLED:
+            return  # the order status reports the cancel
+        trade = order.trade
+        entry = trade.log[-1] if trade.log else None
+        # ib_insync ends an order on an IB error by cancelling it with the error's code.
+        ended = (trade.orderStatus.status in IbOrderStatus.DoneStates
+                 and entry is not None and entry.errorCode == code)
+        if ended and not order.done and code not in CANCEL_REFUSED:
+            order.done = True
+            self._tell(self._rejected(order.client_order_id, order.symbol, RejectReason.VENUE,
+                                      f"IB {code}: {text}"))
+            return
+        self.count_error()
+        self.log.bind(ib_code=code, client_order_id=order.client_order_id).warning(
+            f"connector {self.name}: IB {code} on order {order.client_order_id}: {text}"
+        )
+
+    @_guarded
+    def _on_order_status(self, trade: IbTrade) -> None:
+        order = self._adopt(trade)
+        status = trade.orderStatus.status
+        if order.done:
+            return
+        if status in _WORKING:
+            if not order.accepted:
+                order.accepted = True
+                self._tell(self._accepted(order))
+        elif status in _CANCELLED:
+            entry = trade.log[-1] if trade.log else None
+            if entry is not None and entry.errorCode not in (0, ORDER_CANCELLED):
+                return  # ib_insync cancelled it on an IB error: the error handler decides
+            order.done = True
+            self._tell(OrderCancelled(client_order_id=order.client_order_id, venue=self.name,
+                                      symbol=order.symbol, text=f"IB status {status}",
+                                      ts_ns=now_ns()))
+        elif status == IbOrderStatus.Filled:
+            order.done = True
+
+    @_guarded
+    def _on_exec_details(self, trade: IbTrade, fill: Fill) -> None:
+        order = self._adopt(trade)
+        message = self._filled(order.client_order_id, order.symbol, fill,
+                               _decimal(trade.order.totalQuantity))
+        if message is not None:
+            self._tell(message)
+
+    @_guarded
+    def _on_disconnected(self) -> None:
+        self._lose("IB API connection closed")
+
+    @_guarded
+    def _on_pending_tickers(self, tickers: Iterable[Ticker]) -> None:
+        quotes: list[Quote] = []
+        trades: list[Trade] = []
+        for ticker in tickers:
+            symbol = self._symbols_by_con_id.get(ticker.contract.conId) if ticker.contract else None
+            if symbol is not None:
+                self._read_ticker(symbol, ticker, quotes, trades)
+        if quotes or trades:
+            dropped = self._gate.offer(quotes, trades)
+            if dropped:
+                self.count_drop(dropped)
+            self._flush_quotes()
+
+    def _flush_quotes(self) -> None:
+        batch = self._gate.take()
+        if batch is not None:
+            quotes, trades = batch
+            self._tell(QuoteBatch(venue=self.name, quotes=quotes, trades=trades, recv_ns=now_ns()))
+
+    # ---- conversions (loop thread) ---------------------------------------------------------
+
+    def _read_ticker(self, symbol: str, ticker: Ticker, quotes: list[Quote], trades: list[Trade]) -> None:
+        """The quote (if bid or ask changed) and the trades of one ticker's ticks of this read."""
+        received = now_ns()
+        quote_changed = quote_bad = False
+        for tick in ticker.ticks:
+            if tick.tickType in _QUOTE_PRICE_TICKS or tick.tickType in _QUOTE_SIZE_TICKS:
+                quote_changed = True
+                price_ok = tick.tickType in _QUOTE_SIZE_TICKS or _is_price(tick.price)
+                if not price_ok or not _is_size(tick.size):
+                    quote_bad = True
+                    self.count_malformed(f"{symbol}: tick type {tick.tickType} price {tick.price} "
+                                         f"size {tick.size}")
+            elif tick.tickType in _LAST_TICKS:
+                trade = self._trade(symbol, tick.price, tick.size, received)
+                if trade is not None:
+                    trades.append(trade)
+        if quote_changed and not quote_bad:
+            quote = self._quote(symbol, ticker, received)
+            if quote is not None:
+                quotes.append(quote)
+
+    def _quote(self, symbol: str, ticker: Ticker, received: int) -> Quote | None:
+        values = (ticker.bid, ticker.ask, ticker.bidSize, ticker.askSize)
+        if any(not isinstance(v, (int, float)) or math.isnan(v) for v in values):
+            return None  # the other side has not arrived yet
+        try:
+            return Quote(venue=self.name, symbol=symbol, bid=_decimal(ticker.bid), ask=_decimal(ticker.ask),
+                         bid_size=_decimal(ticker.bidSize), ask_size=_decimal(ticker.askSize),
+                         ts_ns=received)
+        except ValueError as exc:
+            self.count_malformed(f"{symbol}: quote {values}: {exc}")
+            return None
+
+    def _trade(self, symbol: str, price: float, size: float, received: int) -> Trade | None:
+        if not _is_price(price) or price <= 0 or not _is_size(size):
+            self.count_malformed(f"{symbol}: last {price} size {size}")
+            return None
+        return Trade(venue=self.name, symbol=symbol, price=_decimal(price), size=_decimal(size),
+                     ts_ns=received)
+
+    def _adopt(self, trade: IbTrade) -> _Order:
+        """This session's record of an IB order, made when first seen."""
+        coid = _order_name(trade.order.orderRef, trade.order.clientId, trade.order.orderId)
+        order = self._orders.get(coid)
+        if order is None:
+            order = self._orders[coid] = _Order(coid, self._symbol_of(trade.contract), trade)
+            if trade.order.clientId == self.ib_config.client_id and trade.order.orderId:
+                self._order_ids[trade.order.orderId] = coid
+        order.trade = trade
+        return order
+
+    def _symbol_of(self, contract: Contract) -> str:
+        return self._symbols_by_con_id.get(contract.conId) or contract.symbol
+
+    def _accepted(self, order: _Order) -> OrderAccepted:
+        ib_order = order.trade.order
+        venue_order_id = order.trade.orderStatus.permId or ib_order.permId or ib_order.orderId
+        return OrderAccepted(client_order_id=order.client_order_id, venue=self.name, symbol=order.symbol,
+                             venue_order_id=str(venue_order_id), ts_ns=now_ns())
+
+    def _filled(self, coid: str, symbol: str, fill: Fill, total: Decimal) -> OrderFilled | None:
+        execution = fill.execution
+        try:
+            side = _EXECUTION_SIDES[execution.side]
+            leaves = max(total - _decimal(execution.cumQty), Decimal(0))
+            return OrderFilled(
+                client_order_id=coid, venue=self.name, fill_id=execution.execId, symbol=symbol,
+                side=side, quantity=_decimal(execution.shares), price=_decimal(execution.price),
+                leaves_quantity=leaves, venue_order_id=str(execution.permId or execution.orderId),
+                ts_ns=_ts_ns(execution.time),
+            )
+        except (KeyError, ValueError, ArithmeticError) as exc:
+            self.count_malformed(f"execution {execution}: {exc!r}")
+            return None
+
+    def _rejected(self, coid: str, symbol: str, reason: RejectReason, text: str) -> OrderRejected:
+        return OrderRejected(client_order_id=coid, venue=self.name, reason=reason, text=text,
+                             symbol=symbol, ts_ns=now_ns())
+
