@@ -346,6 +346,7 @@ class Dashboard(SupervisedActor):
         for row in connectors:
             recon = reconciliations.get(row["name"])
             row["reconciled"] = None if recon is None else recon.reconciled
+            row["reconciled_ns"] = None if recon is None else recon.ts_ns
             row["venue_positions"] = [] if recon is None else [
                 {"symbol": p.symbol, "quantity": _num(p.quantity), "average_price": _num(p.average_price)}
                 for p in recon.venue_positions

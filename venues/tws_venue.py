@@ -787,6 +787,17 @@ class TwsVenue:
                 del self._clients[session.client_id]
         session.closing = True
 
+    def _send_many(self, session: _Session, frames: list[tuple[Out, tuple[object, ...]]]) -> None:
+        """Encode several replies and write them at once."""
+        if session.closing or not frames or session.writer.transport.is_closing():
+            return
+        data = b""
+        for msg_id, fields in frames:
+            version = _OUT_VERSIONS.get(msg_id)
+            head: list[object] = [int(msg_id)] if version is None else [int(msg_id), version]
+            data += encode_frame([*head, *fields])
+        session.writer.write(data)
+
     def _send(self, session: _Session, msg_id: Out, *fields: object) -> None:
         """Encode one reply; the message version, when the message has one, comes from
         ``_OUT_VERSIONS``."""
@@ -947,11 +958,14 @@ class TwsVenue:
             (TickType.BID, TickType.BID_SIZE, quote.bid, quote.bid_size, 0),
             (TickType.ASK, TickType.ASK_SIZE, quote.ask, quote.ask_size, 2),
         )
+        frames: list[tuple[Out, tuple[object, ...]]] = []
         for price_tick, size_tick, price, size, at in sides:
             if previous is None or previous[at] != price:
-                self._send(session, Out.TICK_PRICE, req_id, int(price_tick), price, size, 0)
+                frames.append((Out.TICK_PRICE, (req_id, int(price_tick), price, size, 0)))
             elif previous[at + 1] != size:
-                self._send(session, Out.TICK_SIZE, req_id, int(size_tick), size)
+                frames.append((Out.TICK_SIZE, (req_id, int(size_tick), size)))
+        # One write per quote: both sides reach the client in the same read, as one update.
+        self._send_many(session, frames)
 
     def _last_fill(self, symbol: str) -> OrderFilled | None:
         for fill in reversed(self.engine.executions(self.account)):
@@ -1449,6 +1463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine = VenueEngine(args.venue_name, EngineConfig(seed=args.seed))
     if engine_path is not None:
         engine.load(engine_path)
+        engine.save_on_every_event(engine_path)
     runner = EngineRunner(engine, interval_s=args.step_interval, state_path=engine_path)
     venue = TwsVenue(engine, args.host, args.port, args.account, state_path=tws_path)
 

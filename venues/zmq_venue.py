@@ -609,6 +609,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     runner = EngineRunner(engine, interval_s=args.interval, state_path=state_path)
+    if state_path is not None:
+        engine.save_on_every_event(state_path)
     try:
         venue.start()
         try:
