@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import select
 import signal
@@ -64,6 +65,17 @@ def error_codes(ib: IB) -> list[tuple[int, int]]:
     seen: list[tuple[int, int]] = []
     ib.errorEvent += lambda req_id, code, _text, _contract: seen.append((req_id, code))
     return seen
+
+
+@pytest.fixture(autouse=True)
+def _event_loop_for_ib_insync() -> Iterator[None]:
+    """ib_insync runs in this thread on the thread's event loop; a test that used
+    asyncio.run() before (Textual's pilot does) leaves none set, so give each test its own."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    yield
+    asyncio.set_event_loop(None)
+    loop.close()
 
 
 @pytest.fixture
