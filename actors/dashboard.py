@@ -141,7 +141,7 @@ class Dashboard(SupervisedActor):
         for topic in (topics.MODE, topics.SAFETY, topics.HEALTH, topics.CONNECTORS, topics.ORDERS,
                       topics.SUBMITTED, topics.FAILSAFE, SUPERVISION_TOPIC):
             bus.subscribe(topic, self.name)
-        context = zmq.Context.instance()
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         control = context.socket(zmq.REP)
         publisher = context.socket(zmq.PUB)
         for sock in (control, publisher):
@@ -243,7 +243,7 @@ class Dashboard(SupervisedActor):
         try:
             while self._serving.is_set():
                 timeout_ms = max(0.0, (next_publish - time.monotonic()) * 1000)
-                if dict(poller.poll(min(timeout_ms, 100))).get(control):
+                if dict(poller.poll(int(min(timeout_ms, 100)))).get(control):
                     request = control.recv()
                     try:
                         reply = self._handle_request(request)
@@ -279,7 +279,7 @@ class Dashboard(SupervisedActor):
                          operator=str(request.get("operator")))
             return {"ok": False, "error": "refused: missing or wrong credential"}
         try:
-            verb = OperatorVerb(request.get("verb"))
+            verb = OperatorVerb(str(request.get("verb")))
         except ValueError:
             self._refuse("unknown verb", verb=str(request.get("verb")))
             return {"ok": False, "error": f"unknown verb {request.get('verb')!r}"}

@@ -45,8 +45,9 @@ STRATEGY = "sample"
 
 
 def fast_settings(*, strategy: bool = True, engine: dict[str, Any] | None = None,
-                  **sections: dict[str, Any]) -> Settings:
-    """The paper venue and the sample strategy at test speed, with small backoffs."""
+                  **sections: Any) -> Settings:
+    """The paper venue and the sample strategy at test speed, with small backoffs;
+    ``sections`` (``risk={...}`` ...) are merged over the defaults below."""
     connector: dict[str, Any] = {"name": VENUE, "kind": "paper", "symbols": ["AAPL", "MSFT"],
                                  "quote_interval_s": 0.02, "persist": False, "health_interval_s": 0.2}
     if engine is not None:
@@ -149,6 +150,13 @@ def strategy_keeps_being_refused(recorder: Recorder, after: int, count: int = 5)
 def trading_has_started(minimum: int = 1) -> None:
     wait_for(lambda: len(venue_fills()) >= minimum and venue_positions(), timeout_s=5,
              what="the strategy holding positions at the venue")
+
+
+def hold_a_position() -> None:
+    """Buy 7 AAPL next to the strategy, which trades in tens: AAPL is never flat after."""
+    buy_now("hold-7", "7")
+    wait_for(lambda: any(f.client_order_id == "hold-7" for f in venue().engine.executions(ACCOUNT)),
+             what="the 7 AAPL bought")
 
 
 def incident(state_dir: Path) -> tuple[dict[str, Any], str]:
@@ -312,6 +320,7 @@ def test_a_venue_that_is_down_is_flattened_when_it_comes_back(
 ) -> None:
     svc = service()
     trading_has_started(minimum=3)
+    hold_a_position()
     mark = recorder.count()
     venue().down = True                               # the venue drops the session
     recorder.wait_for(lambda m: isinstance(m, ChildExited) and m.name == VENUE and m.abnormal, after=mark)

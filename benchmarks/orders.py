@@ -1,0 +1,134 @@
+"""Order round trip: strategy -> risk governor checks -> paper venue -> fill -> the
+position keeper has journaled the fill."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from actors import topics
+from actors.position_keeper import KeeperConfig, PositionKeeper
+from actors.risk_governor import GetRiskState
+from actors.safety_monitor import GetSafetyStats
+from benchmarks.harness import (
+    VENUE,
+    Barrier,
+    ask,
+    core_specs,
+    latency_summary_ms,
+    paced,
+    paper_config,
+    section,
+    start_tree,
+    symbols,
+    wait_until,
+)
+from messages import Mode, OrderFilled, Side, SubmitOrder, now_ns
+from supervision import ChildSpec, SupervisedActor, registry
+
+
+class _SendNext(msgspec.Struct, frozen=True):
+    """Tells the order source to send its next order."""
+
+
+class BenchOrderSource(SupervisedActor):
+    """An order source (a strategy): on each ``_SendNext`` it sends one market order for one
+    unit to the risk governor, buying and selling each symbol in turn so positions stay
+    small, and notes (monotonic ns) when it sent it."""
+
+    def __init__(self, venue: str, symbol_names: tuple[str, ...], sent: dict[str, int]) -> None:
+        super().__init__()
+        self.venue = venue
+        self.symbol_names = symbol_names
+        self.sent = sent
+        self.count = 0
+
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        return {_SendNext: self._send}
+
+    def _send(self, _message: _SendNext) -> None:
+        n = self.count
+        self.count += 1
+        order = SubmitOrder(
+            client_order_id=f"bench-{n}", venue=self.venue,
+            symbol=self.symbol_names[(n // 2) % len(self.symbol_names)],
+            side=Side.BUY if n % 2 == 0 else Side.SELL, quantity=Decimal(1), source=self.name,
+            created_ns=now_ns(),
+        )
+        self.sent[order.client_order_id] = time.perf_counter_ns()
+        registry.tell("risk_governor", order)
+
+
+class TimedPositionKeeper(PositionKeeper):
+    """The position keeper; once it has journaled (and applied) a fill of a benchmark order
+    it notes the time since the source sent that order."""
+
+    def __init__(self, config: KeeperConfig, state_dir: Path, *, sent: dict[str, int],
+                 done: dict[str, int]) -> None:
+        super().__init__(config, state_dir)
+        self._sent = sent
+        self._done = done
+
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        table = super().handlers()
+        on_fill = table[OrderFilled]
+
+        def timed(fill: OrderFilled) -> None:
+            on_fill(fill)
+            started = self._sent.get(fill.client_order_id)
+            if started is not None and fill.leaves_quantity == 0:
+                self._done[fill.client_order_id] = time.perf_counter_ns() - started
+
+        table[OrderFilled] = timed
+        return table
+
+
+def order_round_trip(rate: int = 1_000, seconds: float = 5.0, warmup_orders: int = 200,
+                     state_root: Path | None = None) -> dict[str, Any]:
+    """p50/p99 of the order round trip at ``rate`` orders per second (paced) for
+    ``seconds``: the source actor sends, the governor runs every pre-trade check and
+    passes the order (published on SUBMITTED, journaled by the keeper) to the paper
+    connector, the engine fills it at once (no simulated latency; the venue's account is
+    not persisted), and the clock stops when the keeper has committed the fill to its
+    journal. The first ``warmup_orders`` are not counted. The state directory (and the
+    journal in it) is made under ``state_root``, else the system's temporary directory."""
+    names = symbols(4)
+    sent: dict[str, int] = {}
+    done: dict[str, int] = {}
+    with section("orders", state_root) as state_dir:
+        source = ChildSpec(name="bench_source", actor_class=BenchOrderSource, args=(VENUE, names, sent))
+        specs = core_specs(state_dir, paper_config(names, interval_s=0.1), keeper_class=TimedPositionKeeper,
+                           keeper_kwargs={"sent": sent, "done": done}, strategies=[source],
+                           sink_topics=(topics.PORTFOLIO, topics.DASHBOARD))
+        tree = start_tree(specs)
+        wait_until(lambda: ask("risk_governor", GetRiskState())["mode"] == Mode.LIVE, 10, "the governor LIVE")
+        # The governor prices market orders from the last mid: wait for a quote per symbol.
+        wait_until(lambda: ask("safety_monitor", GetSafetyStats()).quotes >= len(names), 10, "quotes")
+        ask("risk_governor", Barrier())
+        source_ref = registry.lookup("bench_source")
+        assert source_ref is not None
+        pace = paced(1.0 / rate, seconds, lambda _n: source_ref.tell(_SendNext()))
+        # Every order sent must come back filled and journaled (or the run is broken).
+        try:
+            wait_until(lambda: len(done) >= len(sent), 30, "every fill journaled")
+        except TimeoutError:
+            pass  # reported below, with the governor's counters
+        risk = ask("risk_governor", GetRiskState())
+        tree.stop()
+    if len(done) < len(sent):
+        raise RuntimeError(f"benchmark: {len(sent) - len(done)} of {len(sent)} orders were not filled and "
+                           f"journaled (governor: {risk})")
+    ordered = [done[f"bench-{n}"] for n in range(warmup_orders, len(sent))]
+    summary = latency_summary_ms(ordered)
+    return {
+        "order_rtt_p50_ms": summary["p50_ms"],
+        "order_rtt_p99_ms": summary["p99_ms"],
+        "order_rtt": summary,
+        "orders_per_s": round(pace["rate_per_s"]),
+        "orders_rejected": risk.get("rejected", 0),
+    }
