@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import msgspec
-from actors.safety_monitor import SafetyConfig
 
 from actors.connectors.base import ConnectorConfig
 from actors.connectors.plugins import connector_class
@@ -19,6 +18,7 @@ from actors.errors import ConfigError
 from actors.failsafe import FailsafeConfig
 from actors.position_keeper import KeeperConfig
 from actors.risk_governor import RiskConfig
+from actors.safety_monitor import SafetyConfig
 from actors.strategies.sample import SampleConfig
 
 LIVE_ENV = "TRADEGUARD_LIVE"
