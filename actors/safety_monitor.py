@@ -465,7 +465,13 @@ def _seconds(value: float) -> Decimal:
 
 
 class TrackedOrder:
-    """What the fill checks know about one submitted order."""
+    """What the fill checks know about one submitted order.
+
+    Up to ``max_tracked_orders`` of these live at once, so each is one object for the
+    garbage collector to scan: the fill ids are a tuple of strings, which the collector
+    stops tracking (a set would be a second tracked object per order, and every full
+    collection, which stalls every actor, would scan them all).
+    """
 
     __slots__ = ("fill_ids", "filled", "quantity", "reference", "side", "symbol", "venue")
 
@@ -476,7 +482,7 @@ class TrackedOrder:
         self.quantity = order.quantity
         self.reference = reference
         self.filled = ZERO
-        self.fill_ids: set[str] = set()
+        self.fill_ids: tuple[str, ...] = ()
 
 
 def reference_price(order: SubmitOrder, mid: Decimal | None) -> Decimal | None:
@@ -520,7 +526,7 @@ class OrderTracker:
         tracked = self._orders.get(fill.client_order_id)
         if tracked is None or fill.fill_id in tracked.fill_ids:
             return None
-        tracked.fill_ids.add(fill.fill_id)
+        tracked.fill_ids = (*tracked.fill_ids, fill.fill_id)
         tracked.filled += fill.quantity
         return tracked
 

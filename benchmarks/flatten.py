@@ -9,6 +9,7 @@ from decimal import Decimal
 from typing import Any
 
 from actors import topics
+from actors.connectors.paper import PaperConfig
 from actors.position_keeper import GetPortfolio
 from benchmarks.harness import (
     ACCOUNT,
@@ -28,16 +29,31 @@ from benchmarks.harness import (
 )
 from messages import FAILSAFE_SOURCE, CancelAll, FlattenRequested, Side, SubmitOrder, now_ns
 from supervision import registry
+from venues.paper import paper_venue
 
 
 def _is_failsafe_command(message: Any) -> bool:
     return isinstance(message, (CancelAll, SubmitOrder)) and message.source == FAILSAFE_SOURCE
 
 
-def _one_flatten(positions: int) -> dict[str, float]:
+def _trade_history(config: PaperConfig, fills: int) -> None:
+    """Give the paper account ``fills`` earlier executions (bought and sold back, so flat):
+    the venue a long-running service talks to has a history."""
+    venue = paper_venue(config.name, config.engine, interval_s=config.quote_interval_s)
+    symbol = config.symbols[0]
+    for n in range(fills):
+        venue.engine.submit(ACCOUNT, SubmitOrder(
+            client_order_id=f"history-{n}", venue=config.name, symbol=symbol,
+            side=Side.BUY if n % 2 == 0 else Side.SELL, quantity=Decimal(1), source="benchmark"))
+
+
+def _one_flatten(positions: int, history_fills: int = 0) -> dict[str, float]:
     names = symbols(positions)
     with section("failsafe") as state_dir:
-        specs = core_specs(state_dir, paper_config(names, interval_s=0.05),
+        config = paper_config(names, interval_s=0.05)
+        if history_fills:
+            _trade_history(config, history_fills)
+        specs = core_specs(state_dir, config,
                            sink_topics=(topics.POSITIONS, topics.FAILSAFE, topics.DASHBOARD))
         tree = start_tree(specs)
         connector = FeedablePaperConnector.instances[VENUE]
@@ -48,9 +64,9 @@ def _one_flatten(positions: int) -> dict[str, float]:
             registry.tell(VENUE, SubmitOrder(client_order_id=f"open-{i}", venue=VENUE, symbol=symbol,
                                              side=Side.BUY if i % 2 == 0 else Side.SELL,
                                              quantity=Decimal(10), source="benchmark", created_ns=now_ns()))
-        wait_until(lambda: len(venue.engine.positions(ACCOUNT)) == positions, 30, "positions at the venue")
+        wait_until(lambda: len(venue.engine.positions(ACCOUNT)) == positions, 60, "positions at the venue")
         wait_until(lambda: sum(1 for p in ask("position_keeper", GetPortfolio()).positions if p.quantity)
-                   == positions, 30, "positions in the keeper")
+                   == positions, 60, "positions in the keeper")
         for name in ("risk_governor", "failsafe", VENUE, "dashboard_sink"):
             ask(name, Barrier())
         stamps = StampingRef(connector.actor_ref, _is_failsafe_command)
@@ -75,13 +91,14 @@ def _one_flatten(positions: int) -> dict[str, float]:
     }
 
 
-def failsafe_flatten(positions: int = 50, runs: int = 5) -> dict[str, Any]:
+def failsafe_flatten(positions: int = 50, runs: int = 5, history_fills: int = 0) -> dict[str, Any]:
     """The failsafe triggered with ``positions`` open positions (one per symbol) at the
     paper venue, with the whole core running: ``failsafe_handoff_ms`` from the trigger
     (``FlattenRequested`` told to the failsafe) until the mass cancel and every closing
     order were handed to the connector, ``failsafe_flat_ms`` until the venue's answer to
-    the failsafe's re-read reports no position. Medians over ``runs`` fresh trees."""
-    results = [_one_flatten(positions) for _ in range(runs)]
+    the failsafe's re-read reports no position. Medians over ``runs`` fresh trees. With
+    ``history_fills`` the paper account has that many earlier executions."""
+    results = [_one_flatten(positions, history_fills) for _ in range(runs)]
     handoffs = [r["handoff_ms"] for r in results]
     flats = [r["flat_ms"] for r in results]
     reports = [r["report_ms"] for r in results]

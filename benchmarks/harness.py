@@ -166,6 +166,36 @@ def frozen_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
+class GcPauses:
+    """Notes every garbage collection while in use (a ``with`` block): a collection holds
+    the interpreter lock, so it stalls every actor for as long as it runs."""
+
+    def __init__(self) -> None:
+        self.pauses: dict[int, list[float]] = {0: [], 1: [], 2: []}
+        self._started = 0.0
+
+    def _callback(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses[info["generation"]].append((time.perf_counter() - self._started) * 1000.0)
+
+    def __enter__(self) -> GcPauses:
+        gc.callbacks.append(self._callback)
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        gc.callbacks.remove(self._callback)
+
+    def summary(self) -> dict[str, float]:
+        """Collections per generation and the longest pause of each, in milliseconds."""
+        out: dict[str, float] = {}
+        for generation, pauses in self.pauses.items():
+            out[f"gen{generation}_collections"] = len(pauses)
+            out[f"gen{generation}_max_ms"] = round(max(pauses), 3) if pauses else 0.0
+        return out
+
+
 # ---- the real actors, laid out as the application does -------------------------------------
 
 

@@ -3,6 +3,8 @@ position keeper has journaled the fill."""
 
 from __future__ import annotations
 
+import gc
+import statistics
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -14,10 +16,11 @@ import msgspec
 from actors import topics
 from actors.position_keeper import KeeperConfig, PositionKeeper
 from actors.risk_governor import GetRiskState
-from actors.safety_monitor import GetSafetyStats
+from actors.safety_monitor import GetSafetyStats, SafetyChecks, SafetyConfig
 from benchmarks.harness import (
     VENUE,
     Barrier,
+    GcPauses,
     ask,
     core_specs,
     latency_summary_ms,
@@ -112,7 +115,8 @@ def order_round_trip(rate: int = 1_000, seconds: float = 5.0, warmup_orders: int
         ask("risk_governor", Barrier())
         source_ref = registry.lookup("bench_source")
         assert source_ref is not None
-        pace = paced(1.0 / rate, seconds, lambda _n: source_ref.tell(_SendNext()))
+        with GcPauses() as collections:
+            pace = paced(1.0 / rate, seconds, lambda _n: source_ref.tell(_SendNext()))
         # Every order sent must come back filled and journaled (or the run is broken).
         try:
             wait_until(lambda: len(done) >= len(sent), 30, "every fill journaled")
@@ -131,4 +135,39 @@ def order_round_trip(rate: int = 1_000, seconds: float = 5.0, warmup_orders: int
         "order_rtt": summary,
         "orders_per_s": round(pace["rate_per_s"]),
         "orders_rejected": risk.get("rejected", 0),
+        "order_gc": collections.summary(),
+    }
+
+
+def tracker_gc_pause(orders: int = 100_000, collections: int = 3) -> dict[str, Any]:
+    """The longest stall the safety monitor's order state can cause: a full garbage
+    collection with its order tracker at its bound (``orders`` submitted orders, each with
+    one fill, fed through the real checks), against the same collection without it.
+    Median of ``collections`` collections each."""
+
+    def full_collection_ms() -> float:
+        times = []
+        for _ in range(collections):
+            started = time.perf_counter()
+            gc.collect()
+            times.append((time.perf_counter() - started) * 1000.0)
+        return statistics.median(times)
+
+    gc.collect()
+    without = full_collection_ms()
+    checks = SafetyChecks(SafetyConfig(max_tracked_orders=orders))
+    one, price = Decimal(1), Decimal(100)
+    for n in range(orders):
+        checks.check(SubmitOrder(client_order_id=f"t-{n}", venue=VENUE, symbol="S0000", side=Side.BUY,
+                                 quantity=one, source="benchmark"))
+        checks.check(OrderFilled(client_order_id=f"t-{n}", venue=VENUE, fill_id=f"tf-{n}", symbol="S0000",
+                                 side=Side.BUY, quantity=one, price=price, leaves_quantity=Decimal(0)))
+    tracked = len(checks.orders)
+    with_tracker = full_collection_ms()
+    del checks
+    gc.collect()
+    return {
+        "gc_full_pause_ms_tracker_at_bound": round(with_tracker, 2),
+        "gc_full_pause_ms_without_tracker": round(without, 2),
+        "tracked_orders": tracked,
     }

@@ -10,7 +10,7 @@ from typing import Any
 
 from benchmarks.flatten import failsafe_flatten
 from benchmarks.harness import CpuMeter, journal_commit_latency, machine, thread_handoff_latency
-from benchmarks.orders import order_round_trip
+from benchmarks.orders import order_round_trip, tracker_gc_pause
 from benchmarks.quotes import baseline_throughput, quote_throughput, quote_verdict_latency
 from benchmarks.report import HEADLINE_KEYS, evaluate
 from benchmarks.restart import actor_restart, process_restart
@@ -51,10 +51,15 @@ class Sizes:
     orders_on_tmpfs: bool = True
     """Also measure the round trip with the journal on /dev/shm (no disk flush), to show
     how much of it the journal's commits take."""
+    tracker_orders: int = 100_000
+    """Orders in the safety monitor's tracker (its default bound) for the GC pause figure."""
     failsafe_positions: int = 50
     """Open positions (one per symbol) when the failsafe is triggered."""
     failsafe_runs: int = 5
     """Failsafe runs, each on a fresh tree (medians are reported)."""
+    failsafe_history_fills: int = 20_000
+    """Also run the failsafe against a paper account with this many earlier executions
+    (a long-running service's venue); 0 skips it."""
     restarts: int = 200
     """Actor crashes and restarts."""
     process_runs: int = 3
@@ -71,7 +76,8 @@ class Sizes:
         """Sizes small enough for a smoke test (a few seconds in all)."""
         return cls(quotes=2_000, batch_size=100, quote_repeats=1, full_core_quotes=False,
                    baseline_quotes=500, verdict_rate=1_000, verdict_s=0.3, handoff_s=0.1, order_rate=200,
-                   orders_s=0.3, warmup_orders=5, orders_on_tmpfs=False, failsafe_positions=3,
+                   orders_s=0.3, warmup_orders=5, orders_on_tmpfs=False, tracker_orders=100,
+                   failsafe_positions=3, failsafe_history_fills=0,
                    failsafe_runs=1, restarts=5, process_runs=1, soak_s=0.5, soak_rate=1_000,
                    soak_subprocess=False)
 
@@ -91,11 +97,23 @@ def _steps(sizes: Sizes) -> dict[str, Callable[[], dict[str, Any]]]:
     def orders() -> dict[str, Any]:
         result = order_round_trip(sizes.order_rate, sizes.orders_s, sizes.warmup_orders)
         result["journal_commit"] = journal_commit_latency()
+        result["tracker_gc"] = tracker_gc_pause(sizes.tracker_orders)
         tmpfs = Path("/dev/shm")
         if sizes.orders_on_tmpfs and tmpfs.is_dir():
             on_tmpfs = order_round_trip(sizes.order_rate, sizes.orders_s, sizes.warmup_orders,
                                         state_root=tmpfs)
             result["order_rtt_journal_on_tmpfs"] = on_tmpfs["order_rtt"]
+        return result
+
+    def failsafe() -> dict[str, Any]:
+        result = failsafe_flatten(sizes.failsafe_positions, sizes.failsafe_runs)
+        if sizes.failsafe_history_fills:
+            history = failsafe_flatten(sizes.failsafe_positions, 1, sizes.failsafe_history_fills)
+            result["failsafe_with_history"] = {
+                "history_fills": sizes.failsafe_history_fills,
+                "handoff_ms": history["failsafe_handoff_ms"],
+                "flat_ms": history["failsafe_flat_ms"],
+            }
         return result
 
     def soak() -> dict[str, Any]:
@@ -108,7 +126,7 @@ def _steps(sizes: Sizes) -> dict[str, Callable[[], dict[str, Any]]]:
         "baseline": lambda: baseline_throughput(sizes.baseline_quotes, sizes.batch_size, sizes.quote_repeats),
         "verdict": verdict,
         "orders": orders,
-        "failsafe": lambda: failsafe_flatten(sizes.failsafe_positions, sizes.failsafe_runs),
+        "failsafe": failsafe,
         "restart": lambda: actor_restart(sizes.restarts),
         "process": lambda: process_restart(sizes.process_runs),
         "soak": soak,

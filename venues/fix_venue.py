@@ -25,7 +25,8 @@ the few fields 5.0 SP2 requires) by configuration; docs/fix.md describes the sub
 FIX 4.2 has no AN/AO/AP, q/r or AF. On 4.2 the venue uses the same messages with
 user-defined message types (``U`` + the 4.4 type: UAN, UAO, UAP, Uq, Ur, UAF) and a FIX
 4.2 data dictionary extended with them, generated from quickfix's FIX42.xml and
-FIX44.xml into ``state_dir``.
+FIX44.xml into ``state_dir`` (both defined in ``messages.fix_spec``, shared with the
+connector).
 
 quickfix 1.16's acceptors listen on every interface; the session accepts peers
 from 127.0.0.1 only (``AllowedRemoteAddresses``).
@@ -40,7 +41,6 @@ Python exception escape into quickfix (that would end the process).
 from __future__ import annotations
 
 import argparse
-import enum
 import itertools
 import signal
 import socket
@@ -48,7 +48,6 @@ import sys
 import sysconfig
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
@@ -63,12 +62,26 @@ from messages import (
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
-    OrderType,
     Quote,
     RejectReason,
-    Side,
     SubmitOrder,
-    TimeInForce,
+)
+from messages.fix_spec import (
+    BEGIN_STRINGS,
+    EXTENDED_42_TYPES,
+    FIX42,
+    FIX44,
+    FIXT11,
+    ORD_TYPE_CODES,
+    ORD_TYPES,
+    SIDE_CODES,
+    SIDES,
+    TIF_CODES,
+    TIFS,
+    Tag,
+    data_dictionary_settings,
+    format_decimal,
+    utc_timestamp,
 )
 
 if TYPE_CHECKING:
@@ -80,158 +93,14 @@ __all__ = [
     "FIX44",
     "FIXT11",
     "FixVenue",
-    "extend_fix42_dictionary",
     "free_port",
     "main",
     "spec_dir",
 ]
 
-FIX42 = "FIX.4.2"
-FIX44 = "FIX.4.4"
-FIXT11 = "FIXT.1.1"
-"""FIX 5.0 SP2 over FIXT.1.1; its application messages are the 4.4 ones used here."""
-
-BEGIN_STRINGS = frozenset({FIX42, FIX44, FIXT11})
-
 _ZERO = Decimal(0)
 _DAY_NS = 86_400 * 1_000_000_000
 _log = logger.bind(channel="main", component="fix_venue")
-
-
-class Tag(enum.IntEnum):
-    """The FIX tags this venue reads or writes."""
-
-    ACCOUNT = 1
-    AVG_PX = 6
-    CL_ORD_ID = 11
-    CUM_QTY = 14
-    EXEC_ID = 17
-    EXEC_INST = 18
-    EXEC_TRANS_TYPE = 20
-    LAST_PX = 31
-    LAST_QTY = 32
-    MSG_SEQ_NUM = 34
-    MSG_TYPE = 35
-    ORDER_ID = 37
-    ORDER_QTY = 38
-    ORD_STATUS = 39
-    ORD_TYPE = 40
-    ORIG_CL_ORD_ID = 41
-    POSS_DUP_FLAG = 43
-    REF_SEQ_NUM = 45
-    PRICE = 44
-    SIDE = 54
-    SYMBOL = 55
-    TEXT = 58
-    TIME_IN_FORCE = 59
-    TRANSACT_TIME = 60
-    POSS_RESEND = 97
-    STOP_PX = 99
-    CXL_REJ_REASON = 102
-    ORD_REJ_REASON = 103
-    NO_RELATED_SYM = 146
-    EXEC_TYPE = 150
-    LEAVES_QTY = 151
-    MD_REQ_ID = 262
-    SUBSCRIPTION_REQUEST_TYPE = 263
-    MARKET_DEPTH = 264
-    NO_MD_ENTRY_TYPES = 267
-    NO_MD_ENTRIES = 268
-    MD_ENTRY_TYPE = 269
-    MD_ENTRY_PX = 270
-    MD_ENTRY_SIZE = 271
-    MD_UPDATE_ACTION = 279
-    MD_REQ_REJ_REASON = 281
-    REF_MSG_TYPE = 372
-    BUSINESS_REJECT_REASON = 380
-    CXL_REJ_RESPONSE_TO = 434
-    MASS_CANCEL_REQUEST_TYPE = 530
-    MASS_CANCEL_RESPONSE = 531
-    MASS_CANCEL_REJECT_REASON = 532
-    TOTAL_AFFECTED_ORDERS = 533
-    ACCOUNT_TYPE = 581
-    MASS_STATUS_REQ_ID = 584
-    MASS_STATUS_REQ_TYPE = 585
-    NO_POSITIONS = 702
-    POS_TYPE = 703
-    LONG_QTY = 704
-    SHORT_QTY = 705
-    POS_REQ_ID = 710
-    CLEARING_BUSINESS_DATE = 715
-    POS_MAINT_RPT_ID = 721
-    POS_REQ_TYPE = 724
-    TOTAL_NUM_POS_REPORTS = 727
-    POS_REQ_RESULT = 728
-    POS_REQ_STATUS = 729
-    SETTL_PRICE = 730
-    SETTL_PRICE_TYPE = 731
-    PRIOR_SETTL_PRICE = 734
-    TOT_NUM_REPORTS = 911
-    LAST_RPT_REQUESTED = 912
-    LAST_UPDATE_TIME = 779
-    MASS_ACTION_REPORT_ID = 1369
-
-
-# ---- FIX 4.2 extension: the 4.4 messages under user-defined message types -----------------
-
-EXTENDED_42_TYPES: dict[str, str] = {
-    "AF": "UAF",
-    "AN": "UAN",
-    "AO": "UAO",
-    "AP": "UAP",
-    "q": "Uq",
-    "r": "Ur",
-}
-"""4.4 message type -> the user-defined type that carries the same body on FIX 4.2."""
-
-_EXT42_FIELDS = (
-    "AccountType", "ClearingBusinessDate", "LastRptRequested", "LongQty",
-    "MassCancelRejectReason", "MassCancelRequestType", "MassCancelResponse",
-    "MassStatusReqID", "MassStatusReqType", "NoPositions", "PosMaintRptID", "PosReqID",
-    "PosReqResult", "PosReqStatus", "PosReqType", "PosType", "PriorSettlPrice", "SettlPrice",
-    "SettlPriceType", "ShortQty", "TotNumReports", "TotalAffectedOrders", "TotalNumPosReports",
-)  # fmt: skip
-"""Fields FIX 4.2 lacks, copied with their enums from FIX44.xml."""
-
-_POSITION_GROUP = ("NoPositions", ("PosType", "LongQty", "ShortQty"))
-
-# name, 4.2 type, ((field, required) | (group name, (group fields...))) ...
-_EXT42_MESSAGES: tuple[tuple[str, str, tuple[tuple[str, object], ...]], ...] = (
-    ("OrderMassStatusRequest", "UAF", (
-        ("MassStatusReqID", True), ("MassStatusReqType", True), ("Account", False),
-        ("Symbol", False),
-    )),
-    ("OrderMassCancelRequest", "Uq", (
-        ("ClOrdID", True), ("MassCancelRequestType", True), ("Symbol", False),
-        ("TransactTime", True), ("Text", False),
-    )),
-    ("OrderMassCancelReport", "Ur", (
-        ("ClOrdID", False), ("OrderID", True), ("MassCancelRequestType", True),
-        ("MassCancelResponse", True), ("MassCancelRejectReason", False),
-        ("TotalAffectedOrders", False), ("Symbol", False), ("TransactTime", False),
-        ("Text", False),
-    )),
-    ("RequestForPositions", "UAN", (
-        ("PosReqID", True), ("PosReqType", True), ("Account", True), ("AccountType", True),
-        ("ClearingBusinessDate", True), ("TransactTime", True),
-    )),
-    ("RequestForPositionsAck", "UAO", (
-        ("PosMaintRptID", True), ("PosReqID", False), ("TotalNumPosReports", False),
-        ("PosReqResult", True), ("PosReqStatus", True), ("Account", True),
-        ("AccountType", True), ("Text", False),
-    )),
-    ("PositionReport", "UAP", (
-        ("PosMaintRptID", True), ("PosReqID", False), ("PosReqType", False),
-        ("TotalNumPosReports", False), ("PosReqResult", True),
-        ("ClearingBusinessDate", True), ("Account", True), ("AccountType", True),
-        ("Symbol", False), ("SettlPrice", True), ("SettlPriceType", True),
-        ("PriorSettlPrice", True), _POSITION_GROUP, ("Text", False),
-    )),
-)  # fmt: skip
-_EXT42_EXECUTION_REPORT = ("MassStatusReqID", "TotNumReports", "LastRptRequested")
-
-EXTENDED_42_DICTIONARY = "FIX42-tradeguard.xml"
-"""File name of the generated FIX 4.2 dictionary (in the state directory)."""
 
 
 def spec_dir() -> Path:
@@ -247,58 +116,9 @@ def spec_dir() -> Path:
     raise FileNotFoundError(f"quickfix data dictionaries not found in {candidates}")
 
 
-def extend_fix42_dictionary(specs: Path, target: Path) -> Path:
-    """Write FIX42.xml plus this venue's user-defined messages to ``target``; return it."""
-    base = ET.parse(specs / "FIX42.xml")
-    root = base.getroot()
-    fields = root.find("fields")
-    messages = root.find("messages")
-    if fields is None or messages is None:
-        raise ValueError(f"{specs / 'FIX42.xml'}: no <fields> or <messages>")
-    known = {field.get("name") for field in fields}
-    for field in ET.parse(specs / "FIX44.xml").getroot().iterfind("fields/field"):
-        if field.get("name") in _EXT42_FIELDS and field.get("name") not in known:
-            fields.append(field)
-    for field in fields:
-        if field.get("name") == "MsgType":
-            for name, msg_type, _ in _EXT42_MESSAGES:
-                ET.SubElement(field, "value", enum=msg_type, description=name.upper())
-    for name, msg_type, body in _EXT42_MESSAGES:
-        message = ET.SubElement(messages, "message", name=name, msgtype=msg_type, msgcat="app")
-        for item, detail in body:
-            if isinstance(detail, tuple):
-                group = ET.SubElement(message, "group", name=item, required="N")
-                for member in detail:
-                    ET.SubElement(group, "field", name=member, required="N")
-            else:
-                ET.SubElement(message, "field", name=item, required="Y" if detail else "N")
-    for message in messages:
-        if message.get("msgtype") == "8":
-            for name in _EXT42_EXECUTION_REPORT:
-                ET.SubElement(message, "field", name=name, required="N")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".tmp")
-    base.write(partial, encoding="utf-8", xml_declaration=True)
-    partial.replace(target)
-    return target
-
-
 def dictionary_settings(begin_string: str, directory: Path) -> dict[str, str]:
     """quickfix settings that select (and for 4.2 generate) the data dictionaries."""
-    specs = spec_dir()
-    if begin_string == FIX44:
-        return {"UseDataDictionary": "Y", "DataDictionary": str(specs / "FIX44.xml")}
-    if begin_string == FIX42:
-        path = extend_fix42_dictionary(specs, directory / EXTENDED_42_DICTIONARY)
-        return {"UseDataDictionary": "Y", "DataDictionary": str(path)}
-    if begin_string == FIXT11:
-        return {
-            "UseDataDictionary": "Y",
-            "TransportDataDictionary": str(specs / "FIXT11.xml"),
-            "AppDataDictionary": str(specs / "FIX50SP2.xml"),
-            "DefaultApplVerID": "FIX.5.0SP2",
-        }
-    raise ValueError(f"begin_string: expected one of {sorted(BEGIN_STRINGS)}, got {begin_string!r}")
+    return data_dictionary_settings(begin_string, spec_dir(), directory)
 
 
 def free_port() -> int:
@@ -309,21 +129,6 @@ def free_port() -> int:
 
 
 # ---- small FIX helpers -----------------------------------------------------------------------
-
-
-def utc_timestamp(ts_ns: int | None = None) -> str:
-    """A FIX UTCTimestamp with milliseconds for ``ts_ns`` (now when omitted)."""
-    ns = time.time_ns() if ts_ns is None else ts_ns
-    seconds, rest = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1_000_000:03d}"
-
-
-def _fmt(value: Decimal) -> str:
-    """A decimal as FIX writes numbers: plain digits, never an exponent."""
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
 
 
 def _get(fields: fix.FieldMap, tag: int) -> str | None:
@@ -348,15 +153,6 @@ def _set(fields: fix.FieldMap, values: Iterable[tuple[int, str | None]]) -> None
         if value is not None:
             fields.setField(tag, value)
 
-
-_SIDES = {"1": Side.BUY, "2": Side.SELL}
-_SIDE_CODES = {Side.BUY: "1", Side.SELL: "2"}
-_ORD_TYPES = {"1": OrderType.MARKET, "2": OrderType.LIMIT, "3": OrderType.STOP,
-              "4": OrderType.STOP_LIMIT}  # fmt: skip
-_ORD_TYPE_CODES = {value: key for key, value in _ORD_TYPES.items()}
-_TIFS = {"0": TimeInForce.DAY, "1": TimeInForce.GTC, "3": TimeInForce.IOC,
-         "4": TimeInForce.FOK}  # fmt: skip
-_TIF_CODES = {value: key for key, value in _TIFS.items()}
 
 _PENDING_NEW = "A"
 _NEW = "0"
@@ -701,8 +497,8 @@ class FixVenue:
             group = fix.Group(Tag.NO_MD_ENTRIES, Tag.MD_ENTRY_TYPE)
             _set(group, (
                 (Tag.MD_ENTRY_TYPE, entry_type),
-                (Tag.MD_ENTRY_PX, _fmt(price)),
-                (Tag.MD_ENTRY_SIZE, _fmt(size)),
+                (Tag.MD_ENTRY_PX, format_decimal(price)),
+                (Tag.MD_ENTRY_SIZE, format_decimal(size)),
             ))  # fmt: skip
             message.addGroup(group)
         return message
@@ -727,8 +523,8 @@ class FixVenue:
                         (Tag.MD_UPDATE_ACTION, "0"),
                         (Tag.MD_ENTRY_TYPE, entry_type),
                         (Tag.SYMBOL, quote.symbol),
-                        (Tag.MD_ENTRY_PX, _fmt(price)),
-                        (Tag.MD_ENTRY_SIZE, _fmt(size)),
+                        (Tag.MD_ENTRY_PX, format_decimal(price)),
+                        (Tag.MD_ENTRY_SIZE, format_decimal(size)),
                     ))  # fmt: skip
                     message.addGroup(group)
             self._send(message)
@@ -758,14 +554,14 @@ class FixVenue:
         self.engine.submit(self.account, order)
 
     def _decode_order(self, message: fix.Message) -> SubmitOrder:
-        side = _SIDES.get(message.getField(Tag.SIDE))
+        side = SIDES.get(message.getField(Tag.SIDE))
         if side is None:
             raise BadRequest(f"unsupported Side {message.getField(Tag.SIDE)}")
-        order_type = _ORD_TYPES.get(message.getField(Tag.ORD_TYPE))
+        order_type = ORD_TYPES.get(message.getField(Tag.ORD_TYPE))
         if order_type is None:
             raise BadRequest(f"unsupported OrdType {message.getField(Tag.ORD_TYPE)}")
         tif_code = _get(message, Tag.TIME_IN_FORCE) or "0"
-        tif = _TIFS.get(tif_code)
+        tif = TIFS.get(tif_code)
         if tif is None:
             raise BadRequest(f"unsupported TimeInForce {tif_code}")
         quantity = _get(message, Tag.ORDER_QTY)
@@ -971,17 +767,17 @@ class FixVenue:
             (Tag.ORD_REJ_REASON, self._reject_code(reject_reason)),
             (Tag.ACCOUNT, self.account),
             (Tag.SYMBOL, order.symbol),
-            (Tag.SIDE, _SIDE_CODES[order.side]),
-            (Tag.ORDER_QTY, _fmt(order.quantity)),
-            (Tag.ORD_TYPE, _ORD_TYPE_CODES[order.order_type]),
-            (Tag.PRICE, _fmt(order.limit_price) if order.limit_price is not None else None),
-            (Tag.STOP_PX, _fmt(order.stop_price) if order.stop_price is not None else None),
-            (Tag.TIME_IN_FORCE, _TIF_CODES[order.time_in_force]),
-            (Tag.LAST_QTY, _fmt(fill.quantity) if fill is not None else None),
-            (Tag.LAST_PX, _fmt(fill.price) if fill is not None else None),
-            (Tag.LEAVES_QTY, _fmt(record.leaves)),
-            (Tag.CUM_QTY, _fmt(record.cum)),
-            (Tag.AVG_PX, _fmt(record.avg_px)),
+            (Tag.SIDE, SIDE_CODES[order.side]),
+            (Tag.ORDER_QTY, format_decimal(order.quantity)),
+            (Tag.ORD_TYPE, ORD_TYPE_CODES[order.order_type]),
+            (Tag.PRICE, format_decimal(order.limit_price) if order.limit_price is not None else None),
+            (Tag.STOP_PX, format_decimal(order.stop_price) if order.stop_price is not None else None),
+            (Tag.TIME_IN_FORCE, TIF_CODES[order.time_in_force]),
+            (Tag.LAST_QTY, format_decimal(fill.quantity) if fill is not None else None),
+            (Tag.LAST_PX, format_decimal(fill.price) if fill is not None else None),
+            (Tag.LEAVES_QTY, format_decimal(record.leaves)),
+            (Tag.CUM_QTY, format_decimal(record.cum)),
+            (Tag.AVG_PX, format_decimal(record.avg_px)),
             (Tag.TRANSACT_TIME, utc_timestamp(fill.ts_ns if fill is not None else None)),
             (Tag.TEXT, text[:200] or None),
         ))  # fmt: skip
@@ -1051,15 +847,15 @@ class FixVenue:
                 (Tag.ACCOUNT, self.account),
                 (Tag.ACCOUNT_TYPE, "1"),
                 (Tag.SYMBOL, position.symbol),
-                (Tag.SETTL_PRICE, _fmt(position.average_price)),
+                (Tag.SETTL_PRICE, format_decimal(position.average_price)),
                 (Tag.SETTL_PRICE_TYPE, "1"),
                 (Tag.PRIOR_SETTL_PRICE, "0"),
             ))  # fmt: skip
             group = fix.Group(Tag.NO_POSITIONS, Tag.POS_TYPE)
             _set(group, (
                 (Tag.POS_TYPE, "TOT"),
-                (Tag.LONG_QTY, _fmt(max(position.quantity, _ZERO))),
-                (Tag.SHORT_QTY, _fmt(max(-position.quantity, _ZERO))),
+                (Tag.LONG_QTY, format_decimal(max(position.quantity, _ZERO))),
+                (Tag.SHORT_QTY, format_decimal(max(-position.quantity, _ZERO))),
             ))  # fmt: skip
             report.addGroup(group)
             self._send(report)
@@ -1115,7 +911,7 @@ class FixVenue:
             record.notional += fill.quantity * fill.price
             record.status = _PARTIAL if fill.leaves_quantity else _FILLED
             report = self._report(record, "F", fill=fill)
-            report.setField(Tag.LEAVES_QTY, _fmt(fill.leaves_quantity))
+            report.setField(Tag.LEAVES_QTY, format_decimal(fill.leaves_quantity))
             report.getHeader().setField(Tag.POSS_RESEND, "Y")
             reports.append(report)
         for index, report in enumerate(reports, start=1):

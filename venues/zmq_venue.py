@@ -10,7 +10,7 @@
 
 One I/O thread owns both sockets. Engine callbacks (from the engine runner thread or from
 a request being handled) only queue outgoing frames and wake the I/O thread, so no socket
-is ever touched by two threads. The wire format is in ``venues.zmq_wire`` and
+is ever touched by two threads. The wire format is in ``messages.zmq_wire`` and
 docs/zmq-protocol.md.
 """
 
@@ -39,7 +39,7 @@ from messages import (
     Quote,
     SubmitOrder,
 )
-from venues import zmq_wire as wire
+from messages import zmq_wire as wire
 
 if TYPE_CHECKING:
     from messages import OrderEvent

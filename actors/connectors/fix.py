@@ -35,7 +35,8 @@ Message flow (docs/fix.md has the whole subset):
 Versions: ``FIX.4.4`` (the default) and ``FIX.4.2``. FIX 4.2 has no AN/AO/AP, q/r or AF;
 on 4.2 the same bodies travel under user-defined message types (``U`` + the 4.4 type),
 with a FIX 4.2 dictionary extended with them (generated into the store directory), as
-the simulated venue (venues/fix_venue.py) expects. ``FIXT.1.1`` (FIX 5.0 SP2) is
+the simulated venue (venues/fix_venue.py) expects; both sides take the extension, the
+tags and the codes from ``messages.fix_spec``. ``FIXT.1.1`` (FIX 5.0 SP2) is
 configured with the FIXT11/FIX50SP2 dictionaries and uses the 4.4 message bodies; it is
 exercised by one test against the simulated venue, which serves the same subset over
 FIXT.1.1. A production 5.0 SP2 venue may require fields this subset leaves out.
@@ -46,13 +47,11 @@ quickfix's ``Application`` callbacks keep quickfix's camelCase names (``onLogon`
 
 from __future__ import annotations
 
-import enum
 import itertools
 import sys
 import sysconfig
 import threading
 import time
-import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -72,22 +71,28 @@ from messages import (
     OrderCancelled,
     OrderFilled,
     OrderRejected,
-    OrderType,
     Quote,
     QuoteBatch,
     RejectReason,
-    Side,
     SubmitOrder,
-    TimeInForce,
     VenuePosition,
     VenuePositions,
     now_ns,
 )
-
-FIX42 = "FIX.4.2"
-FIX44 = "FIX.4.4"
-FIXT11 = "FIXT.1.1"
-BEGIN_STRINGS = frozenset({FIX42, FIX44, FIXT11})
+from messages.fix_spec import (
+    BEGIN_STRINGS,
+    EXTENDED_42_TYPES,
+    FIX42,
+    FIX44,
+    ORD_TYPE_CODES,
+    SIDE_CODES,
+    SIDES,
+    TIF_CODES,
+    Tag,
+    data_dictionary_settings,
+    format_decimal,
+    utc_timestamp,
+)
 
 
 class FixConfig(ConnectorConfig, frozen=True, kw_only=True):
@@ -129,109 +134,7 @@ class FixConfig(ConnectorConfig, frozen=True, kw_only=True):
                 raise ValueError(f"{name}: must not be empty")
 
 
-class Tag(enum.IntEnum):
-    """The FIX tags this connector reads or writes."""
-
-    ACCOUNT = 1
-    AVG_PX = 6
-    CL_ORD_ID = 11
-    CUM_QTY = 14
-    EXEC_ID = 17
-    EXEC_INST = 18
-    EXEC_TRANS_TYPE = 20
-    HANDL_INST = 21
-    LAST_PX = 31
-    LAST_QTY = 32
-    MSG_TYPE = 35
-    ORDER_ID = 37
-    ORDER_QTY = 38
-    ORD_STATUS = 39
-    ORD_TYPE = 40
-    ORIG_CL_ORD_ID = 41
-    POSS_DUP_FLAG = 43
-    PRICE = 44
-    REF_SEQ_NUM = 45
-    SENDING_TIME = 52
-    SIDE = 54
-    SYMBOL = 55
-    TEXT = 58
-    TIME_IN_FORCE = 59
-    TRANSACT_TIME = 60
-    STOP_PX = 99
-    CXL_REJ_REASON = 102
-    ORD_REJ_REASON = 103
-    NO_RELATED_SYM = 146
-    EXEC_TYPE = 150
-    LEAVES_QTY = 151
-    MD_REQ_ID = 262
-    SUBSCRIPTION_REQUEST_TYPE = 263
-    MARKET_DEPTH = 264
-    MD_UPDATE_TYPE = 265
-    NO_MD_ENTRY_TYPES = 267
-    NO_MD_ENTRIES = 268
-    MD_ENTRY_TYPE = 269
-    MD_ENTRY_PX = 270
-    MD_ENTRY_SIZE = 271
-    MD_UPDATE_ACTION = 279
-    REF_TAG_ID = 371
-    REF_MSG_TYPE = 372
-    SESSION_REJECT_REASON = 373
-    MASS_CANCEL_REQUEST_TYPE = 530
-    MASS_CANCEL_RESPONSE = 531
-    TOTAL_AFFECTED_ORDERS = 533
-    ACCOUNT_TYPE = 581
-    MASS_STATUS_REQ_ID = 584
-    MASS_STATUS_REQ_TYPE = 585
-    NO_POSITIONS = 702
-    POS_TYPE = 703
-    LONG_QTY = 704
-    SHORT_QTY = 705
-    POS_REQ_ID = 710
-    CLEARING_BUSINESS_DATE = 715
-    POS_REQ_TYPE = 724
-    TOTAL_NUM_POS_REPORTS = 727
-    POS_REQ_RESULT = 728
-    SETTL_PRICE = 730
-    LAST_RPT_REQUESTED = 912
-
-
 # ---- data dictionaries ------------------------------------------------------------------------
-
-EXTENDED_42_TYPES: dict[str, str] = {
-    "AF": "UAF", "AN": "UAN", "AO": "UAO", "AP": "UAP", "q": "Uq", "r": "Ur",
-}  # fmt: skip
-"""4.4 message type -> the user-defined type carrying the same body on FIX 4.2."""
-
-_EXT42_FIELDS = frozenset({
-    "AccountType", "ClearingBusinessDate", "LastRptRequested", "LongQty",
-    "MassCancelRejectReason", "MassCancelRequestType", "MassCancelResponse",
-    "MassStatusReqID", "MassStatusReqType", "NoPositions", "PosMaintRptID", "PosReqID",
-    "PosReqResult", "PosReqStatus", "PosReqType", "PosType", "PriorSettlPrice", "SettlPrice",
-    "SettlPriceType", "ShortQty", "TotNumReports", "TotalAffectedOrders", "TotalNumPosReports",
-})  # fmt: skip
-"""Fields FIX 4.2 lacks, copied with their enums from FIX44.xml."""
-
-# message name, 4.2 type, fields ("!" marks a required field; "Group(a,b)" a repeating group)
-_EXT42_MESSAGES = (
-    ("OrderMassStatusRequest", "UAF", "MassStatusReqID! MassStatusReqType! Account Symbol"),
-    ("OrderMassCancelRequest", "Uq",
-     "ClOrdID! MassCancelRequestType! Symbol TransactTime! Text"),
-    ("OrderMassCancelReport", "Ur",
-     "ClOrdID OrderID! MassCancelRequestType! MassCancelResponse! MassCancelRejectReason "
-     "TotalAffectedOrders Symbol TransactTime Text"),
-    ("RequestForPositions", "UAN",
-     "PosReqID! PosReqType! Account! AccountType! ClearingBusinessDate! TransactTime!"),
-    ("RequestForPositionsAck", "UAO",
-     "PosMaintRptID! PosReqID TotalNumPosReports PosReqResult! PosReqStatus! Account! "
-     "AccountType! Text"),
-    ("PositionReport", "UAP",
-     "PosMaintRptID! PosReqID PosReqType TotalNumPosReports PosReqResult! "
-     "ClearingBusinessDate! Account! AccountType! Symbol SettlPrice! SettlPriceType! "
-     "PriorSettlPrice! NoPositions(PosType,LongQty,ShortQty) Text"),
-)  # fmt: skip
-_EXT42_EXECUTION_REPORT = ("MassStatusReqID", "TotNumReports", "LastRptRequested")
-EXTENDED_42_DICTIONARY = "FIX42-tradeguard.xml"
-
 
 def spec_dir() -> Path:
     """The directory holding the FIX data dictionaries the quickfix wheel installs."""
@@ -245,57 +148,12 @@ def spec_dir() -> Path:
     raise ConnectorError(f"quickfix data dictionaries not found in {candidates}")
 
 
-def extend_fix42_dictionary(specs: Path, target: Path) -> Path:
-    """Write FIX42.xml plus the user-defined messages of this subset to ``target``."""
-    tree = ET.parse(specs / "FIX42.xml")
-    root = tree.getroot()
-    fields, messages = root.find("fields"), root.find("messages")
-    if fields is None or messages is None:
-        raise ConnectorError(f"{specs / 'FIX42.xml'}: no <fields> or <messages>")
-    known = {element.get("name") for element in fields}
-    for element in ET.parse(specs / "FIX44.xml").getroot().iterfind("fields/field"):
-        if element.get("name") in _EXT42_FIELDS and element.get("name") not in known:
-            fields.append(element)
-    for element in fields:
-        if element.get("name") == "MsgType":
-            for name, msg_type, _ in _EXT42_MESSAGES:
-                ET.SubElement(element, "value", enum=msg_type, description=name.upper())
-    for name, msg_type, body in _EXT42_MESSAGES:
-        message = ET.SubElement(messages, "message", name=name, msgtype=msg_type, msgcat="app")
-        for item in body.split():
-            if "(" in item:
-                group_name, _, members = item.rstrip(")").partition("(")
-                group = ET.SubElement(message, "group", name=group_name, required="N")
-                for member in members.split(","):
-                    ET.SubElement(group, "field", name=member, required="N")
-            else:
-                required = "Y" if item.endswith("!") else "N"
-                ET.SubElement(message, "field", name=item.rstrip("!"), required=required)
-    for message in messages:
-        if message.get("msgtype") == "8":
-            for name in _EXT42_EXECUTION_REPORT:
-                ET.SubElement(message, "field", name=name, required="N")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_suffix(".tmp")
-    tree.write(partial, encoding="utf-8", xml_declaration=True)
-    partial.replace(target)
-    return target
-
-
 def dictionary_settings(begin_string: str, directory: Path) -> dict[str, str]:
     """quickfix settings selecting (and for 4.2 generating) the data dictionaries."""
-    specs = spec_dir()
-    if begin_string == FIX42:
-        path = extend_fix42_dictionary(specs, directory / EXTENDED_42_DICTIONARY)
-        return {"UseDataDictionary": "Y", "DataDictionary": str(path)}
-    if begin_string == FIXT11:
-        return {
-            "UseDataDictionary": "Y",
-            "TransportDataDictionary": str(specs / "FIXT11.xml"),
-            "AppDataDictionary": str(specs / "FIX50SP2.xml"),
-            "DefaultApplVerID": "FIX.5.0SP2",
-        }
-    return {"UseDataDictionary": "Y", "DataDictionary": str(specs / "FIX44.xml")}
+    try:
+        return data_dictionary_settings(begin_string, spec_dir(), directory)
+    except ValueError as exc:
+        raise ConnectorError(str(exc)) from exc
 
 
 # ---- field helpers -------------------------------------------------------------------------------
@@ -332,19 +190,6 @@ def _decimal(fields: fix.FieldMap, tag: int, default: str | None = None) -> Deci
         raise ValueError(f"tag {tag}: not a number: {text!r}") from None
 
 
-def _fmt(value: Decimal) -> str:
-    text = format(value, "f")
-    if "." in text:
-        text = text.rstrip("0").rstrip(".")
-    return text or "0"
-
-
-def _utc_timestamp() -> str:
-    ns = time.time_ns()
-    seconds, rest = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y%m%d-%H:%M:%S", time.gmtime(seconds)) + f".{rest // 1_000_000:03d}"
-
-
 def _timestamp_ns(text: str | None) -> int:
     """Nanoseconds of a FIX UTCTimestamp (``YYYYMMDD-HH:MM:SS[.fff...]``); 0 when absent."""
     if not text:
@@ -355,12 +200,6 @@ def _timestamp_ns(text: str | None) -> int:
     return int(moment.timestamp()) * 1_000_000_000 + nanos
 
 
-_SIDES = {"1": Side.BUY, "2": Side.SELL}
-_SIDE_CODES = {Side.BUY: "1", Side.SELL: "2"}
-_ORD_TYPE_CODES = {OrderType.MARKET: "1", OrderType.LIMIT: "2", OrderType.STOP: "3",
-                   OrderType.STOP_LIMIT: "4"}  # fmt: skip
-_TIF_CODES = {TimeInForce.DAY: "0", TimeInForce.GTC: "1", TimeInForce.IOC: "3",
-              TimeInForce.FOK: "4"}  # fmt: skip
 _REJECT_REASONS = {"1": RejectReason.UNKNOWN_SYMBOL, "6": RejectReason.DUPLICATE_ID}
 _WORKING = frozenset({"0", "1", "A", "6", "E"})  # new, partial, pending new/cancel/replace
 _MAX_PENDING = 256  # position / mass cancel requests remembered while unanswered
@@ -555,18 +394,18 @@ class FixConnector(Connector):
             (Tag.CL_ORD_ID, order.client_order_id),
             (Tag.HANDL_INST, "1"),
             (Tag.SYMBOL, order.symbol),
-            (Tag.SIDE, _SIDE_CODES[order.side]),
-            (Tag.TRANSACT_TIME, _utc_timestamp()),
-            (Tag.ORDER_QTY, _fmt(order.quantity)),
-            (Tag.ORD_TYPE, _ORD_TYPE_CODES[order.order_type]),
-            (Tag.PRICE, _fmt(order.limit_price) if order.limit_price is not None else None),
-            (Tag.STOP_PX, _fmt(order.stop_price) if order.stop_price is not None else None),
-            (Tag.TIME_IN_FORCE, _TIF_CODES[order.time_in_force]),
+            (Tag.SIDE, SIDE_CODES[order.side]),
+            (Tag.TRANSACT_TIME, utc_timestamp()),
+            (Tag.ORDER_QTY, format_decimal(order.quantity)),
+            (Tag.ORD_TYPE, ORD_TYPE_CODES[order.order_type]),
+            (Tag.PRICE, format_decimal(order.limit_price) if order.limit_price is not None else None),
+            (Tag.STOP_PX, format_decimal(order.stop_price) if order.stop_price is not None else None),
+            (Tag.TIME_IN_FORCE, TIF_CODES[order.time_in_force]),
             (Tag.EXEC_INST, "E" if order.reduce_only else None),  # do not increase
         ))  # fmt: skip
         with self._state_lock:
             self._orders[order.client_order_id] = _Order(
-                order.symbol, _SIDE_CODES[order.side], _fmt(order.quantity)
+                order.symbol, SIDE_CODES[order.side], format_decimal(order.quantity)
             )
         if not self._send(message):
             with self._state_lock:
@@ -589,7 +428,7 @@ class FixConnector(Connector):
             (Tag.CL_ORD_ID, self._next_id(f"{order.client_order_id}-cxl-")),
             (Tag.SYMBOL, known.symbol),
             (Tag.SIDE, known.side),
-            (Tag.TRANSACT_TIME, _utc_timestamp()),
+            (Tag.TRANSACT_TIME, utc_timestamp()),
             (Tag.ORDER_QTY, known.quantity),
         ))  # fmt: skip
         self._send(message)
@@ -603,7 +442,7 @@ class FixConnector(Connector):
         _set(message, (
             (Tag.CL_ORD_ID, cl_ord_id),
             (Tag.MASS_CANCEL_REQUEST_TYPE, "7"),  # all orders
-            (Tag.TRANSACT_TIME, _utc_timestamp()),
+            (Tag.TRANSACT_TIME, utc_timestamp()),
         ))  # fmt: skip
         if not self._send(message):
             self.log.error(f"connector {self.name}: mass cancel not sent (session down)")
@@ -620,7 +459,7 @@ class FixConnector(Connector):
             (Tag.ACCOUNT, self._account),
             (Tag.ACCOUNT_TYPE, "1"),
             (Tag.CLEARING_BUSINESS_DATE, time.strftime("%Y%m%d", time.gmtime())),
-            (Tag.TRANSACT_TIME, _utc_timestamp()),
+            (Tag.TRANSACT_TIME, utc_timestamp()),
         ))  # fmt: skip
         if not self._send(message):
             self.log.error(f"connector {self.name}: position request not sent (session down)")
@@ -761,7 +600,7 @@ class FixConnector(Connector):
             self._on_order_status(message, coid, status, symbol, order_id, ts)
             return
         if exec_type == "F" or (self._legacy and exec_type in ("1", "2")):
-            side = _SIDES.get(message.getField(Tag.SIDE))
+            side = SIDES.get(message.getField(Tag.SIDE))
             if side is None:
                 raise ValueError(f"unsupported Side {message.getField(Tag.SIDE)}")
             fill = OrderFilled(
@@ -803,7 +642,9 @@ class FixConnector(Connector):
         if status in _WORKING:
             with self._state_lock:
                 self._orders[coid] = _Order(
-                    symbol, message.getField(Tag.SIDE), _fmt(_decimal(message, Tag.ORDER_QTY, "0"))
+                    symbol,
+                    message.getField(Tag.SIDE),
+                    format_decimal(_decimal(message, Tag.ORDER_QTY, "0")),
                 )
             self.inbound(OrderAccepted(
                 client_order_id=coid, venue=self.name, symbol=symbol, venue_order_id=order_id,

@@ -15,7 +15,8 @@ number are duplicates and are dropped. A venue whose heartbeat stops for
 ``stale_after_s``, whose pings go unanswered, or whose session identifier changes (a
 restart) is a lost session: the actor fails and its supervisor restarts it.
 
-The wire protocol is described in docs/zmq-protocol.md.
+The wire protocol is described in docs/zmq-protocol.md; its frames are in
+``messages.zmq_wire``, shared with the simulated venue.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Sequence
-from decimal import Decimal
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -42,21 +42,15 @@ from messages import (
     OrderCancelled,
     OrderFilled,
     OrderRejected,
-    OrderStatus,
-    OrderType,
     Quote,
     QuoteBatch,
     RejectReason,
-    Side,
     SubmitOrder,
-    TimeInForce,
     VenuePosition,
     VenuePositions,
     now_ns,
 )
-
-HEARTBEAT_TOPIC = "_heartbeat"
-"""Topic of the venue heartbeat on the market data channel."""
+from messages import zmq_wire as wire
 
 _ENDPOINT_PREFIXES = ("ipc://", "tcp://")
 
@@ -96,172 +90,6 @@ class ZmqConfig(ConnectorConfig, frozen=True, kw_only=True):
         if self.max_batch < 1:
             raise ValueError("max_batch: must be at least 1")
 
-
-# ---- inbound wire frames (decoded strictly: unknown fields refused) ----------------------
-
-
-def _finite(field: str, value: Decimal | None) -> None:
-    if value is not None and not value.is_finite():
-        raise ValueError(f"{field}: must be a finite number, got {value}")
-
-
-def _non_negative(field: str, value: Decimal) -> None:
-    _finite(field, value)
-    if value < 0:
-        raise ValueError(f"{field}: must not be negative, got {value}")
-
-
-class _Frame(
-    msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"
-):
-    """A JSON object from the venue; ``type`` names it."""
-
-
-class _QuoteFrame(_Frame, frozen=True, kw_only=True, tag="quote"):
-    session: str
-    seq: int
-    symbol: str
-    bid: Decimal
-    ask: Decimal
-    bid_size: Decimal
-    ask_size: Decimal
-    ts_ns: int
-
-    def __post_init__(self) -> None:
-        if self.seq < 1:
-            raise ValueError(f"seq: must be at least 1, got {self.seq}")
-        if not self.symbol:
-            raise ValueError("symbol: must not be empty")
-        _finite("bid", self.bid)
-        _finite("ask", self.ask)
-        _non_negative("bid_size", self.bid_size)
-        _non_negative("ask_size", self.ask_size)
-
-
-class _HeartbeatFrame(_Frame, frozen=True, kw_only=True, tag="heartbeat"):
-    session: str
-    seq: int
-    venue: str
-    interval_s: float
-    ts_ns: int
-
-
-class _Accepted(_Frame, frozen=True, kw_only=True, tag="accepted"):
-    client_order_id: str
-    symbol: str
-    venue_order_id: str
-    ts_ns: int
-
-
-class _Rejected(_Frame, frozen=True, kw_only=True, tag="rejected"):
-    client_order_id: str
-    symbol: str
-    reason: RejectReason
-    text: str
-    ts_ns: int
-
-
-class _Filled(_Frame, frozen=True, kw_only=True, tag="filled"):
-    client_order_id: str
-    fill_id: str
-    symbol: str
-    side: Side
-    quantity: Decimal
-    price: Decimal
-    leaves: Decimal
-    venue_order_id: str
-    ts_ns: int
-
-
-class _Cancelled(_Frame, frozen=True, kw_only=True, tag="cancelled"):
-    client_order_id: str
-    symbol: str
-    text: str
-    ts_ns: int
-
-
-class _CancelRejected(_Frame, frozen=True, kw_only=True, tag="cancel_rejected"):
-    client_order_id: str
-    text: str
-    ts_ns: int
-
-
-class _Position(_Frame, frozen=True, kw_only=True, tag="position"):
-    symbol: str
-    quantity: Decimal
-    average_price: Decimal
-
-
-class _OpenOrder(_Frame, frozen=True, kw_only=True, tag="open_order"):
-    client_order_id: str
-    venue_order_id: str
-    symbol: str
-    side: Side
-    quantity: Decimal
-    order_type: OrderType
-    limit_price: Decimal | None
-    stop_price: Decimal | None
-    time_in_force: TimeInForce
-    filled: Decimal
-    leaves: Decimal
-    status: OrderStatus
-
-
-class _Positions(_Frame, frozen=True, kw_only=True, tag="positions"):
-    req_id: str
-    positions: tuple[_Position, ...]
-    ts_ns: int
-
-
-class _Executions(_Frame, frozen=True, kw_only=True, tag="executions"):
-    req_id: str
-    fills: tuple[_Filled, ...]
-    ts_ns: int
-
-
-class _OpenOrders(_Frame, frozen=True, kw_only=True, tag="open_orders"):
-    req_id: str
-    orders: tuple[_OpenOrder, ...]
-    ts_ns: int
-
-
-class _CancelAllDone(_Frame, frozen=True, kw_only=True, tag="cancel_all_done"):
-    req_id: str
-    count: int
-    ts_ns: int
-
-
-class _Pong(_Frame, frozen=True, kw_only=True, tag="pong"):
-    req_id: str
-    ts_ns: int
-    venue_ts_ns: int
-    session: str
-    venue: str
-
-
-class _Error(_Frame, frozen=True, kw_only=True, tag="error"):
-    req_id: str
-    code: str
-    text: str
-
-
-_OrderChannelFrame = (
-    _Accepted
-    | _Rejected
-    | _Filled
-    | _Cancelled
-    | _CancelRejected
-    | _Positions
-    | _Executions
-    | _OpenOrders
-    | _CancelAllDone
-    | _Pong
-    | _Error
-)
-
-_market_decoder = msgspec.json.Decoder(_QuoteFrame | _HeartbeatFrame)
-_order_decoder = msgspec.json.Decoder(_OrderChannelFrame)
-_encoder = msgspec.json.Encoder(decimal_format="string")
 
 # Request ids say what a request was for, so a reply or an error needs no lookup table.
 _NEW = "o:"
@@ -332,7 +160,7 @@ class ZmqConnector(Connector):
         try:
             self._sub = context.socket(zmq.SUB)
             self._sub.setsockopt(zmq.LINGER, 0)
-            self._sub.setsockopt(zmq.SUBSCRIBE, HEARTBEAT_TOPIC.encode())
+            self._sub.setsockopt(zmq.SUBSCRIBE, wire.HEARTBEAT_TOPIC.encode())
             self._sub.connect(cfg.market_endpoint)
             self._dealer = context.socket(zmq.DEALER)
             self._dealer.setsockopt(zmq.LINGER, 0)
@@ -392,9 +220,9 @@ class ZmqConnector(Connector):
         seen) and positions as ``VenuePositions`` with an empty request id. The order of the
         requests puts an order's acceptance before its fills.
         """
-        self._send({"type": "open_orders", "req_id": _RESYNC})
-        self._send({"type": "executions", "req_id": _RESYNC})
-        self._send({"type": "positions", "req_id": _POSITIONS})
+        self._send(wire.OpenOrdersRequest(req_id=_RESYNC))
+        self._send(wire.ExecutionsRequest(req_id=_RESYNC))
+        self._send(wire.PositionsRequest(req_id=_POSITIONS))
 
     def subscribe(self, symbols: Sequence[str]) -> None:
         """Subscribe to the quotes of ``symbols``."""
@@ -405,41 +233,40 @@ class ZmqConnector(Connector):
         if self._lost.is_set() or self._thread is None:
             self._reject_down(order.client_order_id, order.symbol, "venue session is down")
             return
-        request: dict[str, Any] = {
-            "type": "new_order",
-            "req_id": _NEW + order.client_order_id,
-            "client_order_id": order.client_order_id,
-            "symbol": order.symbol,
-            "side": order.side,
-            "quantity": order.quantity,
-            "order_type": order.order_type,
-            "limit_price": order.limit_price,
-            "stop_price": order.stop_price,
-            "time_in_force": order.time_in_force,
-            "reduce_only": order.reduce_only,
-            "source": order.source,
-        }
+        request = wire.NewOrderRequest(
+            req_id=_NEW + order.client_order_id,
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            quantity=order.quantity,
+            order_type=order.order_type,
+            limit_price=order.limit_price,
+            stop_price=order.stop_price,
+            time_in_force=order.time_in_force,
+            reduce_only=order.reduce_only,
+            source=order.source,
+        )
         self._send(request)
 
     def cancel(self, order: CancelOrder) -> None:
         """Ask the venue to cancel one order."""
         cid = order.client_order_id
-        self._send({"type": "cancel", "req_id": _CANCEL + cid, "client_order_id": cid})
+        self._send(wire.CancelRequest(req_id=_CANCEL + cid, client_order_id=cid))
 
     def cancel_all(self, request_id: str) -> None:
         """Mass cancel; ``CancelAllDone`` is delivered when the venue confirms."""
-        self._send({"type": "cancel_all", "req_id": _CANCEL_ALL + request_id})
+        self._send(wire.CancelAllRequest(req_id=_CANCEL_ALL + request_id))
         self.count_out()
 
     def request_positions(self, request_id: str) -> None:
         """Ask for positions; ``VenuePositions`` with ``request_id`` is delivered."""
-        self._send({"type": "positions", "req_id": _POSITIONS + request_id})
+        self._send(wire.PositionsRequest(req_id=_POSITIONS + request_id))
         self.count_out()
 
     # ---- commands to the poller thread ---------------------------------------------------
 
-    def _send(self, request: dict[str, Any]) -> None:
-        self._command("send", (request["req_id"], _encoder.encode(request)))
+    def _send(self, request: wire.Request) -> None:
+        self._command("send", (request.req_id, wire.encoder.encode(request)))
 
     def _command(self, kind: str, item: Any) -> None:
         self._commands.put((kind, item))
@@ -553,9 +380,9 @@ class ZmqConnector(Connector):
             pass  # the actor is stopping; disconnect() is about to join this thread
 
     def _ping(self, dealer: zmq.Socket[bytes]) -> None:
-        request = {"type": "ping", "req_id": f"{_PING}{next(self._ping_ids)}", "ts_ns": now_ns()}
+        request = wire.PingRequest(req_id=f"{_PING}{next(self._ping_ids)}", ts_ns=now_ns())
         try:
-            dealer.send(_encoder.encode(request), zmq.NOBLOCK)
+            dealer.send(wire.encoder.encode(request), zmq.NOBLOCK)
         except zmq.Again:
             pass  # not connected (yet); liveness checks decide what that means
 
@@ -601,9 +428,9 @@ class ZmqConnector(Connector):
         if len(frames) != 2:
             raise ValueError(f"expected [topic, payload], got {len(frames)} frame(s)")
         topic = frames[0].decode()
-        frame = _market_decoder.decode(frames[1])
-        if isinstance(frame, _HeartbeatFrame):
-            if topic != HEARTBEAT_TOPIC:
+        frame = wire.market_decoder.decode(frames[1])
+        if isinstance(frame, wire.HeartbeatFrame):
+            if topic != wire.HEARTBEAT_TOPIC:
                 raise ValueError(f"heartbeat on topic {topic!r}")
             self.count_in()
             if self._check_session(frame.session, "heartbeat"):
@@ -691,7 +518,7 @@ class ZmqConnector(Connector):
             try:
                 if len(frames) != 1:
                     raise ValueError(f"expected 1 frame, got {len(frames)}")
-                frame = _order_decoder.decode(frames[0])
+                frame = wire.order_channel_decoder.decode(frames[0])
                 self._frame_handlers[type(frame)](frame)
             except (ValueError, msgspec.DecodeError) as exc:
                 self.count_malformed(f"order channel: {exc}")
@@ -702,20 +529,20 @@ class ZmqConnector(Connector):
     def _order_handlers(self) -> dict[type, Callable[[Any], None]]:
         """Order channel frame type -> handler (poller thread)."""
         return {
-            _Accepted: self._on_accepted,
-            _Rejected: self._on_rejected,
-            _Filled: lambda f: self._tell(_fill_message(self.name, f)),
-            _Cancelled: self._on_cancelled,
-            _CancelRejected: self._on_cancel_rejected,
-            _Positions: self._on_positions,
-            _Executions: self._on_executions,
-            _OpenOrders: self._on_open_orders,
-            _CancelAllDone: self._on_cancel_all_done,
-            _Pong: self._on_pong,
-            _Error: self._on_error,
+            wire.AcceptedEvent: self._on_accepted,
+            wire.RejectedEvent: self._on_rejected,
+            wire.FilledEvent: lambda f: self._tell(_fill_message(self.name, f)),
+            wire.CancelledEvent: self._on_cancelled,
+            wire.CancelRejectedEvent: self._on_cancel_rejected,
+            wire.PositionsReply: self._on_positions,
+            wire.ExecutionsReply: self._on_executions,
+            wire.OpenOrdersReply: self._on_open_orders,
+            wire.CancelAllDoneReply: self._on_cancel_all_done,
+            wire.PongReply: self._on_pong,
+            wire.ErrorReply: self._on_error,
         }
 
-    def _on_accepted(self, frame: _Accepted) -> None:
+    def _on_accepted(self, frame: wire.AcceptedEvent) -> None:
         self._tell(
             OrderAccepted(
                 client_order_id=frame.client_order_id,
@@ -726,7 +553,7 @@ class ZmqConnector(Connector):
             )
         )
 
-    def _on_rejected(self, frame: _Rejected) -> None:
+    def _on_rejected(self, frame: wire.RejectedEvent) -> None:
         self._tell(
             OrderRejected(
                 client_order_id=frame.client_order_id,
@@ -738,7 +565,7 @@ class ZmqConnector(Connector):
             )
         )
 
-    def _on_cancelled(self, frame: _Cancelled) -> None:
+    def _on_cancelled(self, frame: wire.CancelledEvent) -> None:
         self._tell(
             OrderCancelled(
                 client_order_id=frame.client_order_id,
@@ -749,14 +576,14 @@ class ZmqConnector(Connector):
             )
         )
 
-    def _on_cancel_rejected(self, frame: _CancelRejected) -> None:
+    def _on_cancel_rejected(self, frame: wire.CancelRejectedEvent) -> None:
         # The order keeps its state (usually it just filled); there is no event to publish.
         self.count_error()
         self.log.bind(client_order_id=frame.client_order_id, text=frame.text).warning(
             f"connector {self.name}: cancel refused by the venue"
         )
 
-    def _on_positions(self, frame: _Positions) -> None:
+    def _on_positions(self, frame: wire.PositionsReply) -> None:
         positions = tuple(
             VenuePosition(
                 venue=self.name,
@@ -775,12 +602,12 @@ class ZmqConnector(Connector):
             )
         )
 
-    def _on_executions(self, frame: _Executions) -> None:
+    def _on_executions(self, frame: wire.ExecutionsReply) -> None:
         fills = [_fill_message(self.name, f) for f in frame.fills]  # all valid, or none told
         for fill in fills:
             self._tell(fill)
 
-    def _on_open_orders(self, frame: _OpenOrders) -> None:
+    def _on_open_orders(self, frame: wire.OpenOrdersReply) -> None:
         accepted = [
             OrderAccepted(
                 client_order_id=order.client_order_id,
@@ -794,18 +621,18 @@ class ZmqConnector(Connector):
         for message in accepted:
             self._tell(message)
 
-    def _on_cancel_all_done(self, frame: _CancelAllDone) -> None:
+    def _on_cancel_all_done(self, frame: wire.CancelAllDoneReply) -> None:
         request_id = frame.req_id.removeprefix(_CANCEL_ALL)
         self._tell(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=frame.ts_ns))
 
-    def _on_pong(self, frame: _Pong) -> None:
+    def _on_pong(self, frame: wire.PongReply) -> None:
         self.count_in()
         self.note_latency((now_ns() - frame.ts_ns) / 1e6)
         if self._check_session(frame.session, "pong"):
             self._last_pong = time.monotonic()
             self._mark_ready_if_complete()
 
-    def _on_error(self, frame: _Error) -> None:
+    def _on_error(self, frame: wire.ErrorReply) -> None:
         self.count_error()
         self.log.bind(req_id=frame.req_id, code=frame.code, text=frame.text).warning(
             f"connector {self.name}: the venue refused a request"
@@ -826,7 +653,7 @@ class ZmqConnector(Connector):
             self._ready.set()
 
 
-def _fill_message(venue: str, frame: _Filled) -> OrderFilled:
+def _fill_message(venue: str, frame: wire.FilledEvent) -> OrderFilled:
     return OrderFilled(
         client_order_id=frame.client_order_id,
         venue=venue,

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 import zmq
 
+from messages.zmq_wire import HEARTBEAT_TOPIC
 from tests.helpers import wait_for
 from venues.engine import EngineConfig, VenueEngine
 from venues.zmq_venue import ZmqVenue
-from venues.zmq_wire import HEARTBEAT_TOPIC
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -1,4 +1,4 @@
-"""Wire frames of the simulated ZeroMQ venue, as the venue reads and writes them.
+"""Wire frames of the ZeroMQ venue protocol, shared by the venue and the ``zmq`` connector.
 
 Two channels (docs/zmq-protocol.md is the full description):
 
@@ -8,8 +8,9 @@ Two channels (docs/zmq-protocol.md is the full description):
   replies go back to the asking client, order events to every client of the account.
 
 Every payload is a JSON object whose ``type`` field names the frame. Decimals travel as
-strings. Requests are decoded with unknown fields refused, so a misspelt field is an
-error reply, never a silent default.
+strings. Every frame is decoded with unknown fields refused, so a misspelt field is an
+error, never a silent default; a quote with a NaN price, a negative size, an empty symbol
+or a sequence number below 1 does not decode either.
 """
 
 from __future__ import annotations
@@ -18,27 +19,11 @@ from decimal import Decimal
 
 import msgspec
 
-from messages import OrderStatus, OrderType, RejectReason, Side, TimeInForce
+from messages._base import require_finite, require_non_negative, require_positive, require_text
+from messages.orders import OrderStatus, OrderType, RejectReason, Side, TimeInForce
 
 HEARTBEAT_TOPIC = "_heartbeat"
 """Topic of the venue heartbeat on the market data channel."""
-
-
-def _require_finite(field: str, value: Decimal | None) -> None:
-    if value is not None and not value.is_finite():
-        raise ValueError(f"{field}: must be a finite number, got {value}")
-
-
-def _require_positive(field: str, value: Decimal | None) -> None:
-    _require_finite(field, value)
-    if value is not None and value <= 0:
-        raise ValueError(f"{field}: must be positive, got {value}")
-
-
-def _require_non_negative(field: str, value: Decimal) -> None:
-    _require_finite(field, value)
-    if value < 0:
-        raise ValueError(f"{field}: must not be negative, got {value}")
 
 
 class Frame(
@@ -69,6 +54,15 @@ class QuoteFrame(Frame, frozen=True, kw_only=True, tag="quote"):
     """Quantity at the ask; never negative."""
     ts_ns: int
     """When the venue published it, wall clock nanoseconds."""
+
+    def __post_init__(self) -> None:
+        if self.seq < 1:
+            raise ValueError(f"seq: must be at least 1, got {self.seq}")
+        require_text("symbol", self.symbol)
+        require_finite("bid", self.bid)
+        require_finite("ask", self.ask)
+        require_non_negative("bid_size", self.bid_size)
+        require_non_negative("ask_size", self.ask_size)
 
 
 class HeartbeatFrame(Frame, frozen=True, kw_only=True, tag="heartbeat"):
@@ -116,13 +110,11 @@ class NewOrderRequest(Frame, frozen=True, kw_only=True, tag="new_order"):
     """Free text: who sent the order."""
 
     def __post_init__(self) -> None:
-        if not self.client_order_id:
-            raise ValueError("client_order_id: must not be empty")
-        if not self.symbol:
-            raise ValueError("symbol: must not be empty")
-        _require_positive("quantity", self.quantity)
-        _require_positive("limit_price", self.limit_price)
-        _require_positive("stop_price", self.stop_price)
+        require_text("client_order_id", self.client_order_id)
+        require_text("symbol", self.symbol)
+        require_positive("quantity", self.quantity)
+        require_positive("limit_price", self.limit_price)
+        require_positive("stop_price", self.stop_price)
 
 
 class CancelRequest(Frame, frozen=True, kw_only=True, tag="cancel"):
@@ -134,8 +126,7 @@ class CancelRequest(Frame, frozen=True, kw_only=True, tag="cancel"):
     """The order to cancel."""
 
     def __post_init__(self) -> None:
-        if not self.client_order_id:
-            raise ValueError("client_order_id: must not be empty")
+        require_text("client_order_id", self.client_order_id)
 
 
 class CancelAllRequest(Frame, frozen=True, kw_only=True, tag="cancel_all"):
@@ -378,8 +369,32 @@ class ErrorReply(Frame, frozen=True, kw_only=True, tag="error"):
     """What was wrong, naming the field where there is one."""
 
 
+MarketFrame = QuoteFrame | HeartbeatFrame
+"""Any payload on the market data channel."""
+
+OrderChannelFrame = (
+    AcceptedEvent
+    | RejectedEvent
+    | FilledEvent
+    | CancelledEvent
+    | CancelRejectedEvent
+    | PositionsReply
+    | ExecutionsReply
+    | OpenOrdersReply
+    | CancelAllDoneReply
+    | PongReply
+    | ErrorReply
+)
+"""Any frame the venue sends a client on the order channel: an order event or a reply."""
+
 encoder = msgspec.json.Encoder(decimal_format="string")
 """Encoder for every frame (decimals as strings)."""
 
 request_decoder: msgspec.json.Decoder[Request] = msgspec.json.Decoder(Request)
-"""Decoder for client requests."""
+"""Decoder for client requests (the venue's side of the order channel)."""
+
+market_decoder: msgspec.json.Decoder[MarketFrame] = msgspec.json.Decoder(MarketFrame)
+"""Decoder for market data payloads (the client's side)."""
+
+order_channel_decoder: msgspec.json.Decoder[OrderChannelFrame] = msgspec.json.Decoder(OrderChannelFrame)
+"""Decoder for order events and replies (the client's side of the order channel)."""
