@@ -68,6 +68,10 @@ from supervision import (
 ZERO = Decimal(0)
 
 
+JOURNAL_WAIT_S = 0.5
+"""Longest the governor waits for the journal's write lock before refusing an order."""
+
+
 class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Pre-trade limits and mode rules. A limit of 0 disables that check."""
 
@@ -226,7 +230,9 @@ class RiskGovernor(SupervisedActor):
         for topic in (topics.MARKET, topics.ORDERS, topics.SAFETY, topics.CONNECTORS,
                       topics.PORTFOLIO, topics.FAILSAFE, SUPERVISION_TOPIC):
             bus.subscribe(topic, self.name)
-        self._journal = Journal(self._journal_path)
+        # A short busy timeout: an order the journal cannot take at once is refused rather
+        # than left waiting behind another writer.
+        self._journal = Journal(self._journal_path, busy_timeout_s=JOURNAL_WAIT_S)
         self._client_ids = self._journal.client_order_ids()
         for fill in self._journal.fills():
             self._apply_fill(fill)
@@ -371,6 +377,14 @@ class RiskGovernor(SupervisedActor):
             if reason is RejectReason.DAILY_LOSS:
                 self.enter_failsafe(text, source=self.name)
             return event
+        # Write ahead: the order is on disk before any venue can see it, so a process killed
+        # right after sending never leaves the venue with an order the journal lacks.
+        try:
+            assert self._journal is not None
+            self._journal.record_order(order)
+        except (JournalError, AssertionError) as exc:
+            self.log.critical(f"order refused: the journal cannot record it: {exc}")
+            return self._reject(order, RejectReason.JOURNAL, f"the journal cannot record the order: {exc}")
         self.counts["passed"] += 1
         self._client_ids.add(order.client_order_id)
         self._order_times.append(self.clock())

@@ -64,6 +64,8 @@ class RejectReason(enum.StrEnum):
     PAUSED = "paused"
     CIRCUIT_OPEN = "circuit_open"
     VENUE_DOWN = "venue_down"
+    JOURNAL = "journal"
+    """The journal could not record the order, so it was not sent."""
     VENUE = "venue"
     """Refused by the venue itself; the text carries the venue's code and words."""
 

@@ -138,7 +138,7 @@ def fail(name: str, svc: Service, recorder: Recorder) -> None:
 
 def exited(recorder: Recorder, name: str, mark: int) -> ChildExited:
     notice: ChildExited = recorder.wait_for(
-        lambda m: isinstance(m, ChildExited) and m.name == name, timeout_s=5, after=mark)
+        lambda m: isinstance(m, ChildExited) and m.name == name, timeout_s=15, after=mark)
     assert notice.abnormal, notice.reason
     return notice
 
