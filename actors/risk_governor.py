@@ -126,6 +126,36 @@ class Tick(msgspec.Struct, frozen=True):
     sends one every ``tick_s``."""
 
 
+class _WorkingTotals:
+    """The working orders of one (venue, symbol): how many, and their signed quantities
+    summed by side (``bought`` >= 0, ``sold`` <= 0)."""
+
+    __slots__ = ("bought", "orders", "sold")
+
+    def __init__(self) -> None:
+        self.orders = 0
+        self.bought = ZERO
+        self.sold = ZERO
+
+    def add(self, quantity: Decimal) -> None:
+        """A working order of signed ``quantity``."""
+        self.orders += 1
+        if quantity > 0:
+            self.bought += quantity
+        else:
+            self.sold += quantity
+
+    def remove(self, quantity: Decimal) -> None:
+        """A working order of signed ``quantity`` is no longer working."""
+        self.orders -= 1
+        if not self.orders:
+            self.bought = self.sold = ZERO
+        elif quantity > 0:
+            self.bought -= quantity
+        else:
+            self.sold -= quantity
+
+
 class CircuitBreaker:
     """CLOSED -> OPEN after too many venue rejections -> HALF_OPEN after a cool-down, where
     one order is let through: its acceptance closes the circuit, its rejection reopens it."""
@@ -205,10 +235,15 @@ class RiskGovernor(SupervisedActor):
         self._mids: dict[tuple[str, str], Decimal] = {}
         self._positions: dict[tuple[str, str], Decimal] = {}
         self._working: dict[str, tuple[str, str, Decimal]] = {}
+        self._working_totals: dict[tuple[str, str], _WorkingTotals] = {}
+        """Per (venue, symbol): the working orders summed by side, kept with ``_working`` by
+        ``_set_working`` and ``_drop_working`` so no check walks every working order."""
         self._client_ids: set[str] = set()
         self._fill_ids: set[tuple[str, str]] = set()
         self._unreported: deque[tuple[int, Decimal]] = deque()
         """(fill number, notional) of fills the last PortfolioSnapshot does not count yet."""
+        self._unreported_notional = ZERO
+        """The sum of the notionals in ``_unreported``."""
         self._own_rejections: dict[int, OrderRejected] = {}
         """Rejections this governor published, until they come back on ORDERS (by identity)."""
         self._order_times: deque[float] = deque()
@@ -388,10 +423,10 @@ class RiskGovernor(SupervisedActor):
         self.counts["passed"] += 1
         self._client_ids.add(order.client_order_id)
         self._order_times.append(self.clock())
-        self._working[order.client_order_id] = (order.venue, order.symbol, order.signed_quantity)
+        self._set_working(order.client_order_id, (order.venue, order.symbol, order.signed_quantity))
         bus.publish(topics.SUBMITTED, order)
         if not registry.tell(order.venue, order):
-            self._working.pop(order.client_order_id, None)
+            self._drop_working(order.client_order_id)
             return self._reject(order, RejectReason.VENUE_DOWN, f"connector {order.venue} is down")
         return None
 
@@ -475,7 +510,7 @@ class RiskGovernor(SupervisedActor):
                     f"{len(open_keys)} positions open or being opened (max {cfg.max_open_positions})"
                 )
         if cfg.max_daily_notional > 0:
-            traded = (self._portfolio.daily_traded_notional + sum((n for _, n in self._unreported), ZERO)
+            traded = (self._portfolio.daily_traded_notional + self._unreported_notional
                       + self._working_notional() + notional)
             if traded > cfg.max_daily_notional:
                 return RejectReason.MAX_DAILY_NOTIONAL, (
@@ -490,25 +525,50 @@ class RiskGovernor(SupervisedActor):
             return RejectReason.CIRCUIT_OPEN, f"circuit breaker for {order.venue} is {circuit.state}"
         return None
 
+    def _set_working(self, client_order_id: str, entry: tuple[str, str, Decimal]) -> None:
+        """Record (or update) a working order and its per-symbol totals."""
+        self._drop_working(client_order_id)
+        self._working[client_order_id] = entry
+        venue, symbol, quantity = entry
+        totals = self._working_totals.get((venue, symbol))
+        if totals is None:
+            totals = self._working_totals[(venue, symbol)] = _WorkingTotals()
+        totals.add(quantity)
+
+    def _drop_working(self, client_order_id: str) -> None:
+        """Forget a working order (no effect when it is not working)."""
+        entry = self._working.pop(client_order_id, None)
+        if entry is None:
+            return
+        venue, symbol, quantity = entry
+        totals = self._working_totals[(venue, symbol)]
+        totals.remove(quantity)
+        if not totals.orders:
+            del self._working_totals[(venue, symbol)]
+
     def _working_on_side(self, key: tuple[str, str], side: Side) -> Decimal:
         """Signed quantity of the working orders for ``key`` on ``side``."""
-        buy = side is Side.BUY
-        return sum((q for v, s, q in self._working.values() if (v, s) == key and (q > 0) == buy), ZERO)
+        totals = self._working_totals.get(key)
+        if totals is None:
+            return ZERO
+        return totals.bought if side is Side.BUY else totals.sold
 
     def _working_keys(self) -> set[tuple[str, str]]:
-        return {(v, s) for v, s, _ in self._working.values()}
+        return set(self._working_totals)
 
     def _working_reducing(self, key: tuple[str, str], position: Decimal) -> Decimal:
         """Quantity already working against ``position`` (so two reducing orders cannot flip it)."""
-        return sum((abs(q) for v, s, q in self._working.values()
-                    if (v, s) == key and (q > 0) != (position > 0)), ZERO)
+        totals = self._working_totals.get(key)
+        if totals is None:
+            return ZERO
+        return -totals.sold if position > 0 else totals.bought
 
     def _working_notional(self) -> Decimal:
         total = ZERO
-        for venue, symbol, qty in self._working.values():
-            mid = self._mids.get((venue, symbol))
+        for key, totals in self._working_totals.items():
+            mid = self._mids.get(key)
             if mid is not None:
-                total += abs(qty) * mid
+                total += (totals.bought - totals.sold) * mid
         return total
 
     # ---- what happens ---------------------------------------------------------------
@@ -533,15 +593,17 @@ class RiskGovernor(SupervisedActor):
             return
         # Counted in the daily notional until a PortfolioSnapshot includes it: the order
         # stops counting as working now, the keeper's snapshot comes a moment later.
-        self._unreported.append((len(self._fill_ids), abs(fill.quantity * fill.price)))
+        notional = abs(fill.quantity * fill.price)
+        self._unreported.append((len(self._fill_ids), notional))
+        self._unreported_notional += notional
         working = self._working.get(fill.client_order_id)
         if working is not None:
             if fill.leaves_quantity <= 0:
-                del self._working[fill.client_order_id]
+                self._drop_working(fill.client_order_id)
             else:
                 venue, symbol, qty = working
                 sign = 1 if qty > 0 else -1
-                self._working[fill.client_order_id] = (venue, symbol, fill.leaves_quantity * sign)
+                self._set_working(fill.client_order_id, (venue, symbol, fill.leaves_quantity * sign))
         circuit = self._circuits.get(fill.venue)
         if circuit is not None:
             circuit.on_success()
@@ -554,7 +616,7 @@ class RiskGovernor(SupervisedActor):
     def _on_rejected(self, event: OrderRejected) -> None:
         if self._own_rejections.pop(id(event), None) is event:
             return  # our own refusal coming back: it must not touch an order of the same id
-        self._working.pop(event.client_order_id, None)
+        self._drop_working(event.client_order_id)
         if event.reason is RejectReason.VENUE:
             circuit = self._circuits.get(event.venue)
             if circuit is not None:
@@ -564,7 +626,7 @@ class RiskGovernor(SupervisedActor):
                     self.log.warning(f"circuit breaker for {event.venue} opened after venue rejections")
 
     def _on_cancelled(self, event: OrderCancelled) -> None:
-        self._working.pop(event.client_order_id, None)
+        self._drop_working(event.client_order_id)
 
     def _on_safety(self, event: SafetyEvent) -> None:
         where = f" {event.venue}/{event.symbol}" if event.venue else ""
@@ -602,7 +664,9 @@ class RiskGovernor(SupervisedActor):
     def _on_portfolio(self, snapshot: PortfolioSnapshot) -> None:
         self._portfolio = snapshot
         while self._unreported and self._unreported[0][0] <= snapshot.fills:
-            self._unreported.popleft()
+            self._unreported_notional -= self._unreported.popleft()[1]
+        if not self._unreported:
+            self._unreported_notional = ZERO
         limit = self.config.daily_loss_limit
         if limit > 0 and snapshot.daily_pnl <= -limit and self.mode in (Mode.LIVE, Mode.DEGRADED):
             self.enter_failsafe(f"daily loss limit: P&L {snapshot.daily_pnl} <= -{limit}", source=self.name)

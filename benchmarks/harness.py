@@ -1,5 +1,5 @@
 """What every benchmark shares: a clean actor system per section, the real trading actors
-in the tree layout of the application, timing and memory helpers, and a few probes that
+in the tree layout of the application, timing and memory measures, and a few probes that
 observe the real actors without changing what they do.
 
 The probes are the only benchmark-specific code on a measured path:
@@ -11,6 +11,9 @@ The probes are the only benchmark-specific code on a measured path:
   counts or time-stamps what arrives.
 - ``StampingRef`` wraps a connector's ``ActorRef`` in the registry and notes when a
   command is handed to the connector (the moment ``registry.tell`` runs).
+
+Elsewhere, ``quotes.TimedSafetyMonitor`` and ``orders.TimedPositionKeeper`` are the real
+actors with one handler wrapped to note the time once it has run.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ import platform
 import queue
 import shutil
 import sqlite3
-import sys
 import tempfile
 import threading
 import time
@@ -424,11 +426,6 @@ def paced(interval_s: float, duration_s: float, action: Callable[[int], None],
             due = now
     elapsed = time.perf_counter() - started
     return {"calls": calls, "elapsed_s": elapsed, "rate_per_s": calls / elapsed if elapsed else 0.0}
-
-
-def python_executable() -> str:
-    """The interpreter running the benchmarks."""
-    return sys.executable
 
 
 # ---- the machine's own noise ---------------------------------------------------------------

@@ -4,6 +4,7 @@ position keeper has journaled the fill."""
 from __future__ import annotations
 
 import gc
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -15,9 +16,10 @@ import msgspec
 
 from actors import topics
 from actors.position_keeper import KeeperConfig, PositionKeeper
-from actors.risk_governor import GetRiskState
+from actors.risk_governor import GetRiskState, RiskGovernor
 from actors.safety_monitor import GetSafetyStats, SafetyChecks, SafetyConfig
 from benchmarks.harness import (
+    BENCH_RISK,
     VENUE,
     Barrier,
     GcPauses,
@@ -27,12 +29,13 @@ from benchmarks.harness import (
     paced,
     paper_config,
     section,
+    start_mid,
     start_tree,
     symbols,
     wait_until,
 )
-from messages import Mode, OrderFilled, Side, SubmitOrder, now_ns
-from supervision import ChildSpec, SupervisedActor, registry
+from messages import ConnectorUp, Mode, OrderFilled, OrderType, Quote, QuoteBatch, Side, SubmitOrder, now_ns
+from supervision import ChildSpec, SupervisedActor, bus, registry
 
 
 class _SendNext(msgspec.Struct, frozen=True):
@@ -94,8 +97,8 @@ class TimedPositionKeeper(PositionKeeper):
 def order_round_trip(rate: int = 1_000, seconds: float = 5.0, warmup_orders: int = 200,
                      state_root: Path | None = None) -> dict[str, Any]:
     """p50/p99 of the order round trip at ``rate`` orders per second (paced) for
-    ``seconds``: the source actor sends, the governor runs every pre-trade check and
-    passes the order (published on SUBMITTED, journaled by the keeper) to the paper
+    ``seconds``: the source actor sends, the governor runs every pre-trade check, journals
+    the order (write-ahead), publishes it on SUBMITTED and passes it to the paper
     connector, the engine fills it at once (no simulated latency; the venue's account is
     not persisted), and the clock stops when the keeper has committed the fill to its
     journal. The first ``warmup_orders`` are not counted. The state directory (and the
@@ -115,13 +118,15 @@ def order_round_trip(rate: int = 1_000, seconds: float = 5.0, warmup_orders: int
         ask("risk_governor", Barrier())
         source_ref = registry.lookup("bench_source")
         assert source_ref is not None
+        cpu_before = os.times()
         with GcPauses() as collections:
             pace = paced(1.0 / rate, seconds, lambda _n: source_ref.tell(_SendNext()))
-        # Every order sent must come back filled and journaled (or the run is broken).
-        try:
-            wait_until(lambda: len(done) >= len(sent), 30, "every fill journaled")
-        except TimeoutError:
-            pass  # reported below, with the governor's counters
+            # Every order sent must come back filled and journaled (or the run is broken).
+            try:
+                wait_until(lambda: len(done) >= len(sent), 30, "every fill journaled")
+            except TimeoutError:
+                pass  # reported below, with the governor's counters
+        cpu_after = os.times()
         risk = ask("risk_governor", GetRiskState())
         tree.stop()
     if len(done) < len(sent):
@@ -136,6 +141,11 @@ def order_round_trip(rate: int = 1_000, seconds: float = 5.0, warmup_orders: int
         "orders_per_s": round(pace["rate_per_s"]),
         "orders_rejected": risk.get("rejected", 0),
         "order_gc": collections.summary(),
+        # The whole process's CPU while orders flowed (every actor, the market data, the
+        # dashboard), per order: how much of the one interpreter lock an order takes.
+        "order_cpu_ms_per_order": round(
+            ((cpu_after.user + cpu_after.system) - (cpu_before.user + cpu_before.system))
+            / max(1, pace["calls"]) * 1000.0, 3),
     }
 
 
@@ -171,3 +181,60 @@ def tracker_gc_pause(orders: int = 100_000, collections: int = 3) -> dict[str, A
         "gc_full_pause_ms_without_tracker": round(without, 2),
         "tracked_orders": tracked,
     }
+
+
+class _RestingVenue(SupervisedActor):
+    """Stands in for a connector whose venue rests every order (never fills it): says it is
+    up and publishes one quote per symbol, then takes orders and says nothing."""
+
+    def __init__(self, symbol_names: tuple[str, ...]) -> None:
+        super().__init__()
+        self.symbol_names = symbol_names
+
+    def setup(self) -> None:
+        bus.publish(topics.CONNECTORS, ConnectorUp(name=self.name, ts_ns=now_ns()))
+        quotes = tuple(Quote(venue=self.name, symbol=s, bid=start_mid(i) - Decimal("0.01"),
+                             ask=start_mid(i) + Decimal("0.01"), bid_size=Decimal(100), ask_size=Decimal(100),
+                             ts_ns=now_ns()) for i, s in enumerate(self.symbol_names))
+        bus.publish(topics.MARKET, QuoteBatch(venue=self.name, quotes=quotes, recv_ns=now_ns()))
+
+
+def governor_submit_cost(working: tuple[int, ...] = (0, 1_000), samples: int = 300) -> dict[str, Any]:
+    """What one order costs the risk governor with ``working`` orders already resting at
+    the venue (limit orders it never fills): p50 of asking the governor to take an order
+    (every check, the write-ahead journal record, the SUBMITTED publish and the hand-off to
+    the connector), in milliseconds, per working-order count."""
+    names = symbols(4)
+    out: dict[str, Any] = {}
+    with section("governor") as state_dir:
+        tree = start_tree([
+            ChildSpec(name="risk_governor", actor_class=RiskGovernor,
+                      args=(BENCH_RISK, state_dir, {VENUE: names})),
+            ChildSpec(name=VENUE, actor_class=_RestingVenue, args=(names,)),
+        ])
+        wait_until(lambda: ask("risk_governor", GetRiskState())["mode"] == Mode.LIVE, 10, "the governor LIVE")
+        ref = registry.lookup("risk_governor")
+        assert ref is not None
+        sent = 0
+
+        def order() -> SubmitOrder:
+            nonlocal sent
+            sent += 1
+            i = sent % len(names)
+            return SubmitOrder(client_order_id=f"rest-{sent}", venue=VENUE, symbol=names[i], side=Side.BUY,
+                               quantity=Decimal(1), order_type=OrderType.LIMIT,
+                               limit_price=start_mid(i) - Decimal("0.50"), source="benchmark")
+
+        for target in sorted(working):
+            while ask("risk_governor", GetRiskState())["working_orders"] < target:
+                for _ in range(min(500, target - ask("risk_governor", GetRiskState())["working_orders"])):
+                    ref.tell(order())
+            timings = []
+            for _ in range(samples):
+                started = time.perf_counter_ns()
+                if ref.ask(order(), timeout=10) is not None:
+                    raise RuntimeError("benchmark: the governor refused a resting order")
+                timings.append(time.perf_counter_ns() - started)
+            out[str(target)] = latency_summary_ms(timings)["p50_ms"]
+        tree.stop()
+    return {"governor_submit_p50_ms_by_working_orders": out}

@@ -38,7 +38,7 @@ def rss_soak(seconds: float = 30.0, rate: int = 5_000, step_s: float = 0.01) -> 
     samples: list[float] = []
     with section("soak") as state_dir:
         specs = core_specs(state_dir, paper_config(names, interval_s=3600.0),
-                           sink_topics=(topics.MARKET, topics.PORTFOLIO, topics.DASHBOARD))
+                           sink_topics=(topics.PORTFOLIO, topics.DASHBOARD))
         tree = start_tree(specs)
         venue = FeedablePaperConnector.instances[VENUE].venue
         assert venue is not None

@@ -10,7 +10,7 @@ from typing import Any
 
 from benchmarks.flatten import failsafe_flatten
 from benchmarks.harness import CpuMeter, journal_commit_latency, machine, thread_handoff_latency
-from benchmarks.orders import order_round_trip, tracker_gc_pause
+from benchmarks.orders import governor_submit_cost, order_round_trip, tracker_gc_pause
 from benchmarks.quotes import baseline_throughput, quote_throughput, quote_verdict_latency
 from benchmarks.report import HEADLINE_KEYS, evaluate
 from benchmarks.restart import actor_restart, process_restart
@@ -23,8 +23,8 @@ SECTIONS: tuple[str, ...] = ("quotes", "baseline", "verdict", "orders", "failsaf
 
 @dataclass(frozen=True)
 class Sizes:
-    """How much each section measures. The defaults are the full run (about a minute and a
-    half with the default 30 s soak); ``tiny()`` is for the smoke test."""
+    """How much each section measures. The defaults are the full run (about a minute on two
+    cores, with the default 30 s soak); ``tiny()`` is for the smoke test."""
 
     quotes: int = 600_000
     """Quotes through the batched path, over ``quote_repeats`` runs."""
@@ -53,6 +53,10 @@ class Sizes:
     how much of it the journal's commits take."""
     tracker_orders: int = 100_000
     """Orders in the safety monitor's tracker (its default bound) for the GC pause figure."""
+    governor_working: int = 1_000
+    """Resting orders when the cost of one order to the risk governor is measured again."""
+    governor_samples: int = 300
+    """Orders timed through the risk governor per working-order count."""
     failsafe_positions: int = 50
     """Open positions (one per symbol) when the failsafe is triggered."""
     failsafe_runs: int = 5
@@ -77,6 +81,7 @@ class Sizes:
         return cls(quotes=2_000, batch_size=100, quote_repeats=1, full_core_quotes=False,
                    baseline_quotes=500, verdict_rate=1_000, verdict_s=0.3, handoff_s=0.1, order_rate=200,
                    orders_s=0.3, warmup_orders=5, orders_on_tmpfs=False, tracker_orders=100,
+                   governor_working=10, governor_samples=5,
                    failsafe_positions=3, failsafe_history_fills=0,
                    failsafe_runs=1, restarts=5, process_runs=1, soak_s=0.5, soak_rate=1_000,
                    soak_subprocess=False)
@@ -98,6 +103,7 @@ def _steps(sizes: Sizes) -> dict[str, Callable[[], dict[str, Any]]]:
         result = order_round_trip(sizes.order_rate, sizes.orders_s, sizes.warmup_orders)
         result["journal_commit"] = journal_commit_latency()
         result["tracker_gc"] = tracker_gc_pause(sizes.tracker_orders)
+        result.update(governor_submit_cost((0, sizes.governor_working), sizes.governor_samples))
         tmpfs = Path("/dev/shm")
         if sizes.orders_on_tmpfs and tmpfs.is_dir():
             on_tmpfs = order_round_trip(sizes.order_rate, sizes.orders_s, sizes.warmup_orders,
