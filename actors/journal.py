@@ -164,6 +164,16 @@ OrderEventMessage = OrderAccepted | OrderRejected | OrderCancelled | CancelAllDo
 
 _EVENT_DECODER: msgspec.json.Decoder[OrderEventMessage] = msgspec.json.Decoder(OrderEventMessage)
 
+_WRITE_LOCKS: dict[Path, threading.Lock] = {}
+_WRITE_LOCKS_GUARD = threading.Lock()
+
+
+def _write_lock(path: Path) -> threading.Lock:
+    """The lock every ``Journal`` of this process holds while it writes the file ``path``."""
+    key = path.resolve()
+    with _WRITE_LOCKS_GUARD:
+        return _WRITE_LOCKS.setdefault(key, threading.Lock())
+
 
 class Journal:
     """An SQLite journal file and one connection to it, confined to the opening thread."""
@@ -175,6 +185,8 @@ class Journal:
         transaction before it fails with ``JournalError``.
         """
         self.path = Path(path)
+        self._busy_timeout_s = busy_timeout_s
+        self._write_lock = _write_lock(self.path)
         self._thread = threading.get_ident()
         self._db: sqlite3.Connection | None = None
         try:
@@ -185,7 +197,8 @@ class Journal:
             if str(mode).lower() != "wal":
                 raise JournalError(f"journal {self.path}: WAL mode refused (got {mode})")
             self._db.execute("PRAGMA synchronous = FULL")
-            self._create_schema()
+            with self._writing("create schema"):
+                self._create_schema()
         except (sqlite3.Error, OSError) as exc:
             self._close_quietly()
             raise JournalError(f"journal {self.path}: cannot open: {exc}") from exc
@@ -227,7 +240,7 @@ class Journal:
     def record_fill(self, fill: OrderFilled, realized_pnl: Decimal, recorded_ns: int | None = None) -> bool:
         """Commit ``fill`` with the P&L it realizes; False (and nothing written) when a fill
         with the same venue and fill id is already in the journal."""
-        with self._errors("record fill"):
+        with self._writing("record fill"):
             cursor = self._conn().execute(
                 f"INSERT OR IGNORE INTO fills ({_FILL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -290,7 +303,13 @@ class Journal:
         """Journal an order passed to a connector; False when its client order id is
         already known (the first record stands)."""
         ts = now_ns() if ts_ns is None else ts_ns
-        with self._errors("record order"):
+        with self._errors("read order"):
+            known = self._conn().execute(
+                "SELECT 1 FROM orders WHERE client_order_id = ?", (order.client_order_id,)
+            ).fetchone()
+        if known is not None:
+            return False  # already written ahead (no write transaction, no disk flush)
+        with self._writing("record order"):
             cursor = self._conn().execute(
                 "INSERT OR IGNORE INTO orders (client_order_id, venue, symbol, side, quantity,"
                 " order_type, limit_price, stop_price, time_in_force, reduce_only, source,"
@@ -311,7 +330,7 @@ class Journal:
         ts = now_ns() if ts_ns is None else ts_ns
         client_order_id = getattr(event, "client_order_id", "")
         status = _STATUS_OF_EVENT.get(type(event))
-        with self._errors("record order event"), self._transaction() as db:
+        with self._writing("record order event"), self._transaction() as db:
             db.execute(
                 "INSERT INTO order_events (client_order_id, venue, kind, body, recorded_ns)"
                 " VALUES (?,?,?,?,?)",
@@ -365,7 +384,7 @@ class Journal:
 
     def record_reconciliation(self, reconciliation: Reconciliation) -> None:
         """Journal the outcome of one comparison with a venue."""
-        with self._errors("record reconciliation"):
+        with self._writing("record reconciliation"):
             self._conn().execute(
                 "INSERT INTO reconciliations (venue, reconciled, body, ts_ns) VALUES (?,?,?,?)",
                 (reconciliation.venue, int(reconciliation.reconciled),
@@ -385,7 +404,7 @@ class Journal:
 
     def record_mode(self, previous: Mode, current: Mode, reason: str, ts_ns: int) -> None:
         """Journal a trading mode transition."""
-        with self._errors("record mode"):
+        with self._writing("record mode"):
             self._conn().execute(
                 "INSERT INTO mode_log (previous, current, reason, ts_ns) VALUES (?,?,?,?)",
                 (str(previous), str(current), reason, ts_ns),
@@ -418,7 +437,7 @@ class Journal:
 
     def set_meta(self, key: str, value: str) -> None:
         """Store a value in the ``meta`` table."""
-        with self._errors("write meta"):
+        with self._writing("write meta"):
             self._conn().execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -463,6 +482,21 @@ class Journal:
             db.execute("ROLLBACK")
             raise
         db.execute("COMMIT")
+
+    @contextmanager
+    def _writing(self, what: str) -> Iterator[None]:
+        """A write: as ``_errors``, under this process's lock of the journal file. Two journals
+        of one process (the keeper's and the governor's) then queue for each other here, not
+        in SQLite's busy handler, which sleeps in steps of milliseconds. Waiting longer than
+        ``busy_timeout_s`` fails as a busy database would."""
+        if not self._write_lock.acquire(timeout=self._busy_timeout_s):
+            raise JournalError(f"journal {self.path}: {what} failed: another writer of this process "
+                               f"held the journal for {self._busy_timeout_s}s")
+        try:
+            with self._errors(what):
+                yield
+        finally:
+            self._write_lock.release()
 
     @contextmanager
     def _errors(self, what: str) -> Iterator[None]:

@@ -59,6 +59,9 @@ class PaperConnector(Connector):
         self._symbols: set[str] = set()
         self._attached = False
         self._lost = False
+        self._executions_delivered = 0
+        """Executions of the account this generation already delivered from the venue's
+        (append-only) list; the next positions request delivers only the ones after them."""
 
     # ---- session ----------------------------------------------------------------------
 
@@ -122,8 +125,9 @@ class PaperConnector(Connector):
             executions = after
             if stable:
                 break
-        for fill in executions:
+        for fill in executions[self._executions_delivered:]:
             self.deliver(fill)
+        self._executions_delivered = len(executions)
         positions = tuple(
             VenuePosition(venue=self.name, symbol=p.symbol, quantity=p.quantity,
                           average_price=p.average_price)
