@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import argparse
 import itertools
-import signal
 import socket
 import sys
 import sysconfig
@@ -52,7 +51,6 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING
 
 import quickfix as fix
@@ -946,7 +944,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run engine, engine runner and FIX acceptor until SIGTERM or SIGINT; save the state."""
-    from venues.engine import EngineConfig, EngineRunner, VenueEngine
+    from venues.engine import EngineConfig, VenueEngine
+    from venues.process import serve_until_signalled
 
     args = _parser().parse_args(argv)
     args.state_dir.mkdir(parents=True, exist_ok=True)
@@ -961,33 +960,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         sender_comp_id=args.sender_comp_id,
         target_comp_id=args.target_comp_id,
     )
-    stop = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    runner = EngineRunner(engine, interval_s=args.interval, state_path=state_path)
-    engine.save_on_every_event(state_path)
-    try:
+    def start_front() -> str:
         venue.start()
-        try:
-            runner.start()
-            print(
-                f"fix venue {args.name}: {args.begin_string} {args.sender_comp_id} on "
-                f"127.0.0.1:{args.port}, state in {args.state_dir}",
-                flush=True,
-            )
-            while not stop.wait(0.5):
-                pass
-        finally:
-            runner.stop()
-            venue.stop()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+        return (f"fix venue {args.name}: {args.begin_string} {args.sender_comp_id} on "
+                f"127.0.0.1:{args.port}, state in {args.state_dir}")
 
+    return serve_until_signalled(engine, interval_s=args.interval, state_path=state_path,
+                                 start_front=start_front, stop_front=venue.stop)
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -80,7 +80,6 @@ import ipaddress
 import logging
 import os
 import re
-import signal
 import struct
 import sys
 import threading
@@ -109,7 +108,6 @@ from messages import (
 )
 
 if TYPE_CHECKING:
-    from types import FrameType
 
     from venues.engine import VenueEngine
 
@@ -1444,7 +1442,8 @@ class TwsVenue:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``tradeguard venue tws``: run an engine and a fake TWS until SIGTERM or SIGINT."""
-    from venues.engine import EngineConfig, EngineRunner, VenueEngine
+    from venues.engine import EngineConfig, VenueEngine
+    from venues.process import serve_until_signalled
 
     parser = argparse.ArgumentParser(prog="tradeguard venue tws", description=main.__doc__)
     parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
@@ -1463,29 +1462,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     engine = VenueEngine(args.venue_name, EngineConfig(seed=args.seed))
     if engine_path is not None:
         engine.load(engine_path)
-        engine.save_on_every_event(engine_path)
-    runner = EngineRunner(engine, interval_s=args.step_interval, state_path=engine_path)
     venue = TwsVenue(engine, args.host, args.port, args.account, state_path=tws_path)
 
-    stopping = threading.Event()
+    def start_front() -> str:
+        return f"tws venue listening on {args.host}:{venue.start()}"
 
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    runner.start()
-    try:
-        port = venue.start()
-        print(f"tws venue listening on {args.host}:{port}", flush=True)
-        while not stopping.wait(0.5):
-            pass
-    finally:
-        venue.stop()
-        runner.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
-
+    return serve_until_signalled(engine, interval_s=args.step_interval, state_path=engine_path,
+                                 start_front=start_front, stop_front=venue.stop)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import argparse
 import queue
-import signal
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -585,7 +583,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run engine, engine runner and ZeroMQ front until SIGTERM or SIGINT; save the state."""
-    from venues.engine import EngineConfig, EngineRunner, VenueEngine
+    from venues.engine import EngineConfig, VenueEngine
+    from venues.process import serve_until_signalled
 
     args = _parser().parse_args(argv)
     state_path: Path | None = None
@@ -602,34 +601,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         heartbeat_s=args.heartbeat,
         account=args.account,
     )
-    stop = threading.Event()
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    runner = EngineRunner(engine, interval_s=args.interval, state_path=state_path)
-    if state_path is not None:
-        engine.save_on_every_event(state_path)
-    try:
+    def start_front() -> str:
         venue.start()
-        try:
-            runner.start()
-            print(
-                f"zmq venue {args.name}: orders {venue.order_endpoint} "
-                f"market {venue.market_endpoint}",
-                flush=True,
-            )
-            while not stop.wait(0.5):
-                pass
-        finally:
-            runner.stop()
-            venue.stop()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+        return f"zmq venue {args.name}: orders {venue.order_endpoint} market {venue.market_endpoint}"
 
+    return serve_until_signalled(engine, interval_s=args.interval, state_path=state_path,
+                                 start_front=start_front, stop_front=venue.stop)
 
 if __name__ == "__main__":
     raise SystemExit(main())
