@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -48,7 +47,6 @@ from tests.system.test_failsafe_paper import (
 from tradeguard.app import Service
 from tradeguard.control import ControlError, send_command
 from tradeguard.settings import Settings
-from venues.paper import stop_paper_venues
 
 QUERIES: dict[str, Any] = {
     "position_keeper": GetPortfolio(),
@@ -74,24 +72,6 @@ def settings(**sections: Any) -> Settings:
 @pytest.fixture
 def recorder() -> Recorder:
     return Recorder.spawn("recorder", TOPICS)
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
-    started: list[Service] = []
-
-    def start(config: Settings | None = None) -> Service:
-        svc = Service(config or settings(), tmp_path / "state")
-        started.append(svc)
-        svc.start()
-        return svc
-
-    try:
-        yield start
-    finally:
-        for svc in started:
-            svc.stop()
-        stop_paper_venues()
 
 
 # ---- making an actor fail ----------------------------------------------------------------------
@@ -189,7 +169,7 @@ def flatten(svc: Service, recorder: Recorder) -> int:
 def test_an_actor_killed_while_trading_is_restored(
     service: Callable[..., Service], recorder: Recorder, name: str,
 ) -> None:
-    svc = service()
+    svc = service(settings())
     trading_has_started(minimum=3)
     before = registry.lookup(name)
     assert before is not None
@@ -215,7 +195,7 @@ def test_an_actor_killed_while_trading_is_restored(
 def test_an_actor_killed_in_failsafe_is_restored_and_failsafe_holds(
     service: Callable[..., Service], recorder: Recorder, name: str,
 ) -> None:
-    svc = service()
+    svc = service(settings())
     trading_has_started(minimum=3)
     failsafe_at = flatten(svc, recorder)
     before = registry.lookup(name)

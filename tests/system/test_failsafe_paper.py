@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
@@ -37,7 +37,7 @@ from tests.recorder import Recorder
 from tradeguard.app import Service
 from tradeguard.control import send_command
 from tradeguard.settings import Settings, parse_settings
-from venues.paper import PaperVenue, paper_venue, stop_paper_venues
+from venues.paper import PaperVenue, paper_venue
 
 ACCOUNT = "PAPER-1"
 VENUE = "paper"
@@ -74,24 +74,6 @@ TOPICS = [topics.ORDERS, topics.SUBMITTED, topics.MODE, topics.FAILSAFE, topics.
 def recorder() -> Recorder:
     """Everything that matters, recorded from before the service starts."""
     return Recorder.spawn("recorder", TOPICS)
-
-
-@pytest.fixture
-def service(tmp_path: Path) -> Iterator[Callable[..., Service]]:
-    started: list[Service] = []
-
-    def start(settings: Settings | None = None) -> Service:
-        svc = Service(settings or fast_settings(), tmp_path / "state")
-        started.append(svc)
-        svc.start()
-        return svc
-
-    try:
-        yield start
-    finally:
-        for svc in started:
-            svc.stop()
-        stop_paper_venues()
 
 
 # ---- helpers ---------------------------------------------------------------------------------
