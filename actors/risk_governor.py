@@ -278,8 +278,11 @@ class RiskGovernor(SupervisedActor):
             daily_realized_pnl=realized, daily_pnl=realized,
             daily_traded_notional=self._journal.traded_notional_since(session), fills=len(self._fill_ids),
         )
-        last = self._journal.last_mode()
-        if last is Mode.FAILSAFE:
+        history = self._journal.mode_history(limit=1)
+        # FAILSAFE -> SHUTDOWN (a stop while latched) still leaves the latch set.
+        last = history[-1] if history else None
+        if last is not None and (last.current is Mode.FAILSAFE or (
+                last.current is Mode.SHUTDOWN and last.previous is Mode.FAILSAFE)):
             # The latch survives a restart: only an operator reset leaves FAILSAFE, and only
             # once the failsafe has confirmed (again) that every venue is flat.
             reason = "restored: FAILSAFE is latched until an operator reset"

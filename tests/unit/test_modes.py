@@ -297,6 +297,34 @@ def test_an_escalation_before_anything_trades_still_latches_failsafe(
 # ---- the FAILSAFE latch -----------------------------------------------------------------------
 
 
+def test_a_stop_while_failsafe_keeps_the_latch_for_the_next_start(
+    governor: Callable[..., Harness],
+) -> None:
+    gov = governor()
+    gov.live()
+    gov.operator(OperatorVerb.FLATTEN)
+    gov.ref.ask(Shutdown(reason="service stopping"), timeout=2)
+    assert mode_log(gov.state_dir)[-1][:2] == ("FAILSAFE", "SHUTDOWN")
+
+    gov.restart()
+    gov.connector_up()
+    assert gov.mode() is Mode.FAILSAFE
+    assert gov.submit(order()) is RejectReason.MODE
+
+
+def test_a_stop_after_a_reset_starts_unlatched(governor: Callable[..., Harness]) -> None:
+    gov = governor()
+    gov.live()
+    gov.operator(OperatorVerb.FLATTEN)
+    gov.publish(topics.FAILSAFE, FailsafeReport(flat=True, attempts=1))
+    assert gov.operator(OperatorVerb.RESET).startswith("reset")
+    gov.ref.ask(Shutdown(reason="service stopping"), timeout=2)
+
+    gov.restart()
+    gov.connector_up()
+    assert gov.mode() is Mode.LIVE
+
+
 def test_failsafe_is_latched_across_a_restart_and_reset_needs_a_flat_report(
     governor: Callable[..., Harness],
 ) -> None:
