@@ -182,8 +182,9 @@ def peer_identity(peer_address: str | None) -> PeerIdentity:
     parts = peer_address.rsplit(":", 3)
     if len(parts) != 4:
         return PeerIdentity(uid=None)
-    try:
-        uid, gid, pid = int(parts[1]), int(parts[2]), int(parts[3])
+    try:  # BSD and macOS (LOCAL_PEERCRED) leave the pid empty
+        uid, gid = int(parts[1]), int(parts[2])
+        pid = int(parts[3]) if parts[3] else None
     except ValueError:
         return PeerIdentity(uid=None)
     try:

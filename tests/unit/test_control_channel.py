@@ -60,6 +60,7 @@ def test_peer_identity_from_zeromq_peer_address() -> None:
     assert (me.uid, me.gid, me.pid) == (os.getuid(), os.getgid(), 4242)
     assert me.user == pwd.getpwuid(os.getuid()).pw_name == me.name
     assert me.describe() == f"identity=uid:{os.getuid()}({me.user}) via SO_PEERCRED pid=4242"
+    assert peer_identity(f"localhost:{os.getuid()}:0:").pid is None
     nobody = peer_identity("localhost:4000000000:0:1")
     assert nobody.user is None and nobody.name == "uid:4000000000"
     for missing in (None, "", "localhost", "127.0.0.1:5555", "a:b:c:d"):
