@@ -6,6 +6,7 @@ takes the channel down, and its health says whether it serves."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import pwd
@@ -27,6 +28,7 @@ from actors.dashboard import (
     MAX_FRAME_BYTES,
     PUB_SOCKET,
     TOKEN_FILE,
+    Dashboard,
     control_endpoint,
     control_health,
     read_token,
@@ -280,3 +282,32 @@ def test_order_refusals_while_paused_are_summarised_not_flooded(state: Path) -> 
     counted = int(re.search(r"(\d+) order refusals \(paused\)", summary).group(1))  # type: ignore[union-attr]
     assert counted + len(one_by_one) >= 500
     assert "operator command accepted: pause" in _governance(state)
+
+
+def test_a_serving_thread_that_dies_is_reported_and_replaced(state: Path,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fault injection: the socket layer fails under the serving loop. The health flag
+    drops, the dashboard actor fails and is restarted, and a new channel serves."""
+    armed = {"left": 1}
+    original = Dashboard._serve_one
+
+    def failing(self: Dashboard, control: zmq.Socket[bytes]) -> bool:
+        if armed["left"] > 0:
+            armed["left"] -= 1
+            raise zmq.ZMQError(errno.ENOTSOCK)
+        return original(self, control)
+
+    monkeypatch.setattr(Dashboard, "_serve_one", failing)
+    with pytest.raises(ControlError):
+        send_command(state, "status", timeout_s=1.0)
+    assert armed["left"] == 0, "the fault was hit"
+    wait_for(lambda: _serves(state), 20.0, what="a restarted control channel")
+    assert control_health(state).healthy()
+    assert "the control channel failed" in _log(state, "main")
+
+
+def _serves(state_dir: Path) -> bool:
+    try:
+        return bool(send_command(state_dir, "status", timeout_s=1.0)["control"]["healthy"])
+    except ControlError:
+        return False
