@@ -210,6 +210,7 @@ class ControlHealth:
         self._last_beat: float | None = None
         self._socket_ok = False
         self._running = False
+        self._run = 0
         self.reason = "the control channel has not started"
         """Why it is unhealthy (the last cause), for people."""
         self.served = 0
@@ -217,23 +218,30 @@ class ControlHealth:
         self.refused = 0
         """Requests refused."""
 
-    def started(self, now: float) -> None:
-        """A serving thread runs with a freshly bound socket."""
+    def started(self, now: float) -> int:
+        """A serving thread runs with a freshly bound socket; returns its run number."""
         with self._lock:
             self._running, self._socket_ok, self._last_beat = True, True, now
             self.reason = ""
+            self._run += 1
+            return self._run
 
-    def beat(self, now: float, socket_ok: bool = True) -> None:
-        """The serving loop turned; ``socket_ok`` says whether its socket file is in place."""
+    def beat(self, now: float, socket_ok: bool = True, run: int | None = None) -> None:
+        """The serving loop turned; ``socket_ok`` says whether its socket file is in place.
+        A beat from an older run (a thread being replaced) is ignored."""
         with self._lock:
+            if run is not None and run != self._run:
+                return
             self._last_beat = now
             self._socket_ok = socket_ok
             if not socket_ok:
                 self.reason = "the control socket file is missing or not ours"
 
-    def stopped(self, reason: str) -> None:
-        """The serving thread ended."""
+    def stopped(self, reason: str, run: int | None = None) -> None:
+        """The serving thread ended (one of an older run changes nothing)."""
         with self._lock:
+            if run is not None and run != self._run:
+                return
             self._running = False
             self.reason = reason
 
@@ -336,8 +344,8 @@ class Dashboard(SupervisedActor):
             publisher.close()
             raise
         self._serving.set()
-        self.health.started(time.monotonic())
-        self._thread = threading.Thread(target=self._serve, args=(control, publisher),
+        run = self.health.started(time.monotonic())
+        self._thread = threading.Thread(target=self._serve, args=(control, publisher, run),
                                         name="dashboard-control", daemon=True)
         self._thread.start()
 
@@ -427,7 +435,7 @@ class Dashboard(SupervisedActor):
 
     # ---- the sockets (server thread, outside the actor) ---------------------------------
 
-    def _serve(self, control: zmq.Socket[bytes], publisher: zmq.Socket[bytes]) -> None:
+    def _serve(self, control: zmq.Socket[bytes], publisher: zmq.Socket[bytes], run: int) -> None:
         poller = zmq.Poller()
         poller.register(control, zmq.POLLIN)
         next_publish = time.monotonic()
@@ -441,7 +449,7 @@ class Dashboard(SupervisedActor):
                 if now >= next_check:
                     next_check = now + SOCKET_CHECK_S
                     socket_ok = self._check_socket_file(control)
-                self.health.beat(now, socket_ok)
+                self.health.beat(now, socket_ok, run)
                 summary = self._refusal_budget.summary(now)
                 if summary is not None:
                     self.log.error(f"control command refused: {summary}")
@@ -468,7 +476,7 @@ class Dashboard(SupervisedActor):
             reason = f"{type(exc).__name__}: {exc}"
             main_log.exception("the control channel failed")
         finally:
-            self.health.stopped(f"the control channel {reason}")
+            self.health.stopped(f"the control channel {reason}", run)
             control.close(linger=0)
             publisher.close(linger=0)
             self._unlink_own_socket()

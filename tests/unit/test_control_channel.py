@@ -83,3 +83,14 @@ def test_health_needs_a_running_turning_loop_with_its_socket() -> None:
     assert health.healthy(8.5)
     health.stopped("the control channel failed: ZMQError")
     assert not health.healthy(8.6) and "ZMQError" in health.reason
+
+
+def test_an_old_serving_thread_cannot_speak_for_its_replacement() -> None:
+    health = ControlHealth(stale_after_s=5.0)
+    old = health.started(0.0)
+    new = health.started(1.0)
+    health.stopped("old thread ended late", old)
+    health.beat(2.0, socket_ok=False, run=old)
+    assert health.healthy(3.0)
+    health.stopped("ended", new)
+    assert not health.healthy(3.0)
