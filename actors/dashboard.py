@@ -523,7 +523,6 @@ class Dashboard(SupervisedActor):
         """Read one whole message (any shape) and answer it; False when none was waiting."""
         frames: list[zmq.Frame] = []
         count = 0
-        size = 0
         while True:
             try:
                 frame = control.recv(zmq.NOBLOCK, copy=False)
@@ -532,7 +531,6 @@ class Dashboard(SupervisedActor):
                     return False
                 break  # a message arrives whole, so this does not happen; be safe anyway
             count += 1
-            size += len(frame.buffer)
             if len(frames) < MAX_FRAMES:
                 frames.append(frame)
             if not frame.more:
@@ -545,7 +543,7 @@ class Dashboard(SupervisedActor):
             peer = None
         identity = peer_identity(peer if isinstance(peer, str) else None)
         try:
-            reply = self._handle(body, count - len(envelope), size, identity)
+            reply = self._handle(body, count - len(envelope), identity)
         except Exception as exc:  # one bad request must not end the channel
             logger.bind(channel="main").exception("control request failed")
             reply = ControlReply(ok=False, error=f"internal error: {type(exc).__name__}")
@@ -564,8 +562,7 @@ class Dashboard(SupervisedActor):
                 raise
         return True
 
-    def _handle(self, body: list[zmq.Frame], body_frames: int, size: int,
-                identity: PeerIdentity) -> ControlReply:
+    def _handle(self, body: list[zmq.Frame], body_frames: int, identity: PeerIdentity) -> ControlReply:
         if body_frames != 1 or len(body) != 1:
             shape = "empty" if body_frames <= 0 else f"{body_frames} frames"
             return self._refuse(f"malformed request: {shape} (a request is one frame)", identity,

@@ -351,7 +351,6 @@ class DashboardApp(App[int]):
         self.snapshot: StatusDocument | None = None
         self.last_message = ""
         self._seen_at: float | None = None
-        self._started_at = time.monotonic()
         self._timer: Timer | None = None
         self.title = title
 
