@@ -681,6 +681,10 @@ class Dashboard(SupervisedActor):
         for row in health_rows:
             recon = reconciliations.get(row.name)
             fields = msgspec.structs.asdict(row)
+            if row.latency_ms is None and risk is not None:
+                # No health report yet, and the dashboard (started last) missed the
+                # ConnectorUp: the governor heard it.
+                fields["connected"] = row.name in risk.connectors_up
             if recon is not None:
                 fields.update(
                     reconciled=recon.reconciled, reconciled_ns=recon.ts_ns,

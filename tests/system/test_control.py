@@ -131,6 +131,7 @@ def test_with_the_credential_status_and_commands_work_and_are_audited(state: Pat
     status = send_command(state, "status")
     assert status["mode"] == "LIVE"
     assert [c["name"] for c in status["connectors"]] == ["paper"]
+    assert status["connectors"][0]["connected"] is True, "up from the start, health report or not"
     assert status["healthy"] is True
     assert status["control"]["healthy"] is True
 
