@@ -1,11 +1,107 @@
-"""The base record every tradeguard message derives from, and its validation helpers."""
+"""The base record every tradeguard message derives from, and its validation helpers.
+
+Every number and every text that enters tradeguard is checked when the message holding
+it is built, whether a decoder builds it from the wire or a connector builds it from a
+venue's fields, so that nothing downstream meets a value its arithmetic, its journal or
+its logs cannot take:
+
+- every ``Decimal`` is finite, below ``MAX_DECIMAL`` in magnitude and carries at most
+  ``MAX_DECIMAL_PLACES`` decimal places (its exponent is bounded both ways), so no sum,
+  product or rounding of a few of them can raise ``decimal.Overflow``;
+- prices, sizes and quantities that come from outside are held to the tighter
+  ``MAX_PRICE`` and ``MAX_QUANTITY`` (the ``limit`` of the ``require_*`` helpers), so
+  that their products (notional, P&L) stay far within ``MAX_DECIMAL`` too;
+- every ``float`` is finite, every ``int`` fits a signed 64-bit integer (SQLite's
+  INTEGER), and every ``str`` is encodable as UTF-8 (no lone surrogates).
+
+A value that breaks a rule raises ``MessageError`` naming the field.
+"""
 
 from __future__ import annotations
 
+import math
 import time
 from decimal import Decimal
 
 import msgspec
+
+MAX_DECIMAL = Decimal("1e30")
+"""Bound on the magnitude of any ``Decimal`` in any message (totals and P&L included)."""
+
+MAX_PRICE = Decimal("1e12")
+"""Bound on the magnitude of a price from outside (quotes, trades, fills, orders, positions)."""
+
+MAX_QUANTITY = Decimal("1e12")
+"""Bound on a quantity or size from outside."""
+
+MAX_DECIMAL_PLACES = 18
+"""Finest unit a decimal may carry: 18 places (the smallest unit any traded asset uses)."""
+
+MAX_EXPONENT = 30
+"""Largest exponent a decimal may carry (bounds zeros written as ``0E+n`` as well)."""
+
+MIN_INT = -(2**63)
+"""Smallest integer a message may carry (SQLite's INTEGER is a signed 64-bit integer)."""
+
+MAX_INT = 2**63 - 1
+"""Largest integer a message may carry."""
+
+
+class MessageError(ValueError):
+    """A message could not be built, encoded or decoded; the text names the bad field."""
+
+
+def check_decimal(field: str, value: Decimal, limit: Decimal = MAX_DECIMAL) -> None:
+    """Raise ``MessageError`` naming ``field`` unless ``value`` is finite, below ``limit``
+    in magnitude and within the bounded exponent range."""
+    if not value.is_finite():
+        raise MessageError(f"{field}: must be a finite number, got {value}")
+    exponent = value.as_tuple().exponent
+    assert isinstance(exponent, int)  # finite
+    if exponent < -MAX_DECIMAL_PLACES:
+        raise MessageError(f"{field}: at most {MAX_DECIMAL_PLACES} decimal places, got {value}")
+    if exponent > MAX_EXPONENT or value.copy_abs() >= limit:
+        raise MessageError(f"{field}: magnitude must be below {limit}, got {_shown(value)}")
+
+
+def check_fields(record: msgspec.Struct) -> None:
+    """Check every field of ``record`` by its value's type (see the module's rules).
+
+    Nested records are checked when they are built, so only direct values and tuples of
+    text are looked at here.
+    """
+    for name in record.__struct_fields__:
+        value = getattr(record, name)
+        kind = type(value)
+        if kind is Decimal:
+            check_decimal(name, value)
+        elif kind is str:
+            _check_text(name, value)
+        elif kind is int:
+            if not MIN_INT <= value <= MAX_INT:
+                raise MessageError(f"{name}: must fit a signed 64-bit integer, got {_shown(value)}")
+        elif kind is float:
+            if not math.isfinite(value):
+                raise MessageError(f"{name}: must be a finite number, got {value}")
+        elif kind is tuple:
+            for item in value:
+                if type(item) is str:
+                    _check_text(name, item)
+
+
+def _check_text(field: str, value: str) -> None:
+    if value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise MessageError(f"{field}: not valid Unicode text (lone surrogate at {exc.start})") from None
+
+
+def _shown(value: object) -> str:
+    """``value`` as text, cut short: an absurd number can be very long."""
+    text = str(value)
+    return text if len(text) <= 40 else f"{text[:20]}...{text[-12:]} ({len(text)} characters)"
 
 
 class Message(msgspec.Struct, frozen=True, kw_only=True, tag=True, forbid_unknown_fields=True):
@@ -13,7 +109,13 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, tag=True, forbid_unknow
 
     The tag (the class name) lets one decoder read any message from the wire.
     Unknown fields are refused so that a misspelt field is an error, not a silent default.
+    Every field is checked when the record is built (see the module's rules); a subclass
+    with rules of its own defines ``__post_init__`` and calls ``super().__post_init__()``
+    first.
     """
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 def now_ns() -> int:
@@ -21,27 +123,28 @@ def now_ns() -> int:
     return time.time_ns()
 
 
-def require_finite(field: str, value: Decimal | None) -> None:
-    """Raise ``ValueError`` naming ``field`` when ``value`` is NaN or infinite."""
-    if value is not None and not value.is_finite():
-        raise ValueError(f"{field}: must be a finite number, got {value}")
+def require_finite(field: str, value: Decimal | None, limit: Decimal = MAX_DECIMAL) -> None:
+    """Raise ``MessageError`` naming ``field`` when ``value`` is NaN, infinite, not below
+    ``limit`` in magnitude or out of the exponent range."""
+    if value is not None:
+        check_decimal(field, value, limit)
 
 
-def require_non_negative(field: str, value: Decimal | None) -> None:
-    """Raise ``ValueError`` naming ``field`` when ``value`` is not finite or below zero."""
-    require_finite(field, value)
+def require_non_negative(field: str, value: Decimal | None, limit: Decimal = MAX_DECIMAL) -> None:
+    """As ``require_finite``, and raise when ``value`` is below zero."""
+    require_finite(field, value, limit)
     if value is not None and value < 0:
-        raise ValueError(f"{field}: must not be negative, got {value}")
+        raise MessageError(f"{field}: must not be negative, got {value}")
 
 
-def require_positive(field: str, value: Decimal | None) -> None:
-    """Raise ``ValueError`` naming ``field`` when ``value`` is not finite or not above zero."""
-    require_finite(field, value)
+def require_positive(field: str, value: Decimal | None, limit: Decimal = MAX_DECIMAL) -> None:
+    """As ``require_finite``, and raise when ``value`` is not above zero."""
+    require_finite(field, value, limit)
     if value is not None and value <= 0:
-        raise ValueError(f"{field}: must be positive, got {value}")
+        raise MessageError(f"{field}: must be positive, got {value}")
 
 
 def require_text(field: str, value: str) -> None:
-    """Raise ``ValueError`` naming ``field`` when ``value`` is empty."""
+    """Raise ``MessageError`` naming ``field`` when ``value`` is empty."""
     if not value:
-        raise ValueError(f"{field}: must not be empty")
+        raise MessageError(f"{field}: must not be empty")

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from messages._base import Message, require_finite, require_non_negative, require_text
+from messages._base import (
+    MAX_PRICE,
+    MAX_QUANTITY,
+    Message,
+    MessageError,
+    require_finite,
+    require_non_negative,
+    require_text,
+)
 
 
 class Quote(Message, frozen=True, kw_only=True):
@@ -15,8 +23,8 @@ class Quote(Message, frozen=True, kw_only=True):
     symbol: str
     """Instrument symbol as the venue names it."""
     bid: Decimal
-    """Best bid price. Finite; may be zero or negative only on a faulty feed (the safety
-    monitor judges that, the codec does not hide it)."""
+    """Best bid price. Finite and below ``MAX_PRICE`` in magnitude; may be zero or negative
+    only on a faulty feed (the safety monitor judges that, the codec does not hide it)."""
     ask: Decimal
     """Best ask price."""
     bid_size: Decimal
@@ -29,11 +37,12 @@ class Quote(Message, frozen=True, kw_only=True):
     """Venue timestamp, wall clock nanoseconds, when the quote left the venue."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("symbol", self.symbol)
-        require_finite("bid", self.bid)
-        require_finite("ask", self.ask)
-        require_non_negative("bid_size", self.bid_size)
-        require_non_negative("ask_size", self.ask_size)
+        require_finite("bid", self.bid, MAX_PRICE)
+        require_finite("ask", self.ask, MAX_PRICE)
+        require_non_negative("bid_size", self.bid_size, MAX_QUANTITY)
+        require_non_negative("ask_size", self.ask_size, MAX_QUANTITY)
 
     @property
     def mid(self) -> Decimal:
@@ -63,9 +72,10 @@ class Trade(Message, frozen=True, kw_only=True):
     """Venue timestamp, wall clock nanoseconds."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("symbol", self.symbol)
-        require_finite("price", self.price)
-        require_non_negative("size", self.size)
+        require_finite("price", self.price, MAX_PRICE)
+        require_non_negative("size", self.size, MAX_QUANTITY)
 
 
 class BookLevel(Message, frozen=True, kw_only=True):
@@ -77,8 +87,9 @@ class BookLevel(Message, frozen=True, kw_only=True):
     """Quantity resting at the level; never negative."""
 
     def __post_init__(self) -> None:
-        require_finite("price", self.price)
-        require_non_negative("size", self.size)
+        super().__post_init__()
+        require_finite("price", self.price, MAX_PRICE)
+        require_non_negative("size", self.size, MAX_QUANTITY)
 
 
 MAX_BOOK_LEVELS = 5
@@ -100,11 +111,12 @@ class Book(Message, frozen=True, kw_only=True):
     """Venue timestamp, wall clock nanoseconds."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("symbol", self.symbol)
         if len(self.bids) > MAX_BOOK_LEVELS:
-            raise ValueError(f"bids: at most {MAX_BOOK_LEVELS} levels, got {len(self.bids)}")
+            raise MessageError(f"bids: at most {MAX_BOOK_LEVELS} levels, got {len(self.bids)}")
         if len(self.asks) > MAX_BOOK_LEVELS:
-            raise ValueError(f"asks: at most {MAX_BOOK_LEVELS} levels, got {len(self.asks)}")
+            raise MessageError(f"asks: at most {MAX_BOOK_LEVELS} levels, got {len(self.asks)}")
 
 
 class Bar(Message, frozen=True, kw_only=True):
@@ -130,14 +142,15 @@ class Bar(Message, frozen=True, kw_only=True):
     """Traded quantity in the interval; never negative."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("symbol", self.symbol)
         if self.interval_s <= 0:
-            raise ValueError(f"interval_s: must be positive, got {self.interval_s}")
+            raise MessageError(f"interval_s: must be positive, got {self.interval_s}")
         for name in ("open", "high", "low", "close"):
-            require_finite(name, getattr(self, name))
-        require_non_negative("volume", self.volume)
+            require_finite(name, getattr(self, name), MAX_PRICE)
+        require_non_negative("volume", self.volume, MAX_QUANTITY)
         if self.low > self.high:
-            raise ValueError(f"low: {self.low} is above high {self.high}")
+            raise MessageError(f"low: {self.low} is above high {self.high}")
 
 
 class QuoteBatch(Message, frozen=True, kw_only=True):

@@ -5,7 +5,16 @@ from __future__ import annotations
 import enum
 from decimal import Decimal
 
-from messages._base import Message, require_finite, require_non_negative, require_positive, require_text
+from messages._base import (
+    MAX_PRICE,
+    MAX_QUANTITY,
+    Message,
+    MessageError,
+    require_finite,
+    require_non_negative,
+    require_positive,
+    require_text,
+)
 
 
 class Side(enum.StrEnum):
@@ -123,16 +132,17 @@ class SubmitOrder(Message, frozen=True, kw_only=True):
     """When the source created the order, wall clock nanoseconds."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("client_order_id", self.client_order_id)
         require_text("venue", self.venue)
         require_text("symbol", self.symbol)
-        require_positive("quantity", self.quantity)
-        require_positive("limit_price", self.limit_price)
-        require_positive("stop_price", self.stop_price)
+        require_positive("quantity", self.quantity, MAX_QUANTITY)
+        require_positive("limit_price", self.limit_price, MAX_PRICE)
+        require_positive("stop_price", self.stop_price, MAX_PRICE)
         if self.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) and self.limit_price is None:
-            raise ValueError(f"limit_price: required for a {self.order_type} order")
+            raise MessageError(f"limit_price: required for a {self.order_type} order")
         if self.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and self.stop_price is None:
-            raise ValueError(f"stop_price: required for a {self.order_type} order")
+            raise MessageError(f"stop_price: required for a {self.order_type} order")
 
     @property
     def signed_quantity(self) -> Decimal:
@@ -151,6 +161,7 @@ class CancelOrder(Message, frozen=True, kw_only=True):
     """Who asked for the cancel."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("client_order_id", self.client_order_id)
         require_text("venue", self.venue)
 
@@ -245,11 +256,12 @@ class OrderFilled(Message, frozen=True, kw_only=True):
     """When the venue executed, wall clock nanoseconds."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("fill_id", self.fill_id)
         require_text("symbol", self.symbol)
-        require_positive("quantity", self.quantity)
-        require_positive("price", self.price)
-        require_non_negative("leaves_quantity", self.leaves_quantity)
+        require_positive("quantity", self.quantity, MAX_QUANTITY)
+        require_positive("price", self.price, MAX_PRICE)
+        require_non_negative("leaves_quantity", self.leaves_quantity, MAX_QUANTITY)
 
     @property
     def is_partial(self) -> bool:
@@ -290,9 +302,10 @@ class VenuePosition(Message, frozen=True, kw_only=True):
     """Average entry price as the venue computes it; zero when flat or unknown."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("symbol", self.symbol)
-        require_finite("quantity", self.quantity)
-        require_non_negative("average_price", self.average_price)
+        require_finite("quantity", self.quantity, MAX_QUANTITY)
+        require_non_negative("average_price", self.average_price, MAX_PRICE)
 
 
 class VenuePositions(Message, frozen=True, kw_only=True):

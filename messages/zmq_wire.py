@@ -9,8 +9,9 @@ Two channels (docs/zmq-protocol.md is the full description):
 
 Every payload is a JSON object whose ``type`` field names the frame. Decimals travel as
 strings. Every frame is decoded with unknown fields refused, so a misspelt field is an
-error, never a silent default; a quote with a NaN price, a negative size, an empty symbol
-or a sequence number below 1 does not decode either.
+error, never a silent default; a quote with a NaN or absurdly large price, a negative size,
+an empty symbol or a sequence number below 1 does not decode either (every number is held
+to the bounds of ``messages._base``).
 """
 
 from __future__ import annotations
@@ -19,7 +20,16 @@ from decimal import Decimal
 
 import msgspec
 
-from messages._base import require_finite, require_non_negative, require_positive, require_text
+from messages._base import (
+    MAX_PRICE,
+    MAX_QUANTITY,
+    MessageError,
+    check_fields,
+    require_finite,
+    require_non_negative,
+    require_positive,
+    require_text,
+)
 from messages.orders import OrderStatus, OrderType, RejectReason, Side, TimeInForce
 
 HEARTBEAT_TOPIC = "_heartbeat"
@@ -29,7 +39,15 @@ HEARTBEAT_TOPIC = "_heartbeat"
 class Frame(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"
 ):
-    """A JSON object on the wire; ``type`` names it and unknown fields are refused."""
+    """A JSON object on the wire; ``type`` names it and unknown fields are refused.
+
+    Every field is checked as a message's is (``messages._base``: finite, bounded decimals,
+    64-bit integers, valid text); a frame with rules of its own calls
+    ``super().__post_init__()`` first.
+    """
+
+    def __post_init__(self) -> None:
+        check_fields(self)
 
 
 # ---- market data (PUB) ----------------------------------------------------------------
@@ -56,13 +74,14 @@ class QuoteFrame(Frame, frozen=True, kw_only=True, tag="quote"):
     """When the venue published it, wall clock nanoseconds."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.seq < 1:
-            raise ValueError(f"seq: must be at least 1, got {self.seq}")
+            raise MessageError(f"seq: must be at least 1, got {self.seq}")
         require_text("symbol", self.symbol)
-        require_finite("bid", self.bid)
-        require_finite("ask", self.ask)
-        require_non_negative("bid_size", self.bid_size)
-        require_non_negative("ask_size", self.ask_size)
+        require_finite("bid", self.bid, MAX_PRICE)
+        require_finite("ask", self.ask, MAX_PRICE)
+        require_non_negative("bid_size", self.bid_size, MAX_QUANTITY)
+        require_non_negative("ask_size", self.ask_size, MAX_QUANTITY)
 
 
 class HeartbeatFrame(Frame, frozen=True, kw_only=True, tag="heartbeat"):
@@ -110,11 +129,12 @@ class NewOrderRequest(Frame, frozen=True, kw_only=True, tag="new_order"):
     """Free text: who sent the order."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("client_order_id", self.client_order_id)
         require_text("symbol", self.symbol)
-        require_positive("quantity", self.quantity)
-        require_positive("limit_price", self.limit_price)
-        require_positive("stop_price", self.stop_price)
+        require_positive("quantity", self.quantity, MAX_QUANTITY)
+        require_positive("limit_price", self.limit_price, MAX_PRICE)
+        require_positive("stop_price", self.stop_price, MAX_PRICE)
 
 
 class CancelRequest(Frame, frozen=True, kw_only=True, tag="cancel"):
@@ -126,6 +146,7 @@ class CancelRequest(Frame, frozen=True, kw_only=True, tag="cancel"):
     """The order to cancel."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("client_order_id", self.client_order_id)
 
 
@@ -231,6 +252,12 @@ class FilledEvent(Frame, frozen=True, kw_only=True, tag="filled"):
     ts_ns: int
     """When, wall clock nanoseconds."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_positive("quantity", self.quantity, MAX_QUANTITY)
+        require_positive("price", self.price, MAX_PRICE)
+        require_non_negative("leaves", self.leaves, MAX_QUANTITY)
+
 
 class CancelledEvent(Frame, frozen=True, kw_only=True, tag="cancelled"):
     """A working order was cancelled."""
@@ -269,6 +296,11 @@ class PositionRecord(Frame, frozen=True, kw_only=True, tag="position"):
     average_price: Decimal
     """Average entry price."""
 
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_finite("quantity", self.quantity, MAX_QUANTITY)
+        require_finite("average_price", self.average_price, MAX_PRICE)
+
 
 class OpenOrderRecord(Frame, frozen=True, kw_only=True, tag="open_order"):
     """One working order."""
@@ -297,6 +329,13 @@ class OpenOrderRecord(Frame, frozen=True, kw_only=True, tag="open_order"):
     """Quantity still working."""
     status: OrderStatus
     """``accepted`` or ``partially_filled``."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("quantity", "filled", "leaves"):
+            require_non_negative(name, getattr(self, name), MAX_QUANTITY)
+        require_finite("limit_price", self.limit_price, MAX_PRICE)
+        require_finite("stop_price", self.stop_price, MAX_PRICE)
 
 
 class PositionsReply(Frame, frozen=True, kw_only=True, tag="positions"):
