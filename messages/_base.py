@@ -34,8 +34,10 @@ MAX_PRICE = Decimal("1e12")
 MAX_QUANTITY = Decimal("1e12")
 """Bound on a quantity or size from outside."""
 
-MAX_DECIMAL_PLACES = 18
-"""Finest unit a decimal may carry: 18 places (the smallest unit any traded asset uses)."""
+MAX_DECIMAL_PLACES = 40
+"""Finest digit a decimal may carry: 40 places. Room for a full-precision (28 digits)
+quotient of the smallest prices traded, such as an average price; it bounds how many
+digits a number within ``MAX_DECIMAL`` can have."""
 
 MAX_EXPONENT = 30
 """Largest exponent a decimal may carry (bounds zeros written as ``0E+n`` as well)."""

@@ -35,7 +35,7 @@ Path = tuple[str | int, ...]
 BAD_DECIMAL_TEXTS = [
     "NaN", "-NaN", "sNaN", "Infinity", "-Infinity", "inf",
     "1e999999999", "-1e999999999", "1E+1000000", "1e-999999999", "0E+999999999", "0E-999999999",
-    "1e30", "0.0000000000000000001",
+    "1e30", "1e-41", "0." + "0" * 40 + "1",
 ]
 """Decimals as the wire may send them (strings) that no message may carry."""
 
@@ -198,7 +198,9 @@ def test_prices_and_sizes_up_to_the_bounds_pass_and_beyond_are_refused() -> None
     below = MAX_PRICE - Decimal("0.000001")
     assert quote(bid=str(below), ask=str(below)).bid == below
     assert quote(bid_size=str(MAX_QUANTITY - 1)).bid_size == MAX_QUANTITY - 1
-    assert quote(ask_size="0.000000000000000001").ask_size == Decimal("1e-18")  # 18 places
+    assert quote(ask_size="1e-40").ask_size == Decimal("1e-40")  # 40 places
+    average = Decimal(12301) / Decimal(3)  # a venue's average price, at full precision
+    assert quote(bid=str(average / 10**9)).bid == average / 10**9
     assert quote(bid="-5", ask="0").bid == Decimal(-5)  # a faulty feed, judged by the monitor
     with pytest.raises(MessageError, match="bid: magnitude must be below"):
         quote(bid=str(MAX_PRICE))
@@ -206,8 +208,8 @@ def test_prices_and_sizes_up_to_the_bounds_pass_and_beyond_are_refused() -> None
         quote(ask=str(-MAX_PRICE))
     with pytest.raises(MessageError, match="bid_size: magnitude must be below"):
         quote(bid_size=str(MAX_QUANTITY))
-    with pytest.raises(MessageError, match="ask_size: at most 18 decimal places"):
-        quote(ask_size="0.0000000000000000001")
+    with pytest.raises(MessageError, match="ask_size: at most 40 decimal places"):
+        quote(ask_size="1.0e-41")
 
 
 def test_totals_may_exceed_a_price_but_not_the_decimal_bound() -> None:
@@ -231,9 +233,9 @@ def test_fill_order_and_position_quantities_are_bounded() -> None:
 def test_the_largest_values_allowed_cannot_overflow_the_arithmetic_downstream() -> None:
     """What the governor, keeper and monitor compute from fills and quotes, at the bounds:
     notional, totals over many fills, mids, averages, and a cent rounding for display."""
-    price = MAX_PRICE - Decimal("1e-18")
-    quantity = MAX_QUANTITY - Decimal("1e-18")
-    tiny = Decimal("1e-18")
+    price = MAX_PRICE - Decimal("1e-16")
+    quantity = MAX_QUANTITY - Decimal("1e-16")
+    tiny = Decimal("1e-40")
     notional = abs(price * quantity)
     total = sum((notional for _ in range(1000)), Decimal(0))
     mid = (price + price) / 2
@@ -265,7 +267,7 @@ FILLED_FRAME = wire.FilledEvent(client_order_id="c", fill_id="f", symbol="AAPL",
         (FILLED_FRAME, wire.order_channel_decoder, "leaves"),
     ],
 )
-@pytest.mark.parametrize("token", ['"1e999999999"', "1e999999999", '"NaN"', '"Infinity"', '"1e-40"'])
+@pytest.mark.parametrize("token", ['"1e999999999"', "1e999999999", '"NaN"', '"Infinity"', '"1e-41"'])
 def test_wire_frames_refuse_absurd_numbers(frame: wire.Frame, decoder: Any, field: str, token: str) -> None:
     data = json.loads(wire.encoder.encode(frame))
     data[field] = "@@BAD@@"
