@@ -3,9 +3,9 @@ raises ``decimal.Overflow``) is counted and logged as malformed where it enters;
 service keeps running, in the same mode, and keeps trading.
 
 The whole service runs (governor, keeper, failsafe, safety monitor, dashboard) with a
-ZeroMQ and a FIX connector against real venues on loopback; the venues send the poison on
-their real sockets: quotes and fills over ZeroMQ, an execution report and a market data
-snapshot over a FIX session.
+ZeroMQ and a FIX connector (then an IB connector) against real venues on loopback; the
+venues send the poison on their real sockets: quotes and fills over ZeroMQ, an execution
+report and a market data snapshot over a FIX session, price ticks from the fake TWS.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from actors.risk_governor import GetRiskState
 from messages import HealthReport, OrderFilled, QuoteBatch, Side, SubmitOrder
 from messages.fix_spec import Tag, utc_timestamp
 from supervision import SUPERVISION_TOPIC, ChildExited, registry
+from tests.connectors.test_ibkr_connector import write_to_sessions
 from tests.helpers import wait_for
 from tests.recorder import Recorder
 from tests.system.processes import free_port
@@ -34,6 +35,7 @@ from tradeguard.app import Service
 from tradeguard.settings import parse_settings
 from venues.engine import EngineConfig, EngineRunner, VenueEngine
 from venues.fix_venue import FixVenue
+from venues.tws_venue import TwsVenue
 from venues.zmq_venue import ZmqVenue
 
 POISON = "1e999999999"
@@ -212,3 +214,69 @@ def test_absurd_numbers_from_zmq_and_fix_venues_are_malformed_and_the_service_tr
         assert "magnitude must be below" in text  # the malformed message is logged, naming why
     finally:
         service.stop()
+
+
+# ---- the fake TWS (IB's wire protocol) ----------------------------------------------------------
+
+
+@pytest.mark.timeout(120)
+def test_absurd_ticks_from_the_fake_tws_are_malformed_and_the_service_trades_on(
+    tmp_path: Path, log_lines: list[str]
+) -> None:
+    engine = VenueEngine("tws", EngineConfig(symbols={"AAPL": Decimal("190"), "MSFT": Decimal("410")},
+                                             volatility_bps=Decimal(0), depth=Decimal(100)))
+    engine.step()
+    tws = TwsVenue(engine)
+    tws.start()
+    recorder = Recorder.spawn("poison-recorder", [topics.HEALTH, topics.ORDERS, topics.MARKET,
+                                                  SUPERVISION_TOPIC])
+    service = Service(parse_settings({
+        "service": {"on_shutdown": "leave", "shutdown_timeout_s": 5.0, "start_timeout_s": 20.0},
+        "risk": {"max_orders_per_s": 1000},
+        "supervision": {"backoff_initial_s": 0.05, "backoff_max_s": 0.2, "backoff_jitter_s": 0.01},
+        "connectors": [{"name": "ib", "kind": "ibkr", "symbols": ["AAPL", "MSFT"], "port": tws.port,
+                        "health_interval_s": 0.1, "connect_timeout_s": 5.0}],
+        "strategies": [],
+    }, environ={}), tmp_path / "state")
+    try:
+        service.start()
+        wait_for(lambda: (service.ask("risk_governor", GetRiskState()) or {}).get("mode") == "LIVE",
+                 20.0, what="LIVE with the IB connector up")
+        recorder.wait_for(lambda m: isinstance(m, QuoteBatch) and m.venue == "ib", timeout_s=10.0)
+        before = health(recorder, "ib").malformed
+        mark = recorder.count()
+
+        def poison(market_data: dict[int, str]) -> list[list[object]]:
+            (req,) = [r for r, symbol in market_data.items() if symbol == "AAPL"]
+            return [
+                [1, 6, req, 1, "1e300", 100, 0],  # bid: a float, finite, absurd
+                [1, 6, req, 2, "1.7976931348623157e308", 100, 0],  # ask: the largest float
+                [1, 6, req, 4, "1e300", 5, 0],  # a trade print at an absurd price
+            ]
+
+        write_to_sessions(tws, poison)
+        wait_for(lambda: health(recorder, "ib").malformed >= before + 2, 10.0,
+                 what="the absurd quote and trade counted malformed")
+        absurd = [q for b in recorder.messages(QuoteBatch)[mark:] if b.venue == "ib"
+                  for q in (*b.quotes, *b.trades) if getattr(q, "bid", getattr(q, "price", 0)) > 10**6]
+        assert absurd == []
+
+        engine.set_mid("AAPL", Decimal("195"))
+        engine.step()  # both sides quoted again: AAPL is sane again
+        recorder.wait_for(lambda m: isinstance(m, QuoteBatch) and m.venue == "ib"
+                          and any(q.symbol == "AAPL" and q.bid < 200 for q in m.quotes),
+                          timeout_s=10.0, after=mark)
+        registry.tell("risk_governor", SubmitOrder(client_order_id="after-poison-ib", venue="ib",
+                                                   symbol="AAPL", side=Side.BUY, quantity=Decimal(1),
+                                                   source="test"))
+        recorder.wait_for(lambda m: isinstance(m, OrderFilled) and m.client_order_id == "after-poison-ib",
+                          timeout_s=15.0)
+        assert service.healthy()
+        assert (service.ask("risk_governor", GetRiskState()) or {}).get("mode") == "LIVE"
+        assert recorder.messages(ChildExited) == []
+        text = "".join(log_lines)
+        assert "Overflow" not in text and "InvalidOperation" not in text
+        assert "magnitude must be below" in text
+    finally:
+        service.stop()
+        tws.stop()
