@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -32,6 +32,7 @@ from tests.helpers import wait_for
 from tests.recorder import Recorder
 from tests.system.processes import free_port
 from tradeguard.app import Service
+from tradeguard.control import ControlError, send_command
 from tradeguard.settings import parse_settings
 from venues.engine import EngineConfig, EngineRunner, VenueEngine
 from venues.fix_venue import FixVenue
@@ -280,3 +281,26 @@ def test_absurd_ticks_from_the_fake_tws_are_malformed_and_the_service_trades_on(
     finally:
         service.stop()
         tws.stop()
+
+
+# ---- the control socket ---------------------------------------------------------------------------
+
+
+def test_a_command_whose_text_is_not_unicode_is_refused_and_the_control_socket_answers_on(
+    service: Callable[..., Service], tmp_path: Path
+) -> None:
+    """JSON's escapes can spell a lone surrogate (``"\\ud800"``); such a reason or operator
+    name is no text a log, the journal or the wire could take: the command is refused."""
+    running = service()
+    state = tmp_path / "state"
+    wait_for(lambda: (running.ask("risk_governor", GetRiskState()) or {}).get("mode") == "LIVE", 10.0,
+             what="LIVE")
+    with pytest.raises(ControlError):
+        send_command(state, "pause", reason="lunch \ud800")
+    with pytest.raises(ControlError):
+        send_command(state, "pause", reason="lunch", operator="\udfffmallory")
+    status = send_command(state, "status")
+    assert status["paused"] is False and status["mode"] == "LIVE"
+    send_command(state, "pause", reason="lunch \U0001f37d", operator="alice")  # valid text passes
+    assert send_command(state, "status")["paused"] is True
+    assert running.healthy()
