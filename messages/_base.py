@@ -7,10 +7,11 @@ its logs cannot take:
 
 - every ``Decimal`` is finite, below ``MAX_DECIMAL`` in magnitude and carries at most
   ``MAX_DECIMAL_PLACES`` decimal places (its exponent is bounded both ways), so no sum,
-  product or rounding of a few of them can raise ``decimal.Overflow``;
-- prices, sizes and quantities that come from outside are held to the tighter
-  ``MAX_PRICE`` and ``MAX_QUANTITY`` (the ``limit`` of the ``require_*`` helpers), so
-  that their products (notional, P&L) stay far within ``MAX_DECIMAL`` too;
+  product, quotient or rounding of a few of them can raise ``decimal.Overflow``;
+- prices, sizes and quantities from outside are held to the tighter ``PRICE_BOUNDS``
+  and ``QUANTITY_BOUNDS`` (magnitude and places, passed to the ``require_*`` helpers),
+  so that what is computed from them (notional, averages, P&L) stays within the bounds
+  of any decimal;
 - every ``float`` is finite, every ``int`` fits a signed 64-bit integer (SQLite's
   INTEGER), and every ``str`` is encodable as UTF-8 (no lone surrogates).
 
@@ -34,10 +35,19 @@ MAX_PRICE = Decimal("1e12")
 MAX_QUANTITY = Decimal("1e12")
 """Bound on a quantity or size from outside."""
 
-MAX_DECIMAL_PLACES = 40
-"""Finest digit a decimal may carry: 40 places. Room for a full-precision (28 digits)
-quotient of the smallest prices traded, such as an average price; it bounds how many
-digits a number within ``MAX_DECIMAL`` can have."""
+MAX_DECIMAL_PLACES = 100
+"""Finest digit any decimal may carry (P&L of the smallest positions keeps its digits); with
+``MAX_DECIMAL`` it bounds the digits of a number and keeps any quotient far from Overflow."""
+
+MAX_INPUT_PLACES = 40
+"""Finest digit a price or quantity from outside may carry: room for a venue's
+full-precision (28 digits) average of the smallest prices traded."""
+
+PRICE_BOUNDS: tuple[Decimal, int] = (MAX_PRICE, MAX_INPUT_PLACES)
+"""Magnitude and places of a price from outside (``require_finite("bid", bid, *PRICE_BOUNDS)``)."""
+
+QUANTITY_BOUNDS: tuple[Decimal, int] = (MAX_QUANTITY, MAX_INPUT_PLACES)
+"""Magnitude and places of a quantity or size from outside."""
 
 MAX_EXPONENT = 30
 """Largest exponent a decimal may carry (bounds zeros written as ``0E+n`` as well)."""
@@ -53,15 +63,17 @@ class MessageError(ValueError):
     """A message could not be built, encoded or decoded; the text names the bad field."""
 
 
-def check_decimal(field: str, value: Decimal, limit: Decimal = MAX_DECIMAL) -> None:
+def check_decimal(field: str, value: Decimal, limit: Decimal = MAX_DECIMAL,
+                  places: int = MAX_DECIMAL_PLACES) -> None:
     """Raise ``MessageError`` naming ``field`` unless ``value`` is finite, below ``limit``
-    in magnitude and within the bounded exponent range."""
+    in magnitude and carries at most ``places`` decimal places (and no exponent above
+    ``MAX_EXPONENT``)."""
     if not value.is_finite():
         raise MessageError(f"{field}: must be a finite number, got {value}")
     exponent = value.as_tuple().exponent
     assert isinstance(exponent, int)  # finite
-    if exponent < -MAX_DECIMAL_PLACES:
-        raise MessageError(f"{field}: at most {MAX_DECIMAL_PLACES} decimal places, got {value}")
+    if exponent < -places:
+        raise MessageError(f"{field}: at most {places} decimal places, got {_shown(value)}")
     if exponent > MAX_EXPONENT or value.copy_abs() >= limit:
         raise MessageError(f"{field}: magnitude must be below {limit}, got {_shown(value)}")
 
@@ -125,23 +137,26 @@ def now_ns() -> int:
     return time.time_ns()
 
 
-def require_finite(field: str, value: Decimal | None, limit: Decimal = MAX_DECIMAL) -> None:
+def require_finite(field: str, value: Decimal | None, limit: Decimal = MAX_DECIMAL,
+                   places: int = MAX_DECIMAL_PLACES) -> None:
     """Raise ``MessageError`` naming ``field`` when ``value`` is NaN, infinite, not below
-    ``limit`` in magnitude or out of the exponent range."""
+    ``limit`` in magnitude or finer than ``places`` (``check_decimal``); None passes."""
     if value is not None:
-        check_decimal(field, value, limit)
+        check_decimal(field, value, limit, places)
 
 
-def require_non_negative(field: str, value: Decimal | None, limit: Decimal = MAX_DECIMAL) -> None:
+def require_non_negative(field: str, value: Decimal | None, limit: Decimal = MAX_DECIMAL,
+                         places: int = MAX_DECIMAL_PLACES) -> None:
     """As ``require_finite``, and raise when ``value`` is below zero."""
-    require_finite(field, value, limit)
+    require_finite(field, value, limit, places)
     if value is not None and value < 0:
         raise MessageError(f"{field}: must not be negative, got {value}")
 
 
-def require_positive(field: str, value: Decimal | None, limit: Decimal = MAX_DECIMAL) -> None:
+def require_positive(field: str, value: Decimal | None, limit: Decimal = MAX_DECIMAL,
+                     places: int = MAX_DECIMAL_PLACES) -> None:
     """As ``require_finite``, and raise when ``value`` is not above zero."""
-    require_finite(field, value, limit)
+    require_finite(field, value, limit, places)
     if value is not None and value <= 0:
         raise MessageError(f"{field}: must be positive, got {value}")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from decimal import Decimal
 
 from messages._base import (
-    MAX_PRICE,
-    MAX_QUANTITY,
+    PRICE_BOUNDS,
+    QUANTITY_BOUNDS,
     Message,
     MessageError,
     require_finite,
@@ -39,10 +39,10 @@ class Quote(Message, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         super().__post_init__()
         require_text("symbol", self.symbol)
-        require_finite("bid", self.bid, MAX_PRICE)
-        require_finite("ask", self.ask, MAX_PRICE)
-        require_non_negative("bid_size", self.bid_size, MAX_QUANTITY)
-        require_non_negative("ask_size", self.ask_size, MAX_QUANTITY)
+        require_finite("bid", self.bid, *PRICE_BOUNDS)
+        require_finite("ask", self.ask, *PRICE_BOUNDS)
+        require_non_negative("bid_size", self.bid_size, *QUANTITY_BOUNDS)
+        require_non_negative("ask_size", self.ask_size, *QUANTITY_BOUNDS)
 
     @property
     def mid(self) -> Decimal:
@@ -74,8 +74,8 @@ class Trade(Message, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         super().__post_init__()
         require_text("symbol", self.symbol)
-        require_finite("price", self.price, MAX_PRICE)
-        require_non_negative("size", self.size, MAX_QUANTITY)
+        require_finite("price", self.price, *PRICE_BOUNDS)
+        require_non_negative("size", self.size, *QUANTITY_BOUNDS)
 
 
 class BookLevel(Message, frozen=True, kw_only=True):
@@ -88,8 +88,8 @@ class BookLevel(Message, frozen=True, kw_only=True):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require_finite("price", self.price, MAX_PRICE)
-        require_non_negative("size", self.size, MAX_QUANTITY)
+        require_finite("price", self.price, *PRICE_BOUNDS)
+        require_non_negative("size", self.size, *QUANTITY_BOUNDS)
 
 
 MAX_BOOK_LEVELS = 5
@@ -147,8 +147,8 @@ class Bar(Message, frozen=True, kw_only=True):
         if self.interval_s <= 0:
             raise MessageError(f"interval_s: must be positive, got {self.interval_s}")
         for name in ("open", "high", "low", "close"):
-            require_finite(name, getattr(self, name), MAX_PRICE)
-        require_non_negative("volume", self.volume, MAX_QUANTITY)
+            require_finite(name, getattr(self, name), *PRICE_BOUNDS)
+        require_non_negative("volume", self.volume, *QUANTITY_BOUNDS)
         if self.low > self.high:
             raise MessageError(f"low: {self.low} is above high {self.high}")
 

@@ -6,8 +6,8 @@ import enum
 from decimal import Decimal
 
 from messages._base import (
-    MAX_PRICE,
-    MAX_QUANTITY,
+    PRICE_BOUNDS,
+    QUANTITY_BOUNDS,
     Message,
     MessageError,
     require_finite,
@@ -136,9 +136,9 @@ class SubmitOrder(Message, frozen=True, kw_only=True):
         require_text("client_order_id", self.client_order_id)
         require_text("venue", self.venue)
         require_text("symbol", self.symbol)
-        require_positive("quantity", self.quantity, MAX_QUANTITY)
-        require_positive("limit_price", self.limit_price, MAX_PRICE)
-        require_positive("stop_price", self.stop_price, MAX_PRICE)
+        require_positive("quantity", self.quantity, *QUANTITY_BOUNDS)
+        require_positive("limit_price", self.limit_price, *PRICE_BOUNDS)
+        require_positive("stop_price", self.stop_price, *PRICE_BOUNDS)
         if self.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) and self.limit_price is None:
             raise MessageError(f"limit_price: required for a {self.order_type} order")
         if self.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and self.stop_price is None:
@@ -259,9 +259,9 @@ class OrderFilled(Message, frozen=True, kw_only=True):
         super().__post_init__()
         require_text("fill_id", self.fill_id)
         require_text("symbol", self.symbol)
-        require_positive("quantity", self.quantity, MAX_QUANTITY)
-        require_positive("price", self.price, MAX_PRICE)
-        require_non_negative("leaves_quantity", self.leaves_quantity, MAX_QUANTITY)
+        require_positive("quantity", self.quantity, *QUANTITY_BOUNDS)
+        require_positive("price", self.price, *PRICE_BOUNDS)
+        require_non_negative("leaves_quantity", self.leaves_quantity, *QUANTITY_BOUNDS)
 
     @property
     def is_partial(self) -> bool:
@@ -304,8 +304,8 @@ class VenuePosition(Message, frozen=True, kw_only=True):
     def __post_init__(self) -> None:
         super().__post_init__()
         require_text("symbol", self.symbol)
-        require_finite("quantity", self.quantity, MAX_QUANTITY)
-        require_non_negative("average_price", self.average_price, MAX_PRICE)
+        require_finite("quantity", self.quantity, *QUANTITY_BOUNDS)
+        require_non_negative("average_price", self.average_price, *PRICE_BOUNDS)
 
 
 class VenuePositions(Message, frozen=True, kw_only=True):

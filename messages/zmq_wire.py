@@ -21,8 +21,8 @@ from decimal import Decimal
 import msgspec
 
 from messages._base import (
-    MAX_PRICE,
-    MAX_QUANTITY,
+    PRICE_BOUNDS,
+    QUANTITY_BOUNDS,
     MessageError,
     check_fields,
     require_finite,
@@ -78,10 +78,10 @@ class QuoteFrame(Frame, frozen=True, kw_only=True, tag="quote"):
         if self.seq < 1:
             raise MessageError(f"seq: must be at least 1, got {self.seq}")
         require_text("symbol", self.symbol)
-        require_finite("bid", self.bid, MAX_PRICE)
-        require_finite("ask", self.ask, MAX_PRICE)
-        require_non_negative("bid_size", self.bid_size, MAX_QUANTITY)
-        require_non_negative("ask_size", self.ask_size, MAX_QUANTITY)
+        require_finite("bid", self.bid, *PRICE_BOUNDS)
+        require_finite("ask", self.ask, *PRICE_BOUNDS)
+        require_non_negative("bid_size", self.bid_size, *QUANTITY_BOUNDS)
+        require_non_negative("ask_size", self.ask_size, *QUANTITY_BOUNDS)
 
 
 class HeartbeatFrame(Frame, frozen=True, kw_only=True, tag="heartbeat"):
@@ -132,9 +132,9 @@ class NewOrderRequest(Frame, frozen=True, kw_only=True, tag="new_order"):
         super().__post_init__()
         require_text("client_order_id", self.client_order_id)
         require_text("symbol", self.symbol)
-        require_positive("quantity", self.quantity, MAX_QUANTITY)
-        require_positive("limit_price", self.limit_price, MAX_PRICE)
-        require_positive("stop_price", self.stop_price, MAX_PRICE)
+        require_positive("quantity", self.quantity, *QUANTITY_BOUNDS)
+        require_positive("limit_price", self.limit_price, *PRICE_BOUNDS)
+        require_positive("stop_price", self.stop_price, *PRICE_BOUNDS)
 
 
 class CancelRequest(Frame, frozen=True, kw_only=True, tag="cancel"):
@@ -254,9 +254,9 @@ class FilledEvent(Frame, frozen=True, kw_only=True, tag="filled"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require_positive("quantity", self.quantity, MAX_QUANTITY)
-        require_positive("price", self.price, MAX_PRICE)
-        require_non_negative("leaves", self.leaves, MAX_QUANTITY)
+        require_positive("quantity", self.quantity, *QUANTITY_BOUNDS)
+        require_positive("price", self.price, *PRICE_BOUNDS)
+        require_non_negative("leaves", self.leaves, *QUANTITY_BOUNDS)
 
 
 class CancelledEvent(Frame, frozen=True, kw_only=True, tag="cancelled"):
@@ -298,8 +298,8 @@ class PositionRecord(Frame, frozen=True, kw_only=True, tag="position"):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        require_finite("quantity", self.quantity, MAX_QUANTITY)
-        require_finite("average_price", self.average_price, MAX_PRICE)
+        require_finite("quantity", self.quantity, *QUANTITY_BOUNDS)
+        require_finite("average_price", self.average_price, *PRICE_BOUNDS)
 
 
 class OpenOrderRecord(Frame, frozen=True, kw_only=True, tag="open_order"):
@@ -333,9 +333,9 @@ class OpenOrderRecord(Frame, frozen=True, kw_only=True, tag="open_order"):
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("quantity", "filled", "leaves"):
-            require_non_negative(name, getattr(self, name), MAX_QUANTITY)
-        require_finite("limit_price", self.limit_price, MAX_PRICE)
-        require_finite("stop_price", self.stop_price, MAX_PRICE)
+            require_non_negative(name, getattr(self, name), *QUANTITY_BOUNDS)
+        require_finite("limit_price", self.limit_price, *PRICE_BOUNDS)
+        require_finite("stop_price", self.stop_price, *PRICE_BOUNDS)
 
 
 class PositionsReply(Frame, frozen=True, kw_only=True, tag="positions"):

@@ -65,7 +65,7 @@ import quickfix as fix
 from actors.connectors.base import Connector, ConnectorConfig
 from actors.errors import ConnectorError
 from messages import (
-    MAX_PRICE,
+    PRICE_BOUNDS,
     CancelAllDone,
     CancelOrder,
     OrderAccepted,
@@ -190,7 +190,7 @@ def _decimal(fields: fix.FieldMap, tag: int, default: str | None = None) -> Deci
         value = Decimal(text)
     except InvalidOperation:
         raise ValueError(f"tag {tag}: not a number: {text!r}") from None
-    check_decimal(f"tag {tag}", value, MAX_PRICE)  # nothing absurd enters a book or a sum
+    check_decimal(f"tag {tag}", value, *PRICE_BOUNDS)  # nothing absurd enters a book or a sum
     return value
 
 

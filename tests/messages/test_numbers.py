@@ -20,6 +20,7 @@ from messages import (
     MessageError,
     OrderFilled,
     PortfolioSnapshot,
+    PositionState,
     Quote,
     SubmitOrder,
     VenuePosition,
@@ -35,7 +36,7 @@ Path = tuple[str | int, ...]
 BAD_DECIMAL_TEXTS = [
     "NaN", "-NaN", "sNaN", "Infinity", "-Infinity", "inf",
     "1e999999999", "-1e999999999", "1E+1000000", "1e-999999999", "0E+999999999", "0E-999999999",
-    "1e30", "1e-41", "0." + "0" * 40 + "1",
+    "1e30", "1e-101", "0." + "0" * 100 + "1",
 ]
 """Decimals as the wire may send them (strings) that no message may carry."""
 
@@ -210,6 +211,16 @@ def test_prices_and_sizes_up_to_the_bounds_pass_and_beyond_are_refused() -> None
         quote(bid_size=str(MAX_QUANTITY))
     with pytest.raises(MessageError, match="ask_size: at most 40 decimal places"):
         quote(ask_size="1.0e-41")
+
+
+def test_totals_and_pnl_may_be_finer_than_a_price_but_not_unbounded() -> None:
+    tiny = Decimal("1e-40") * Decimal("1e-40")  # the P&L of the smallest position, exactly
+    state = PositionState(venue="v", symbol="S", quantity=Decimal("1e-40"), average_price=Decimal(1),
+                          unrealized_pnl=tiny)
+    assert state.unrealized_pnl == Decimal("1e-80")
+    with pytest.raises(MessageError, match="unrealized_pnl: at most 100 decimal places"):
+        PositionState(venue="v", symbol="S", quantity=Decimal(1), average_price=Decimal(1),
+                      unrealized_pnl=Decimal("1e-101"))
 
 
 def test_totals_may_exceed_a_price_but_not_the_decimal_bound() -> None:
