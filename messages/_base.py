@@ -22,7 +22,10 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from decimal import Decimal
+from types import MappingProxyType
+from typing import ClassVar
 
 import msgspec
 
@@ -70,16 +73,28 @@ def check_decimal(field: str, value: Decimal, limit: Decimal = MAX_DECIMAL,
     ``MAX_EXPONENT``)."""
     if not value.is_finite():
         raise MessageError(f"{field}: must be a finite number, got {value}")
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int)  # finite
+    text = str(value)
+    if "E" in text:  # scientific notation: a positive exponent or a tiny value
+        exponent = value.as_tuple().exponent
+        assert isinstance(exponent, int)  # finite
+    else:  # plain notation (the common case, and cheaper than as_tuple)
+        point = text.find(".")
+        exponent = point + 1 - len(text) if point >= 0 else 0
     if exponent < -places:
         raise MessageError(f"{field}: at most {places} decimal places, got {_shown(value)}")
     if exponent > MAX_EXPONENT or value.copy_abs() >= limit:
         raise MessageError(f"{field}: magnitude must be below {limit}, got {_shown(value)}")
 
 
-def check_fields(record: msgspec.Struct) -> None:
-    """Check every field of ``record`` by its value's type (see the module's rules).
+Bounds = Mapping[str, tuple[Decimal, int]]
+"""Field name -> (magnitude limit, decimal places) for fields held tighter than any decimal."""
+
+_ANY_DECIMAL = (MAX_DECIMAL, MAX_DECIMAL_PLACES)
+
+
+def check_fields(record: msgspec.Struct, bounds: Bounds = MappingProxyType({})) -> None:
+    """Check every field of ``record`` by its value's type (see the module's rules); a
+    decimal named in ``bounds`` is held to its bounds there.
 
     Nested records are checked when they are built, so only direct values and tuples of
     text are looked at here.
@@ -88,9 +103,10 @@ def check_fields(record: msgspec.Struct) -> None:
         value = getattr(record, name)
         kind = type(value)
         if kind is Decimal:
-            check_decimal(name, value)
+            check_decimal(name, value, *bounds.get(name, _ANY_DECIMAL))
         elif kind is str:
-            _check_text(name, value)
+            if not value.isascii():
+                _check_text(name, value)
         elif kind is int:
             if not MIN_INT <= value <= MAX_INT:
                 raise MessageError(f"{name}: must fit a signed 64-bit integer, got {_shown(value)}")
@@ -99,13 +115,11 @@ def check_fields(record: msgspec.Struct) -> None:
                 raise MessageError(f"{name}: must be a finite number, got {value}")
         elif kind is tuple:
             for item in value:
-                if type(item) is str:
+                if type(item) is str and not item.isascii():
                     _check_text(name, item)
 
 
 def _check_text(field: str, value: str) -> None:
-    if value.isascii():
-        return
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
@@ -123,13 +137,16 @@ class Message(msgspec.Struct, frozen=True, kw_only=True, tag=True, forbid_unknow
 
     The tag (the class name) lets one decoder read any message from the wire.
     Unknown fields are refused so that a misspelt field is an error, not a silent default.
-    Every field is checked when the record is built (see the module's rules); a subclass
-    with rules of its own defines ``__post_init__`` and calls ``super().__post_init__()``
-    first.
+    Every field is checked when the record is built (see the module's rules), decimals
+    named in ``field_bounds`` to those bounds; a subclass with rules of its own defines
+    ``__post_init__`` and calls ``super().__post_init__()`` first.
     """
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({})
+    """Decimal fields held tighter than any decimal: prices and quantities from outside."""
+
     def __post_init__(self) -> None:
-        check_fields(self)
+        check_fields(self, self.field_bounds)
 
 
 def now_ns() -> int:
@@ -149,14 +166,26 @@ def require_non_negative(field: str, value: Decimal | None, limit: Decimal = MAX
                          places: int = MAX_DECIMAL_PLACES) -> None:
     """As ``require_finite``, and raise when ``value`` is below zero."""
     require_finite(field, value, limit, places)
-    if value is not None and value < 0:
-        raise MessageError(f"{field}: must not be negative, got {value}")
+    require_not_below_zero(field, value)
 
 
 def require_positive(field: str, value: Decimal | None, limit: Decimal = MAX_DECIMAL,
                      places: int = MAX_DECIMAL_PLACES) -> None:
     """As ``require_finite``, and raise when ``value`` is not above zero."""
     require_finite(field, value, limit, places)
+    require_above_zero(field, value)
+
+
+def require_not_below_zero(field: str, value: Decimal | None) -> None:
+    """Raise ``MessageError`` naming ``field`` when ``value`` is below zero (the sign only:
+    for a field ``check_fields`` has already checked); None passes."""
+    if value is not None and value < 0:
+        raise MessageError(f"{field}: must not be negative, got {value}")
+
+
+def require_above_zero(field: str, value: Decimal | None) -> None:
+    """Raise ``MessageError`` naming ``field`` when ``value`` is not above zero (the sign
+    only); None passes."""
     if value is not None and value <= 0:
         raise MessageError(f"{field}: must be positive, got {value}")
 

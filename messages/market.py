@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from types import MappingProxyType
+from typing import ClassVar
 
 from messages._base import (
     PRICE_BOUNDS,
     QUANTITY_BOUNDS,
+    Bounds,
     Message,
     MessageError,
-    require_finite,
-    require_non_negative,
+    require_not_below_zero,
     require_text,
 )
 
@@ -36,13 +38,18 @@ class Quote(Message, frozen=True, kw_only=True):
     ts_ns: int = 0
     """Venue timestamp, wall clock nanoseconds, when the quote left the venue."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "bid": PRICE_BOUNDS,
+        "ask": PRICE_BOUNDS,
+        "bid_size": QUANTITY_BOUNDS,
+        "ask_size": QUANTITY_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
         super().__post_init__()
         require_text("symbol", self.symbol)
-        require_finite("bid", self.bid, *PRICE_BOUNDS)
-        require_finite("ask", self.ask, *PRICE_BOUNDS)
-        require_non_negative("bid_size", self.bid_size, *QUANTITY_BOUNDS)
-        require_non_negative("ask_size", self.ask_size, *QUANTITY_BOUNDS)
+        require_not_below_zero("bid_size", self.bid_size)
+        require_not_below_zero("ask_size", self.ask_size)
 
     @property
     def mid(self) -> Decimal:
@@ -71,11 +78,15 @@ class Trade(Message, frozen=True, kw_only=True):
     ts_ns: int = 0
     """Venue timestamp, wall clock nanoseconds."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "price": PRICE_BOUNDS,
+        "size": QUANTITY_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
         super().__post_init__()
         require_text("symbol", self.symbol)
-        require_finite("price", self.price, *PRICE_BOUNDS)
-        require_non_negative("size", self.size, *QUANTITY_BOUNDS)
+        require_not_below_zero("size", self.size)
 
 
 class BookLevel(Message, frozen=True, kw_only=True):
@@ -86,10 +97,14 @@ class BookLevel(Message, frozen=True, kw_only=True):
     size: Decimal
     """Quantity resting at the level; never negative."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "price": PRICE_BOUNDS,
+        "size": QUANTITY_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        require_finite("price", self.price, *PRICE_BOUNDS)
-        require_non_negative("size", self.size, *QUANTITY_BOUNDS)
+        require_not_below_zero("size", self.size)
 
 
 MAX_BOOK_LEVELS = 5
@@ -141,14 +156,20 @@ class Bar(Message, frozen=True, kw_only=True):
     volume: Decimal
     """Traded quantity in the interval; never negative."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "open": PRICE_BOUNDS,
+        "high": PRICE_BOUNDS,
+        "low": PRICE_BOUNDS,
+        "close": PRICE_BOUNDS,
+        "volume": QUANTITY_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
         super().__post_init__()
         require_text("symbol", self.symbol)
         if self.interval_s <= 0:
             raise MessageError(f"interval_s: must be positive, got {self.interval_s}")
-        for name in ("open", "high", "low", "close"):
-            require_finite(name, getattr(self, name), *PRICE_BOUNDS)
-        require_non_negative("volume", self.volume, *QUANTITY_BOUNDS)
+        require_not_below_zero("volume", self.volume)
         if self.low > self.high:
             raise MessageError(f"low: {self.low} is above high {self.high}")
 

@@ -17,17 +17,19 @@ to the bounds of ``messages._base``).
 from __future__ import annotations
 
 from decimal import Decimal
+from types import MappingProxyType
+from typing import ClassVar
 
 import msgspec
 
 from messages._base import (
     PRICE_BOUNDS,
     QUANTITY_BOUNDS,
+    Bounds,
     MessageError,
     check_fields,
-    require_finite,
-    require_non_negative,
-    require_positive,
+    require_above_zero,
+    require_not_below_zero,
     require_text,
 )
 from messages.orders import OrderStatus, OrderType, RejectReason, Side, TimeInForce
@@ -46,8 +48,11 @@ class Frame(
     ``super().__post_init__()`` first.
     """
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({})
+    """Decimal fields held tighter than any decimal: prices and quantities."""
+
     def __post_init__(self) -> None:
-        check_fields(self)
+        check_fields(self, self.field_bounds)
 
 
 # ---- market data (PUB) ----------------------------------------------------------------
@@ -73,15 +78,20 @@ class QuoteFrame(Frame, frozen=True, kw_only=True, tag="quote"):
     ts_ns: int
     """When the venue published it, wall clock nanoseconds."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "bid": PRICE_BOUNDS,
+        "ask": PRICE_BOUNDS,
+        "bid_size": QUANTITY_BOUNDS,
+        "ask_size": QUANTITY_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
         super().__post_init__()
         if self.seq < 1:
             raise MessageError(f"seq: must be at least 1, got {self.seq}")
         require_text("symbol", self.symbol)
-        require_finite("bid", self.bid, *PRICE_BOUNDS)
-        require_finite("ask", self.ask, *PRICE_BOUNDS)
-        require_non_negative("bid_size", self.bid_size, *QUANTITY_BOUNDS)
-        require_non_negative("ask_size", self.ask_size, *QUANTITY_BOUNDS)
+        require_not_below_zero("bid_size", self.bid_size)
+        require_not_below_zero("ask_size", self.ask_size)
 
 
 class HeartbeatFrame(Frame, frozen=True, kw_only=True, tag="heartbeat"):
@@ -128,13 +138,19 @@ class NewOrderRequest(Frame, frozen=True, kw_only=True, tag="new_order"):
     source: str = ""
     """Free text: who sent the order."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "quantity": QUANTITY_BOUNDS,
+        "limit_price": PRICE_BOUNDS,
+        "stop_price": PRICE_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
         super().__post_init__()
         require_text("client_order_id", self.client_order_id)
         require_text("symbol", self.symbol)
-        require_positive("quantity", self.quantity, *QUANTITY_BOUNDS)
-        require_positive("limit_price", self.limit_price, *PRICE_BOUNDS)
-        require_positive("stop_price", self.stop_price, *PRICE_BOUNDS)
+        require_above_zero("quantity", self.quantity)
+        require_above_zero("limit_price", self.limit_price)
+        require_above_zero("stop_price", self.stop_price)
 
 
 class CancelRequest(Frame, frozen=True, kw_only=True, tag="cancel"):
@@ -252,11 +268,17 @@ class FilledEvent(Frame, frozen=True, kw_only=True, tag="filled"):
     ts_ns: int
     """When, wall clock nanoseconds."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "quantity": QUANTITY_BOUNDS,
+        "price": PRICE_BOUNDS,
+        "leaves": QUANTITY_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        require_positive("quantity", self.quantity, *QUANTITY_BOUNDS)
-        require_positive("price", self.price, *PRICE_BOUNDS)
-        require_non_negative("leaves", self.leaves, *QUANTITY_BOUNDS)
+        require_above_zero("quantity", self.quantity)
+        require_above_zero("price", self.price)
+        require_not_below_zero("leaves", self.leaves)
 
 
 class CancelledEvent(Frame, frozen=True, kw_only=True, tag="cancelled"):
@@ -296,10 +318,13 @@ class PositionRecord(Frame, frozen=True, kw_only=True, tag="position"):
     average_price: Decimal
     """Average entry price."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "quantity": QUANTITY_BOUNDS,
+        "average_price": PRICE_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
         super().__post_init__()
-        require_finite("quantity", self.quantity, *QUANTITY_BOUNDS)
-        require_finite("average_price", self.average_price, *PRICE_BOUNDS)
 
 
 class OpenOrderRecord(Frame, frozen=True, kw_only=True, tag="open_order"):
@@ -330,12 +355,18 @@ class OpenOrderRecord(Frame, frozen=True, kw_only=True, tag="open_order"):
     status: OrderStatus
     """``accepted`` or ``partially_filled``."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "quantity": QUANTITY_BOUNDS,
+        "filled": QUANTITY_BOUNDS,
+        "leaves": QUANTITY_BOUNDS,
+        "limit_price": PRICE_BOUNDS,
+        "stop_price": PRICE_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
         super().__post_init__()
         for name in ("quantity", "filled", "leaves"):
-            require_non_negative(name, getattr(self, name), *QUANTITY_BOUNDS)
-        require_finite("limit_price", self.limit_price, *PRICE_BOUNDS)
-        require_finite("stop_price", self.stop_price, *PRICE_BOUNDS)
+            require_not_below_zero(name, getattr(self, name))
 
 
 class PositionsReply(Frame, frozen=True, kw_only=True, tag="positions"):
