@@ -52,9 +52,6 @@ PRICE_BOUNDS: tuple[Decimal, int] = (MAX_PRICE, MAX_INPUT_PLACES)
 QUANTITY_BOUNDS: tuple[Decimal, int] = (MAX_QUANTITY, MAX_INPUT_PLACES)
 """Magnitude and places of a quantity or size from outside."""
 
-MAX_EXPONENT = 30
-"""Largest exponent a decimal may carry (bounds zeros written as ``0E+n`` as well)."""
-
 MIN_INT = -(2**63)
 """Smallest integer a message may carry (SQLite's INTEGER is a signed 64-bit integer)."""
 
@@ -69,21 +66,23 @@ class MessageError(ValueError):
 def check_decimal(field: str, value: Decimal, limit: Decimal = MAX_DECIMAL,
                   places: int = MAX_DECIMAL_PLACES) -> None:
     """Raise ``MessageError`` naming ``field`` unless ``value`` is finite, below ``limit``
-    in magnitude and carries at most ``places`` decimal places (and no exponent above
-    ``MAX_EXPONENT``)."""
+    (a power of ten, at most ``MAX_DECIMAL``) in magnitude and carries at most ``places``
+    decimal places."""
     if not value.is_finite():
         raise MessageError(f"{field}: must be a finite number, got {value}")
+    # |value| < 10**n exactly when its adjusted exponent is below n (for zero too: 0E+40
+    # has adjusted exponent 40); no Decimal arithmetic, so nothing here can overflow.
+    if value.adjusted() >= limit.adjusted():
+        raise MessageError(f"{field}: magnitude must be below {limit}, got {_shown(value)}")
     text = str(value)
-    if "E" in text:  # scientific notation: a positive exponent or a tiny value
+    if "E" in text:  # scientific notation: a tiny value (a large one was refused above)
         exponent = value.as_tuple().exponent
         assert isinstance(exponent, int)  # finite
-    else:  # plain notation (the common case, and cheaper than as_tuple)
+    else:  # plain notation: the places are the digits after the point
         point = text.find(".")
         exponent = point + 1 - len(text) if point >= 0 else 0
     if exponent < -places:
         raise MessageError(f"{field}: at most {places} decimal places, got {_shown(value)}")
-    if exponent > MAX_EXPONENT or value.copy_abs() >= limit:
-        raise MessageError(f"{field}: magnitude must be below {limit}, got {_shown(value)}")
 
 
 Bounds = Mapping[str, tuple[Decimal, int]]
