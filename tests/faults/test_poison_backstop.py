@@ -105,3 +105,21 @@ def test_a_poison_that_crash_loops_the_core_latches_failsafe_and_the_next_start_
         assert mode_of(second) == "FAILSAFE"  # latched until an operator reset
     finally:
         second.stop()
+
+
+def test_the_latch_is_journaled_once_and_a_failing_journal_does_not_stop_the_escalation(
+    tmp_path: Path,
+) -> None:
+    state_dir = tmp_path / "state"
+    service = Service(settings(), state_dir)  # never started: the handler alone
+    service._on_escalation("4 restarts within 120s")
+    service._on_escalation("root supervisor stopped without a stop request")
+    assert [m[:2] for m in journaled_modes(state_dir)] == [("STARTUP", "FAILSAFE")]
+    assert service.escalated.is_set()
+
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "journal.sqlite3").mkdir()  # no journal can be opened there
+    other = Service(settings(), broken)
+    other._on_escalation("gave up")
+    assert other.escalated.is_set() and other.escalation_reason == "gave up"
