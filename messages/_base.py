@@ -9,9 +9,9 @@ its logs cannot take:
   ``MAX_DECIMAL_PLACES`` decimal places (its exponent is bounded both ways), so no sum,
   product, quotient or rounding of a few of them can raise ``decimal.Overflow``;
 - prices, sizes and quantities from outside are held to the tighter ``PRICE_BOUNDS``
-  and ``QUANTITY_BOUNDS`` (magnitude and places, passed to the ``require_*`` helpers),
-  so that what is computed from them (notional, averages, P&L) stays within the bounds
-  of any decimal;
+  and ``QUANTITY_BOUNDS`` (magnitude and places; a message names those fields in its
+  ``field_bounds``), so that what is computed from them (notional, averages, P&L)
+  stays within the bounds of any decimal;
 - every ``float`` is finite, every ``int`` fits a signed 64-bit integer (SQLite's
   INTEGER), and every ``str`` is encodable as UTF-8 (no lone surrogates).
 
@@ -47,7 +47,7 @@ MAX_INPUT_PLACES = 40
 full-precision (28 digits) average of the smallest prices traded."""
 
 PRICE_BOUNDS: tuple[Decimal, int] = (MAX_PRICE, MAX_INPUT_PLACES)
-"""Magnitude and places of a price from outside (``require_finite("bid", bid, *PRICE_BOUNDS)``)."""
+"""Magnitude limit and decimal places of a price from outside."""
 
 QUANTITY_BOUNDS: tuple[Decimal, int] = (MAX_QUANTITY, MAX_INPUT_PLACES)
 """Magnitude and places of a quantity or size from outside."""
