@@ -17,11 +17,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from messages import MAX_DECIMAL, Message, MessageError, decode, encode
+from messages import MAX_DECIMAL, MAX_PRICE, Message, MessageError, decode, encode
 from tests.messages.samples import SAMPLES
 
 EXAMPLES = int(os.environ.get("TRADEGUARD_FUZZ_EXAMPLES", "300"))
 """Examples per property (hypothesis ``max_examples``)."""
+
+pytestmark = pytest.mark.timeout(60 + EXAMPLES // 10)  # a longer run gets a longer deadline
 
 FUZZ = settings(max_examples=EXAMPLES, deadline=None, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
@@ -83,7 +85,10 @@ def assert_usable(message: Message) -> None:
                     assert_usable(item)
         elif isinstance(value, Decimal):
             assert value.is_finite() and abs(value) < MAX_DECIMAL
-            assert (value * value + value) / 2 == (value * value + value) / 2  # no Overflow
+            # What the core computes from such values (mids, notionals, averages, ratios)
+            # is finite: nothing raises decimal.Overflow or InvalidOperation.
+            for result in ((value + value) / 2, value * MAX_PRICE, value / 3, MAX_PRICE / (value or 1)):
+                assert result.is_finite()
             db.execute("SELECT ?", (str(value),))
         elif isinstance(value, int):
             db.execute("SELECT ?", (value,))
