@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from ib_insync import IB, Forex, LimitOrder, MarketOrder, Order, Stock, StopOrder
 
+from messages import Side
 from venues.engine import EngineConfig, VenueEngine
 from venues.tws_venue import SERVER_VERSION, TwsVenue
 
@@ -257,18 +258,78 @@ def test_limit_order_rests_then_cancels(ib: IB, engine: VenueEngine, aapl: Stock
     assert plain.orderStatus.status == "Submitted"
 
 
-def test_modification_is_refused_and_the_order_keeps_working(
+def test_modification_by_place_order_with_the_same_id(
+    ib: IB, engine: VenueEngine, aapl: Stock
+) -> None:
+    trade = ib.placeOrder(aapl, LimitOrder("BUY", 10, 150))
+    wait_until(ib, lambda: trade.orderStatus.status == "Submitted")
+    perm_id = trade.orderStatus.permId
+    seen = error_codes(ib)
+
+    trade.order.lmtPrice = 151
+    trade.order.totalQuantity = 12
+    ib.placeOrder(aapl, trade.order)
+    wait_until(ib, lambda: [w.order.limit_price for w in engine.open_orders(ACCOUNT)]
+               == [Decimal(151)])
+    (working,) = engine.open_orders(ACCOUNT)
+    assert working.order.quantity == Decimal(12)
+    wait_until(ib, lambda: trade.orderStatus.remaining == 12)
+    assert trade.orderStatus.status == "Submitted"
+    assert trade.orderStatus.permId == perm_id
+    assert seen == []
+
+    trade.order.lmtPrice = 191  # through the ask: fills at once
+    ib.placeOrder(aapl, trade.order)
+    wait_until(ib, trade.isDone)
+    assert trade.orderStatus.status == "Filled"
+    assert trade.orderStatus.filled == 12
+    assert [f.execution.orderId for f in trade.fills] == [trade.order.orderId]
+    assert engine.positions(ACCOUNT)[0].quantity == Decimal(12)
+
+
+def test_modification_after_a_partial_fill_keeps_the_filled_part(
+    ib: IB, engine: VenueEngine, aapl: Stock
+) -> None:
+    quote = engine.quote("AAPL")
+    assert quote is not None
+    trade = ib.placeOrder(aapl, LimitOrder("BUY", 150, float(quote.ask)))
+    wait_until(ib, lambda: trade.orderStatus.filled == 100)  # 100 shown at the ask
+    trade.order.totalQuantity = 120
+    trade.order.lmtPrice = 150
+    ib.placeOrder(aapl, trade.order)
+    wait_until(ib, lambda: [w.order.quantity for w in engine.open_orders(ACCOUNT)]
+               == [Decimal(20)])
+    wait_until(ib, lambda: trade.orderStatus.remaining == 20)
+    assert trade.orderStatus.filled == 100
+    assert trade.orderStatus.status == "Submitted"
+
+    ib.cancelOrder(trade.order)
+    wait_until(ib, lambda: trade.orderStatus.status == "Cancelled")
+    assert engine.open_orders(ACCOUNT) == []
+    assert engine.positions(ACCOUNT)[0].quantity == Decimal(100)
+
+
+def test_modifications_tws_refuses_leave_the_order_working(
     ib: IB, engine: VenueEngine, aapl: Stock
 ) -> None:
     trade = ib.placeOrder(aapl, LimitOrder("BUY", 10, 150))
     wait_until(ib, lambda: trade.orderStatus.status == "Submitted")
     seen = error_codes(ib)
-    trade.order.lmtPrice = 151
-    ib.placeOrder(aapl, trade.order)
+    flipped = LimitOrder("SELL", 10, 150, orderId=trade.order.orderId)
+    ib.client.placeOrder(trade.order.orderId, aapl, flipped)
     wait_until(ib, lambda: (trade.order.orderId, 105) in seen)
-    wait_until(ib, lambda: trade.orderStatus.status == "Submitted")
+    ib.client.placeOrder(trade.order.orderId, Stock("MSFT", "SMART", "USD", conId=0),
+                         LimitOrder("BUY", 10, 150, orderId=trade.order.orderId))
+    wait_until(ib, lambda: seen.count((trade.order.orderId, 105)) == 2)
     (working,) = engine.open_orders(ACCOUNT)
-    assert working.order.limit_price == Decimal(150)
+    assert (working.order.side, working.order.limit_price) == (Side.BUY, Decimal(150))
+    assert trade.orderStatus.status == "Submitted"
+
+    filled = ib.placeOrder(aapl, MarketOrder("BUY", 1))
+    wait_until(ib, filled.isDone)
+    ib.client.placeOrder(filled.order.orderId, aapl, MarketOrder("BUY", 2))
+    wait_until(ib, lambda: (filled.order.orderId, 104) in seen)
+    assert engine.positions(ACCOUNT)[0].quantity == Decimal(1)
 
 
 def test_stop_order_triggers_when_touched(ib: IB, engine: VenueEngine, aapl: Stock) -> None:
