@@ -1,49 +1,59 @@
 """A fake Trader Workstation: Interactive Brokers' TWS API wire protocol over loopback TCP,
 backed by the simulated ``VenueEngine``.
 
-An unmodified IB API client (ib_insync 0.9.86 is the one tested) connects, synchronises,
-qualifies stock and FX contracts, streams quotes, places, cancels and mass-cancels orders,
-and reads positions and executions, exactly as it would against a real TWS or IB Gateway.
+Unmodified IB API clients (the official ``ibapi`` 9.81 from PyPI, ib_insync 0.9.86 and
+ib_async 2.1 are the ones tested) connect, synchronise, qualify stock and FX contracts,
+stream quotes, place, modify, cancel and mass-cancel orders, and read positions, executions
+and the account, as they would against a real TWS or IB Gateway. Switches make it behave
+the way a real TWS can (``TwsBehaviour``, the test hooks below, docs/tws-venue.md).
 
 Wire protocol, as spoken here
 -----------------------------
-* Handshake: the client sends ``b"API\\0"`` then one length-prefixed frame ``v<min>..<max>``
+* Handshake: the client sends ``b"API\0"`` then one length-prefixed frame ``v<min>..<max>``
   (optionally followed by connect options). The venue answers one frame with two fields:
-  the server version and the connection time.
+  the server version it chose and the connection time.
+* Version negotiation: the venue speaks server versions ``MIN_SERVER_VERSION`` (157) to
+  ``SERVER_VERSION`` (176) and chooses the highest one the client's range includes, as TWS
+  does: the official client (v100..157) gets 157, ib_insync (v157..176) and ib_async
+  (v157..178) get 176. A range with no version in common is refused (the socket closes).
+  Every message is written in the chosen version's format (``venues.tws_wire.Wire``).
 * Every later message is a frame: a 4-byte big-endian length, then NUL-terminated text
   fields. The first field is the message id; many requests and some replies carry a
-  message version as the second field (see ``TwsVenue._routes`` and ``_OUT_VERSIONS``).
+  message version as the second field (see ``TwsVenue._routes`` and ``Wire.head``).
 * The session starts with ``startApi`` (id 71, carrying the client id). The venue answers
   ``nextValidId`` and ``managedAccounts``; a client id that is already connected is refused
   with error 326 and the socket is closed.
 
-Pinned server version: **176**. ib_insync 0.9.86 offers client versions 157..176, and 176 is
-the highest its decoder knows (``reqContractDetails`` carries ``issuerId`` from 176 on, the
-``openOrder`` tail carries the 170+ fields, ``errorMsg`` carries the advanced-reject JSON
-from 166 on). Every message format in this module is the one for server version 176. A
-client whose range does not include 176 is refused at the handshake.
-
 Incoming message ids handled (one handler each, see ``TwsVenue._routes``):
-1 reqMktData, 2 cancelMktData, 3 placeOrder, 4 cancelOrder, 5 reqOpenOrders,
-6 reqAccountUpdates, 7 reqExecutions, 8 reqIds, 9 reqContractDetails, 15 reqAutoOpenOrders,
-16 reqAllOpenOrders, 17 reqManagedAccts, 49 reqCurrentTime, 58 reqGlobalCancel,
-59 reqMarketDataType, 61 reqPositions, 62 reqAccountSummary, 63 cancelAccountSummary,
-64 cancelPositions, 71 startApi, 74 reqPositionsMulti, 75 cancelPositionsMulti,
-76 reqAccountUpdatesMulti, 77 cancelAccountUpdatesMulti, 99 reqCompletedOrders.
+1 reqMktData, 2 cancelMktData, 3 placeOrder (new or modification), 4 cancelOrder,
+5 reqOpenOrders, 6 reqAccountUpdates, 7 reqExecutions, 8 reqIds, 9 reqContractDetails,
+15 reqAutoOpenOrders, 16 reqAllOpenOrders, 17 reqManagedAccts, 49 reqCurrentTime,
+58 reqGlobalCancel, 59 reqMarketDataType, 61 reqPositions, 62 reqAccountSummary,
+63 cancelAccountSummary, 64 cancelPositions, 71 startApi, 74 reqPositionsMulti,
+75 cancelPositionsMulti, 76 reqAccountUpdatesMulti, 77 cancelAccountUpdatesMulti,
+80 reqFamilyCodes, 82 reqMktDepthExchanges, 85 reqNewsProviders (these three answer empty
+lists), 99 reqCompletedOrders. Requests not served that carry a request id (historical
+data, PnL, matching symbols, market depth, tick-by-tick, fundamentals, ...; see
+``venues.tws_wire.UNSUPPORTED_REQUESTS``) are answered with an error under their own
+request id: 162 for historical data, 354 for market data not subscribed, 430 for
+fundamentals, 321 for the rest. Their cancels are read and dropped.
 
 Outgoing message ids sent: 1 tickPrice, 2 tickSize, 3 orderStatus, 4 errMsg, 5 openOrder,
 6 updateAccountValue, 7 updatePortfolio, 8 updateAccountTime, 9 nextValidId,
 10 contractDetails, 11 execDetails, 15 managedAccounts, 49 currentTime, 52 contractDetailsEnd,
 53 openOrderEnd, 54 accountDownloadEnd, 55 execDetailsEnd, 57 tickSnapshotEnd,
-58 marketDataType, 59 commissionReport, 61 position, 62 positionEnd, 64 accountSummaryEnd,
-71 positionMulti, 72 positionMultiEnd, 73 accountUpdateMulti, 74 accountUpdateMultiEnd,
+58 marketDataType, 59 commissionReport, 61 position, 62 positionEnd, 63 accountSummary,
+64 accountSummaryEnd, 71 positionMulti, 72 positionMultiEnd, 73 accountUpdateMulti,
+74 accountUpdateMultiEnd, 78 familyCodes, 80 mktDepthExchanges, 85 newsProviders,
 102 completedOrdersEnd.
 
-Error codes used: 103 duplicate order id, 105 order modification refused, 161 cancel of an
-order that is not working, 200 unknown contract, 201 order rejected, 202 order cancelled,
-320 malformed request, 321 request refused (unknown message id, request before startApi,
-unknown account), 326 client id already in use, 2104 market data farm OK (notice),
-10147 cancel of an unknown order id.
+Error codes used: 103 duplicate order id, 104 modification of a filled order, 105
+modification refused (contract or action changed, quantity not above the filled part),
+161 cancel of an order that is not working, 162 / 354 / 430 / 321 requests not served,
+200 unknown contract, 201 order rejected, 202 order cancelled, 320 malformed request, 321
+request refused (unknown message id, request before startApi, unknown account or account
+group), 326 client id already in use, 1100 / 1101 / 1102 / 2110 connectivity (injected),
+2104 market data farm OK (notice), 10147 cancel of an unknown order id.
 
 Mapping to the engine
 ---------------------
@@ -52,18 +62,26 @@ Mapping to the engine
   when the client set one, else ``f"ib-{clientId}-{orderId}"`` (IB order ids are scoped per
   client id, and two clients that connected at the same ``nextValidId`` do reuse the same
   numbers). A reference already in use is refused with error 103.
-* Engine fill ids are the IB execution ids; IB permIds are allocated here.
-* Order ids, permIds and the order table are kept in ``state_path`` (JSON, atomic write),
-  so that a restarted venue keeps handing out fresh order ids and still names old orders
-  and executions the way it did; the engine keeps positions and executions in its own state.
+* A modification (placeOrder with the id of a working order) keeps the orderId, permId and
+  the fills so far; at the engine the working order is cancelled and replaced by one for
+  the rest of the quantity, named ``f"{client_order_id}~{n}"``. With engine latency the
+  replaced order can still fill before its cancel takes effect, and the replacement does
+  not know: the IB order can then fill above its quantity (a real venue would not).
+* Engine fill ids are the IB execution ids; a correction adds a revision after a final
+  period (``tws-7.02``). IB permIds are allocated here.
+* Order ids, permIds, the order table and corrections are kept in ``state_path`` (JSON,
+  atomic write), so that a restarted venue keeps handing out fresh order ids and still
+  names old orders and executions the way it did; the engine keeps positions and
+  executions in its own state.
 
-Not supported (answered with error 201): order modification (error 105 instead), what-if
-orders, untransmitted, child (``parentId``) and OCA orders, order types other than
-MKT, LMT, STP and STP LMT, time in force other than DAY, GTC, IOC and FOK. Completed orders
-are not replayed (``reqCompletedOrders`` answers its end marker only); use
-``reqExecutions``. Algo strategies and other order attributes not named here are accepted
-and ignored. Commissions are reported as zero; realized P&L in ``updatePortfolio`` is zero.
-Each venue serves one account; the order table grows for the life of the state file.
+Not supported (answered with error 201): what-if orders, untransmitted, child
+(``parentId``) and OCA orders, order types other than MKT, LMT, STP and STP LMT, time in
+force other than DAY, GTC, IOC and FOK. Completed orders are not replayed
+(``reqCompletedOrders`` answers its end marker only); use ``reqExecutions``. Algo
+strategies and other order attributes not named here are accepted and ignored.
+Commissions are reported as zero. The account is one USD margin account
+(``venues.tws_account``). Each venue serves one account; the order table grows for the
+life of the state file.
 
 Threading: the venue runs one asyncio loop in its own thread; every session and the order
 table live on that loop. Engine listeners (called from any thread) hand their events to the
