@@ -398,6 +398,10 @@ class TwsVenue:
         self._connectivity_lost = False
         """Between an injected 1100/2110 and the 1101/1102 that ends it: no market data."""
         self._external_orders = 0
+        self._cash_flow = Decimal(0)
+        """What executions (at their corrected prices) added to the initial cash."""
+        self._cash_counted: int | None = None
+        """How many of the account's executions ``_cash_flow`` holds (None: not summed yet)."""
         self._routes: dict[int, _Route] = {
             In.REQ_MKT_DATA: _Route(self._req_mkt_data),
             In.CANCEL_MKT_DATA: _Route(self._cancel_mkt_data),
@@ -559,12 +563,9 @@ class TwsVenue:
         found = [f for f in self.engine.executions(self.account) if f.fill_id == fill_id]
         if not found:
             raise ValueError(f"fill_id: no execution {fill_id!r} in account {self.account}")
-        corrections = self._state.corrections.setdefault(fill_id, [])
-        exec_id = f"{fill_id}.{len(corrections) + 2:02d}"
-        corrections.append(_Correction(exec_id=exec_id, price=price))
-        self._dirty = True
-        self._run_in_loop(self._send_correction, found[0])
-        return exec_id
+        exec_ids: list[str] = []
+        self._run_in_loop(self._apply_correction, found[0], price, exec_ids)
+        return exec_ids[0]
 
     def disconnect_client(self, client_id: int) -> None:
         """Drop one client's socket abruptly; its orders keep working, and what happens
@@ -604,7 +605,18 @@ class TwsVenue:
                 session.last_ticks.clear()
             self._error(session, NO_REQUEST, code, text)
 
-    def _send_correction(self, fill: OrderFilled) -> None:
+    def _apply_correction(self, fill: OrderFilled, price: Decimal, exec_ids: list[str]) -> None:
+        """Record a correction of ``fill`` (on the loop, where the cash is kept) and send it."""
+        before = self._corrected(fill).price
+        corrections = self._state.corrections.setdefault(fill.fill_id, [])
+        exec_id = f"{fill.fill_id}.{len(corrections) + 2:02d}"
+        corrections.append(_Correction(exec_id=exec_id, price=price))
+        exec_ids.append(exec_id)
+        self._dirty = True
+        counted = self.engine.executions(self.account)[:self._cash_counted or 0]
+        if any(f.fill_id == fill.fill_id for f in counted):  # the cash holds it at ``before``
+            signed = fill.quantity if fill.side is Side.BUY else -fill.quantity
+            self._cash_flow -= signed * (price - before)
         record = self._record_for(fill.client_order_id, fill=fill)
         corrected = self._corrected(fill)
         log.warning("TWS venue: execution %s corrected as %s at %s", fill.fill_id,
@@ -1119,7 +1131,8 @@ class TwsVenue:
         self.engine.submit(self.account, order)
 
     def _read_order_tail(self, fields: Fields, query: ContractQuery) -> bool:
-        """Walk the rest of a placeOrder message (server version 176) to its whatIf flag."""
+        """Walk the rest of a placeOrder message to its whatIf flag (the layout up to there is
+        the same at every server version spoken here)."""
         fields.skip(6)  # blockOrder, sweepToFill, displaySize, triggerMethod, outsideRth, hidden
         if query.sec_type == "BAG":
             fields.skip(8 * fields.integer())
@@ -1384,7 +1397,7 @@ class TwsVenue:
             return
         for session in list(self._sessions):
             for req_id, symbol in session.market_data.items():
-                if symbol == fill.symbol:
+                if symbol == fill.symbol and not self._connectivity_lost:
                     self._send(session, Out.TICK_PRICE, req_id, int(TickType.LAST),
                                fill.price, session.wire.size(fill.quantity), 0)
             if session.positions_subscribed:
@@ -1544,17 +1557,22 @@ class TwsVenue:
         self._send(session, Out.POSITION_MULTI_END, fields.req_id)
 
     def _account_figures(self) -> AccountFigures:
-        executions = [
-            (fill.side is Side.BUY, fill.quantity, fill.price)
-            for fill in map(self._corrected, self.engine.executions(self.account))
-        ]
+        """The account now. The cash flow of executions is summed once and then only for
+        the executions since (on the loop, like every account message)."""
+        executions = self.engine.executions(self.account)
+        start = self._cash_counted or 0
+        for fill in map(self._corrected, executions[start:]):
+            self._cash_flow += -fill.quantity * fill.price if fill.side is Side.BUY \
+                else fill.quantity * fill.price
+        self._cash_counted = len(executions)
         holdings = []
         for position in self.engine.positions(self.account):
             quote = self.engine.quote(position.symbol)
             mark = quote.mid if quote is not None and quote.bid > 0 else position.average_price
             holdings.append(Holding(position.quantity, position.average_price, mark))
         realized = sum(self.engine.realized_pnl(self.account).values(), Decimal(0))
-        return account_figures(self.behaviour.initial_cash, executions, holdings, realized)
+        return account_figures(self.behaviour.initial_cash + self._cash_flow, [], holdings,
+                               realized)
 
     def _account_values(self) -> list[tuple[str, str, str]]:
         return [("AccountCode", self.account, ""), ("AccountReady", "true", ""),

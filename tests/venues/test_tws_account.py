@@ -156,3 +156,22 @@ def test_identity_holds_for_any_trades() -> None:
                             [Holding(Decimal(-3), Decimal(50), Decimal(55))], Decimal(0))
     assert short.gross_position_value == 165
     assert short.net_liquidation == INITIAL - 15
+
+
+def test_cash_follows_a_correction_made_before_the_account_was_read(
+    venue: TwsVenue, engine: VenueEngine
+) -> None:
+    client = IbapiClient()
+    client.start(venue.port, client_id=2)
+    try:
+        venue.external_fill("AAPL", Side.BUY, Decimal(10))
+        (fill,) = engine.executions(ACCOUNT)
+        venue.correct_execution(fill.fill_id, Decimal("190.05"))
+        client.reqAccountSummary(40, "All", "TotalCashValue")
+        client.wait_for("accountSummaryEnd", lambda a: a == (40,))
+        (cash,) = [a[3] for a in client.of("accountSummary") if a[2] == "TotalCashValue"]
+        assert Decimal(cash) == INITIAL - Decimal("1900.50")
+        venue.correct_execution(fill.fill_id, Decimal("190.00"))  # now it was read
+        client.wait_for("accountSummary", lambda a: a[3] == f"{INITIAL - 1900:.2f}")
+    finally:
+        client.stop()
