@@ -976,7 +976,8 @@ class TwsVenue:
         carries the size) for a new price, tickSize for a new size at the same price.
 
         Coalesced (the default), the whole quote is one write. Otherwise, as TWS sends
-        them, every tick is a write of its own, the bid side first and the ask side
+        them, every tick is a write of its own: each new price's tickPrice is followed by
+        a tickSize for its size, the bid side first and the ask side
         ``quote_split_delay_s`` later."""
         previous = session.last_ticks.get(req_id)
         current = (quote.bid, quote.bid_size, quote.ask, quote.ask_size)
@@ -984,14 +985,18 @@ class TwsVenue:
             return
         session.last_ticks[req_id] = current
         size = session.wire.size
+        split = not self.behaviour.coalesce_quotes
         sides: list[list[tuple[Out, tuple[object, ...]]]] = []
         for price_tick, size_tick, at in ((TickType.BID, TickType.BID_SIZE, 0),
                                           (TickType.ASK, TickType.ASK_SIZE, 2)):
             frames: list[tuple[Out, tuple[object, ...]]] = []
-            if previous is None or previous[at] != current[at]:
+            price_moved = previous is None or previous[at] != current[at]
+            if price_moved:
                 frames.append((Out.TICK_PRICE,
                                (req_id, int(price_tick), current[at], size(current[at + 1]), 0)))
-            elif previous[at + 1] != current[at + 1]:
+            if (split and price_moved) or (previous is not None and not price_moved
+                                           and previous[at + 1] != current[at + 1]):
+                # Split, TWS's way: the size follows its price tick as a tickSize of its own.
                 frames.append((Out.TICK_SIZE, (req_id, int(size_tick), size(current[at + 1]))))
             sides.append(frames)
         bid_frames, ask_frames = sides

@@ -102,13 +102,18 @@ def test_split_quotes_are_one_message_per_tick_bid_side_first() -> None:
         raw.read_until("9")
         raw.sock.sendall(frame(1, 11, 5, 0, "AAPL", "STK", "", 0, "", "", "SMART", "", "USD",
                                "", "", 0, "", 0, 0, ""))
-        first = [raw.read_until("1")[3], raw.read_until("1")[3]]
-        assert first == ["1", "2"]  # bid, then ask
+        raw.read_until("58")  # marketDataType, then the first quote
+        first = [raw.read() for _ in range(4)]
+        assert [(t[0], t[3]) for t in first] == [("1", "1"), ("2", "0"), ("1", "2"), ("2", "3")]
         engine.set_mid("AAPL", Decimal(200))
         engine.step()
-        ticks = [raw.read_until("1") for _ in range(2)]
-        assert [(t[3], t[4]) for t in ticks] == [("1", "199.99"), ("2", "200.01")]
-        assert all(t[5] == "100" for t in ticks)  # the size rides on the price tick
+        ticks = [raw.read() for _ in range(4)]
+        # tickPrice bid (with its size), tickSize bid size, then the same for the ask
+        assert [t[0] for t in ticks] == ["1", "2", "1", "2"]
+        assert [(ticks[0][3], ticks[0][4], ticks[0][5]), (ticks[1][3], ticks[1][4])] == [
+            ("1", "199.99", "100"), ("0", "100")]
+        assert [(ticks[2][3], ticks[2][4], ticks[2][5]), (ticks[3][3], ticks[3][4])] == [
+            ("2", "200.01", "100"), ("3", "100")]
     finally:
         raw.close()
         venue.stop()
