@@ -6,19 +6,28 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
+import select
+import signal
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from ib_insync import IB, Stock, Ticker
+from ibapi.contract import Contract
 
-from tests.venues.tws_helpers import HOST, RawClient, frame, make_engine
+from tests.venues.tws_helpers import HOST, IbapiClient, RawClient, frame, make_engine
 from venues.engine import EngineConfig, VenueEngine
 from venues.tws_behaviour import TwsBehaviour, step_volatility_bps
 from venues.tws_venue import TwsVenue
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(autouse=True)
@@ -145,3 +154,32 @@ def test_prices_step_by_a_fraction_of_the_spread() -> None:
     assert max(moves) <= 2
     assert sum(1 for m in moves if m) < 0.8 * len(moves)
     assert (max(mids) - min(mids)) / spread >= 2
+
+
+def test_the_venue_command_steps_prices_at_a_realistic_volatility(tmp_path: Path) -> None:
+    """``tradeguard venue tws`` with its defaults, watched over TCP by the official client:
+    the bid moves by a tick or two at a time, never by several spreads."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "venues.tws_venue", "--port", "0", "--state-dir", str(tmp_path)],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    client = IbapiClient()
+    try:
+        assert proc.stdout is not None
+        ready, _, _ = select.select([proc.stdout], [], [], 15)
+        assert ready, "venue process did not report its port"
+        client.start(int(proc.stdout.readline().rsplit(":", 1)[1]), client_id=6)
+        contract = Contract()
+        contract.symbol, contract.secType = "AAPL", "STK"
+        contract.exchange, contract.currency = "SMART", "USD"
+        client.reqMktData(1, contract, "", False, False, [])
+        client.wait_for("tickPrice", lambda _: len(
+            [a for a in client.of("tickPrice") if a[1] == 1]) >= 12, timeout=30)
+        bids = [Decimal(str(a[2])) for a in client.of("tickPrice") if a[1] == 1]
+        steps = [abs(b - a) for a, b in itertools.pairwise(bids)]
+        assert max(steps) <= Decimal("0.04")  # two 2-cent spreads
+        assert min(steps) > 0  # a tick is sent only when the price moved
+    finally:
+        client.stop()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0

@@ -580,6 +580,49 @@ def test_restarted_venue_keeps_positions_orders_and_ids(tmp_path: Path, clients:
         tws.stop()
 
 
+def test_a_modified_order_is_still_that_order_after_a_venue_restart(
+    tmp_path: Path, clients: list[IB]
+) -> None:
+    engine_path, tws_path = tmp_path / "engine.json", tmp_path / "tws.json"
+    engine = make_engine()
+    tws = TwsVenue(engine, state_path=tws_path)
+    client = IB()
+    clients.append(client)
+    try:
+        client.connect(HOST, tws.start(), clientId=1, timeout=5)
+        contract = Stock("AAPL", "SMART", "USD")
+        client.qualifyContracts(contract)
+        trade = client.placeOrder(contract, LimitOrder("BUY", 4, 150))
+        wait_until(client, lambda: trade.orderStatus.status == "Submitted")
+        trade.order.lmtPrice = 152
+        client.placeOrder(contract, trade.order)
+        wait_until(client, lambda: [w.order.limit_price for w in engine.open_orders(ACCOUNT)]
+                   == [Decimal(152)])
+        client.disconnect()
+    finally:
+        tws.stop()
+    engine.save(engine_path)
+
+    engine = make_engine()
+    engine.load(engine_path)
+    tws = TwsVenue(engine, state_path=tws_path)
+    client = IB()
+    clients.append(client)
+    try:
+        client.connect(HOST, tws.start(), clientId=1, timeout=5)
+        (restored,) = client.openTrades()
+        assert (restored.order.orderId, restored.order.lmtPrice) == (trade.order.orderId, 152)
+        assert restored.order.permId == trade.order.permId
+        engine.set_mid("AAPL", Decimal(151))
+        engine.step()
+        wait_until(client, restored.isDone)
+        assert restored.orderStatus.status == "Filled"
+        assert [f.execution.orderId for f in restored.fills] == [trade.order.orderId]
+    finally:
+        client.disconnect()
+        tws.stop()
+
+
 def _start_process(state_dir: Path) -> tuple[subprocess.Popen[str], int]:
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
     proc = subprocess.Popen(
