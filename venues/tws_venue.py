@@ -173,6 +173,10 @@ MAX_WRITE_BUFFER = 16 * 1024 * 1024
 STATE_SAVE_INTERVAL_S = 0.5
 """How often the order table is written when it changed."""
 
+ACCOUNT_UPDATE_DELAY_S = 0.1
+"""Account values and summaries are sent this long after an execution, once for a burst
+(TWS itself refreshes them every few minutes)."""
+
 _CONNECTIVITY_TEXTS = {
     1100: "Connectivity between IB and Trader Workstation has been lost.",
     1101: "Connectivity between IB and Trader Workstation has been restored - data lost.",
@@ -398,6 +402,7 @@ class TwsVenue:
         self._connectivity_lost = False
         """Between an injected 1100/2110 and the 1101/1102 that ends it: no market data."""
         self._external_orders = 0
+        self._account_update_due = False
         self._cash_flow = Decimal(0)
         """What executions (at their corrected prices) added to the initial cash."""
         self._cash_counted: int | None = None
@@ -625,10 +630,7 @@ class TwsVenue:
             self._send_execution(session, NO_REQUEST, corrected, record, record.filled,
                                  record.avg_price)
             self._send_commission(session, corrected)
-        for session in list(self._sessions):
-            if session.account_subscribed:
-                self._send_account_values(session)
-            self._send_account_summaries(session)
+        self._schedule_account_update()
 
     def _lose_in_flight(self) -> bool:
         """True when the switch loses this placeOrder."""
@@ -1409,6 +1411,20 @@ class TwsVenue:
                 self._send_position(session, inst, *self._position_of(inst.symbol))
             if session.account_subscribed:
                 self._send_portfolio(session, inst, *self._position_of(inst.symbol))
+        self._schedule_account_update()
+
+    def _schedule_account_update(self) -> None:
+        """Account values and summaries go out once, ``ACCOUNT_UPDATE_DELAY_S`` after the
+        first of a burst of executions, not once per execution."""
+        if self._account_update_due or self._loop is None:
+            return
+        self._account_update_due = True
+        self._loop.call_later(ACCOUNT_UPDATE_DELAY_S, self._guarded, self._send_account_update)
+
+    def _send_account_update(self) -> None:
+        self._account_update_due = False
+        for session in list(self._sessions):
+            if session.account_subscribed:
                 self._send_account_values(session)
             self._send_account_summaries(session)
 
@@ -1616,7 +1632,7 @@ class TwsVenue:
 
     def _req_account_summary(self, session: _Session, fields: Fields) -> None:
         """The requested tags (``$LEDGER``, ``$LEDGER:USD`` and ``$LEDGER:ALL`` add the
-        ledger), then the end marker; sent again after every execution until cancelled."""
+        ledger), then the end marker; sent again after executions until cancelled."""
         fields.req_id = fields.integer()
         group, tags_text = fields.text(), fields.text()
         if group != "All":
