@@ -88,33 +88,57 @@ class In(enum.IntEnum):
     REQ_NEWS_PROVIDERS = 85
 
 
-UNSUPPORTED_REQUESTS: dict[int, tuple[str, int, bool]] = {
-    10: ("reqMktDepth", 354, True),
-    20: ("reqHistoricalData", 162, False),
-    21: ("exerciseOptions", 321, True),
-    22: ("reqScannerSubscription", 162, False),
-    50: ("reqRealTimeBars", 354, True),
-    52: ("reqFundamentalData", 430, True),
-    54: ("calculateImpliedVolatility", 321, True),
-    55: ("calculateOptionPrice", 321, True),
-    67: ("queryDisplayGroups", 321, True),
-    68: ("subscribeToGroupEvents", 321, True),
-    69: ("updateDisplayGroup", 321, True),
-    78: ("reqSecDefOptParams", 321, False),
-    79: ("reqSoftDollarTiers", 321, False),
-    81: ("reqMatchingSymbols", 321, False),
-    83: ("reqSmartComponents", 321, False),
-    84: ("reqNewsArticle", 321, False),
-    86: ("reqHistoricalNews", 162, False),
-    87: ("reqHeadTimeStamp", 162, False),
-    88: ("reqHistogramData", 162, False),
-    92: ("reqPnL", 321, False),
-    94: ("reqPnLSingle", 321, False),
-    96: ("reqHistoricalTicks", 162, False),
-    97: ("reqTickByTickData", 354, False),
-    100: ("reqWshMetaData", 321, False),
-    102: ("reqWshEventData", 321, False),
-    104: ("reqUserInfo", 321, False),
+class ErrorCode(enum.IntEnum):
+    """IB error and notice codes this venue sends."""
+
+    DUPLICATE_ORDER_ID = 103
+    MODIFY_FILLED = 104
+    MODIFY_REFUSED = 105
+    NOT_CANCELLABLE = 161
+    HISTORICAL_DATA_ERROR = 162
+    NO_SECURITY_DEFINITION = 200
+    ORDER_REJECTED = 201
+    ORDER_CANCELLED = 202
+    BAD_REQUEST = 320
+    REQUEST_REFUSED = 321
+    CLIENT_ID_IN_USE = 326
+    NOT_SUBSCRIBED = 354
+    FUNDAMENTAL_DATA_ERROR = 430
+    CONNECTIVITY_LOST = 1100
+    CONNECTIVITY_RESTORED_DATA_LOST = 1101
+    CONNECTIVITY_RESTORED_DATA_KEPT = 1102
+    MARKET_DATA_FARM_OK = 2104
+    SERVER_CONNECTIVITY_BROKEN = 2110
+    CANCEL_UNKNOWN_ORDER = 10147
+
+
+UNSUPPORTED_REQUESTS: dict[int, tuple[str, ErrorCode, bool]] = {
+    10: ("reqMktDepth", ErrorCode.NOT_SUBSCRIBED, True),
+    20: ("reqHistoricalData", ErrorCode.HISTORICAL_DATA_ERROR, False),
+    21: ("exerciseOptions", ErrorCode.REQUEST_REFUSED, True),
+    22: ("reqScannerSubscription", ErrorCode.HISTORICAL_DATA_ERROR, False),
+    50: ("reqRealTimeBars", ErrorCode.NOT_SUBSCRIBED, True),
+    52: ("reqFundamentalData", ErrorCode.FUNDAMENTAL_DATA_ERROR, True),
+    54: ("calculateImpliedVolatility", ErrorCode.REQUEST_REFUSED, True),
+    55: ("calculateOptionPrice", ErrorCode.REQUEST_REFUSED, True),
+    67: ("queryDisplayGroups", ErrorCode.REQUEST_REFUSED, True),
+    68: ("subscribeToGroupEvents", ErrorCode.REQUEST_REFUSED, True),
+    69: ("updateDisplayGroup", ErrorCode.REQUEST_REFUSED, True),
+    78: ("reqSecDefOptParams", ErrorCode.REQUEST_REFUSED, False),
+    79: ("reqSoftDollarTiers", ErrorCode.REQUEST_REFUSED, False),
+    81: ("reqMatchingSymbols", ErrorCode.REQUEST_REFUSED, False),
+    83: ("reqSmartComponents", ErrorCode.REQUEST_REFUSED, False),
+    84: ("reqNewsArticle", ErrorCode.REQUEST_REFUSED, False),
+    86: ("reqHistoricalNews", ErrorCode.HISTORICAL_DATA_ERROR, False),
+    87: ("reqHeadTimeStamp", ErrorCode.HISTORICAL_DATA_ERROR, False),
+    88: ("reqHistogramData", ErrorCode.HISTORICAL_DATA_ERROR, False),
+    92: ("reqPnL", ErrorCode.REQUEST_REFUSED, False),
+    94: ("reqPnLSingle", ErrorCode.REQUEST_REFUSED, False),
+    96: ("reqHistoricalTicks", ErrorCode.HISTORICAL_DATA_ERROR, False),
+    97: ("reqTickByTickData", ErrorCode.NOT_SUBSCRIBED, False),
+    100: ("reqWshMetaData", ErrorCode.REQUEST_REFUSED, False),
+    102: ("reqWshEventData", ErrorCode.REQUEST_REFUSED, False),
+    104: ("reqUserInfo", ErrorCode.REQUEST_REFUSED, False),
 }
 """Requests that carry a request id and that this venue does not serve: message id ->
 (name, IB error code, whether a message version precedes the request id). Each is answered
@@ -199,30 +223,6 @@ _OUT_VERSIONS: dict[Out, int] = {
 """Replies that carry a message version after their id at every server version spoken here;
 orderStatus, openOrder, execDetails, familyCodes, mktDepthExchanges, newsProviders and
 completedOrdersEnd carry none, and contractDetails carries version 8 below 164 only."""
-
-
-class ErrorCode(enum.IntEnum):
-    """IB error and notice codes this venue sends."""
-
-    DUPLICATE_ORDER_ID = 103
-    MODIFY_FILLED = 104
-    MODIFY_REFUSED = 105
-    NOT_CANCELLABLE = 161
-    HISTORICAL_DATA_ERROR = 162
-    NO_SECURITY_DEFINITION = 200
-    ORDER_REJECTED = 201
-    ORDER_CANCELLED = 202
-    BAD_REQUEST = 320
-    REQUEST_REFUSED = 321
-    CLIENT_ID_IN_USE = 326
-    NOT_SUBSCRIBED = 354
-    FUNDAMENTAL_DATA_ERROR = 430
-    CONNECTIVITY_LOST = 1100
-    CONNECTIVITY_RESTORED_DATA_LOST = 1101
-    CONNECTIVITY_RESTORED_DATA_KEPT = 1102
-    MARKET_DATA_FARM_OK = 2104
-    SERVER_CONNECTIVITY_BROKEN = 2110
-    CANCEL_UNKNOWN_ORDER = 10147
 
 
 class TickType(enum.IntEnum):
