@@ -63,10 +63,12 @@ Mapping to the engine
   client id, and two clients that connected at the same ``nextValidId`` do reuse the same
   numbers). A reference already in use is refused with error 103.
 * A modification (placeOrder with the id of a working order) keeps the orderId, permId and
-  the fills so far; at the engine the working order is cancelled and replaced by one for
-  the rest of the quantity, named ``f"{client_order_id}~{n}"``. With engine latency the
-  replaced order can still fill before its cancel takes effect, and the replacement does
-  not know: the IB order can then fill above its quantity (a real venue would not).
+  the fills so far; at the engine the working order is cancelled and, once the cancel is
+  confirmed, replaced by one for the rest of the quantity, named
+  ``f"{client_order_id}~{n}"``. If the order fills or ends before its cancel takes effect
+  (engine latency), the modification is refused (104 when filled) and the order is what it
+  was; it never fills above its quantity. A modification waiting for its cancel is lost if
+  the venue stops in between (the order then shows no working engine order).
 * Engine fill ids are the IB execution ids; a correction adds a revision after a final
   period (``tws-7.02``). IB permIds are allocated here.
 * Order ids, permIds, the order table and corrections are kept in ``state_path`` (JSON,
@@ -302,6 +304,23 @@ class _Correction(msgspec.Struct, kw_only=True):
     price: Decimal
 
 
+@dataclass
+class _Replacement:
+    """A modification waiting for the engine to confirm the cancel of the order it replaces;
+    what the order was before, to restore if that cancel is refused."""
+
+    record: _OrderRecord
+    order: SubmitOrder
+    """The replacement, its quantity set when the cancel is confirmed."""
+    quantity: Decimal
+    order_type: str
+    limit_price: Decimal | None
+    stop_price: Decimal | None
+    tif: str
+    cancelled: bool = False
+    """The client cancelled the order meanwhile: no replacement is submitted."""
+
+
 class _VenueState(msgspec.Struct, kw_only=True):
     """What the venue persists across restarts."""
 
@@ -403,6 +422,8 @@ class TwsVenue:
         """Between an injected 1100/2110 and the 1101/1102 that ends it: no market data."""
         self._external_orders = 0
         self._account_update_due = False
+        self._replacements: dict[str, _Replacement] = {}
+        """Engine id of a replaced order -> its modification, until the cancel is confirmed."""
         self._cash_flow = Decimal(0)
         """What executions (at their corrected prices) added to the initial cash."""
         self._cash_counted: int | None = None
@@ -1221,7 +1242,14 @@ class TwsVenue:
         except (ValueError, msgspec.ValidationError) as exc:
             self._refuse_modification(session, record, str(exc))
             return
+        if any(pending.record is record for pending in self._replacements.values()):
+            self._refuse_modification(session, record,
+                                      "the previous modification is still in progress")
+            return
         previous = record.working_id
+        self._replacements[previous] = _Replacement(
+            record=record, order=order, quantity=record.quantity, order_type=record.order_type,
+            limit_price=record.limit_price, stop_price=record.stop_price, tif=record.tif)
         record.replaced.append(previous)
         record.engine_id = engine_id
         record.quantity = quantity
@@ -1233,7 +1261,45 @@ class TwsVenue:
         log.info("TWS venue: order %d of client %d modified: %s %s %s", record.order_id,
                  record.client_id, quantity, ib_type, order.limit_price or order.stop_price or "")
         self.engine.cancel(self.account, previous)
-        self.engine.submit(self.account, order)
+
+    def _complete_modification(self, pending: _Replacement) -> None:
+        """The replaced engine order is cancelled: the replacement works the rest."""
+        record = pending.record
+        rest = record.quantity - record.filled
+        if pending.cancelled:
+            record.status = "Cancelled"
+            for session in self._recipients(record):
+                self._send_order_status(session, record)
+                self._error(session, record.order_id, ErrorCode.ORDER_CANCELLED,
+                            "Order Canceled - reason:cancelled during a modification")
+            return
+        if rest <= 0:  # filled up to the new quantity while the cancel was on its way
+            record.status = "Filled"
+            for session in self._recipients(record):
+                self._send_order_status(session, record)
+            return
+        self.engine.submit(self.account, msgspec.structs.replace(pending.order, quantity=rest))
+
+    def _abandon_modification(self, pending: _Replacement, reason: str) -> None:
+        """The replaced engine order could not be cancelled (it filled or ended first): the
+        modification is refused and the order is what it was."""
+        record = pending.record
+        record.engine_id = record.replaced.pop()
+        if record.engine_id == record.client_order_id:
+            record.engine_id = ""
+        record.quantity, record.order_type = pending.quantity, pending.order_type
+        record.limit_price, record.stop_price = pending.limit_price, pending.stop_price
+        record.tif = pending.tif
+        record.status = "Filled" if record.filled >= record.quantity else "Cancelled"
+        log.warning("TWS venue: modification of order %d refused: %s", record.order_id, reason)
+        for session in self._recipients(record):
+            if record.status == "Filled":
+                self._error(session, record.order_id, ErrorCode.MODIFY_FILLED,
+                            f"Can't modify a filled order. Order permId ={record.perm_id}")
+            else:
+                self._error(session, record.order_id, ErrorCode.MODIFY_REFUSED,
+                            f"Order being modified does not match original order: {reason}")
+            self._send_order_status(session, record)
 
     def _reject(self, session: _Session, order_id: int, reason: str) -> None:
         log.info("TWS venue: order %d rejected: %s", order_id, reason)
@@ -1255,6 +1321,10 @@ class TwsVenue:
                         f"Order permId ={record.perm_id}")
             return
         record.cancel_requested = True
+        pending = [p for p in self._replacements.values() if p.record is record]
+        if pending:  # the engine order is being replaced: cancel the replacement instead
+            pending[0].cancelled = True
+            return
         self.engine.cancel(self.account, record.working_id)
 
     def _req_global_cancel(self, session: _Session, fields: Fields) -> None:
@@ -1354,10 +1424,17 @@ class TwsVenue:
         record = self._record_for(event.client_order_id)
         if event.client_order_id != record.working_id:
             # The engine order a modification replaced: its cancel is the modification's
-            # first half, not the end of the IB order.
-            if isinstance(event, OrderRejected):
-                log.warning("TWS venue: order %d: the order it replaced could not be "
-                            "cancelled: %s", record.order_id, event.text)
+            # first half (the replacement is submitted once it is confirmed), not the end
+            # of the IB order.
+            pending = self._replacements.pop(event.client_order_id, None)
+            if pending is None:
+                return
+            if isinstance(event, OrderCancelled):
+                self._complete_modification(pending)
+            elif isinstance(event, OrderRejected):
+                self._abandon_modification(pending, event.text or str(event.reason))
+            else:
+                self._replacements[event.client_order_id] = pending
             return
         recipients = self._recipients(record)
         if isinstance(event, OrderAccepted):

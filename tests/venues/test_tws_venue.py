@@ -309,6 +309,97 @@ def test_modification_after_a_partial_fill_keeps_the_filled_part(
     assert engine.positions(ACCOUNT)[0].quantity == Decimal(100)
 
 
+def _engine_with_latency() -> tuple[VenueEngine, list[float]]:
+    """A calm engine whose orders and cancels take effect 0.2 s (of a clock the test moves)
+    after they are sent."""
+    now = [0.0]
+    config = EngineConfig(symbols={"AAPL": Decimal("190")}, volatility_bps=Decimal(0),
+                          depth=Decimal(100), latency_ms=200)
+    engine = VenueEngine("tws", config, clock=lambda: now[0])
+    engine.step()
+    return engine, now
+
+
+def _settle(ib: IB, engine: VenueEngine, now: list[float], condition: Callable[[], bool]) -> None:
+    """Let the engine's latency elapse for whatever has been sent, again and again (the
+    venue sends some requests only on engine events), until ``condition`` holds."""
+
+    def settled() -> bool:
+        now[0] += 1
+        engine.pump()
+        return condition()
+
+    wait_until(ib, settled)
+
+
+def test_an_order_that_fills_before_its_modification_lands_is_not_overfilled(
+    clients: list[IB],
+) -> None:
+    engine, now = _engine_with_latency()
+    tws = TwsVenue(engine)
+    client = IB()
+    clients.append(client)
+    try:
+        client.connect(HOST, tws.start(), clientId=1, timeout=5)
+        seen = error_codes(client)
+        contract = Stock("AAPL", "SMART", "USD")
+        client.qualifyContracts(contract)
+        trade = client.placeOrder(contract, LimitOrder("BUY", 10, 150))
+        client.reqCurrentTime()  # round trip: the venue has the order
+        _settle(client, engine, now, lambda: trade.orderStatus.status == "Submitted")
+
+        trade.order.totalQuantity = 12
+        client.placeOrder(contract, trade.order)
+        client.reqCurrentTime()  # the venue has the modification; its cancel is on its way
+        engine.set_mid("AAPL", Decimal(149))
+        engine.step()  # the original fills in full before the cancel takes effect
+        wait_until(client, lambda: trade.orderStatus.filled == 10)
+        _settle(client, engine, now, lambda: (trade.order.orderId, 104) in seen)
+        wait_until(client, lambda: trade.orderStatus.status == "Filled")
+        now[0] += 1
+        engine.step()
+        client.reqCurrentTime()
+        assert engine.positions(ACCOUNT)[0].quantity == Decimal(10)
+        assert engine.open_orders(ACCOUNT) == []
+        assert trade.orderStatus.filled == 10
+    finally:
+        client.disconnect()
+        tws.stop()
+
+
+def test_a_modification_with_latency_replaces_once_the_cancel_lands(clients: list[IB]) -> None:
+    engine, now = _engine_with_latency()
+    tws = TwsVenue(engine)
+    client = IB()
+    clients.append(client)
+    try:
+        client.connect(HOST, tws.start(), clientId=1, timeout=5)
+        contract = Stock("AAPL", "SMART", "USD")
+        client.qualifyContracts(contract)
+        trade = client.placeOrder(contract, LimitOrder("BUY", 10, 150))
+        client.reqCurrentTime()
+        _settle(client, engine, now, lambda: trade.orderStatus.status == "Submitted")
+        trade.order.totalQuantity = 12
+        client.placeOrder(contract, trade.order)
+        client.reqCurrentTime()
+        _settle(client, engine, now, lambda: [w.order.quantity for w in
+                                              engine.open_orders(ACCOUNT)] == [Decimal(12)])
+        wait_until(client, lambda: trade.orderStatus.remaining == 12)
+
+        trade.order.totalQuantity = 5
+        client.placeOrder(contract, trade.order)
+        client.cancelOrder(trade.order)  # while the modification waits for its cancel
+        client.reqCurrentTime()
+        _settle(client, engine, now, lambda: trade.orderStatus.status == "Cancelled")
+        now[0] += 1
+        engine.pump()
+        client.reqCurrentTime()
+        assert engine.open_orders(ACCOUNT) == []
+    finally:
+        client.disconnect()
+        tws.stop()
+
+
 def test_modifications_tws_refuses_leave_the_order_working(
     ib: IB, engine: VenueEngine, aapl: Stock
 ) -> None:
