@@ -56,6 +56,7 @@ from messages import (
     FailsafeReport,
     FlattenRequested,
     HealthReport,
+    MessageError,
     Mode,
     ModeChanged,
     OperatorCommand,
@@ -589,8 +590,12 @@ class Dashboard(SupervisedActor):
         if verb is OperatorVerb.STATUS:
             return ControlReply(ok=True, result=self.status())
         # The reason travels on to the governor, which logs it: one bounded line only.
-        command = OperatorCommand(verb=verb, operator=identity.name, reason=one_line(request.reason or ""),
-                                  ts_ns=now_ns())
+        try:
+            command = OperatorCommand(verb=verb, operator=identity.name,
+                                      reason=one_line(request.reason or ""), ts_ns=now_ns())
+        except MessageError as exc:  # e.g. a reason that is not valid Unicode
+            return self._refuse("malformed request", identity, verb=request.verb, claimed=claimed,
+                                detail=printable(str(exc)))
         audit = f"operator command accepted: {verb} by {identity.name} {identity.describe()}"
         if claimed is not None and claimed != identity.user:
             audit += f" claimed={printable(claimed)}"

@@ -34,6 +34,10 @@ def _exchange(state_dir: Path, verb: str, *, reason: str, operator: str | None, 
     # peer credentials); the name sent here is only recorded as what the client claimed.
     request = ControlRequest(token=token, verb=verb, reason=reason,
                              operator=operator or getpass.getuser())
+    try:
+        body = msgspec.json.encode(request)
+    except UnicodeError as exc:  # a lone surrogate in a reason or name is no text to send
+        raise ControlError(f"the request is not valid text: {exc.reason}") from exc
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = context.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)
@@ -41,7 +45,7 @@ def _exchange(state_dir: Path, verb: str, *, reason: str, operator: str | None, 
     sock.setsockopt(zmq.SNDTIMEO, int(timeout_s * 1000))
     try:
         sock.connect(control_endpoint(state_dir))
-        sock.send(msgspec.json.encode(request))
+        sock.send(body)
         return sock.recv()
     except zmq.Again as exc:
         raise ControlError(f"the service did not answer within {timeout_s}s") from exc
