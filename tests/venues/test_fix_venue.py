@@ -296,8 +296,10 @@ def test_fix44_market_data_orders_cancels_positions_and_status(
     assert all(s.header.get(Tag.POSS_RESEND) == "Y" for s in statuses[1:])
 
     # an unsupported message type is answered with a business reject
-    client.send("H", [(Tag.CL_ORD_ID, "L4"), (Tag.SYMBOL, "AAPL"), (Tag.SIDE, "1")])
-    client.wait(lambda m: m.type == "j" and m.get(Tag.REF_MSG_TYPE) == "H")
+    client.send("G", [(Tag.ORIG_CL_ORD_ID, "L4"), (Tag.CL_ORD_ID, "R1"), (Tag.SYMBOL, "AAPL"),
+                      (Tag.SIDE, "1"), (Tag.TRANSACT_TIME, utc_timestamp()), (Tag.ORD_TYPE, "2"),
+                      (Tag.ORDER_QTY, "7"), (Tag.PRICE, "1.01")])
+    client.wait(lambda m: m.type == "j" and m.get(Tag.REF_MSG_TYPE) == "G")
     assert client.errors == [] and venue.callback_errors == 0
 
 
