@@ -353,7 +353,7 @@ class FixVenue:
         seed = self.behaviour.seed
         self._draws = {
             name: random.Random(f"{seed}:{name}")
-            for name in ("session", "business", "drop", "bust", "correct", "foreign")
+            for name in ("session_reject", "business_reject", "drop", "bust", "correct", "foreign")
         }
         self._amendments_due: list[tuple[str, str]] = []  # (bust | correct, fill_id)
         self.dropped: list[str] = []

@@ -22,6 +22,7 @@ from venues.fix_venue import (
     EXTENDED_42_TYPES,
     FIX42,
     FIX44,
+    FixBehaviour,
     FixVenue,
     Tag,
     dictionary_settings,
@@ -68,6 +69,8 @@ class Client(fix.Application):  # type: ignore[misc]
         self.begin_string = begin_string
         self.session_id = fix.SessionID(begin_string, ACCOUNT, "VENUE")
         self.messages: list[Received] = []
+        self.rejects: list[Received] = []
+        """Session-level Rejects (35=3) the venue sent."""
         self.logged_on = threading.Event()
         self.errors: list[str] = []
         values = {
@@ -110,7 +113,11 @@ class Client(fix.Application):  # type: ignore[misc]
             self.errors.append(repr(exc))
 
     def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
-        pass
+        try:
+            if message.getHeader().getField(Tag.MSG_TYPE) == "3":
+                self.rejects.append(Received(message, "3"))
+        except Exception as exc:
+            self.errors.append(repr(exc))
 
     def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
         pass
@@ -194,9 +201,11 @@ def started(tmp_path: Path) -> Iterator[list[object]]:
 
 
 def start_pair(engine: VenueEngine, tmp_path: Path, started: list[object],
-               begin_string: str = FIX44, port: int | None = None) -> tuple[FixVenue, Client]:
+               begin_string: str = FIX44, port: int | None = None,
+               behaviour: FixBehaviour | None = None) -> tuple[FixVenue, Client]:
     port = port or free_port()
-    venue = FixVenue(engine, port, tmp_path / "venue", begin_string=begin_string)
+    venue = FixVenue(engine, port, tmp_path / "venue", begin_string=begin_string,
+                     behaviour=behaviour)
     venue.start()
     started.append(venue)
     client = Client(port, tmp_path / "client", begin_string)
