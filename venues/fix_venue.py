@@ -1256,6 +1256,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="FIX version")
     parser.add_argument("--sender-comp-id", default="VENUE", help="the venue's comp id")
     parser.add_argument("--target-comp-id", default="TRADEGUARD", help="the client's comp id")
+    parser.add_argument("--account", default=None,
+                        help="the engine account traded (default: the target comp id)")
     misbehave = parser.add_argument_group(
         "misbehaviour", "what real venues do that a kind simulator does not (rates are 0..1)")
     misbehave.add_argument("--standard-recovery", action="store_true",
@@ -1315,6 +1317,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             begin_string=args.begin_string,
             sender_comp_id=args.sender_comp_id,
             target_comp_id=args.target_comp_id,
+            account=args.account,
             behaviour=behaviour,
             host=args.host,
         )

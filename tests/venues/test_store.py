@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import zmq
 
-from messages import OrderStatus, OrderType, Side
+from messages import OrderEvent, OrderFilled, OrderStatus, OrderType, Side
 from messages import zmq_wire as wire
 from tests.system.processes import free_port
 from tests.venues.test_engine import ACCOUNT, OTHER, make_engine, order, position
@@ -60,12 +60,12 @@ def test_every_event_is_in_the_store_before_anybody_hears_of_it(tmp_path: Path) 
     engine.persist(path)
     seen_in_store: list[bool] = []
 
-    def check(account: str, event: object) -> None:
+    def check(account: str, event: OrderEvent) -> None:
         # a second reader sees the fill committed when the listener hears of it
-        if type(event).__name__ == "OrderFilled":
+        if isinstance(event, OrderFilled):
             with sqlite3.connect(path) as db:
                 ids = {row[0] for row in db.execute("SELECT fill_id FROM fills")}
-            seen_in_store.append(getattr(event, "fill_id") in ids)
+            seen_in_store.append(event.fill_id in ids)
 
     engine.add_order_listener(check)
     _busy(engine)
@@ -156,7 +156,7 @@ def test_a_file_that_is_not_a_store_is_refused_naming_it(tmp_path: Path) -> None
     path = tmp_path / "venue.sqlite3"
     path.write_bytes(b"not a database, just text" * 100)
     engine, _ = make_engine()
-    with pytest.raises(ValueError, match="venue.sqlite3"):
+    with pytest.raises(ValueError, match=r"venue\.sqlite3"):
         engine.persist(path)
     assert not engine.persistent
 

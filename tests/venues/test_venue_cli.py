@@ -1,0 +1,62 @@
+"""``tradeguard venue {fix,zmq,tws}`` as an operator runs it: options named alike, a fresh
+state directory, and a clean stop."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import wait_for
+from tests.system.processes import BIN, free_port
+
+COMMON = ("--host", "--port", "--state-dir", "--venue-name", "--account", "--seed",
+          "--step-interval")
+
+
+@pytest.mark.parametrize("kind", ["fix", "zmq", "tws"])
+def test_every_venue_takes_the_same_options(kind: str) -> None:
+    result = subprocess.run([str(BIN / "tradeguard"), "venue", kind, "--", "--help"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    for option in COMMON:
+        assert option in result.stdout, f"venue {kind}: {option} missing"
+
+
+def _checkpointed(store: Path) -> bool:
+    """The running venue has written a market checkpoint (its runner went round once)."""
+    if not store.exists():
+        return False
+    try:
+        with sqlite3.connect(store) as db:
+            rows = db.execute("SELECT seq FROM markets").fetchall()
+    except sqlite3.Error:
+        return False
+    return any(seq > 0 for (seq,) in rows)
+
+
+@pytest.mark.timeout(60)
+def test_tws_venue_on_a_fresh_state_directory_runs_without_a_traceback(tmp_path: Path) -> None:
+    state = tmp_path / "fresh" / "tws"  # neither directory exists yet
+    process = subprocess.Popen(
+        [str(BIN / "tradeguard"), "venue", "tws", "--port", str(free_port()), "--state-dir",
+         str(state)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        assert "tws venue listening" in process.stdout.readline()
+        # past the first periodic save (the one that used to fail every second)
+        wait_for(lambda: _checkpointed(state / "engine.sqlite3"), timeout_s=20,
+                 what="a market checkpoint in the store")
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=20)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+    assert process.returncode == 0
+    assert "Traceback" not in stderr, stderr
+    assert (state / "engine.json").exists()  # the readable snapshot of a clean stop
+    assert [p.name for p in state.iterdir() if p.name.endswith(".tmp")] == []
