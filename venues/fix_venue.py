@@ -41,8 +41,10 @@ user-defined message types (``U`` + the 4.4 type: UAN, UAO, UAP, Uq, Ur, UAF) an
 FIX44.xml into ``state_dir`` (both defined in ``messages.fix_spec``, shared with the
 connector).
 
-The acceptor listens on 127.0.0.1 only (``SocketAcceptHost``) and accepts peers from
-127.0.0.1 only (``AllowedRemoteAddresses``).
+The session admits peers from 127.0.0.1 only (``AllowedRemoteAddresses``: a connection
+from any other address is dropped at Logon), and the acceptor is asked to listen on
+127.0.0.1 (``SocketAcceptHost``). quickfix 1.16 has no such setting and listens on every
+interface; a quickfix build that has it listens on 127.0.0.1 alone.
 
 Threads: quickfix's threaded acceptor calls the application from its connection thread
 (its single-threaded SocketAcceptor can crash in ``stop()``); engine events arrive on the
@@ -1247,7 +1249,8 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="tradeguard venue fix",
-        description="Run the simulated venue behind a FIX acceptor on 127.0.0.1.",
+        description="Run the simulated venue behind a FIX acceptor that admits peers from "
+                    "127.0.0.1 only.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_common_options(parser, port=9878, state_dir=Path("state/venue-fix"),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -413,3 +414,32 @@ def test_main_serves_fix_and_saves_state_on_sigterm(tmp_path: Path) -> None:
     restored.load(state_dir / "fix-venue.json")
     assert [w.order.client_order_id for w in restored.open_orders(ACCOUNT)] == ["x"]
     assert (state_dir / "fix" / "store").is_dir()
+
+
+def test_a_peer_that_is_not_127_0_0_1_is_refused(
+    engine: VenueEngine, tmp_path: Path, started: list[object]
+) -> None:
+    port = free_port()
+    venue = FixVenue(engine, port, tmp_path / "venue")
+    venue.start()
+    started.append(venue)
+    logon = fix.Message()
+    header = logon.getHeader()
+    for tag, value in ((8, FIX44), (35, "A"), (49, ACCOUNT), (56, "VENUE"), (34, "1"),
+                       (52, utc_timestamp())):
+        header.setField(tag, value)
+    logon.setField(98, "0")
+    logon.setField(108, "30")
+    with socket.socket() as peer:
+        peer.bind(("127.0.0.2", 0))  # loopback, but not the one address the venue admits
+        peer.settimeout(5.0)
+        peer.connect(("127.0.0.1", port))
+        peer.sendall(logon.toString().encode())
+        answer = b""
+        try:
+            while chunk := peer.recv(4096):
+                answer += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    assert b"35=A" not in answer  # no Logon back: the connection is dropped
+    assert not venue.logged_on()
