@@ -189,6 +189,16 @@ def test_trades_busted_and_corrected_after_they_were_reported(
     [busted] = client.wait(by("8", cl_ord_id="T3", exec_type="H"))
     assert busted[EXEC_REF_ID] == third[Tag.EXEC_ID]
     assert [p.quantity for p in engine.positions(ACCOUNT)] == [Decimal(4)]
+
+    # with a correction rate, every trade is corrected one tick against the client
+    venue.behaviour = FixBehaviour(correct_rate=1.0)
+    client.order("T4", "AAPL", "1", "2")
+    [fourth] = client.wait(by("8", cl_ord_id="T4", exec_type="F"))
+    engine.step()
+    [corrected] = client.wait(by("8", cl_ord_id="T4", exec_type="G"))
+    assert corrected[EXEC_REF_ID] == fourth[Tag.EXEC_ID]
+    tick = engine.config.tick_size
+    assert Decimal(corrected[Tag.LAST_PX]) == Decimal(fourth[Tag.LAST_PX]) + tick
     assert client.errors == [] and venue.callback_errors == 0
 
 

@@ -219,7 +219,9 @@ def start_pair(engine: VenueEngine, tmp_path: Path, started: list[object],
 def test_fix44_market_data_orders_cancels_positions_and_status(
     engine: VenueEngine, tmp_path: Path, started: list[object]
 ) -> None:
-    venue, client = start_pair(engine, tmp_path, started)
+    # trade replay on AF is asked for: it is not what a standard venue does
+    venue, client = start_pair(engine, tmp_path, started,
+                               behaviour=FixBehaviour(replay_trades=True))
     engine.step()
 
     # market data: snapshot, then one incremental refresh per step
@@ -316,7 +318,8 @@ def test_fix44_market_data_orders_cancels_positions_and_status(
 def test_fix42_logs_on_trades_and_reads_positions(
     engine: VenueEngine, tmp_path: Path, started: list[object]
 ) -> None:
-    venue, client = start_pair(engine, tmp_path, started, begin_string=FIX42)
+    venue, client = start_pair(engine, tmp_path, started, begin_string=FIX42,
+                               behaviour=FixBehaviour(replay_trades=True))
     engine.step()
     client.order("B1", "EURUSD", "1", "150")
     client.wait(by("8", cl_ord_id="B1", exec_type="1"))
