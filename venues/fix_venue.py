@@ -41,10 +41,12 @@ user-defined message types (``U`` + the 4.4 type: UAN, UAO, UAP, Uq, Ur, UAF) an
 FIX44.xml into ``state_dir`` (both defined in ``messages.fix_spec``, shared with the
 connector).
 
-The session admits peers from 127.0.0.1 only (``AllowedRemoteAddresses``: a connection
-from any other address is dropped at Logon), and the acceptor is asked to listen on
-127.0.0.1 (``SocketAcceptHost``). quickfix 1.16 has no such setting and listens on every
-interface; a quickfix build that has it listens on 127.0.0.1 alone.
+The acceptor listens on 127.0.0.1 only, and the session admits peers from 127.0.0.1 only
+(``AllowedRemoteAddresses``: any other peer is dropped at Logon). quickfix 1.16 has no
+setting for the listening address (later builds have ``SocketAcceptHost``, used when
+present) and binds every interface; with it the venue lets quickfix listen on a spare
+port, then puts a socket bound to 127.0.0.1 on the public port under quickfix's listening
+descriptor (``_listen_on_host``), so nothing of the venue listens on another interface.
 
 Threads: quickfix's threaded acceptor calls the application from its connection thread
 (its single-threaded SocketAcceptor can crash in ``stop()``); engine events arrive on the
@@ -57,8 +59,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import random
 import socket
+import stat
 import sys
 import sysconfig
 import threading
@@ -198,6 +202,23 @@ def spec_dir() -> Path:
 def dictionary_settings(begin_string: str, directory: Path) -> dict[str, str]:
     """quickfix settings that select (and for 4.2 generate) the data dictionaries."""
     return data_dictionary_settings(begin_string, spec_dir(), directory)
+
+
+def _listening_descriptor(port: int) -> int | None:
+    """The descriptor of this process's TCP socket listening on ``port``, if any."""
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            descriptor = int(name)
+            if not stat.S_ISSOCK(os.fstat(descriptor).st_mode):
+                continue
+            with socket.socket(fileno=os.dup(descriptor)) as probe:
+                listening = probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                address = probe.getsockname()
+        except (OSError, ValueError):
+            continue  # closed meanwhile, or not an inet socket
+        if listening and isinstance(address, tuple) and address[1] == port:
+            return descriptor
+    return None
 
 
 def free_port() -> int:
@@ -373,6 +394,7 @@ class FixVenue:
         self._logged_out = threading.Event()
         self._ids = itertools.count(1)
         self._acceptor: fix.ThreadedSocketAcceptor | None = None
+        self._accept_port = port
         self._application: _Application | None = None
         self.callback_errors = 0
         """Exceptions caught in quickfix callbacks (logged; never raised into quickfix)."""
@@ -384,6 +406,8 @@ class FixVenue:
         if self._acceptor is not None:
             raise RuntimeError("fix venue: already started")
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        native_host = hasattr(fix, "SOCKET_ACCEPT_HOST")  # quickfix builds after 1.16
+        self._accept_port = self.port if native_host else free_port()
         settings = self._settings()
         self._application = _Application(self)
         acceptor = fix.ThreadedSocketAcceptor(
@@ -398,6 +422,12 @@ class FixVenue:
         self.engine.add_amendment_listener(self._on_amendment)
         try:
             acceptor.start()
+            if not native_host:
+                try:
+                    self._listen_on_host()
+                except Exception:
+                    acceptor.stop(True)
+                    raise
         except Exception:
             self.engine.remove_order_listener(self._on_order_event)
             self.engine.remove_quote_listener(self._on_quotes)
@@ -438,6 +468,34 @@ class FixVenue:
             self._market_data.clear()
         _log.info(f"fix venue {self.engine.venue}: stopped")
 
+    def _listen_on_host(self) -> None:
+        """Make quickfix 1.16's acceptor listen on ``host``:``port`` instead of every interface.
+
+        quickfix listens on 0.0.0.0 at a spare port, its accept thread holding the listening
+        descriptor. A socket bound to ``host``:``port`` is put under that same descriptor
+        number (``dup2``), so quickfix's next ``accept`` takes connections from it; one
+        connection to the spare port then releases the accept already waiting on the old
+        socket, which closes it and frees the spare port. Raises ``OSError`` when quickfix's
+        listening socket cannot be found or the address cannot be bound.
+        """
+        spare = self._accept_port
+        descriptor = _listening_descriptor(spare)
+        if descriptor is None:
+            raise OSError(f"fix venue: quickfix's listening socket on port {spare} not found")
+        public = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            public.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            public.bind((self.host, self.port))
+            public.listen(128)
+            os.dup2(public.fileno(), descriptor, inheritable=False)
+        finally:
+            public.close()  # quickfix's descriptor keeps the socket open
+        try:  # an accept that was already waiting lets go of the old socket
+            with socket.create_connection(("127.0.0.1", spare), timeout=2.0):
+                pass
+        except OSError:
+            pass  # nothing was waiting on it: the old socket is already closed
+
     def logged_on(self) -> bool:
         """True while the counterparty is logged on."""
         return self._logged_on.is_set()
@@ -457,7 +515,7 @@ class FixVenue:
         values = {
             "ConnectionType": "acceptor",
             "SocketAcceptHost": self.host,
-            "SocketAcceptPort": str(self.port),
+            "SocketAcceptPort": str(self._accept_port),
             "SocketReuseAddress": "Y",
             "SocketNodelay": "Y",
             "AllowedRemoteAddresses": "127.0.0.1",
@@ -1249,8 +1307,7 @@ def _parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="tradeguard venue fix",
-        description="Run the simulated venue behind a FIX acceptor that admits peers from "
-                    "127.0.0.1 only.",
+        description="Run the simulated venue behind a FIX acceptor on 127.0.0.1.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add_common_options(parser, port=9878, state_dir=Path("state/venue-fix"),

@@ -446,3 +446,34 @@ def test_a_peer_that_is_not_127_0_0_1_is_refused(
             pass
     assert b"35=A" not in answer  # no Logon back: the connection is dropped
     assert not venue.logged_on()
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp{,6})."""
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                local, state = line.split()[1], line.split()[3]
+                address, _, hex_port = local.rpartition(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    if len(address) == 8:
+                        found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+                    else:
+                        found.add(address)
+    return found
+
+
+def test_the_acceptor_listens_on_127_0_0_1_only(
+    engine: VenueEngine, tmp_path: Path, started: list[object]
+) -> None:
+    venue, client = start_pair(engine, tmp_path, started)
+    assert _listening_addresses(venue.port) == {"127.0.0.1"}
+    spare = venue._accept_port  # where quickfix itself was told to listen
+    if spare != venue.port:
+        wait_for(lambda: not _listening_addresses(spare), what="the spare port released")
+    client.order("B1", "AAPL", "1", "1")  # the session works through the loopback socket
+    client.wait(by("8", cl_ord_id="B1", exec_type="0"))
+    venue.stop()
+    wait_for(lambda: not _listening_addresses(venue.port), what="nothing listening after stop")
