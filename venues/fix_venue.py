@@ -1363,10 +1363,10 @@ def behaviour_from_args(args: argparse.Namespace) -> FixBehaviour:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run engine, engine runner and FIX acceptor until SIGTERM or SIGINT."""
     from venues.engine import EngineConfig, VenueEngine
-    from venues.process import serve_until_signalled
+    from venues.process import serve_until_signalled, venue_argv
 
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(venue_argv(argv))
     try:
         behaviour = behaviour_from_args(args)
         engine = VenueEngine(args.name, EngineConfig(seed=args.seed))

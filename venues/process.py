@@ -14,14 +14,25 @@ import argparse
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
 from venues.engine import EngineRunner, VenueEngine
 from venues.store import store_path_for
 
-__all__ = ["add_common_options", "serve_until_signalled"]
+__all__ = ["add_common_options", "serve_until_signalled", "venue_argv"]
+
+
+def venue_argv(argv: Sequence[str] | None) -> list[str] | None:
+    """``argv`` without the first bare ``--`` (``tradeguard venue fix --port N -- OPTIONS``
+    hands the separator on; the venue's own options follow it)."""
+    if argv is None:
+        return None
+    args = list(argv)
+    if "--" in args:
+        args.remove("--")
+    return args
 
 
 def add_common_options(parser: argparse.ArgumentParser, *, port: int, state_dir: Path | None,

@@ -688,10 +688,10 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run engine, engine runner and ZeroMQ front until SIGTERM or SIGINT."""
     from venues.engine import EngineConfig, VenueEngine
-    from venues.process import serve_until_signalled
+    from venues.process import serve_until_signalled, venue_argv
 
     parser = _parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(venue_argv(argv))
     state_path = args.state_dir / "zmq-venue.json" if args.state_dir is not None else None
     try:
         behaviour = ZmqBehaviour(drop_rate=args.drop_rate, cancel_all=args.cancel_all,

@@ -21,7 +21,7 @@ from tests.venues.test_fix_venue import (
     started,
 )
 from venues.engine import VenueEngine
-from venues.fix_venue import FixBehaviour, FixVenue, Tag, free_port, utc_timestamp
+from venues.fix_venue import FIX42, FixBehaviour, FixVenue, Tag, free_port, utc_timestamp
 
 __all__ = ["engine", "started"]  # fixtures, used by name
 
@@ -233,3 +233,20 @@ def test_bad_behaviour_is_refused_naming_the_field() -> None:
         FixBehaviour(drop_rate=1.5)
     with pytest.raises(ValueError, match="host"):
         FixVenue(VenueEngine("x"), free_port(), Path("unused"), host="0.0.0.0")
+
+
+def test_fix42_status_request_and_bust(
+    engine: VenueEngine, tmp_path: Path, started: list[object]
+) -> None:
+    venue, client = start_pair(engine, tmp_path, started, begin_string=FIX42)
+    engine.step()
+    client.order("T1", "AAPL", "1", "10")
+    [fill] = client.wait(lambda m: m.type == "8" and m.get(Tag.CL_ORD_ID) == "T1"
+                         and m.get(Tag.EXEC_TYPE) == "2")
+    client.send("H", [(Tag.CL_ORD_ID, "T1"), (Tag.SYMBOL, "AAPL"), (Tag.SIDE, "1")])
+    [status] = client.wait(lambda m: m.get(Tag.EXEC_TRANS_TYPE) == "3")
+    assert (status[Tag.ORD_STATUS], Decimal(status[Tag.CUM_QTY])) == ("2", Decimal(10))
+    venue.bust(fill[Tag.EXEC_ID])
+    [bust] = client.wait(lambda m: m.get(Tag.EXEC_TRANS_TYPE) == "1")
+    assert bust[EXEC_REF_ID] == fill[Tag.EXEC_ID] and Decimal(bust[Tag.CUM_QTY]) == 0
+    assert client.errors == [] and venue.callback_errors == 0

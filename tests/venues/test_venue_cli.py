@@ -60,3 +60,54 @@ def test_tws_venue_on_a_fresh_state_directory_runs_without_a_traceback(tmp_path:
     assert "Traceback" not in stderr, stderr
     assert (state / "engine.json").exists()  # the readable snapshot of a clean stop
     assert [p.name for p in state.iterdir() if p.name.endswith(".tmp")] == []
+
+
+@pytest.mark.timeout(60)
+def test_fix_venue_switches_from_the_command_line(tmp_path: Path) -> None:
+    from tests.venues.test_fix_venue import Client, by
+    from venues.fix_venue import Tag, utc_timestamp
+
+    port = free_port()
+    process = subprocess.Popen(
+        [str(BIN / "tradeguard"), "venue", "fix", "--port", str(port), "--state-dir",
+         str(tmp_path / "venue"), "--standard-recovery", "--mass-cancel", "refuse"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = Client(port, tmp_path / "client")
+    try:
+        assert process.stdout is not None
+        assert "fix venue" in process.stdout.readline()
+        client.start(timeout_s=10)
+        client.order("L1", "AAPL", "1", "5", ord_type="2", price="1.00")
+        client.order("B1", "AAPL", "1", "5")
+        client.wait(by("8", cl_ord_id="L1", exec_type="0"))
+        client.wait(by("8", cl_ord_id="B1", exec_type="F"))
+        client.send("q", [(Tag.CL_ORD_ID, "MC1"), (Tag.MASS_CANCEL_REQUEST_TYPE, "7"),
+                          (Tag.TRANSACT_TIME, utc_timestamp())])
+        [report] = client.wait(by("r", cl_ord_id="MC1"))
+        assert report[Tag.MASS_CANCEL_RESPONSE] == "0"
+        client.send("AF", [(Tag.MASS_STATUS_REQ_ID, "S1"), (Tag.MASS_STATUS_REQ_TYPE, "7")])
+        [only] = client.wait(lambda m: m.get(Tag.MASS_STATUS_REQ_ID) == "S1")
+        assert (only[Tag.EXEC_TYPE], only[Tag.CL_ORD_ID]) == ("I", "L1")  # no trade replayed
+        assert only[Tag.LAST_RPT_REQUESTED] == "Y"
+    finally:
+        client.stop()
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=10)
+    assert process.returncode == 0
+
+
+@pytest.mark.parametrize(("kind", "option", "field"), [
+    ("fix", "--drop-rate", "drop_rate"),
+    ("zmq", "--foreign-fill-rate", "foreign_fill_rate"),
+])
+def test_a_bad_switch_is_refused_naming_it(kind: str, option: str, field: str) -> None:
+    result = subprocess.run(
+        [str(BIN / "tradeguard"), "venue", kind, "--port", str(free_port()), "--", option, "2"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert field in result.stderr and "Traceback" not in result.stderr
