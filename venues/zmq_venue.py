@@ -45,6 +45,7 @@ from messages import (
     SubmitOrder,
 )
 from messages import zmq_wire as wire
+from venues.store import store_path_for
 
 if TYPE_CHECKING:
     from messages import OrderEvent
@@ -129,8 +130,10 @@ class ZmqVenue:
         """Prepare the venue; nothing is bound before ``start()``.
 
         Port 0 binds a free port. ``market_endpoint``/``order_endpoint`` (e.g. an
-        ``ipc://`` path) replace host and port when given. With ``state_path`` the engine
-        state is loaded on start and saved on stop.
+        ``ipc://`` path) replace host and port when given. With ``state_path`` (a JSON
+        file name) the engine keeps its state in the SQLite store beside it
+        (``venues.store``) from start to stop, every order event committed before it is
+        reported; stop also writes the JSON snapshot.
         """
         if host not in LOOPBACK_HOSTS:
             raise ValueError(f"host: the simulated venue binds loopback only, got {host!r}")
@@ -189,7 +192,10 @@ class ZmqVenue:
             self._clients.clear()
         self._started_once = True
         if self.state_path is not None:
-            self.engine.load(self.state_path)
+            store = store_path_for(self.state_path)
+            if not store.exists() and self.state_path.exists():
+                self.engine.load(self.state_path)  # an older version's JSON
+            self.engine.persist(store)
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._context = context
         try:
@@ -211,6 +217,8 @@ class ZmqVenue:
             self._wake_push.connect(wake)
         except zmq.ZMQError:
             self._close_sockets()
+            if self.state_path is not None:
+                self.engine.close_store()
             raise
         self.market_endpoint = _bound(self._pub)
         self.order_endpoint = _bound(self._router)
@@ -238,7 +246,8 @@ class ZmqVenue:
         else:
             self._close_sockets()
         if self.state_path is not None:
-            self.engine.save(self.state_path)
+            self.engine.close_store()
+            self.engine.save(self.state_path)  # a readable snapshot of a clean stop
         _log.info("zmq venue down")
 
     @property
