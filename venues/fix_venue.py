@@ -183,6 +183,8 @@ class FixBehaviour(msgspec.Struct, frozen=True, kw_only=True):
     def standard(cls, **changes: object) -> FixBehaviour:
         """A venue that recovers by the standard only (no trade replay), plus ``changes``."""
         return msgspec.structs.replace(cls(replay_trades=False), **changes)
+
+
 _log = logger.bind(channel="main", component="fix_venue")
 
 

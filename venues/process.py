@@ -59,7 +59,8 @@ def serve_until_signalled(engine: VenueEngine, *, interval_s: float, state_path:
     """Step ``engine`` every ``interval_s`` and run the front until SIGTERM or SIGINT.
 
     ``start_front`` returns the line printed once the venue is ready. A state directory
-    that cannot be used is a one-line error on stderr and exit status 2.
+    that cannot be used, or a front that cannot start (a port in use), is a one-line error
+    on stderr and exit status 2.
     """
     stop = threading.Event()
 
@@ -82,7 +83,11 @@ def serve_until_signalled(engine: VenueEngine, *, interval_s: float, state_path:
     previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
     runner = EngineRunner(engine, interval_s=interval_s)
     try:
-        ready = start_front()
+        try:
+            ready = start_front()
+        except Exception as exc:  # a port in use, a bad address: one line, not a traceback
+            print(f"venue: cannot start: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return 2
         try:
             runner.start()
             print(ready, flush=True)

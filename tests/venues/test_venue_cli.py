@@ -111,3 +111,18 @@ def test_a_bad_switch_is_refused_naming_it(kind: str, option: str, field: str) -
         capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert field in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("kind", ["fix", "zmq"])
+def test_a_port_in_use_is_one_line_and_exit_2(kind: str, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen(1)
+        port = holder.getsockname()[1]
+        result = subprocess.run(
+            [str(BIN / "tradeguard"), "venue", kind, "--port", str(port), "--state-dir",
+             str(tmp_path / "state")], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2, result.stderr
+    assert "cannot start" in result.stderr and "Traceback" not in result.stderr
