@@ -367,7 +367,8 @@ class OrderStatusReply(Frame, frozen=True, kw_only=True, tag="order_status"):
     """False when the venue never accepted an order with this id (the fields below are then
     empty or zero)."""
     status: OrderStatus | None = None
-    """``accepted``, ``partially_filled``, ``filled`` or ``cancelled``."""
+    """``pending`` (received, not yet at the book), ``accepted``, ``partially_filled``,
+    ``filled`` or ``cancelled``."""
     venue_order_id: str = ""
     """The venue's identifier."""
     symbol: str = ""

@@ -40,6 +40,7 @@ from messages import (
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
+    OrderStatus,
     Quote,
     Side,
     SubmitOrder,
@@ -581,8 +582,12 @@ class ZmqVenue:
     def _on_order_status(self, request: wire.OrderStatusRequest) -> wire.Frame:
         status = self.engine.order_status(self.account, request.client_order_id)
         if status is None:
-            return wire.OrderStatusReply(req_id=request.req_id, known=False, ts_ns=time.time_ns(),
-                                         client_order_id=request.client_order_id)
+            with self._state_lock:  # received, not yet at the book (engine latency)
+                pending = self._order_states.get(request.client_order_id) == "new"
+            return wire.OrderStatusReply(
+                req_id=request.req_id, known=pending, ts_ns=time.time_ns(),
+                client_order_id=request.client_order_id,
+                status=OrderStatus.PENDING if pending else None)
         return wire.OrderStatusReply(
             req_id=request.req_id,
             client_order_id=request.client_order_id,

@@ -120,3 +120,21 @@ def test_bad_behaviour_is_refused_naming_the_field() -> None:
         ZmqBehaviour(cancel_all="maybe")
     with pytest.raises(ValueError, match="drop_rate"):
         ZmqBehaviour(drop_rate=-0.1)
+
+
+def test_order_status_of_an_order_still_in_flight_is_pending(
+    context: zmq.Context[zmq.Socket[bytes]]
+) -> None:
+    now = [1000.0]
+    slow = VenueEngine("sim", EngineConfig(depth=Decimal(100), latency_ms=500),
+                       clock=lambda: now[0])
+    with start(slow, context) as (_, client):
+        client.send(new_order("p1", "1"))
+        client.send({"type": "order_status", "req_id": "s1", "client_order_id": "p1"})
+        pending = client.expect_type("order_status", req_id="s1")
+        assert (pending["known"], pending["status"]) == (True, "pending")
+        now[0] += 1.0
+        slow.pump()
+        client.expect_type("filled", client_order_id="p1")
+        client.send({"type": "order_status", "req_id": "s2", "client_order_id": "p1"})
+        assert client.expect_type("order_status", req_id="s2")["status"] == "filled"
