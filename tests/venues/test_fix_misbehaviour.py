@@ -250,3 +250,16 @@ def test_fix42_status_request_and_bust(
     [bust] = client.wait(lambda m: m.get(Tag.EXEC_TRANS_TYPE) == "1")
     assert bust[EXEC_REF_ID] == fill[Tag.EXEC_ID] and Decimal(bust[Tag.CUM_QTY]) == 0
     assert client.errors == [] and venue.callback_errors == 0
+
+
+def test_a_status_request_without_clordid_is_refused_and_the_venue_goes_on(
+    engine: VenueEngine, tmp_path: Path, started: list[object]
+) -> None:
+    venue, client = start_pair(engine, tmp_path, started)
+    client.send("H", [(ORD_STATUS_REQ_ID, "bad"), (Tag.SYMBOL, "AAPL"), (Tag.SIDE, "1")])
+    # ClOrdID is required: quickfix's dictionary refuses it at session level (35=3)
+    [reject] = wait_for(lambda: [r for r in client.rejects if r.get(Tag.REF_MSG_TYPE) == "H"],
+                        what="a session-level reject of the H")  # type: ignore[misc]
+    assert reject.get(Tag.REF_TAG_ID) == str(int(Tag.CL_ORD_ID))
+    answer = status_request(client, "NEVER", "good")
+    assert answer[Tag.ORD_STATUS] == "8" and venue.callback_errors == 0

@@ -138,3 +138,14 @@ def test_order_status_of_an_order_still_in_flight_is_pending(
         client.expect_type("filled", client_order_id="p1")
         client.send({"type": "order_status", "req_id": "s2", "client_order_id": "p1"})
         assert client.expect_type("order_status", req_id="s2")["status"] == "filled"
+
+
+def test_a_bad_order_status_request_is_an_error_naming_the_field(
+    kind: tuple[ZmqVenue, Client]
+) -> None:
+    _, client = kind
+    client.send({"type": "order_status", "req_id": "bad", "client_order_id": ""})
+    error = client.expect_type("error", req_id="bad")
+    assert error["code"] == "invalid" and "client_order_id" in error["text"]
+    client.send({"type": "order_status", "req_id": "ok", "client_order_id": "x"})
+    assert client.expect_type("order_status", req_id="ok")["known"] is False  # still serving
