@@ -212,6 +212,7 @@ class OrderStatusRequest(Frame, frozen=True, kw_only=True, tag="order_status"):
     """The order."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("client_order_id", self.client_order_id)
 
 
@@ -453,6 +454,18 @@ class OrderStatusReply(Frame, frozen=True, kw_only=True, tag="order_status"):
     """Average price of the executions (zero before the first)."""
     ts_ns: int = 0
     """When, wall clock nanoseconds."""
+
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "quantity": QUANTITY_BOUNDS,
+        "filled": QUANTITY_BOUNDS,
+        "leaves": QUANTITY_BOUNDS,
+        "average_price": PRICE_BOUNDS,
+    })
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("quantity", "filled", "leaves", "average_price"):
+            require_not_below_zero(name, getattr(self, name))
 
 
 class CancelAllRejectedReply(Frame, frozen=True, kw_only=True, tag="cancel_all_rejected"):

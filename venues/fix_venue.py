@@ -1335,7 +1335,8 @@ def _parser() -> argparse.ArgumentParser:
                            help="share of orders answered by a session-level Reject (35=3)")
     misbehave.add_argument("--business-reject-rate", type=float, default=0.0,
                            help="share of orders answered by a BusinessMessageReject (35=j)")
-    misbehave.add_argument("--drop-rate", type=float, default=0.0,
+    misbehave.add_argument("--drop-rate", "--drop-order-rate", dest="drop_rate", type=float,
+                           default=0.0,
                            help="share of orders dropped in flight (never acknowledged)")
     misbehave.add_argument("--bust-rate", type=float, default=0.0,
                            help="share of trades busted afterwards (ExecType=H)")

@@ -690,7 +690,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--heartbeat", type=float, default=0.5, help="seconds between heartbeats")
     misbehave = parser.add_argument_group(
         "misbehaviour", "what real venues do that a kind simulator does not (rates are 0..1)")
-    misbehave.add_argument("--drop-rate", type=float, default=0.0,
+    misbehave.add_argument("--drop-rate", "--drop-order-rate", dest="drop_rate", type=float,
+                           default=0.0,
                            help="share of orders dropped in flight (never acknowledged)")
     misbehave.add_argument("--cancel-all", choices=sorted(CANCEL_ALL_MODES), default="accept",
                            help="carry out, refuse or ignore cancel_all requests")
