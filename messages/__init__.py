@@ -43,6 +43,16 @@ from messages.orders import (
     VenuePositions,
 )
 from messages.portfolio import PortfolioSnapshot, PositionState, Reconciliation
+from messages.requests import (
+    EnterFailsafe,
+    GetFailsafeState,
+    GetPortfolio,
+    GetReconciliations,
+    GetRiskState,
+    GetSafetyStats,
+    SafetyStats,
+    Shutdown,
+)
 
 __all__ = [
     "DONE_STATES",
@@ -56,9 +66,15 @@ __all__ = [
     "CancelOrder",
     "ConnectorDown",
     "ConnectorUp",
+    "EnterFailsafe",
     "Escalation",
     "FailsafeReport",
     "FlattenRequested",
+    "GetFailsafeState",
+    "GetPortfolio",
+    "GetReconciliations",
+    "GetRiskState",
+    "GetSafetyStats",
     "HealthReport",
     "Message",
     "MessageError",
@@ -82,7 +98,9 @@ __all__ = [
     "RejectReason",
     "RequestPositions",
     "SafetyEvent",
+    "SafetyStats",
     "Severity",
+    "Shutdown",
     "Side",
     "SubmitOrder",
     "TimeInForce",
