@@ -33,14 +33,15 @@ import zmq
 from loguru import logger
 
 from actors import topics
-from actors.failsafe import GetFailsafeState
-from actors.position_keeper import GetPortfolio, GetReconciliations
-from actors.risk_governor import GetRiskState
 from messages import (
     ConnectorDown,
     ConnectorUp,
     FailsafeReport,
     FlattenRequested,
+    GetFailsafeState,
+    GetPortfolio,
+    GetReconciliations,
+    GetRiskState,
     HealthReport,
     Mode,
     ModeChanged,

@@ -29,6 +29,7 @@ from typing import Any
 
 import msgspec
 
+from actors import topics
 from actors.errors import JournalError
 from core.lifecycle import STEPS, VenueEvent
 from messages import (
@@ -52,9 +53,9 @@ from messages import (
 )
 
 SCHEMA_VERSION = 1
-GOVERNOR_WRITER = "risk_governor"
+GOVERNOR_WRITER = topics.RISK_GOVERNOR
 """The risk governor's journal: the write-ahead order log and the mode log."""
-KEEPER_WRITER = "position_keeper"
+KEEPER_WRITER = topics.POSITION_KEEPER
 """The position keeper's journal: fills, order events, reconciliations."""
 MAINTENANCE_WRITER = "maintenance"
 """Tools and tests: may write every table (never an actor's writer)."""

@@ -119,7 +119,7 @@ class PositionKeeper(SupervisedActor):
         self.state_dir = Path(state_dir)
         self.journal_path = self.state_dir / config.journal_name
         self._clock = clock
-        self._log = logger.bind(channel="main", actor="position_keeper")
+        self._log = logger.bind(channel="main", actor=topics.POSITION_KEEPER)
         self._journal: Journal | None = None
         self._positions: dict[tuple[str, str], Position] = {}
         self._open: dict[str, set[str]] = {}

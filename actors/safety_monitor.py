@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from decimal import Decimal
 from functools import partial
@@ -32,8 +32,11 @@ import msgspec
 from loguru import logger
 
 from actors import topics
+from core.exposure import valid_mid
+from core.rejections import RejectionLoop, is_venue_rejection
 from messages import (
     CancelAllDone,
+    GetSafetyStats,
     HealthReport,
     OrderAccepted,
     OrderCancelled,
@@ -42,8 +45,8 @@ from messages import (
     OrderType,
     Quote,
     QuoteBatch,
-    RejectReason,
     SafetyEvent,
+    SafetyStats,
     Severity,
     Side,
     SubmitOrder,
@@ -129,8 +132,8 @@ class SafetyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Submitted orders remembered for the fill checks; the oldest are forgotten first."""
     max_venue_rejections: int | None = 5
     """Raise CRITICAL ``venue_rejections`` when this many orders are rejected by one venue
-    (reason ``venue``; tradeguard's own pre-trade rejections do not count) within
-    ``rejection_window_s``."""
+    (whatever reason the venue gives; tradeguard's own pre-trade rejections and a connector
+    refusing while its session is down do not count) within ``rejection_window_s``."""
     rejection_window_s: float = 60.0
     """Window of the venue rejection count, seconds (inclusive: rejections exactly this far
     apart are within it)."""
@@ -414,9 +417,10 @@ class LastQuotes:
             last[q.symbol] = q
 
     def mid(self, venue: str, symbol: str) -> Decimal | None:
-        """Mid of the last quote of ``symbol`` at ``venue``, or None."""
+        """Mid of the last quote of ``symbol`` at ``venue``; None without one, or when it was
+        not a valid quote (``core.exposure.valid_mid``: crossed, say)."""
         q = self._quotes.get(venue, {}).get(symbol)
-        return None if q is None else q.mid
+        return None if q is None else valid_mid(q)
 
 
 class FeedStaleRule:
@@ -568,27 +572,26 @@ def check_slippage(order: TrackedOrder, fill: OrderFilled, threshold: Decimal) -
 
 
 class RejectionRule:
-    """``max_count`` venue rejections at one venue within ``window_s`` seconds: CRITICAL."""
+    """A rejection loop at one venue: CRITICAL. What counts and the window are
+    ``core.rejections`` (the policy the risk governor's circuit breaker uses too): every
+    rejection of an order that was sent to the venue, whatever the venue's reason, except a
+    connector refusing because its session is down."""
 
     def __init__(self, max_count: int, window_s: float) -> None:
-        self._max = max_count
-        self._window_s = window_s
-        self._times: dict[str, deque[float]] = {}
+        self._loop = RejectionLoop(max_count, window_s)
 
-    def on_rejected(self, rejected: OrderRejected, now: float) -> Finding | None:
-        """Count a rejection; only the venue's own (reason ``venue``) count."""
-        if rejected.reason is not RejectReason.VENUE:
+    def on_rejected(self, rejected: OrderRejected, now: float, *, sent: bool) -> Finding | None:
+        """Count a rejection; ``sent``: the order was seen going to the venue."""
+        if not is_venue_rejection(rejected, sent):
             return None
-        times = self._times.get(rejected.venue)
-        if times is None:
-            times = self._times[rejected.venue] = deque(maxlen=self._max)
-        times.append(now)
-        if len(times) < self._max or now - times[0] > self._window_s:
+        count = self._loop.on_rejection(rejected.venue, now)
+        if not count:
             return None
         return Finding(
             kind=VENUE_REJECTIONS, severity=Severity.CRITICAL, venue=rejected.venue,
-            symbol=rejected.symbol, value=Decimal(self._max),
-            detail=f"{self._max} venue rejections within {now - times[0]:.3f}s; last: {rejected.text}",
+            symbol=rejected.symbol, value=Decimal(count),
+            detail=(f"{count} venue rejections within {self._loop.span(rejected.venue):.3f}s; "
+                    f"last: {rejected.reason}: {rejected.text}"),
         )
 
 
@@ -616,27 +619,6 @@ class Cooldown:
 
 
 # ---- the checks, wired ---------------------------------------------------------------------
-
-
-class GetSafetyStats(msgspec.Struct, frozen=True, kw_only=True):
-    """Ask the safety monitor for its counters; answered with ``SafetyStats``."""
-
-
-class SafetyStats(msgspec.Struct, frozen=True, kw_only=True):
-    """The safety monitor's counters since it started."""
-
-    raised: dict[str, int]
-    """Safety events published, per kind."""
-    suppressed: dict[str, int]
-    """Findings held back by the cool-down, per kind."""
-    sequence_gaps: dict[str, int]
-    """Sequence gaps reported by connectors (``HealthReport.gaps``), per venue."""
-    quotes: int
-    """Quotes checked."""
-    batches: int
-    """Quote batches checked."""
-    last_verdict_ns: int
-    """When the checks of the last batch finished, wall clock nanoseconds; 0 before any."""
 
 
 class SafetyChecks:
@@ -791,7 +773,8 @@ class SafetyChecks:
     def _on_rejected(self, rejected: OrderRejected, now: float) -> list[Finding]:
         if self.rejections is None:
             return []
-        finding = self.rejections.on_rejected(rejected, now)
+        sent = self.orders.get(rejected.client_order_id) is not None
+        finding = self.rejections.on_rejected(rejected, now, sent=sent)
         return [] if finding is None else [finding]
 
     def _on_health(self, report: HealthReport, now: float) -> list[Finding]:
