@@ -70,8 +70,6 @@ from supervision import (
 
 __all__ = ["EnterFailsafe", "GetRiskState", "RiskConfig", "RiskGovernor", "Shutdown", "Tick"]
 
-ZERO = Decimal(0)
-
 
 JOURNAL_WAIT_S = 0.5
 """Longest the governor waits for the journal's write lock before refusing an order."""

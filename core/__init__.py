@@ -1,6 +1,6 @@
 """tradeguard's trading logic, free of actors, threads, sockets, SQLite and clocks: the
 mode machine, exposure, pre-trade checks, rejection loops, the order lifecycle, the
-failsafe's rounds, and P&L. Time is always passed in."""
+failsafe's rounds, P&L, and the safety checks. Time is always passed in."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from core.lifecycle import OrderLifecycle, VenueEvent, event_of
 from core.modes import TRANSITIONS, ForbiddenTransition, ModeChange, ModeMachine, ModeRules, latched_in
 from core.pnl import DAY_NS, DailyTotals, FillEffect, Position, apply_fill, parse_boundary, session_start_ns
 from core.rejections import CircuitBreaker, CircuitState, RejectionLoop, is_venue_rejection
+from core.safety import Finding, SafetyChecks, SafetyRules
 
 __all__ = [
     "DAY_NS",
@@ -21,6 +22,7 @@ __all__ = [
     "Desk",
     "Exposure",
     "FillEffect",
+    "Finding",
     "FlattenPlan",
     "ForbiddenTransition",
     "Limits",
@@ -33,6 +35,8 @@ __all__ = [
     "Refusal",
     "RejectionLoop",
     "RoundStart",
+    "SafetyChecks",
+    "SafetyRules",
     "VenueEvent",
     "VenueState",
     "apply_fill",

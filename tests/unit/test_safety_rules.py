@@ -549,7 +549,7 @@ def test_feed_stale_from_health_reports(name: str, age_ns: int, last_message_ns:
     t0 = 1_700_000_000 * S
     last = t0 if last_message_ns else 0
     report = HealthReport(name=name, connected=True, last_message_ns=last, ts_ns=t0 + age_ns)
-    finding = rule.on_health(report)
+    finding = rule.on_health(report, t0)   # the report's own time wins over the wall clock
     assert (finding is not None) is stale
     if finding is not None:
         assert (finding.kind, finding.venue, finding.value) == (FEED_STALE, VENUE, D(age_ns) / S)
