@@ -4,8 +4,11 @@ path, and an abstract name) and reads what ``tradeguard run`` sends it."""
 from __future__ import annotations
 
 import itertools
+import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -20,8 +23,8 @@ from tests.helpers import wait_for
 from tests.system.processes import running, wait_status
 from tradeguard import systemd
 from tradeguard.app import Service
-from tradeguard.cli import EXIT_ESCALATED, EXIT_OK, watchdog_loop
-from tradeguard.settings import load_settings
+from tradeguard.cli import EXIT_ESCALATED, EXIT_FAILURE, EXIT_OK, watchdog_loop
+from tradeguard.settings import DEFAULT_CONFIG, load_settings
 
 
 class NotifyListener:
@@ -165,3 +168,74 @@ def test_watchdog_loop_ends_with_exit_3_when_the_root_dies(service: Service,
     assert not service.healthy()
     messages = listener.drain()
     assert messages[-1].startswith("STATUS=the supervision tree gave up")
+
+
+def test_ready_is_never_sent_while_a_permanent_child_fails_to_start(
+        listener: NotifyListener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The position keeper cannot open its journal (a directory stands at its path): it is
+    restarted with backoff, never runs, and the service must neither send READY=1 nor feed
+    the watchdog; it gives up at its start timeout and exits 1 naming the keeper."""
+    monkeypatch.setenv("NOTIFY_SOCKET", listener.address)
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    state = tmp_path / "state"
+    (state / "journal.sqlite3").mkdir(parents=True)
+    config = tmp_path / "tradeguard.toml"
+    text = DEFAULT_CONFIG.read_text()
+    config.write_text(text.replace("[service]\n", "[service]\nstart_timeout_s = 4.0\n", 1))
+    with running("run", "--config", str(config), "--state-dir", str(state)) as proc:
+        code = proc.wait(30)
+    messages = listener.drain()
+    assert code == EXIT_FAILURE
+    assert "READY=1" not in messages
+    assert "WATCHDOG=1" not in messages
+    failed = [m for m in messages if m.startswith("STATUS=failed to start")]
+    assert failed and "position_keeper" in failed[0], messages
+
+
+HUNG_SERVICE = """
+import sys, threading, time
+from pathlib import Path
+from supervision import registry
+from tradeguard import cli
+from tradeguard.control import send_command
+
+state = Path(sys.argv[1])
+
+def inject():
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            send_command(state, "status", timeout_s=1.0)
+            break
+        except Exception:
+            time.sleep(0.1)
+    hung = registry.lookup("safety_monitor").proxy()
+    hung.hang = threading.Event().wait  # no timeout: this actor never answers again
+    registry.lookup("safety_monitor").proxy().hang()
+    boom = registry.lookup("risk_governor").proxy()
+    boom.boom = sys.exit
+    print("injected", flush=True)
+    registry.lookup("risk_governor").proxy().boom("the operator's code called sys.exit")
+
+threading.Thread(target=inject, daemon=True).start()
+sys.exit(cli.main(["run", "--state-dir", str(state)]))
+"""
+
+
+def test_run_exits_with_its_code_when_a_base_exception_meets_a_hung_actor(
+        listener: NotifyListener, tmp_path: Path) -> None:
+    """``tradeguard run`` with one actor hung for good and a SystemExit in another: the
+    tree escalates at once, the hung actor is abandoned, and the process exits 3."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "NOTIFY_SOCKET": listener.address}
+    env.pop("WATCHDOG_USEC", None)
+    began = time.monotonic()
+    done = subprocess.run([sys.executable, "-c", HUNG_SERVICE, str(tmp_path / "state")], cwd=root,
+                          env=env, capture_output=True, text=True, timeout=90)
+    assert "injected" in done.stdout, done.stdout + done.stderr[-3000:]
+    assert done.returncode == EXIT_ESCALATED, done.stderr[-3000:]
+    assert time.monotonic() - began < 60.0
+    messages = listener.drain()
+    gave_up = [m for m in messages if m.startswith("STATUS=the supervision tree gave up")]
+    assert gave_up and "SystemExit" in gave_up[0] and "risk_governor" in gave_up[0], messages
