@@ -95,8 +95,10 @@ class Service:
         self._probe_lock = threading.Lock()
         self._control_ok = False
         self._control_checked = 0.0
+        # The status the dashboard serves reports the tree's health: that it is answering
+        # already shows its socket does (and probing it from its own thread would deadlock).
         self.tree = build_tree(settings, self.state_dir, on_escalation=self._on_escalation,
-                               health_check=self.healthy)
+                               health_check=self.tree_healthy)
 
     def _on_escalation(self, reason: str) -> None:
         self.escalation_reason = reason
@@ -120,14 +122,17 @@ class Service:
     def healthy(self) -> bool:
         """What the watchdog is fed on: not escalated, every permanent child running,
         nothing crash-looping (``Tree.health``), and the control socket answers."""
-        if self.escalated.is_set() or not self.tree.healthy(timeout_s=1.0):
-            return False
-        return self.control_answers()
+        return self.tree_healthy() and self.control_answers()
+
+    def tree_healthy(self) -> bool:
+        """Not escalated, and ``Tree.health`` says healthy: every permanent child runs,
+        nothing crash-loops, no ``BaseException`` ended the tree."""
+        return not self.escalated.is_set() and self.tree.healthy(timeout_s=1.0)
 
     def control_answers(self, max_age_s: float = 0.5) -> bool:
         """The operator control socket answers a status request (a result at most
-        ``max_age_s`` old is reused). Called again while a probe is under way (the
-        dashboard's status answer asks for ``healthy``), it returns the last result."""
+        ``max_age_s`` old is reused). Called while another probe is under way, it returns
+        the last result rather than wait."""
         if not self._probe_lock.acquire(blocking=False):
             return self._control_ok
         try:
