@@ -93,3 +93,18 @@ def test_a_crash_loop_below_the_root_makes_the_tree_unhealthy_until_the_period_i
     assert any("inner is crash-looping: 3 restarts" in p for p in health.problems)
     wait_for(tree.healthy, timeout_s=3 * period_s, what="the crash loop to age out")
     assert time.monotonic() - first_crash >= period_s  # not before the first restart aged out
+
+
+def test_start_without_requiring_running_returns_at_the_barrier_and_health_says_no() -> None:
+    journal = Journal()
+    tree = Tree([probe("a", journal), probe("broken", journal, fail_setup=Countdown(10_000))],
+                backoff=Backoff(initial_s=0.05, maximum_s=0.1, jitter_s=0.0), poll_s=0.05,
+                intensity=1_000)
+    try:
+        began = time.monotonic()
+        tree.start(timeout_s=5.0, require_running=False)
+        assert time.monotonic() - began < 2.0
+        assert not tree.healthy()
+        assert any(p.startswith("root/broken") for p in tree.health().problems)
+    finally:
+        tree.stop(timeout_s=5.0)
