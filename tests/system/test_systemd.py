@@ -194,13 +194,14 @@ def test_ready_is_never_sent_while_a_permanent_child_fails_to_start(
 
 
 HUNG_SERVICE = """
-import sys, threading, time
+import os, signal, sys, threading, time
 from pathlib import Path
 from supervision import registry
 from tradeguard import cli
 from tradeguard.control import send_command
 
 state = Path(sys.argv[1])
+then = sys.argv[2]
 
 def inject():
     deadline = time.monotonic() + 60
@@ -213,6 +214,10 @@ def inject():
     hung = registry.lookup("safety_monitor").proxy()
     hung.hang = threading.Event().wait  # no timeout: this actor never answers again
     registry.lookup("safety_monitor").proxy().hang()
+    if then == "sigterm":
+        print("injected", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     boom = registry.lookup("risk_governor").proxy()
     boom.boom = sys.exit
     print("injected", flush=True)
@@ -223,17 +228,34 @@ sys.exit(cli.main(["run", "--state-dir", str(state)]))
 """
 
 
+def _run_with_a_hung_actor(listener: NotifyListener, tmp_path: Path,
+                           then: str) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "NOTIFY_SOCKET": listener.address}
+    env.pop("WATCHDOG_USEC", None)
+    done = subprocess.run([sys.executable, "-c", HUNG_SERVICE, str(tmp_path / "state"), then],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=90)
+    assert "injected" in done.stdout, done.stdout + done.stderr[-3000:]
+    return done
+
+
+def test_run_stops_and_exits_0_on_sigterm_with_a_hung_actor(listener: NotifyListener,
+                                                           tmp_path: Path) -> None:
+    """The hung actor is abandoned after its shutdown timeout; its thread (a daemon
+    thread) does not keep the process alive."""
+    began = time.monotonic()
+    done = _run_with_a_hung_actor(listener, tmp_path, "sigterm")
+    assert done.returncode == EXIT_OK, done.stderr[-3000:]
+    assert time.monotonic() - began < 60.0
+    assert "STOPPING=1" in listener.drain()
+
+
 def test_run_exits_with_its_code_when_a_base_exception_meets_a_hung_actor(
         listener: NotifyListener, tmp_path: Path) -> None:
     """``tradeguard run`` with one actor hung for good and a SystemExit in another: the
     tree escalates at once, the hung actor is abandoned, and the process exits 3."""
-    root = Path(__file__).resolve().parents[2]
-    env = {**os.environ, "NOTIFY_SOCKET": listener.address}
-    env.pop("WATCHDOG_USEC", None)
     began = time.monotonic()
-    done = subprocess.run([sys.executable, "-c", HUNG_SERVICE, str(tmp_path / "state")], cwd=root,
-                          env=env, capture_output=True, text=True, timeout=90)
-    assert "injected" in done.stdout, done.stdout + done.stderr[-3000:]
+    done = _run_with_a_hung_actor(listener, tmp_path, "exit")
     assert done.returncode == EXIT_ESCALATED, done.stderr[-3000:]
     assert time.monotonic() - began < 60.0
     messages = listener.drain()
