@@ -121,14 +121,13 @@ class Tree:
         return self.health(timeout_s).healthy
 
     def health(self, timeout_s: float = 1.0) -> TreeHealth:
-        """Ask every supervisor of the tree, top down, for its status (all within
-        ``timeout_s``)."""
+        """Ask every supervisor of the tree, top down, for its status (each may take up to
+        ``timeout_s`` to answer)."""
         if self.fate.is_set():
             return TreeHealth(ready=False, crash_looping=(), problems=(f"fatal: {self.fate.reason}",),
                               fatal=self.fate.reason)
         if self.ref is None:
             return TreeHealth(ready=False, crash_looping=(), problems=("not started",))
-        deadline = time.monotonic() + timeout_s
         problems: list[str] = []  # each one makes the tree not ready
         looping: list[str] = []
         loops: list[str] = []
@@ -139,7 +138,7 @@ class Tree:
                 problems.append(f"supervisor {name} is not registered")
                 continue
             try:
-                status = ref.ask(GetSupervisorStatus(), timeout=max(0.0, deadline - time.monotonic()))
+                status = ref.ask(GetSupervisorStatus(), timeout=timeout_s)
             except pykka.Timeout:
                 problems.append(f"supervisor {name} did not answer within {timeout_s}s")
                 continue
