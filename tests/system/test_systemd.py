@@ -17,8 +17,9 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from pykka.messages import ProxyCall
 
-from supervision import RequestStop
+from supervision import RequestStop, registry
 from tests.helpers import wait_for
 from tests.system.processes import running, wait_status
 from tradeguard import systemd
@@ -261,3 +262,43 @@ def test_run_exits_with_its_code_when_a_base_exception_meets_a_hung_actor(
     messages = listener.drain()
     gave_up = [m for m in messages if m.startswith("STATUS=the supervision tree gave up")]
     assert gave_up and "SystemExit" in gave_up[0] and "risk_governor" in gave_up[0], messages
+
+
+def _crash(name: str) -> None:
+    """Make the actor ``name`` fail in a told call (as a bug in one of its handlers would)."""
+    ref = registry.lookup(name)
+    assert ref is not None, f"{name} is not running"
+
+    def bug() -> None:
+        raise RuntimeError("injected handler fault")
+
+    ref.proxy().bug = bug
+    ref.tell(ProxyCall(attr_path=("bug",), args=(), kwargs={}))
+
+
+def test_watchdog_pings_stop_while_a_child_crash_loops(service: Service, listener: NotifyListener) -> None:
+    """The strategies supervisor allows 3 restarts in 5 s: two restarts of the strategy is
+    more than half of that, a crash loop, and the watchdog goes unfed until they age out."""
+    stop = threading.Event()
+    result: list[int] = []
+    thread = _loop_in_thread(service, listener, stop, result)
+    try:
+        listener.wait(lambda m: m.count("WATCHDOG=1") >= 3, 5.0, "pings while healthy")
+        for generation in (1, 2):
+            _crash("sample")
+            wait_for(lambda g=generation: registry.generation("sample") == g
+                     and registry.lookup("sample") is not None, timeout_s=10.0,
+                     what=f"the strategy restarted ({generation})")
+        looping = time.monotonic()
+        wait_for(lambda: not service.healthy(), timeout_s=2.0, what="unhealthy while crash-looping")
+        mark = len(listener.drain())
+        listener.wait(lambda m: sum(x.startswith("STATUS=UNHEALTHY") for x in m[mark:]) >= 2, 5.0,
+                      "UNHEALTHY statuses while crash-looping")
+        assert "WATCHDOG=1" not in listener.messages[mark:], "the watchdog was fed during a crash loop"
+        listener.wait(lambda m: "WATCHDOG=1" in m[mark:], 15.0, "pings again once the restarts aged out")
+        assert time.monotonic() - looping >= 2.0
+        assert service.healthy()
+    finally:
+        stop.set()
+        thread.join(5.0)
+    assert result == [EXIT_OK]
