@@ -12,6 +12,7 @@ import pykka
 from supervision import (
     NO_BACKOFF,
     ChildAbandoned,
+    ChildExited,
     ChildSpec,
     Registry,
     Strategy,
@@ -21,6 +22,7 @@ from supervision import (
 )
 from tests.helpers import wait_for
 from tests.supervision.probes import (
+    Block,
     BlockThenReach,
     Crash,
     Journal,
@@ -140,3 +142,27 @@ def test_a_child_left_behind_by_tree_stop_is_fenced(start_tree: StartTree) -> No
     assert journal.names("note:queued") == []
     assert registry.names() == ["bystander"]
     assert bus.subscribers("news") == ("bystander",)
+
+
+def test_a_sibling_stopped_by_its_supervisor_drops_what_was_queued_to_it(start_tree: StartTree) -> None:
+    """one_for_all: the busy sibling is asked to stop; the orders queued behind its busy
+    handler must not run once the stop was asked for (its replacement will take them)."""
+    journal = Journal()
+    recording = Recording()
+    tree = start_tree([probe("a", journal), probe("b", journal)], strategy=Strategy.ONE_FOR_ALL,
+                      backoff=NO_BACKOFF, poll_s=0.05)
+    release = threading.Event()
+    busy = Block(event=release)
+    registry.tell("b", busy)
+    assert busy.entered.wait(2.0)
+    for tag in ("order-1", "order-2"):
+        registry.tell("b", Note(tag=tag))
+
+    registry.tell("a", Crash())
+    recording.wait(ChildExited)  # published before the supervisor stops b
+    release.set()
+
+    wait_generation(tree, "b", 1)
+    assert [e for e in journal.since() if e.kind.startswith("note:")] == []
+    assert ("b", 0) in [(e.name, e.generation) for e in journal.since(kind="teardown")]
+    assert registry.dead_letters["b"] >= 2
