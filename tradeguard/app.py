@@ -21,8 +21,18 @@ from actors.risk_governor import GetRiskState, RiskGovernor, Shutdown
 from actors.safety_monitor import SafetyMonitor
 from actors.strategies.sample import SampleStrategy
 from messages import CancelAll, FlattenRequested, Mode, now_ns
-from supervision import Backoff, ChildSpec, Restart, Strategy, Supervisor, Tree, registry
+from supervision import (
+    Backoff,
+    ChildSpec,
+    Restart,
+    Strategy,
+    SupervisionError,
+    Supervisor,
+    Tree,
+    registry,
+)
 from tradeguard import systemd
+from tradeguard.control import send_command
 from tradeguard.settings import Settings
 from venues.paper import stop_paper_venues
 
@@ -84,8 +94,13 @@ class Service:
         self.state_dir = Path(state_dir)
         self.escalated = threading.Event()
         self.escalation_reason = ""
+        self._probe_lock = threading.Lock()
+        self._control_ok = False
+        self._control_checked = 0.0
+        # The status the dashboard serves reports the tree's health: that it is answering
+        # already shows its socket does (and probing it from its own thread would deadlock).
         self.tree = build_tree(settings, self.state_dir, on_escalation=self._on_escalation,
-                               health_check=self.healthy)
+                               health_check=self.tree_healthy)
 
     def _on_escalation(self, reason: str) -> None:
         self.escalation_reason = reason
@@ -107,15 +122,46 @@ class Service:
             log.critical(f"the FAILSAFE latch could not be journaled: {exc}")
 
     def start(self) -> None:
-        """Start the tree; returns once every child passed the start barrier."""
+        """Start the tree; returns once every permanent child runs and the control socket
+        answers (what READY=1 promises), else raises ``SupervisionError``."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o700)
-        self.tree.start(timeout_s=self.settings.service.start_timeout_s)
+        timeout_s = self.settings.service.start_timeout_s
+        deadline = time.monotonic() + timeout_s
+        self.tree.start(timeout_s=timeout_s)
+        while not self.control_answers(max_age_s=0.0):
+            if time.monotonic() >= deadline:
+                raise SupervisionError(f"the control socket did not answer within {timeout_s}s")
+            time.sleep(0.05)  # outside the actor system: the process's own start sequence
         log.info(f"tradeguard started (state {self.state_dir})")
 
     def healthy(self) -> bool:
-        """The root answers a health check in time and the tree has not given up."""
+        """What the watchdog is fed on: not escalated, every permanent child running,
+        nothing crash-looping (``Tree.health``), and the control socket answers."""
+        return self.tree_healthy() and self.control_answers()
+
+    def tree_healthy(self) -> bool:
+        """Not escalated, and ``Tree.health`` says healthy: every permanent child runs,
+        nothing crash-loops, no ``BaseException`` ended the tree."""
         return not self.escalated.is_set() and self.tree.healthy(timeout_s=1.0)
+
+    def control_answers(self, max_age_s: float = 0.5) -> bool:
+        """The operator control socket answers a status request (a result at most
+        ``max_age_s`` old is reused). Called while another probe is under way, it returns
+        the last result rather than wait."""
+        if not self._probe_lock.acquire(blocking=False):
+            return self._control_ok
+        try:
+            if time.monotonic() - self._control_checked > max_age_s:
+                try:
+                    send_command(self.state_dir, "status", timeout_s=2.0)
+                    self._control_ok = True
+                except Exception:  # any failure to get an answer is "does not answer"
+                    self._control_ok = False
+                self._control_checked = time.monotonic()
+            return self._control_ok
+        finally:
+            self._probe_lock.release()
 
     def ask(self, name: str, message: Any, timeout_s: float = 2.0) -> Any:
         """Ask an actor by name from outside the actor system; None when it is down."""
@@ -150,7 +196,11 @@ class Service:
         finally:
             remaining = max(5.0, deadline - time.monotonic())
             systemd.extend_timeout(2 * remaining + 5.0)  # the stop asks, then waits, each up to this
-            self.tree.stop(timeout_s=remaining)
+            try:
+                self.tree.stop(timeout_s=remaining)
+            except SupervisionError as exc:
+                # Its actors are fenced and run on daemon threads: the process still exits.
+                log.critical(f"the supervision tree did not stop cleanly: {exc}")
             stop_paper_venues()
             log.info("tradeguard stopped")
 
