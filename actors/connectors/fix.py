@@ -7,9 +7,11 @@ connector gets every ExecutionReport it missed by an ordinary ResendRequest. App
 messages of our own are never resent after a reconnect (a stale order must not reach
 the venue late): ``toApp`` turns their resend into a gap fill.
 
-The quickfix thread decodes each application message through a dispatch table and hands
-the result to the actor with ``inbound``; one bad message is counted as malformed and
-skipped. A message that quickfix itself refuses (bad field value, missing required
+``connect`` starts the initiator and returns; quickfix connects (retrying every second
+within the attempt) and the logon is the session coming up. The quickfix thread decodes
+each application message through a dispatch table and hands the result to the actor
+through the connection attempt's ``SessionLink``; one bad message is counted as malformed
+and skipped. A message that quickfix itself refuses (bad field value, missing required
 field) never reaches the application: the session Reject quickfix sends back is counted
 as malformed instead. No callback lets a Python exception escape into quickfix, which
 would end the process.
@@ -29,8 +31,9 @@ Message flow (docs/fix.md has the whole subset):
 - ``resync``: OrderMassStatusRequest (AF): one order-status report per working order
   (``OrderAccepted``) and a replay of the day's executions (``OrderFilled``; the base
   and the journal drop fill ids they already have), then AN for the positions.
-- A Logout or a dropped connection after logon is a lost session: the actor fails and
-  its supervisor restarts it.
+- A Logout or a dropped connection after logon is a lost session, and a Logout answering
+  our Logon a failed attempt: the connector stops the initiator and reconnects with
+  backoff.
 
 Versions: ``FIX.4.4`` (the default) and ``FIX.4.2``. FIX 4.2 has no AN/AO/AP, q/r or AF;
 on 4.2 the same bodies travel under user-defined message types (``U`` + the 4.4 type),
@@ -59,9 +62,9 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import ClassVar, TypeVar
 
-import pykka
 import quickfix as fix
 
+from actors.connectors._io import SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
 from actors.errors import ConnectorError
 from messages import (
@@ -121,6 +124,7 @@ class FixConfig(ConnectorConfig, frozen=True, kw_only=True):
     executions; for venues that require it)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.begin_string not in BEGIN_STRINGS:
             raise ValueError(
                 f"begin_string: expected one of {sorted(BEGIN_STRINGS)}, got {self.begin_string!r}"
@@ -290,6 +294,7 @@ class FixConnector(Connector):
         self._account = config.account or config.sender_comp_id
         self._initiator: fix.SocketInitiator | None = None
         self._application: _Application | None = None
+        self._link = SessionLink(None, 0)
         self._logged_on = threading.Event()
         self._closing = False
         self._logout_text = ""
@@ -314,9 +319,10 @@ class FixConnector(Connector):
     # ---- the connector contract (actor thread) ----------------------------------------------
 
     def connect(self) -> None:
-        """Start the initiator and wait for the logon, at most ``connect_timeout_s``."""
+        """Start the initiator; the logon (``onLogon``) is the session coming up."""
         cfg = self.fix_config
         directory = self.state_dir / cfg.store_dir
+        self._link = self.link
         self._closing = False
         self._logout_text = ""
         try:
@@ -333,15 +339,10 @@ class FixConnector(Connector):
         except (fix.ConfigError, fix.RuntimeError, OSError) as exc:
             self.disconnect()
             raise ConnectorError(f"cannot start the FIX session: {exc}", venue=self.name) from exc
-        if not self._logged_on.wait(cfg.connect_timeout_s):
-            text = self._logout_text
-            self.disconnect()
-            raise ConnectorError(
-                f"no FIX logon at {cfg.host}:{cfg.port} within {cfg.connect_timeout_s}s",
-                venue=self.name,
-                venue_text=text,
-            )
-        self.log.info(f"connector {self.name}: logged on as {self.session_id}")
+
+    def timeout_reason(self) -> str:
+        cfg = self.fix_config
+        return f"no FIX logon at {cfg.host}:{cfg.port} within {cfg.connect_timeout_s}s"
 
     def disconnect(self) -> None:
         """Stop the initiator (its thread is joined) and free the session; idempotent."""
@@ -531,21 +532,25 @@ class FixConnector(Connector):
         """Run a callback body; an exception is logged and counted, never raised."""
         try:
             handler(*args)
-        except pykka.ActorDeadError:  # a late callback after the actor stopped
-            self.log.debug(f"connector {self.name}: {where} after the actor stopped")
         except BaseException as exc:  # an exception escaping into quickfix ends the process
             self.count_error()
             self.log.exception(f"connector {self.name}: {where} failed: {exc!r}")
 
     def _on_logon(self) -> None:
         self._logged_on.set()
+        self.log.info(f"connector {self.name}: logged on as {self.session_id}")
+        self._link.up()
 
     def _on_logout(self) -> None:
         was_logged_on = self._logged_on.is_set()
         self._logged_on.clear()
-        if was_logged_on and not self._closing:
+        if self._closing:
+            return
+        if was_logged_on:
             reason = f"logout: {self._logout_text}" if self._logout_text else "disconnected"
-            self.session_lost(reason)
+            self._link.lost(reason)
+        elif self._logout_text:  # the venue answered our Logon with a Logout
+            self._link.lost(f"logon refused: {self._logout_text}")
 
     def _on_outgoing_admin(self, message: fix.Message) -> None:
         if message.getHeader().getField(Tag.MSG_TYPE) == "3":
@@ -612,16 +617,16 @@ class FixConnector(Connector):
             )  # fmt: skip
             if not fill.leaves_quantity:
                 self._forget(coid)
-            self.inbound(fill)
+            self._link.tell(fill)
         elif exec_type == "0":
-            self.inbound(OrderAccepted(
+            self._link.tell(OrderAccepted(
                 client_order_id=coid, venue=self.name, symbol=symbol,
                 venue_order_id=order_id, ts_ns=ts,
             ))  # fmt: skip
         elif exec_type == "8":
             code = _get(message, Tag.ORD_REJ_REASON)
             self._forget(coid)
-            self.inbound(OrderRejected(
+            self._link.tell(OrderRejected(
                 client_order_id=coid, venue=self.name,
                 reason=_REJECT_REASONS.get(code or "", RejectReason.VENUE),
                 text=f"OrdRejReason {code}: {text}" if code is not None else text,
@@ -630,7 +635,7 @@ class FixConnector(Connector):
         elif exec_type in ("4", "C"):  # canceled, expired
             cancelled = _get(message, Tag.ORIG_CL_ORD_ID) or coid
             self._forget(cancelled)
-            self.inbound(OrderCancelled(
+            self._link.tell(OrderCancelled(
                 client_order_id=cancelled, venue=self.name, symbol=symbol, text=text, ts_ns=ts,
             ))  # fmt: skip
         else:
@@ -646,13 +651,13 @@ class FixConnector(Connector):
                     message.getField(Tag.SIDE),
                     format_decimal(_decimal(message, Tag.ORDER_QTY, "0")),
                 )
-            self.inbound(OrderAccepted(
+            self._link.tell(OrderAccepted(
                 client_order_id=coid, venue=self.name, symbol=symbol, venue_order_id=order_id,
                 ts_ns=ts,
             ))  # fmt: skip
         elif status == "4":
             self._forget(coid)
-            self.inbound(OrderCancelled(
+            self._link.tell(OrderCancelled(
                 client_order_id=coid, venue=self.name, symbol=symbol,
                 text=_get(message, Tag.TEXT) or "cancelled (order status)", ts_ns=ts,
             ))  # fmt: skip
@@ -717,7 +722,7 @@ class FixConnector(Connector):
         if quotes:
             if sent_ns and recv_ns >= sent_ns:
                 self.note_latency((recv_ns - sent_ns) / 1e6)
-            self.inbound(QuoteBatch(venue=self.name, quotes=tuple(quotes), recv_ns=recv_ns))
+            self._link.tell(QuoteBatch(venue=self.name, quotes=tuple(quotes), recv_ns=recv_ns))
 
     def _on_market_data_reject(self, message: fix.Message) -> None:
         self.count_error()
@@ -744,7 +749,7 @@ class FixConnector(Connector):
             return
         if request_id is None:
             raise ValueError("mass cancel report for an unknown request")
-        self.inbound(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=now_ns()))
+        self._link.tell(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=now_ns()))
 
     def _on_position_ack(self, message: fix.Message) -> None:
         pos_req_id = message.getField(Tag.POS_REQ_ID)
@@ -797,7 +802,7 @@ class FixConnector(Connector):
             if request.received < request.expected:
                 return
             del self._position_requests[pos_req_id]
-        self.inbound(VenuePositions(
+        self._link.tell(VenuePositions(
             venue=self.name, positions=tuple(request.positions), request_id=request.request_id,
             ts_ns=now_ns(),
         ))  # fmt: skip
