@@ -226,7 +226,7 @@ class Connector(SupervisedActor):
     def setup(self) -> None:
         self._schedule_health()
         self._outage_since = time.monotonic()
-        self._open()
+        self._begin_attempt()
 
     def teardown(self) -> None:
         self.phase = "stopped"
@@ -266,7 +266,7 @@ class Connector(SupervisedActor):
 
     # ---- connecting, reconnecting (actor thread) -------------------------------------
 
-    def _open(self) -> None:
+    def _begin_attempt(self) -> None:
         """Start connection attempt number ``_attempt + 1``."""
         self._attempt += 1
         self.link = SessionLink(self.actor_ref, self._attempt, self._note_inbound)
@@ -319,7 +319,7 @@ class Connector(SupervisedActor):
 
     def _on_reconnect(self, message: _Reconnect) -> None:
         if message.attempt == self._attempt and self.phase == "waiting":
-            self._open()
+            self._begin_attempt()
 
     def _lose_session(self, reason: str) -> None:
         """The up session is gone: an outage begins; reconnect with backoff."""

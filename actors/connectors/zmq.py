@@ -205,6 +205,11 @@ class ZmqConnector(Connector):
                                 lambda exc: link.lost(f"poller failed: {type(exc).__name__}: {exc}"))
         self._thread.start()
 
+    def timeout_reason(self) -> str:
+        cfg = self.zmq_config
+        return (f"no heartbeat and pong from {cfg.order_endpoint} / {cfg.market_endpoint} "
+                f"within {cfg.connect_timeout_s}s")
+
     def disconnect(self) -> None:
         """Stop and join the poller thread, close every socket (linger 0); idempotent."""
         thread, self._thread = self._thread, None

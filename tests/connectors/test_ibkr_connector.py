@@ -20,7 +20,6 @@ import pytest
 from actors import topics
 from actors.connectors.ibkr import IbkrConfig, IbkrConnector, _QuoteGate
 from messages import (
-    SafetyEvent,
     CancelAll,
     CancelAllDone,
     CancelOrder,
@@ -36,6 +35,7 @@ from messages import (
     QuoteBatch,
     RejectReason,
     RequestPositions,
+    SafetyEvent,
     Side,
     SubmitOrder,
     TimeInForce,

@@ -163,7 +163,8 @@ def test_bad_sizes_are_refused_and_change_nothing(bad: Decimal) -> None:
 def test_trades_are_validated_and_leave_the_book_alone() -> None:
     b = book()
     trade = b.trade(D("100.5"), D(200), 5)
-    assert (trade.venue, trade.symbol, trade.price, trade.size, trade.ts_ns) == ("ib", "AAPL", D("100.5"), D(200), 5)
+    assert (trade.venue, trade.symbol, trade.price, trade.size, trade.ts_ns) == (
+        "ib", "AAPL", D("100.5"), D(200), 5)
     with pytest.raises(ValueError):
         b.trade(D("NaN"), D(1), 6)
     with pytest.raises(ValueError):
