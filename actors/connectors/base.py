@@ -271,11 +271,14 @@ class Connector(SupervisedActor):
         self._attempt += 1
         self.link = SessionLink(self.actor_ref, self._attempt, self._note_inbound)
         self.phase = "connecting"
-        self._arm(self.config.connect_timeout_s, _ConnectDeadline(self._attempt))
         try:
             self.connect()
         except ConnectorError as exc:
             self._attempt_failed(str(exc))
+            return
+        # Armed once connect() returned: loading what the session needs (a FIX data
+        # dictionary, say) does not eat into the time the venue has to answer.
+        self._arm(self.config.connect_timeout_s, _ConnectDeadline(self._attempt))
 
     def _on_session_up(self, message: SessionUp) -> None:
         if message.attempt != self._attempt or self.phase != "connecting":
@@ -297,7 +300,7 @@ class Connector(SupervisedActor):
         bus.publish(topics.CONNECTORS,
                     ConnectorUp(name=self.name, generation=self.context.generation, ts_ns=now_ns()))
         if self._outage_reported:
-            self.log.warning(f"connector {self.name} up again after "
+            self.log.warning(f"connector {self.name} up after an outage of "
                              f"{time.monotonic() - self._outage_since:.1f}s "
                              f"(attempt {self._attempt}, generation {self.context.generation})")
         else:

@@ -7,8 +7,9 @@ connector gets every ExecutionReport it missed by an ordinary ResendRequest. App
 messages of our own are never resent after a reconnect (a stale order must not reach
 the venue late): ``toApp`` turns their resend into a gap fill.
 
-``connect`` starts the initiator and returns; quickfix connects (retrying every second
-within the attempt) and the logon is the session coming up. The quickfix thread decodes
+``connect`` starts the initiator and returns; quickfix connects once and the logon is the
+session coming up. An attempt without a logon within ``connect_timeout_s`` is stopped and
+the next one scheduled with the connector's backoff. The quickfix thread decodes
 each application message through a dispatch table and hands the result to the actor
 through the connection attempt's ``SessionLink``; one bad message is counted as malformed
 and skipped. A message that quickfix itself refuses (bad field value, missing required
@@ -206,6 +207,8 @@ def _timestamp_ns(text: str | None) -> int:
 
 _REJECT_REASONS = {"1": RejectReason.UNKNOWN_SYMBOL, "6": RejectReason.DUPLICATE_ID}
 _WORKING = frozenset({"0", "1", "A", "6", "E"})  # new, partial, pending new/cancel/replace
+_RECONNECT_INTERVAL_S = 3600
+"""quickfix's own reconnect interval: longer than any attempt, so it never reconnects."""
 _MAX_PENDING = 256  # position / mass cancel requests remembered while unanswered
 _V = TypeVar("_V")
 
@@ -294,6 +297,7 @@ class FixConnector(Connector):
         self._account = config.account or config.sender_comp_id
         self._initiator: fix.SocketInitiator | None = None
         self._application: _Application | None = None
+        self._keep: tuple[object, ...] = ()
         self._link = SessionLink(None, 0)
         self._logged_on = threading.Event()
         self._closing = False
@@ -329,11 +333,10 @@ class FixConnector(Connector):
             directory.mkdir(parents=True, exist_ok=True)
             settings = self._settings(directory)
             self._application = _Application(self)
+            # The initiator keeps references to these C++ objects: they must outlive it.
+            self._keep = (settings, fix.FileStoreFactory(settings), fix.FileLogFactory(settings))
             self._initiator = fix.SocketInitiator(
-                self._application,
-                fix.FileStoreFactory(settings),
-                settings,
-                fix.FileLogFactory(settings),
+                self._application, self._keep[1], settings, self._keep[2],
             )
             self._initiator.start()
         except (fix.ConfigError, fix.RuntimeError, OSError) as exc:
@@ -351,6 +354,7 @@ class FixConnector(Connector):
         if initiator is not None:
             initiator.stop(True)
             del initiator  # the last reference: quickfix frees the session and its socket
+        self._keep = ()
         self._application = None
         self._logged_on.clear()
 
@@ -475,7 +479,9 @@ class FixConnector(Connector):
             "SocketConnectPort": str(cfg.port),
             "SocketNodelay": "Y",
             "HeartBtInt": str(cfg.heartbeat_s),
-            "ReconnectInterval": "1",
+            # One TCP connection per attempt: the connector's backoff, not quickfix, decides
+            # when to try again (and an initiator is never stopped with a connection pending).
+            "ReconnectInterval": str(_RECONNECT_INTERVAL_S),
             "LogonTimeout": str(max(1, int(cfg.connect_timeout_s))),
             "FileStorePath": str(directory / "store"),
             "FileLogPath": str(directory / "log"),
