@@ -327,6 +327,7 @@ class FixConnector(Connector):
         cfg = self.fix_config
         directory = self.state_dir / cfg.store_dir
         self._link = self.link
+        self._books.clear()  # the new session's snapshots refill them; nothing stale pairs with them
         self._closing = False
         self._logout_text = ""
         try:

@@ -355,7 +355,12 @@ class IbkrConnector(Connector):
         """Start the I/O thread and the opening of the API session; the loop thread says
         ``up`` (or ``lost``) through the link."""
         link = self._link = self.link
-        # A new session starts from empty books: no side of the last session pairs with a new one.
+        # A new session starts from what it reads itself: its resync re-reads the orders,
+        # its subscriptions are made again, and no side of a book pairs with a new one.
+        self._orders.clear()
+        self._order_ids.clear()
+        self._subscribed.clear()
+        self._gate = _QuoteGate(self.ib_config.max_batches_in_flight)
         self._books = L1Books(self.name, settle_ns=self._books.settle_ns)
         self._book_timer = None
         loop = asyncio.new_event_loop()
