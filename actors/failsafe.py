@@ -28,6 +28,7 @@ from messages import (
     FAILSAFE_SOURCE,
     CancelAll,
     CancelAllDone,
+    ConnectorDown,
     ConnectorUp,
     FailsafeReport,
     FlattenRequested,
@@ -106,6 +107,7 @@ class Failsafe(SupervisedActor):
         self._trigger: FlattenRequested | None = None
         self._started_ns = 0
         self._runs: dict[str, _VenueRun] = {}
+        self._disconnected: set[str] = set()  # connectors running without their venue session
         self._timeline: deque[dict[str, Any]] = deque(maxlen=config.timeline_size)
         self._actions: list[dict[str, Any]] = []
         self.last_report: FailsafeReport | None = None
@@ -129,6 +131,7 @@ class Failsafe(SupervisedActor):
             OrderRejected: self._on_order_done,
             OrderCancelled: self._on_order_done,
             ConnectorUp: self._on_connector_up,
+            ConnectorDown: self._on_connector_down,
             SafetyEvent: lambda m: self._remember("safety", f"{m.severity.name} {m.kind} "
                                                   f"{m.venue}/{m.symbol}: {m.detail}"),
             ModeChanged: self._on_mode,
@@ -173,8 +176,8 @@ class Failsafe(SupervisedActor):
         run.round += 1
         run.request_id = f"fs-{self._incident}-{venue}-{run.round}"
         run.closing.clear()
-        delivered = registry.tell(venue, CancelAll(venue=venue, source=FAILSAFE_SOURCE,
-                                                   request_id=run.request_id))
+        delivered = venue not in self._disconnected and registry.tell(
+            venue, CancelAll(venue=venue, source=FAILSAFE_SOURCE, request_id=run.request_id))
         delivered = delivered and registry.tell(
             venue, RequestPositions(venue=venue, request_id=run.request_id))
         if not delivered:
@@ -248,7 +251,22 @@ class Failsafe(SupervisedActor):
             self._note("round_timeout", venue=timeout.venue, round=timeout.round)
             self._start_round(timeout.venue)
 
+    def _on_connector_down(self, event: ConnectorDown) -> None:
+        """A connector lost its venue (it keeps running and reconnects): its round, if one is
+        under way, ends as ``down`` without spending an attempt; ConnectorUp resumes it."""
+        self._remember("connector_down", f"{event.name}: {event.reason}")
+        self._disconnected.add(event.name)
+        run = self._runs.get(event.name)
+        if self.running and run is not None and run.state in ("waiting", "closing"):
+            if run.timer is not None:
+                run.timer.cancel()
+            run.state = "down"
+            run.round -= 1
+            self._note("venue_down", venue=event.name)
+            self._check_done()
+
     def _on_connector_up(self, event: ConnectorUp) -> None:
+        self._disconnected.discard(event.name)
         self._remember("connector_up", f"{event.name} generation {event.generation}")
         run = self._runs.get(event.name)
         if not self.latched or run is None:
