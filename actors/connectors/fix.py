@@ -19,8 +19,9 @@ would end the process.
 
 Message flow (docs/fix.md has the whole subset):
 
-- ``subscribe``: one MarketDataRequest (V) per symbol; every W or X becomes one
-  ``QuoteBatch``.
+- ``subscribe``: one MarketDataRequest (V) per symbol; the entries of every W or X are
+  applied to the symbols' level-1 books (``core.l1_book``) and the books they changed
+  go out as one ``QuoteBatch``; a book without both sides sends nothing.
 - ``submit``: NewOrderSingle (D). ExecutionReports (8) become ``OrderAccepted``,
   ``OrderFilled`` (partial and full), ``OrderCancelled`` and ``OrderRejected`` (the
   venue's OrdRejReason code and Text).
@@ -68,6 +69,7 @@ import quickfix as fix
 from actors.connectors._io import SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
 from actors.errors import ConnectorError
+from core.l1_book import L1Book, L1Books
 from messages import (
     CancelAllDone,
     CancelOrder,
@@ -75,7 +77,6 @@ from messages import (
     OrderCancelled,
     OrderFilled,
     OrderRejected,
-    Quote,
     QuoteBatch,
     RejectReason,
     SubmitOrder,
@@ -232,14 +233,6 @@ class _PositionRequest:
     positions: list[VenuePosition] = field(default_factory=list)
 
 
-@dataclass
-class _Book:
-    bid: Decimal | None = None
-    ask: Decimal | None = None
-    bid_size: Decimal = Decimal(0)
-    ask_size: Decimal = Decimal(0)
-
-
 class _Application(fix.Application):  # type: ignore[misc]
     """quickfix callbacks; each hands over to the connector and never raises."""
 
@@ -306,7 +299,7 @@ class FixConnector(Connector):
         self._orders: dict[str, _Order] = {}
         self._position_requests: dict[str, _PositionRequest] = {}
         self._mass_cancels: dict[str, str] = {}  # ClOrdID -> CancelAll.request_id
-        self._books: dict[str, _Book] = {}  # quickfix thread only
+        self._books = L1Books(config.name)  # quickfix thread only; every change published
         self._ids = itertools.count(1)
         self._handlers: dict[str, Callable[[fix.Message], None]] = {
             "8": self._on_execution_report,
@@ -327,7 +320,7 @@ class FixConnector(Connector):
         cfg = self.fix_config
         directory = self.state_dir / cfg.store_dir
         self._link = self.link
-        self._books.clear()  # the new session's snapshots refill them; nothing stale pairs with them
+        self._books = L1Books(self.name)  # refilled by the new session's snapshots: nothing stale
         self._closing = False
         self._logout_text = ""
         try:
@@ -681,51 +674,40 @@ class FixConnector(Connector):
         )
 
     def _on_snapshot(self, message: fix.Message) -> None:
-        symbol = message.getField(Tag.SYMBOL)
-        book = self._books.setdefault(symbol, _Book())
+        sent_ns = _timestamp_ns(_get(message.getHeader(), Tag.SENDING_TIME))
+        book = self._books.book(message.getField(Tag.SYMBOL))
         for entry in _groups(message, Tag.NO_MD_ENTRIES, Tag.MD_ENTRY_TYPE):
-            self._apply(book, entry)
-        self._publish(message, [symbol])
+            self._apply(book, entry, sent_ns)
+        self._publish(sent_ns)
 
     def _on_incremental(self, message: fix.Message) -> None:
-        touched: dict[str, None] = {}
+        sent_ns = _timestamp_ns(_get(message.getHeader(), Tag.SENDING_TIME))
         for entry in _groups(message, Tag.NO_MD_ENTRIES, Tag.MD_UPDATE_ACTION):
-            symbol = entry.getField(Tag.SYMBOL)
-            book = self._books.setdefault(symbol, _Book())
+            book = self._books.book(entry.getField(Tag.SYMBOL))
             if entry.getField(Tag.MD_UPDATE_ACTION) == "2":  # delete: no quote until refilled
                 entry_type = _get(entry, Tag.MD_ENTRY_TYPE)
                 if entry_type == "0":
-                    book.bid = None
+                    book.clear_bid(sent_ns)
                 elif entry_type == "1":
-                    book.ask = None
+                    book.clear_ask(sent_ns)
                 continue
-            self._apply(book, entry)
-            touched[symbol] = None
-        self._publish(message, list(touched))
+            self._apply(book, entry, sent_ns)
+        self._publish(sent_ns)
 
     @staticmethod
-    def _apply(book: _Book, entry: fix.Group) -> None:
+    def _apply(book: L1Book, entry: fix.Group, sent_ns: int) -> None:
         entry_type = entry.getField(Tag.MD_ENTRY_TYPE)
         price = _decimal(entry, Tag.MD_ENTRY_PX)
         size = _decimal(entry, Tag.MD_ENTRY_SIZE, "0")
         if entry_type == "0":
-            book.bid, book.bid_size = price, size
+            book.set_bid(price, size, sent_ns)
         elif entry_type == "1":
-            book.ask, book.ask_size = price, size
+            book.set_ask(price, size, sent_ns)
 
-    def _publish(self, message: fix.Message, symbols: list[str]) -> None:
-        """One ``QuoteBatch`` with the touched symbols' top of book."""
-        sent_ns = _timestamp_ns(_get(message.getHeader(), Tag.SENDING_TIME))
+    def _publish(self, sent_ns: int) -> None:
+        """One ``QuoteBatch`` with the top of every book this message changed."""
         recv_ns = now_ns()
-        quotes = []
-        for symbol in symbols:
-            book = self._books[symbol]
-            if book.bid is None or book.ask is None:
-                continue
-            quotes.append(Quote(
-                venue=self.name, symbol=symbol, bid=book.bid, ask=book.ask,
-                bid_size=book.bid_size, ask_size=book.ask_size, ts_ns=sent_ns,
-            ))  # fmt: skip
+        quotes = self._books.take(recv_ns)
         if quotes:
             if sent_ns and recv_ns >= sent_ns:
                 self.note_latency((recv_ns - sent_ns) / 1e6)
