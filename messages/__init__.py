@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-from messages._base import Message, now_ns
-from messages.codec import MessageError, decode, decode_as, encode, to_builtins
+from messages._base import (
+    MAX_DECIMAL,
+    MAX_DECIMAL_PLACES,
+    MAX_INPUT_PLACES,
+    MAX_PRICE,
+    MAX_QUANTITY,
+    PRICE_BOUNDS,
+    QUANTITY_BOUNDS,
+    Message,
+    MessageError,
+    check_decimal,
+    now_ns,
+)
+from messages.codec import decode, decode_as, encode, to_builtins
 from messages.control import (
     MODE_TRANSITIONS,
     ConnectorDown,
@@ -43,11 +55,28 @@ from messages.orders import (
     VenuePositions,
 )
 from messages.portfolio import PortfolioSnapshot, PositionState, Reconciliation
+from messages.requests import (
+    EnterFailsafe,
+    GetFailsafeState,
+    GetPortfolio,
+    GetReconciliations,
+    GetRiskState,
+    GetSafetyStats,
+    SafetyStats,
+    Shutdown,
+)
 
 __all__ = [
     "DONE_STATES",
     "FAILSAFE_SOURCE",
+    "MAX_DECIMAL",
+    "MAX_DECIMAL_PLACES",
+    "MAX_INPUT_PLACES",
+    "MAX_PRICE",
+    "MAX_QUANTITY",
     "MODE_TRANSITIONS",
+    "PRICE_BOUNDS",
+    "QUANTITY_BOUNDS",
     "Bar",
     "Book",
     "BookLevel",
@@ -56,9 +85,15 @@ __all__ = [
     "CancelOrder",
     "ConnectorDown",
     "ConnectorUp",
+    "EnterFailsafe",
     "Escalation",
     "FailsafeReport",
     "FlattenRequested",
+    "GetFailsafeState",
+    "GetPortfolio",
+    "GetReconciliations",
+    "GetRiskState",
+    "GetSafetyStats",
     "HealthReport",
     "Message",
     "MessageError",
@@ -82,13 +117,16 @@ __all__ = [
     "RejectReason",
     "RequestPositions",
     "SafetyEvent",
+    "SafetyStats",
     "Severity",
+    "Shutdown",
     "Side",
     "SubmitOrder",
     "TimeInForce",
     "Trade",
     "VenuePosition",
     "VenuePositions",
+    "check_decimal",
     "decode",
     "decode_as",
     "encode",

@@ -71,6 +71,7 @@ from actors.connectors.base import Connector, ConnectorConfig
 from actors.errors import ConnectorError
 from core.l1_book import L1Book, L1Books
 from messages import (
+    PRICE_BOUNDS,
     CancelAllDone,
     CancelOrder,
     OrderAccepted,
@@ -82,6 +83,7 @@ from messages import (
     SubmitOrder,
     VenuePosition,
     VenuePositions,
+    check_decimal,
     now_ns,
 )
 from messages.fix_spec import (
@@ -191,9 +193,11 @@ def _decimal(fields: fix.FieldMap, tag: int, default: str | None = None) -> Deci
             raise ValueError(f"tag {tag} missing")
         text = default
     try:
-        return Decimal(text)
+        value = Decimal(text)
     except InvalidOperation:
         raise ValueError(f"tag {tag}: not a number: {text!r}") from None
+    check_decimal(f"tag {tag}", value, *PRICE_BOUNDS)  # nothing absurd enters a book or a sum
+    return value
 
 
 def _timestamp_ns(text: str | None) -> int:
