@@ -46,6 +46,7 @@ from supervision import SUPERVISION_TOPIC, Backoff, ChildExited, ChildSpec, Tree
 from tests.helpers import wait_for
 from tests.recorder import Recorder
 from venues.engine import EngineConfig, VenueEngine
+from venues.tws_behaviour import TwsBehaviour
 from venues.tws_venue import SERVER_VERSION, TwsVenue, encode_frame
 
 HOST = "127.0.0.1"
@@ -661,3 +662,31 @@ def test_a_crossed_book_that_persists_is_published_for_the_safety_checks(
         quote = quote_of(crossed, "AAPL")
         assert quote is not None and quote.bid == Decimal("190.5")
         assert crossed.recv_ns - quote.ts_ns >= 300_000_000  # held the settle time first
+
+
+def _crossed_while_the_market_climbs(tmp_path: Path, recorder: Recorder, settle_s: float) -> list[Quote]:
+    """A fake TWS writing the bid side, then (after 30 ms) the ask side, while the market
+    climbs by more than its spread at every step; the quotes the connector published
+    crossed. Ends once the connector shows the engine's last quote."""
+    engine = make_engine()
+    tws = TwsVenue(engine, behaviour=TwsBehaviour(coalesce_quotes=False, quote_split_delay_s=0.03))
+    tws.start()
+    try:
+        with running_connector(make_config(tws.port, book_settle_s=settle_s), tmp_path):
+            recorder.wait_for(shows(engine.quote("AAPL")), timeout_s=10)
+            for step in range(1, 16):
+                engine.set_mid("AAPL", Decimal(190 + step))  # each new bid is above the old ask
+                moved = engine.step()
+                recorder.wait_for(shows(next(q for q in moved if q.symbol == "AAPL")), timeout_s=5)
+            return crossed_quotes(recorder, "AAPL")
+    finally:
+        tws.stop()
+
+
+def test_a_tws_writing_bid_and_ask_apart_never_shows_a_crossed_quote(recorder: Recorder, tmp_path: Path) -> None:
+    assert _crossed_while_the_market_climbs(tmp_path, recorder, settle_s=0.5) == []
+
+
+def test_without_the_book_hold_the_same_market_shows_crossed_quotes(recorder: Recorder, tmp_path: Path) -> None:
+    """The control: the half-updated books the hold keeps back are really there."""
+    assert _crossed_while_the_market_climbs(tmp_path, recorder, settle_s=0.0) != []
