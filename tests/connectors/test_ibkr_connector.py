@@ -683,10 +683,14 @@ def _crossed_while_the_market_climbs(tmp_path: Path, recorder: Recorder, settle_
         tws.stop()
 
 
-def test_a_tws_writing_bid_and_ask_apart_never_shows_a_crossed_quote(recorder: Recorder, tmp_path: Path) -> None:
+def test_a_tws_writing_bid_and_ask_apart_never_shows_a_crossed_quote(
+    recorder: Recorder, tmp_path: Path
+) -> None:
     assert _crossed_while_the_market_climbs(tmp_path, recorder, settle_s=0.5) == []
 
 
-def test_without_the_book_hold_the_same_market_shows_crossed_quotes(recorder: Recorder, tmp_path: Path) -> None:
+def test_without_the_book_hold_the_same_market_shows_crossed_quotes(
+    recorder: Recorder, tmp_path: Path
+) -> None:
     """The control: the half-updated books the hold keeps back are really there."""
     assert _crossed_while_the_market_climbs(tmp_path, recorder, settle_s=0.0) != []
