@@ -12,8 +12,10 @@ either the other side updates too (then it is what the venue says, crossed or no
 stays crossed for ``settle_ns`` (then it is a crossed market, and it is published for the
 safety checks to judge). Every other change is published at once.
 
-Prices must be finite and sizes finite and not negative; anything else raises
-``ValueError`` and leaves the book as it was (the connector counts it as malformed). A
+Prices and sizes are held to the bounds every message holds them to (finite, below
+``PRICE_BOUNDS`` / ``QUANTITY_BOUNDS`` in magnitude and places; sizes not negative);
+anything else raises ``ValueError`` (``MessageError``) and leaves the book as it was (the
+connector counts it as malformed), so a quote taken from the book is always valid. A
 side can be cleared (the venue has no bid, or no ask): a book without both sides has no
 quote. Time is passed in (nanoseconds, any clock, the same one for every call).
 """
@@ -22,20 +24,24 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-from messages import Quote, Trade
+from messages import PRICE_BOUNDS, QUANTITY_BOUNDS, Quote, Trade, check_decimal
 
 __all__ = ["L1Book", "L1Books"]
 
 
 def _price(name: str, value: Decimal) -> Decimal:
-    if not isinstance(value, Decimal) or not value.is_finite():
-        raise ValueError(f"{name}: a finite Decimal price, got {value!r}")
+    if not isinstance(value, Decimal):
+        raise ValueError(f"{name}: a Decimal price, got {value!r}")
+    check_decimal(name, value, *PRICE_BOUNDS)
     return value
 
 
 def _size(name: str, value: Decimal) -> Decimal:
-    if not isinstance(value, Decimal) or not value.is_finite() or value < 0:
-        raise ValueError(f"{name}: a finite, non-negative Decimal size, got {value!r}")
+    if not isinstance(value, Decimal):
+        raise ValueError(f"{name}: a Decimal size, got {value!r}")
+    check_decimal(name, value, *QUANTITY_BOUNDS)
+    if value < 0:
+        raise ValueError(f"{name}: must not be negative, got {value}")
     return value
 
 

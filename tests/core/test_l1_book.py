@@ -132,7 +132,7 @@ def test_a_cleared_side_means_no_quote() -> None:
     assert quote is not None and quote.ask == D("101.1")
 
 
-@pytest.mark.parametrize("bad", [D("NaN"), D("Infinity"), D("-Infinity")])
+@pytest.mark.parametrize("bad", [D("NaN"), D("Infinity"), D("-Infinity"), D("1e300"), D("1e-60")])
 def test_bad_prices_are_refused_and_change_nothing(bad: Decimal) -> None:
     b = book()
     b.set_bid(D(100), D(1), 0)
@@ -146,7 +146,7 @@ def test_bad_prices_are_refused_and_change_nothing(bad: Decimal) -> None:
     assert b.take(1) is None
 
 
-@pytest.mark.parametrize("bad", [D(-1), D("NaN"), D("Infinity")])
+@pytest.mark.parametrize("bad", [D(-1), D("NaN"), D("Infinity"), D("1e300")])
 def test_bad_sizes_are_refused_and_change_nothing(bad: Decimal) -> None:
     b = book()
     b.set_bid(D(100), D(3), 0)
