@@ -9,8 +9,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from actors.connectors._io import SessionLink
-from actors.connectors.base import Connector, ConnectorConfig
+from actors.connectors import Connector, ConnectorConfig, SessionLink
 from actors.errors import ConnectorError
 from messages import CancelAllDone, CancelOrder, SubmitOrder, VenuePositions, now_ns
 
