@@ -224,6 +224,7 @@ class Connector(SupervisedActor):
     # ---- lifecycle ------------------------------------------------------------------
 
     def setup(self) -> None:
+        bus.publish(topics.HEALTH, self.health())  # disconnected until the session is up
         self._schedule_health()
         self._outage_since = time.monotonic()
         self._begin_attempt()
