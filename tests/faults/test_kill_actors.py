@@ -100,11 +100,17 @@ def lock_the_journal(svc: Service, recorder: Recorder, mark: int) -> None:
             db.execute("ROLLBACK")
 
 
-def drop_the_session(recorder: Recorder, mark: int) -> None:
-    """The venue goes down under the connector, which fails; then the venue comes back."""
+def connectors_up(svc: Service) -> list[str]:
+    state = svc.ask("risk_governor", GetRiskState()) or {}
+    return list(state.get("connectors_up", []))
+
+
+def drop_the_session(svc: Service) -> None:
+    """The venue goes down under the connector, which reports itself down (it does not
+    fail: it reconnects by itself); then the venue comes back."""
     venue().down = True
     try:
-        exited(recorder, VENUE, mark)
+        wait_for(lambda: VENUE not in connectors_up(svc), timeout_s=15, what="the connector down")
     finally:
         venue().down = False
 
@@ -115,7 +121,7 @@ def fail(name: str, svc: Service, recorder: Recorder) -> None:
     if name == "position_keeper":
         lock_the_journal(svc, recorder, mark)
     elif name == VENUE:
-        drop_the_session(recorder, mark)
+        drop_the_session(svc)
     else:
         poison = NO_SEVERITY if name in ("failsafe", "dashboard") else MISSING_QUOTE
         assert registry.tell(name, poison)
@@ -129,8 +135,13 @@ def exited(recorder: Recorder, name: str, mark: int) -> ChildExited:
     return notice
 
 
-def restored(name: str, before: Any) -> None:
-    """``name`` resolves to a new actor, and that actor answers."""
+def restored(name: str, before: Any, svc: Service) -> None:
+    """``name`` resolves to a new actor, and that actor answers (the connector, whose
+    session was dropped, is connected again)."""
+    if name == VENUE:
+        wait_for(lambda: VENUE in connectors_up(svc), timeout_s=10, what="the connector up again")
+        return
+
     def answering() -> bool:
         ref = registry.lookup(name)
         if ref is None or ref is before:
@@ -181,7 +192,7 @@ def test_an_actor_killed_while_trading_is_restored(
     assert before is not None
 
     fail(name, svc, recorder)
-    restored(name, before)
+    restored(name, before, svc)
 
     # the service trades again (a connector crash degrades it for a moment)
     wait_for(lambda: governor_mode(svc) == "LIVE", timeout_s=5, what="LIVE again")
@@ -207,7 +218,7 @@ def test_an_actor_killed_in_failsafe_is_restored_and_failsafe_holds(
     before = registry.lookup(name)
 
     fail(name, svc, recorder)
-    restored(name, before)
+    restored(name, before, svc)
 
     # latched, even across a governor restart (the keeper's restarts the governor too)
     mode = wait_for(lambda: governor_mode(svc), what="the governor answering")
@@ -225,6 +236,9 @@ def test_an_actor_killed_in_failsafe_is_restored_and_failsafe_holds(
     wait_for(lambda: len(venue_fills()) > executions, timeout_s=5, what="trading after the reset")
 
 
+@pytest.mark.xfail(strict=True, reason="a venue that stays unreachable no longer makes its connector "
+                   "crash and restart (it reconnects from inside, disconnected); FAILSAFE for a long "
+                   "outage is the governor's max_outage_s, not a connectors restart storm")
 def test_a_restart_storm_of_the_connector_ends_in_failsafe(
     service: Callable[..., Service], recorder: Recorder,
 ) -> None:

