@@ -25,12 +25,13 @@ from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import pykka
 import zmq
 from loguru import logger
+from msgspec import Meta
 
 from actors import topics
 from actors.failsafe import GetFailsafeState
@@ -55,6 +56,7 @@ from messages import (
     now_ns,
     to_builtins,
 )
+from messages.bounds import Interval
 from supervision import SUPERVISION_TOPIC, ChildExited, SupervisedActor, SupervisorGaveUp, bus, registry
 
 TOKEN_FILE = "control.token"
@@ -101,9 +103,9 @@ _PLACES = Decimal("1e-8")
 class DashboardConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The dashboard actor and the control channel."""
 
-    publish_interval_s: float = 0.5
+    publish_interval_s: Interval = 0.5
     """How often a state snapshot is published."""
-    alerts: int = 50
+    alerts: Annotated[int, Meta(ge=1, le=100_000)] = 50
     """Alerts kept."""
 
 

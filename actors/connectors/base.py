@@ -18,10 +18,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 from loguru import logger
+from msgspec import Meta
 
 from actors import topics
 from actors.errors import ConnectorError
@@ -44,21 +45,22 @@ from messages import (
     VenuePositions,
     now_ns,
 )
+from messages.bounds import Interval, Name, Symbol
 from supervision import SupervisedActor, TimerHandle, bus, scheduler
 
 
 class ConnectorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Settings every connector has; each connector extends it with its own fields."""
 
-    name: str
+    name: Name
     """Instance name: the ``venue`` of every message it emits and its registry name."""
     kind: str
     """Which connector: ``paper``, ``zmq``, ``fix``, ``ibkr`` or a plug-in's kind."""
-    symbols: tuple[str, ...] = ()
+    symbols: tuple[Symbol, ...] = ()
     """Symbols subscribed on every (re)connect."""
-    connect_timeout_s: float = 5.0
+    connect_timeout_s: Annotated[float, Meta(ge=0.001, le=3600.0)] = 5.0
     """How long ``connect`` may take before the start counts as failed."""
-    health_interval_s: float = 1.0
+    health_interval_s: Interval = 1.0
     """How often a ``HealthReport`` is published."""
 
 

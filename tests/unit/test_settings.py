@@ -26,12 +26,16 @@ PAPER = {"connectors": [{"name": "paper", "kind": "paper", "symbols": ["AAPL"]}]
 
 def test_embedded_default_is_the_paper_venue_with_the_sample_strategy() -> None:
     settings = load_settings()
-    assert DEFAULT_CONFIG == ROOT / "config" / "paper.toml"
+    assert Path(str(DEFAULT_CONFIG)).parent == ROOT / "tradeguard"
     assert settings.service.mode == "paper"
     [connector] = settings.connector_configs()
     assert isinstance(connector, PaperConfig)
     assert [s.name for s in settings.strategies] == ["sample"]
     assert settings.risk.max_position == Decimal("200")
+
+
+def test_the_example_paper_config_is_the_packaged_default() -> None:
+    assert (ROOT / "config" / "paper.toml").read_bytes() == DEFAULT_CONFIG.read_bytes()
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "config").glob("*.toml")))
