@@ -3,6 +3,7 @@ starts when any field is wrong, with the path of the bad field in the error."""
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -161,7 +162,13 @@ def _convert(data: Any, type_: type[Any], prefix: str) -> Any:
     try:
         return msgspec.convert(data, type=type_)
     except msgspec.ValidationError as exc:
-        raise _error(prefix, exc) from exc
+        error = _error(prefix, exc)
+        where = str(error).split(": ", 1)[0]
+        found = _first_non_finite(data, prefix)
+        if found and found.startswith(where) and found != where:
+            # A struct's own check refused a NaN without naming it: name it.
+            raise ConfigError(f"{found}: not a finite number") from exc
+        raise error from exc
     except (ArithmeticError, ValueError, TypeError) as exc:
         # A struct's own check choked on a value (a NaN decimal compared): find it.
         where = _first_non_finite(data, prefix) or prefix or "(top level)"
@@ -213,14 +220,26 @@ def parse_settings(data: dict[str, Any], *, environ: dict[str, str] | None = Non
         if not isinstance(section["kind"], str):
             raise ConfigError(f"{where}.kind: expected a string")
         try:
-            cls = connector_class(section["kind"])
+            config_type = _connector_config_type(section["kind"])
         except ConfigError as exc:
             raise ConfigError(f"{where}.kind: {exc}") from exc
-        connectors.append(_convert(section, cls.config_type, where))
+        connectors.append(_convert(section, config_type, where))
     settings = msgspec.structs.replace(settings, connectors=tuple(connectors))
     check_values(settings)
     _check(settings, environ)
     return settings
+
+
+@functools.lru_cache(maxsize=64)
+def _connector_config_type(kind: str) -> type[ConnectorConfig]:
+    return connector_class(kind).config_type
+
+
+@functools.lru_cache(maxsize=256)
+def _struct_fields(cls: type[msgspec.Struct]) -> tuple[mi.Field, ...]:
+    info = mi.type_info(cls)
+    assert isinstance(info, mi.StructType)
+    return info.fields
 
 
 def check_values(value: Any, path: str = "") -> None:
@@ -254,9 +273,7 @@ def _walk(value: Any, type_: mi.Type, path: str) -> None:
         if _CONTROL.search(value):
             raise ConfigError(f"{path}: control characters are not allowed")
     elif isinstance(value, msgspec.Struct):
-        info = mi.type_info(type(value))
-        assert isinstance(info, mi.StructType)
-        for field in info.fields:
+        for field in _struct_fields(type(value)):
             _walk(getattr(value, field.name), field.type, _join(path, field.name))
     elif isinstance(value, tuple | list):
         item = type_.item_type if isinstance(type_, mi.VarTupleType | mi.ListType) else mi.AnyType()

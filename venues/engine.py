@@ -106,15 +106,15 @@ def _check_probability(field: str, value: float) -> None:
 class AnomalyConfig(msgspec.Struct, frozen=True, kw_only=True):
     """How often the venue publishes faulty market data, per step and per symbol."""
 
-    spike_probability: float = 0.0
+    spike_probability: Probability = 0.0
     """Chance that the mid jumps by ``spike_size_pct`` (up or down, at random)."""
     spike_size_pct: Annotated[Decimal, decimal_range(gt=0, le=1000)] = Decimal(30)
     """Size of a spike in percent of the mid."""
-    crossed_probability: float = 0.0
+    crossed_probability: Probability = 0.0
     """Chance that a quote is published with bid above ask (the book itself stays sane)."""
-    negative_probability: float = 0.0
+    negative_probability: Probability = 0.0
     """Chance that a quote is published with a negative bid (the book itself stays sane)."""
-    stall_probability: float = 0.0
+    stall_probability: Probability = 0.0
     """Chance that a symbol stops publishing for ``stall_steps`` steps (the market moves on)."""
     stall_steps: Annotated[int, Meta(ge=1, le=1_000_000)] = 50
     """Length of a stall in steps."""
