@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, ClassVar, TypeVar
+from typing import Annotated, ClassVar, Literal, TypeVar
 
 import pykka
 import quickfix as fix
@@ -106,7 +106,7 @@ class FixConfig(ConnectorConfig, frozen=True, kw_only=True):
     """The venue's acceptor host."""
     port: Port = 9878
     """The venue's acceptor port."""
-    begin_string: str = FIX44
+    begin_string: Literal["FIX.4.4", "FIX.4.2", "FIXT.1.1"] = FIX44
     """``FIX.4.4``, ``FIX.4.2`` or ``FIXT.1.1`` (FIX 5.0 SP2)."""
     sender_comp_id: Annotated[Label, Meta(min_length=1)] = "TRADEGUARD"
     """Our SenderCompID (the venue's TargetCompID)."""
