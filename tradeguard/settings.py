@@ -47,7 +47,6 @@ DEFAULT_CONFIG: Traversable = resources.files("tradeguard").joinpath("paper.toml
 strategy. ``config/paper.toml`` in the source tree is the same file, as an example."""
 MAX_CONFIG_BYTES = 1 << 20
 """A configuration file larger than this is refused unread."""
-LOG_LEVELS = ("TRACE", "DEBUG", "INFO", "SUCCESS", "WARNING", "ERROR", "CRITICAL")
 
 RESERVED_NAMES = frozenset({
     "root", "position_keeper", "risk_governor", "failsafe", "safety_monitor", "connectors",
@@ -165,14 +164,16 @@ def _convert(data: Any, type_: type[Any], prefix: str) -> Any:
         error = _error(prefix, exc)
         where = str(error).split(": ", 1)[0]
         found = _first_non_finite(data, prefix)
-        if found and found.startswith(where) and found != where:
+        if found and found.startswith(where) and found[len(where):][:1] in (".", "["):
             # A struct's own check refused a NaN without naming it: name it.
             raise ConfigError(f"{found}: not a finite number") from exc
         raise error from exc
     except (ArithmeticError, ValueError, TypeError) as exc:
         # A struct's own check choked on a value (a NaN decimal compared): find it.
-        where = _first_non_finite(data, prefix) or prefix or "(top level)"
-        raise ConfigError(f"{where}: not a finite number ({type(exc).__name__})") from exc
+        found = _first_non_finite(data, prefix)
+        if found:
+            raise ConfigError(f"{found}: not a finite number") from exc
+        raise ConfigError(f"{prefix or '(top level)'}: invalid ({type(exc).__name__}: {exc})") from exc
 
 
 def _first_non_finite(data: Any, path: str) -> str | None:
