@@ -24,6 +24,7 @@ from loguru import logger
 from actors import topics
 from actors.errors import JournalError, RiskError
 from actors.journal import Journal
+from actors.log_budget import LogBudget
 from actors.position_keeper import session_start_ns
 from messages import (
     FAILSAFE_SOURCE,
@@ -258,6 +259,7 @@ class RiskGovernor(SupervisedActor):
             for venue in venues
         }
         self.counts = {"checked": 0, "passed": 0, "rejected": 0}
+        self._refusal_log = LogBudget(burst=5, window_s=10.0)
         self._tick: TimerHandle | None = None
 
     # ---- lifecycle ------------------------------------------------------------------
@@ -410,9 +412,13 @@ class RiskGovernor(SupervisedActor):
             reason, text = rejection
             self.counts["rejected"] += 1
             event = self._reject(order, reason, text)
-            self.log.bind(client_order_id=str(order.client_order_id), reason=str(reason)).info(
-                f"order refused: {text}"
-            )
+            # Refusals a whole state causes (paused, FAILSAFE) are counted, not written one
+            # by one: they would bury the operator audit trail in the governance log.
+            if reason not in (RejectReason.MODE, RejectReason.PAUSED) or self._refusal_log.allow(
+                    self.clock(), f"order refusals ({reason})"):
+                self.log.bind(client_order_id=str(order.client_order_id), reason=str(reason)).info(
+                    f"order refused: {text}"
+                )
             if reason is RejectReason.DAILY_LOSS:
                 self.enter_failsafe(text, source=self.name)
             return event
@@ -715,6 +721,9 @@ class RiskGovernor(SupervisedActor):
         return str(self.mode)
 
     def _on_tick(self, _tick: Tick) -> None:
+        summary = self._refusal_log.summary(self.clock())
+        if summary is not None:
+            self.log.info(f"order refused: {summary}")
         if (self.mode is Mode.DEGRADED and self._all_up()
                 and self.clock() - self._last_degradation >= self.config.recover_after_s):
             self.transition(Mode.LIVE, f"no degradation for {self.config.recover_after_s}s")

@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-from messages._base import Message, now_ns
-from messages.codec import MessageError, decode, decode_as, encode, to_builtins
+from messages._base import (
+    MAX_DECIMAL,
+    MAX_DECIMAL_PLACES,
+    MAX_INPUT_PLACES,
+    MAX_PRICE,
+    MAX_QUANTITY,
+    PRICE_BOUNDS,
+    QUANTITY_BOUNDS,
+    Message,
+    MessageError,
+    check_decimal,
+    now_ns,
+)
+from messages.codec import decode, decode_as, encode, to_builtins
 from messages.control import (
     MODE_TRANSITIONS,
     ConnectorDown,
@@ -47,7 +59,14 @@ from messages.portfolio import PortfolioSnapshot, PositionState, Reconciliation
 __all__ = [
     "DONE_STATES",
     "FAILSAFE_SOURCE",
+    "MAX_DECIMAL",
+    "MAX_DECIMAL_PLACES",
+    "MAX_INPUT_PLACES",
+    "MAX_PRICE",
+    "MAX_QUANTITY",
     "MODE_TRANSITIONS",
+    "PRICE_BOUNDS",
+    "QUANTITY_BOUNDS",
     "Bar",
     "Book",
     "BookLevel",
@@ -89,6 +108,7 @@ __all__ = [
     "Trade",
     "VenuePosition",
     "VenuePositions",
+    "check_decimal",
     "decode",
     "decode_as",
     "encode",

@@ -1,8 +1,9 @@
 """JSON codec for messages on the wire and in logs.
 
 One decoder reads any message (the ``type`` tag picks the class). Every failure, whether
-bad JSON, a missing field, a wrong type, NaN or infinity, or a negative quantity, is
-raised as ``MessageError`` whose text names the bad field.
+bad JSON, a missing field, a wrong type, NaN, infinity or an absurd magnitude, a negative
+quantity, or text that is not valid Unicode, is raised as ``MessageError`` whose text names
+the bad field.
 """
 
 from __future__ import annotations
@@ -12,13 +13,9 @@ from typing import Any, TypeVar, Union
 import msgspec
 
 from messages import control, market, orders, portfolio
-from messages._base import Message
+from messages._base import Message, MessageError
 
 T = TypeVar("T")
-
-
-class MessageError(ValueError):
-    """A message could not be encoded or decoded; the text names the bad field."""
 
 
 def _message_types() -> tuple[type[Message], ...]:
@@ -53,6 +50,8 @@ def decode(data: bytes | str) -> Message:
         result: Message = _any_decoder.decode(data)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise MessageError(str(exc)) from exc
+    except UnicodeEncodeError as exc:  # a str holding lone surrogates: not text at all
+        raise _not_text(exc) from None
     return result
 
 
@@ -62,6 +61,12 @@ def decode_as(data: bytes | str, kind: type[T]) -> T:
         return msgspec.json.decode(data, type=kind)
     except (msgspec.ValidationError, msgspec.DecodeError) as exc:
         raise MessageError(str(exc)) from exc
+    except UnicodeEncodeError as exc:
+        raise _not_text(exc) from None
+
+
+def _not_text(exc: UnicodeEncodeError) -> MessageError:
+    return MessageError(f"input is not valid Unicode text: lone surrogate at position {exc.start}")
 
 
 def to_builtins(message: Message) -> Any:

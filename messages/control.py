@@ -108,6 +108,7 @@ class SafetyEvent(Message, frozen=True, kw_only=True):
     """When the event was raised, wall clock nanoseconds."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("kind", self.kind)
 
 

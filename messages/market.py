@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from types import MappingProxyType
+from typing import ClassVar
 
-from messages._base import Message, require_finite, require_non_negative, require_text
+from messages._base import (
+    PRICE_BOUNDS,
+    QUANTITY_BOUNDS,
+    Bounds,
+    Message,
+    MessageError,
+    require_not_below_zero,
+    require_text,
+)
 
 
 class Quote(Message, frozen=True, kw_only=True):
@@ -15,8 +25,8 @@ class Quote(Message, frozen=True, kw_only=True):
     symbol: str
     """Instrument symbol as the venue names it."""
     bid: Decimal
-    """Best bid price. Finite; may be zero or negative only on a faulty feed (the safety
-    monitor judges that, the codec does not hide it)."""
+    """Best bid price. Finite and below ``MAX_PRICE`` in magnitude; may be zero or negative
+    only on a faulty feed (the safety monitor judges that, the codec does not hide it)."""
     ask: Decimal
     """Best ask price."""
     bid_size: Decimal
@@ -28,12 +38,18 @@ class Quote(Message, frozen=True, kw_only=True):
     ts_ns: int = 0
     """Venue timestamp, wall clock nanoseconds, when the quote left the venue."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "bid": PRICE_BOUNDS,
+        "ask": PRICE_BOUNDS,
+        "bid_size": QUANTITY_BOUNDS,
+        "ask_size": QUANTITY_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("symbol", self.symbol)
-        require_finite("bid", self.bid)
-        require_finite("ask", self.ask)
-        require_non_negative("bid_size", self.bid_size)
-        require_non_negative("ask_size", self.ask_size)
+        require_not_below_zero("bid_size", self.bid_size)
+        require_not_below_zero("ask_size", self.ask_size)
 
     @property
     def mid(self) -> Decimal:
@@ -62,10 +78,15 @@ class Trade(Message, frozen=True, kw_only=True):
     ts_ns: int = 0
     """Venue timestamp, wall clock nanoseconds."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "price": PRICE_BOUNDS,
+        "size": QUANTITY_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("symbol", self.symbol)
-        require_finite("price", self.price)
-        require_non_negative("size", self.size)
+        require_not_below_zero("size", self.size)
 
 
 class BookLevel(Message, frozen=True, kw_only=True):
@@ -76,9 +97,14 @@ class BookLevel(Message, frozen=True, kw_only=True):
     size: Decimal
     """Quantity resting at the level; never negative."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "price": PRICE_BOUNDS,
+        "size": QUANTITY_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
-        require_finite("price", self.price)
-        require_non_negative("size", self.size)
+        super().__post_init__()
+        require_not_below_zero("size", self.size)
 
 
 MAX_BOOK_LEVELS = 5
@@ -100,11 +126,12 @@ class Book(Message, frozen=True, kw_only=True):
     """Venue timestamp, wall clock nanoseconds."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("symbol", self.symbol)
         if len(self.bids) > MAX_BOOK_LEVELS:
-            raise ValueError(f"bids: at most {MAX_BOOK_LEVELS} levels, got {len(self.bids)}")
+            raise MessageError(f"bids: at most {MAX_BOOK_LEVELS} levels, got {len(self.bids)}")
         if len(self.asks) > MAX_BOOK_LEVELS:
-            raise ValueError(f"asks: at most {MAX_BOOK_LEVELS} levels, got {len(self.asks)}")
+            raise MessageError(f"asks: at most {MAX_BOOK_LEVELS} levels, got {len(self.asks)}")
 
 
 class Bar(Message, frozen=True, kw_only=True):
@@ -129,15 +156,22 @@ class Bar(Message, frozen=True, kw_only=True):
     volume: Decimal
     """Traded quantity in the interval; never negative."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "open": PRICE_BOUNDS,
+        "high": PRICE_BOUNDS,
+        "low": PRICE_BOUNDS,
+        "close": PRICE_BOUNDS,
+        "volume": QUANTITY_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("symbol", self.symbol)
         if self.interval_s <= 0:
-            raise ValueError(f"interval_s: must be positive, got {self.interval_s}")
-        for name in ("open", "high", "low", "close"):
-            require_finite(name, getattr(self, name))
-        require_non_negative("volume", self.volume)
+            raise MessageError(f"interval_s: must be positive, got {self.interval_s}")
+        require_not_below_zero("volume", self.volume)
         if self.low > self.high:
-            raise ValueError(f"low: {self.low} is above high {self.high}")
+            raise MessageError(f"low: {self.low} is above high {self.high}")
 
 
 class QuoteBatch(Message, frozen=True, kw_only=True):

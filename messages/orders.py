@@ -4,8 +4,19 @@ from __future__ import annotations
 
 import enum
 from decimal import Decimal
+from types import MappingProxyType
+from typing import ClassVar
 
-from messages._base import Message, require_finite, require_non_negative, require_positive, require_text
+from messages._base import (
+    PRICE_BOUNDS,
+    QUANTITY_BOUNDS,
+    Bounds,
+    Message,
+    MessageError,
+    require_above_zero,
+    require_not_below_zero,
+    require_text,
+)
 
 
 class Side(enum.StrEnum):
@@ -122,17 +133,24 @@ class SubmitOrder(Message, frozen=True, kw_only=True):
     created_ns: int = 0
     """When the source created the order, wall clock nanoseconds."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "quantity": QUANTITY_BOUNDS,
+        "limit_price": PRICE_BOUNDS,
+        "stop_price": PRICE_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("client_order_id", self.client_order_id)
         require_text("venue", self.venue)
         require_text("symbol", self.symbol)
-        require_positive("quantity", self.quantity)
-        require_positive("limit_price", self.limit_price)
-        require_positive("stop_price", self.stop_price)
+        require_above_zero("quantity", self.quantity)
+        require_above_zero("limit_price", self.limit_price)
+        require_above_zero("stop_price", self.stop_price)
         if self.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) and self.limit_price is None:
-            raise ValueError(f"limit_price: required for a {self.order_type} order")
+            raise MessageError(f"limit_price: required for a {self.order_type} order")
         if self.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and self.stop_price is None:
-            raise ValueError(f"stop_price: required for a {self.order_type} order")
+            raise MessageError(f"stop_price: required for a {self.order_type} order")
 
     @property
     def signed_quantity(self) -> Decimal:
@@ -151,6 +169,7 @@ class CancelOrder(Message, frozen=True, kw_only=True):
     """Who asked for the cancel."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("client_order_id", self.client_order_id)
         require_text("venue", self.venue)
 
@@ -244,12 +263,19 @@ class OrderFilled(Message, frozen=True, kw_only=True):
     ts_ns: int = 0
     """When the venue executed, wall clock nanoseconds."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "quantity": QUANTITY_BOUNDS,
+        "price": PRICE_BOUNDS,
+        "leaves_quantity": QUANTITY_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("fill_id", self.fill_id)
         require_text("symbol", self.symbol)
-        require_positive("quantity", self.quantity)
-        require_positive("price", self.price)
-        require_non_negative("leaves_quantity", self.leaves_quantity)
+        require_above_zero("quantity", self.quantity)
+        require_above_zero("price", self.price)
+        require_not_below_zero("leaves_quantity", self.leaves_quantity)
 
     @property
     def is_partial(self) -> bool:
@@ -289,10 +315,15 @@ class VenuePosition(Message, frozen=True, kw_only=True):
     average_price: Decimal = Decimal(0)
     """Average entry price as the venue computes it; zero when flat or unknown."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "quantity": QUANTITY_BOUNDS,
+        "average_price": PRICE_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("symbol", self.symbol)
-        require_finite("quantity", self.quantity)
-        require_non_negative("average_price", self.average_price)
+        require_not_below_zero("average_price", self.average_price)
 
 
 class VenuePositions(Message, frozen=True, kw_only=True):

@@ -9,17 +9,29 @@ Two channels (docs/zmq-protocol.md is the full description):
 
 Every payload is a JSON object whose ``type`` field names the frame. Decimals travel as
 strings. Every frame is decoded with unknown fields refused, so a misspelt field is an
-error, never a silent default; a quote with a NaN price, a negative size, an empty symbol
-or a sequence number below 1 does not decode either.
+error, never a silent default; a quote with a NaN or absurdly large price, a negative size,
+an empty symbol or a sequence number below 1 does not decode either (every number is held
+to the bounds of ``messages._base``).
 """
 
 from __future__ import annotations
 
 from decimal import Decimal
+from types import MappingProxyType
+from typing import ClassVar
 
 import msgspec
 
-from messages._base import require_finite, require_non_negative, require_positive, require_text
+from messages._base import (
+    PRICE_BOUNDS,
+    QUANTITY_BOUNDS,
+    Bounds,
+    MessageError,
+    check_fields,
+    require_above_zero,
+    require_not_below_zero,
+    require_text,
+)
 from messages.orders import OrderStatus, OrderType, RejectReason, Side, TimeInForce
 
 HEARTBEAT_TOPIC = "_heartbeat"
@@ -29,7 +41,18 @@ HEARTBEAT_TOPIC = "_heartbeat"
 class Frame(
     msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True, tag_field="type"
 ):
-    """A JSON object on the wire; ``type`` names it and unknown fields are refused."""
+    """A JSON object on the wire; ``type`` names it and unknown fields are refused.
+
+    Every field is checked as a message's is (``messages._base``: finite, bounded decimals,
+    64-bit integers, valid text); a frame with rules of its own calls
+    ``super().__post_init__()`` first.
+    """
+
+    field_bounds: ClassVar[Bounds] = MappingProxyType({})
+    """Decimal fields held tighter than any decimal: prices and quantities."""
+
+    def __post_init__(self) -> None:
+        check_fields(self, self.field_bounds)
 
 
 # ---- market data (PUB) ----------------------------------------------------------------
@@ -55,14 +78,20 @@ class QuoteFrame(Frame, frozen=True, kw_only=True, tag="quote"):
     ts_ns: int
     """When the venue published it, wall clock nanoseconds."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "bid": PRICE_BOUNDS,
+        "ask": PRICE_BOUNDS,
+        "bid_size": QUANTITY_BOUNDS,
+        "ask_size": QUANTITY_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.seq < 1:
-            raise ValueError(f"seq: must be at least 1, got {self.seq}")
+            raise MessageError(f"seq: must be at least 1, got {self.seq}")
         require_text("symbol", self.symbol)
-        require_finite("bid", self.bid)
-        require_finite("ask", self.ask)
-        require_non_negative("bid_size", self.bid_size)
-        require_non_negative("ask_size", self.ask_size)
+        require_not_below_zero("bid_size", self.bid_size)
+        require_not_below_zero("ask_size", self.ask_size)
 
 
 class HeartbeatFrame(Frame, frozen=True, kw_only=True, tag="heartbeat"):
@@ -109,12 +138,19 @@ class NewOrderRequest(Frame, frozen=True, kw_only=True, tag="new_order"):
     source: str = ""
     """Free text: who sent the order."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "quantity": QUANTITY_BOUNDS,
+        "limit_price": PRICE_BOUNDS,
+        "stop_price": PRICE_BOUNDS,
+    })
+
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("client_order_id", self.client_order_id)
         require_text("symbol", self.symbol)
-        require_positive("quantity", self.quantity)
-        require_positive("limit_price", self.limit_price)
-        require_positive("stop_price", self.stop_price)
+        require_above_zero("quantity", self.quantity)
+        require_above_zero("limit_price", self.limit_price)
+        require_above_zero("stop_price", self.stop_price)
 
 
 class CancelRequest(Frame, frozen=True, kw_only=True, tag="cancel"):
@@ -126,6 +162,7 @@ class CancelRequest(Frame, frozen=True, kw_only=True, tag="cancel"):
     """The order to cancel."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         require_text("client_order_id", self.client_order_id)
 
 
@@ -231,6 +268,18 @@ class FilledEvent(Frame, frozen=True, kw_only=True, tag="filled"):
     ts_ns: int
     """When, wall clock nanoseconds."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "quantity": QUANTITY_BOUNDS,
+        "price": PRICE_BOUNDS,
+        "leaves": QUANTITY_BOUNDS,
+    })
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_above_zero("quantity", self.quantity)
+        require_above_zero("price", self.price)
+        require_not_below_zero("leaves", self.leaves)
+
 
 class CancelledEvent(Frame, frozen=True, kw_only=True, tag="cancelled"):
     """A working order was cancelled."""
@@ -269,6 +318,14 @@ class PositionRecord(Frame, frozen=True, kw_only=True, tag="position"):
     average_price: Decimal
     """Average entry price."""
 
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "quantity": QUANTITY_BOUNDS,
+        "average_price": PRICE_BOUNDS,
+    })
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+
 
 class OpenOrderRecord(Frame, frozen=True, kw_only=True, tag="open_order"):
     """One working order."""
@@ -297,6 +354,19 @@ class OpenOrderRecord(Frame, frozen=True, kw_only=True, tag="open_order"):
     """Quantity still working."""
     status: OrderStatus
     """``accepted`` or ``partially_filled``."""
+
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "quantity": QUANTITY_BOUNDS,
+        "filled": QUANTITY_BOUNDS,
+        "leaves": QUANTITY_BOUNDS,
+        "limit_price": PRICE_BOUNDS,
+        "stop_price": PRICE_BOUNDS,
+    })
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("quantity", "filled", "leaves"):
+            require_not_below_zero(name, getattr(self, name))
 
 
 class PositionsReply(Frame, frozen=True, kw_only=True, tag="positions"):

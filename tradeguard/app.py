@@ -18,13 +18,14 @@ from loguru import logger
 
 from actors.connectors.plugins import connector_class
 from actors.dashboard import Dashboard
-from actors.errors import TradeguardError
+from actors.errors import JournalError, TradeguardError
 from actors.failsafe import Failsafe, GetFailsafeState
+from actors.journal import Journal
 from actors.position_keeper import GetPortfolio, PositionKeeper
 from actors.risk_governor import GetRiskState, RiskGovernor, Shutdown
 from actors.safety_monitor import SafetyMonitor
 from actors.strategies.sample import SampleStrategy
-from messages import CancelAll, FlattenRequested, now_ns
+from messages import CancelAll, FlattenRequested, Mode, now_ns
 from supervision import Backoff, ChildSpec, Restart, Strategy, Supervisor, Tree, registry
 from tradeguard import systemd
 from tradeguard.settings import Settings
@@ -188,7 +189,21 @@ class Service:
     def _on_escalation(self, reason: str) -> None:
         self.escalation_reason = reason
         log.critical(f"the supervision tree gave up: {reason}")
+        self._latch_failsafe(reason)
         self.escalated.set()
+
+    def _latch_failsafe(self, reason: str) -> None:
+        """Journal the FAILSAFE latch: the tree that would flatten is gone, so the next start
+        comes up latched and flattens (positions may be open; trading must not resume)."""
+        try:
+            with Journal(self.state_dir / self.settings.keeper.journal_name) as journal:
+                last = journal.last_mode()
+                if last is not Mode.FAILSAFE:
+                    journal.record_mode(last or Mode.STARTUP, Mode.FAILSAFE,
+                                        f"the supervision tree gave up: {reason}", now_ns())
+            log.critical("FAILSAFE latched in the journal: the next start flattens")
+        except JournalError as exc:
+            log.critical(f"the FAILSAFE latch could not be journaled: {exc}")
 
     def start(self) -> None:
         """Start the tree; returns once every child passed the start barrier."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import signal
 import socket
@@ -16,11 +15,13 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 from loguru import logger
 
 from actors.errors import ConfigError
+from messages.status import StatusDocument
 from tradeguard import systemd
-from tradeguard.control import ControlError, send_command
+from tradeguard.control import ControlError, fetch_status, send_command
 from tradeguard.settings import STATE_DIR_ENV, disabled_checks, load_settings, resolve_state_dir
 
 if TYPE_CHECKING:
@@ -207,29 +208,44 @@ def _control(args: argparse.Namespace, verb: str, reason: str = "") -> Any:
     return send_command(_state_dir(args), verb, reason=reason, timeout_s=args.timeout)
 
 
+def _status(args: argparse.Namespace) -> StatusDocument:
+    return fetch_status(_state_dir(args), timeout_s=args.timeout)
+
+
+def render_status(status: StatusDocument) -> list[str]:
+    """The status document for people, one line per fact."""
+    lines = [f"mode: {status.mode}{'  (paused)' if status.paused else ''}"
+             + ("" if status.healthy is not False else "  TREE UNHEALTHY")]
+    pnl = status.pnl
+    lines.append(f"pnl: realized {pnl.realized}  unrealized {pnl.unrealized}  daily {pnl.daily}"
+                 if pnl is not None else "pnl: unknown (the position keeper did not answer)")
+    for c in status.connectors:
+        state = "up" if c.connected else "DOWN"
+        recon = {None: "not yet reconciled", True: "reconciled", False: "MISMATCH"}[c.reconciled]
+        lines.append(f"connector {c.name}: {state}, fills {c.fills or 0}, {recon}")
+    for p in status.positions:
+        lines.append(f"position {p.venue} {p.symbol}: {p.quantity} @ {p.average_price}")
+    orders = status.orders
+    lines.append(f"orders: submitted {orders.submitted}, filled {orders.filled}, rejected {orders.rejected}, "
+                 f"cancelled {orders.cancelled}, fills {orders.fills}")
+    if status.control is not None and not status.control.healthy:
+        lines.append("control channel: UNHEALTHY")
+    for alert in status.alerts:
+        lines.append(f"alert {alert.severity} {alert.kind}: {alert.text}")
+    return lines
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     try:
-        status = _control(args, "status")
+        status = _status(args)
     except ControlError as exc:
         print(f"tradeguard: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     if args.json:
-        print(json.dumps(status, indent=2, default=str))
+        print(msgspec.json.format(msgspec.json.encode(status), indent=2).decode())
         return EXIT_OK
-    print(f"mode: {status['mode']}{'  (paused)' if status.get('paused') else ''}")
-    pnl = status.get("pnl") or {}
-    print(f"pnl: realized {pnl.get('realized', '?')}  unrealized {pnl.get('unrealized', '?')}  "
-          f"daily {pnl.get('daily', '?')}")
-    for c in status.get("connectors", []):
-        state = "up" if c.get("connected") else "DOWN"
-        recon = {None: "not yet reconciled", True: "reconciled", False: "MISMATCH"}[c.get("reconciled")]
-        print(f"connector {c['name']}: {state}, fills {c.get('fills', 0)}, {recon}")
-    for p in status.get("positions", []):
-        print(f"position {p['venue']} {p['symbol']}: {p['quantity']} @ {p['average_price']}")
-    orders = status.get("orders", {})
-    print("orders: " + ", ".join(f"{k} {v}" for k, v in orders.items()))
-    for alert in status.get("alerts", []):
-        print(f"alert {alert['severity']} {alert['kind']}: {alert['text']}")
+    for line in render_status(status):
+        print(line)
     return EXIT_OK
 
 
@@ -240,12 +256,12 @@ def cmd_flatten(args: argparse.Namespace) -> int:
             return EXIT_OK
         deadline = time.monotonic() + args.wait
         while time.monotonic() < deadline:
-            status = _control(args, "status")
-            report = (status.get("failsafe") or {}).get("last_report")
-            if report and not (status.get("failsafe") or {}).get("running"):
-                print(f"mode {status['mode']}: {'flat' if report['flat'] else 'NOT FLAT'} "
-                      f"({report['detail']}); incident report {report['incident_path']}")
-                return EXIT_OK if report["flat"] else EXIT_FAILURE
+            status = _status(args)
+            report = status.failsafe.last_report if status.failsafe is not None else None
+            if report is not None and status.failsafe is not None and not status.failsafe.running:
+                print(f"mode {status.mode}: {'flat' if report.flat else 'NOT FLAT'} "
+                      f"({report.detail}); incident report {report.incident_path}")
+                return EXIT_OK if report.flat else EXIT_FAILURE
             time.sleep(0.2)
         print("tradeguard: the flatten did not finish in time; see `tradeguard status`", file=sys.stderr)
         return EXIT_FAILURE

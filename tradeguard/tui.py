@@ -14,23 +14,24 @@ can be driven by anything that speaks those two calls.
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Mapping
 from datetime import datetime
 from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar, Protocol, cast
 
+import msgspec
 import zmq
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Vertical, VerticalScroll
 from textual.screen import ModalScreen, Screen
-from textual.widgets import ContentSwitcher, DataTable, Footer, Header, Static
+from textual.timer import Timer
+from textual.widgets import ContentSwitcher, DataTable, Footer, Static
 
 from actors.dashboard import pub_endpoint
+from messages.status import STATUS_DECODER, StatusDocument
 from tradeguard.control import send_command
 
 STALE_AFTER_S = 3.0
@@ -46,7 +47,7 @@ YELLOW_MODES = frozenset({"STARTUP", "READY", "DEGRADED"})
 class DashboardSource(Protocol):
     """Where the dashboard gets snapshots and sends commands."""
 
-    def poll(self) -> dict[str, Any] | None:
+    def poll(self) -> StatusDocument | None:
         """The newest snapshot that arrived since the last call, or None; never blocks."""
 
     def command(self, verb: str, reason: str) -> Any:
@@ -63,6 +64,8 @@ class ServiceSource:
     def __init__(self, state_dir: Path, timeout_s: float = 5.0) -> None:
         self.state_dir = Path(state_dir)
         self.timeout_s = timeout_s
+        self.unreadable = 0
+        """Snapshots that did not decode as a status document."""
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._sub: zmq.Socket[bytes] = context.socket(zmq.SUB)
         self._sub.setsockopt(zmq.LINGER, 0)
@@ -70,17 +73,17 @@ class ServiceSource:
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
         self._sub.connect(pub_endpoint(self.state_dir))  # ZeroMQ reconnects until it is there
 
-    def poll(self) -> dict[str, Any] | None:
+    def poll(self) -> StatusDocument | None:
         """The newest snapshot received, or None."""
         try:
             raw = self._sub.recv(zmq.NOBLOCK)
         except zmq.Again:
             return None
         try:
-            snapshot = json.loads(raw)
-        except ValueError:
+            return STATUS_DECODER.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            self.unreadable += 1
             return None
-        return snapshot if isinstance(snapshot, dict) else None
 
     def command(self, verb: str, reason: str) -> Any:
         """Send ``verb`` through the control socket (raises ``ControlError``)."""
@@ -91,32 +94,46 @@ class ServiceSource:
         self._sub.close(linger=0)
 
 
-def mode_color(snapshot: Mapping[str, Any] | None, reachable: bool = True) -> str:
+def mode_color(snapshot: StatusDocument | None, reachable: bool = True) -> str:
     """``green``, ``yellow`` or ``red`` for the state a snapshot shows."""
-    if snapshot is None or not reachable or snapshot.get("healthy") is False:
+    if snapshot is None or not reachable or snapshot.healthy is False:
         return "red"
-    mode = str(snapshot.get("mode", ""))
-    if mode in GREEN_MODES:
-        return "yellow" if snapshot.get("paused") else "green"
-    if mode in YELLOW_MODES:
+    if snapshot.mode in GREEN_MODES:
+        return "yellow" if snapshot.paused else "green"
+    if snapshot.mode in YELLOW_MODES:
         return "yellow"
     return "red"
 
 
-def banner_text(snapshot: Mapping[str, Any] | None, age_s: float | None, reachable: bool) -> str:
-    """The one-line headline: mode, health, P&L, freshness."""
+def connector_summary(snapshot: StatusDocument) -> str:
+    """Each venue's state in a few words: ``paper up ok``, ``fix DOWN``, ``ib up MISMATCH``."""
+    parts = []
+    for row in snapshot.connectors:
+        recon = {None: "unreconciled", True: "ok", False: "MISMATCH"}[row.reconciled]
+        parts.append(f"{row.name} {'up' if row.connected else 'DOWN'} {recon}")
+    return "  ".join(parts) or "no connectors"
+
+
+def banner_lines(snapshot: StatusDocument | None, age_s: float | None, reachable: bool) -> list[str]:
+    """The banner, three short lines (each fits 80 columns for a few venues): mode and
+    health; P&L; per-connector state. Unreachable says so first and marks the rest old."""
     if snapshot is None:
-        return "UNREACHABLE: no snapshot from tradeguard yet (is it running on this state directory?)"
-    mode = str(snapshot.get("mode", "UNKNOWN"))
-    parts = [mode + ("  (paused)" if snapshot.get("paused") else "")]
-    health = snapshot.get("healthy")
-    parts.append({"True": "tree healthy", "False": "TREE UNHEALTHY"}.get(str(health), "health unknown"))
-    pnl = snapshot.get("pnl") or {}
-    parts.append(f"P&L realized {pnl.get('realized', '?')}  unrealized {pnl.get('unrealized', '?')}  "
-                 f"daily {pnl.get('daily', '?')}")
+        return ["NO ANSWER: no snapshot from tradeguard yet",
+                "is it running on this state directory?", ""]
+    mode = snapshot.mode + ("  PAUSED" if snapshot.paused else "")
+    health = {True: "tree healthy", False: "TREE UNHEALTHY", None: "health unknown"}[snapshot.healthy]
+    pnl = snapshot.pnl
+    money = (f"P&L daily {pnl.daily}  realized {pnl.realized}  unrealized {pnl.unrealized}"
+             if pnl is not None else "P&L unknown (the position keeper did not answer)")
+    first = f"{mode}  |  {health}"
     if not reachable:
-        parts.insert(0, f"UNREACHABLE for {age_s:.0f}s, last seen")
-    return "   |   ".join(parts)
+        first = f"NO ANSWER for {age_s or 0:.0f}s - last seen {_clock(snapshot.ts_ns)}: {mode}"
+    return [first, money, connector_summary(snapshot)]
+
+
+def banner_text(snapshot: StatusDocument | None, age_s: float | None, reachable: bool) -> str:
+    """The banner as one text."""
+    return "\n".join(banner_lines(snapshot, age_s, reachable))
 
 
 def _clock(ts_ns: Any) -> str:
@@ -129,36 +146,44 @@ def _clock(ts_ns: Any) -> str:
 SEVERITY_STYLE = {"CRITICAL": "bold red", "ERROR": "red", "WARNING": "yellow", "INFO": ""}
 
 
-def detail_text(snapshot: Mapping[str, Any] | None) -> Text:
+def _blank(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def detail_text(snapshot: StatusDocument | None) -> Text:
     """The detailed view: orders, risk, failsafe and each connector's reconciliation."""
     text = Text()
     if snapshot is None:
         return Text("no snapshot yet")
     text.append("Orders\n", style="bold")
-    for key, value in (snapshot.get("orders") or {}).items():
+    for key, value in msgspec.structs.asdict(snapshot.orders).items():
         text.append(f"  {key}: {value}\n")
     text.append("\nRisk governor\n", style="bold")
-    for key, value in (snapshot.get("risk") or {}).items():
-        text.append(f"  {key}: {value}\n")
-    failsafe = snapshot.get("failsafe") or {}
+    if snapshot.risk is None:
+        text.append("  did not answer\n", style="red")
+    else:
+        for key, value in msgspec.structs.asdict(snapshot.risk).items():
+            text.append(f"  {key}: {value}\n")
+    failsafe = snapshot.failsafe
     text.append("\nFailsafe\n", style="bold")
-    text.append(f"  latched: {failsafe.get('latched')}  running: {failsafe.get('running')}\n",
-                style="bold red" if failsafe.get("latched") else "")
-    report = failsafe.get("last_report")
-    if report:
-        flat = "flat" if report.get("flat") else "NOT FLAT"
-        text.append(f"  last report: {flat}: {report.get('detail')}\n")
-        text.append(f"  incident report: {report.get('incident_path')}\n")
-    for row in snapshot.get("connectors") or []:
-        text.append(f"\nConnector {row.get('name')}\n", style="bold")
+    if failsafe is None:
+        text.append("  did not answer\n", style="red")
+    else:
+        text.append(f"  latched: {failsafe.latched}  running: {failsafe.running}\n",
+                    style="bold red" if failsafe.latched else "")
+        report = failsafe.last_report
+        if report is not None:
+            text.append(f"  last report: {'flat' if report.flat else 'NOT FLAT'}: {report.detail}\n")
+            text.append(f"  incident report: {report.incident_path}\n")
+    for row in snapshot.connectors:
+        text.append(f"\nConnector {row.name}\n", style="bold")
         for key in ("connected", "latency_ms", "messages_in", "messages_out", "drops", "errors",
                     "malformed", "gaps", "fills", "reconciled"):
-            if key in row:
-                text.append(f"  {key}: {row[key]}\n")
-        venue = ", ".join(f"{p['symbol']} {p['quantity']}" for p in row.get("venue_positions") or [])
-        keeper = ", ".join(f"{p['symbol']} {p['quantity']}" for p in row.get("keeper_positions") or [])
+            text.append(f"  {key}: {_blank(getattr(row, key))}\n")
+        venue = ", ".join(f"{p.symbol} {p.quantity}" for p in row.venue_positions)
+        keeper = ", ".join(f"{p.symbol} {p.quantity}" for p in row.keeper_positions)
         text.append(f"  venue positions: {venue or 'flat'}\n  keeper positions: {keeper or 'flat'}\n")
-        for mismatch in row.get("mismatches") or []:
+        for mismatch in row.mismatches:
             text.append(f"  MISMATCH {mismatch}\n", style="bold red")
     return text
 
@@ -185,11 +210,11 @@ class ConfirmFlatten(ModalScreen[bool]):
 
 
 class DashboardScreen(Screen[None]):
-    """The views and the operator keys (inactive while a question is open)."""
+    """The banner, the views and the operator keys (inactive while a question is open)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("s,S", "show('summary')", "Summary"),
-        Binding("d,D", "show('detailed')", "Detailed"),
+        Binding("d,D", "show('detailed')", "Detail"),
         Binding("a,A", "show('alerts')", "Alerts"),
         Binding("p,P", "command('pause')", "Pause"),
         Binding("r,R", "command('resume')", "Resume"),
@@ -197,31 +222,31 @@ class DashboardScreen(Screen[None]):
     ]
 
     def compose(self) -> ComposeResult:
-        """Banner, the three views, the last command's answer."""
-        yield Header()
-        yield Static("waiting for the first snapshot", id="banner", classes="red")
+        """Banner on top, the three views, the last command's answer, the keys."""
+        yield Static("NO ANSWER: waiting for the first snapshot", id="banner", classes="red")
         with ContentSwitcher(initial="summary", id="views"):
             with VerticalScroll(id="summary"):
-                yield Static("Connectors", classes="title")
-                yield DataTable(id="connectors", cursor_type="none")
-                yield Static("Positions", classes="title")
-                yield DataTable(id="positions", cursor_type="none")
+                yield Static("Connectors", id="connectors-title", classes="title")
+                yield DataTable(id="connectors", cursor_type="none", show_cursor=False)
+                yield Static("Positions", id="positions-title", classes="title")
+                yield DataTable(id="positions", cursor_type="none", show_cursor=False)
                 yield Static("", id="recent-alerts")
             with VerticalScroll(id="detailed"):
                 yield Static("", id="detail")
             with Vertical(id="alerts"):
                 yield Static("Last 10 alerts", classes="title")
-                yield DataTable(id="alert-table", cursor_type="none")
-        yield Static("", id="message")
+                yield DataTable(id="alert-table", cursor_type="none", show_cursor=False)
+        yield Static("no command sent yet", id="message")
         yield Footer()
 
     def on_mount(self) -> None:
-        """Set up the table columns."""
+        """Set up the table columns (short labels: everything fits 80 columns)."""
         self.query_one("#connectors", DataTable).add_columns(
-            "connector", "state", "latency ms", "in", "out", "drops", "errors", "reconciled")
+            "venue", "state", "ms", "in", "out", "drops", "errors", "reconciled")
         self.query_one("#positions", DataTable).add_columns(
-            "venue", "symbol", "quantity", "avg price", "unrealized", "realized")
+            "venue", "symbol", "qty", "avg price", "unrealized", "realized")
         self.query_one("#alert-table", DataTable).add_columns("time", "severity", "kind", "text")
+        self.dashboard.start_polling()  # only now every widget it updates exists
 
     def action_show(self, view: str) -> None:
         """Switch to a view."""
@@ -246,64 +271,75 @@ class DashboardScreen(Screen[None]):
 
         self.app.push_screen(ConfirmFlatten(), answered)
 
-    def render_snapshot(self, snapshot: Mapping[str, Any] | None, age_s: float | None,
+    def render_snapshot(self, snapshot: StatusDocument | None, age_s: float | None,
                         reachable: bool) -> None:
-        """Show a snapshot in every view."""
+        """Show a snapshot in every view; an old one is marked as such, never as live."""
         banner = self.query_one("#banner", Static)
         banner.update(banner_text(snapshot, age_s, reachable))
         color = mode_color(snapshot, reachable)
         for name in ("green", "yellow", "red"):
             banner.set_class(name == color, name)
+        stale = snapshot is not None and not reachable
+        for widget in self.query("#summary, #detailed, #alerts"):
+            widget.set_class(stale, "stale")
         if snapshot is None:
             return
+        as_of = f" - NOT LIVE, as of {_clock(snapshot.ts_ns)}" if stale else ""
+        self.query_one("#connectors-title", Static).update("Connectors" + as_of)
+        self.query_one("#positions-title", Static).update("Positions" + as_of)
         connectors = self.query_one("#connectors", DataTable)
         connectors.clear()
-        for row in snapshot.get("connectors") or []:
-            up = row.get("connected")
+        for row in snapshot.connectors:
             recon = {None: Text("pending", "yellow"), True: Text("yes", "green"),
-                     False: Text("MISMATCH", "bold red")}.get(row.get("reconciled"), Text("?"))
+                     False: Text("MISMATCH", "bold red")}[row.reconciled]
             connectors.add_row(
-                row.get("name", "?"), Text("up", "green") if up else Text("DOWN", "bold red"),
-                str(row.get("latency_ms", "")), str(row.get("messages_in", "")),
-                str(row.get("messages_out", "")), str(row.get("drops", "")), str(row.get("errors", "")),
-                recon,
+                row.name, Text("up", "green") if row.connected else Text("DOWN", "bold red"),
+                _blank(row.latency_ms), _blank(row.messages_in), _blank(row.messages_out),
+                _blank(row.drops), _blank(row.errors), recon,
             )
         positions = self.query_one("#positions", DataTable)
         positions.clear()
-        for p in snapshot.get("positions") or []:
-            positions.add_row(p.get("venue", "?"), p.get("symbol", "?"), p.get("quantity", "?"),
-                              p.get("average_price", "?"), p.get("unrealized_pnl", "?"),
-                              p.get("realized_pnl", "?"))
-        alerts = list(snapshot.get("alerts") or [])[-10:]
+        for p in snapshot.positions:
+            positions.add_row(p.venue, p.symbol, p.quantity, p.average_price, p.unrealized_pnl,
+                              p.realized_pnl)
+        alerts = snapshot.alerts[-10:]
         recent = Text("Recent alerts\n", style="bold")
         for alert in alerts[-3:]:
-            recent.append(f"{_clock(alert.get('ts_ns'))} {alert.get('severity')} {alert.get('kind')}: "
-                          f"{alert.get('text')}\n", style=SEVERITY_STYLE.get(str(alert.get("severity")), ""))
+            recent.append(f"{_clock(alert.ts_ns)} {alert.severity} {alert.kind}: {alert.text}\n",
+                          style=SEVERITY_STYLE.get(alert.severity, ""))
         self.query_one("#recent-alerts", Static).update(recent if alerts else "no alerts")
         self.query_one("#detail", Static).update(detail_text(snapshot))
         table = self.query_one("#alert-table", DataTable)
         table.clear()
         for alert in reversed(alerts):
-            severity = str(alert.get("severity", "?"))
-            table.add_row(_clock(alert.get("ts_ns")), Text(severity, SEVERITY_STYLE.get(severity, "")),
-                          str(alert.get("kind", "")), str(alert.get("text", "")))
+            table.add_row(_clock(alert.ts_ns), Text(alert.severity, SEVERITY_STYLE.get(alert.severity, "")),
+                          alert.kind, alert.text)
 
 
 class DashboardApp(App[int]):
     """The terminal dashboard of one running tradeguard."""
 
     CSS = """
-    #banner { height: 3; padding: 1 2; text-style: bold; }
+    DashboardScreen { layout: vertical; overflow: hidden hidden; }
+    #banner { height: 3; padding: 0 1; text-style: bold; }
     #banner.green { background: $success; color: $text; }
     #banner.yellow { background: $warning; color: black; }
     #banner.red { background: $error; color: $text; }
-    .title { text-style: bold; padding: 1 0 0 0; }
-    #message { height: 1; padding: 0 1; }
-    #message.error { color: $error; }
+    #views { height: 1fr; }
+    #summary, #detailed, #alerts { height: 1fr; }
+    .stale { opacity: 60%; text-style: italic; }
+    .title { text-style: bold; }
+    #connectors, #positions { height: auto; max-height: 8; }
+    #recent-alerts { height: auto; }
+    #alert-table { height: 1fr; }
+    #message { height: auto; max-height: 2; padding: 0 1; background: $boost; }
+    #message.error { color: $error; text-style: bold; }
     ConfirmFlatten { align: center middle; }
-    #confirm { width: 72; height: auto; padding: 1 2; border: thick $error; background: $surface; }
+    #confirm { width: 76; max-width: 100%; height: auto; padding: 1 2; border: thick $error;
+               background: $surface; }
     """
 
+    ENABLE_COMMAND_PALETTE = False
     BINDINGS: ClassVar[list[BindingType]] = [Binding("q,Q", "quit", "Quit")]
 
     def __init__(self, source: DashboardSource, *, refresh_s: float = 0.25,
@@ -312,16 +348,20 @@ class DashboardApp(App[int]):
         self.source = source
         self.refresh_s = refresh_s
         self.stale_after_s = stale_after_s
-        self.snapshot: dict[str, Any] | None = None
+        self.snapshot: StatusDocument | None = None
         self.last_message = ""
         self._seen_at: float | None = None
-        self._started_at = time.monotonic()
+        self._timer: Timer | None = None
         self.title = title
 
     def on_mount(self) -> None:
-        """Show the dashboard screen and start polling."""
+        """Show the dashboard screen (it starts the polling once it is mounted)."""
         self.push_screen(DashboardScreen())
-        self.set_interval(self.refresh_s, self.refresh_view)
+
+    def start_polling(self) -> None:
+        """Poll the source every ``refresh_s`` (once, however often it is called)."""
+        if self._timer is None:
+            self._timer = self.set_interval(self.refresh_s, self.refresh_view)
 
     @property
     def reachable(self) -> bool:
@@ -345,7 +385,7 @@ class DashboardApp(App[int]):
         return next((s for s in self.screen_stack if isinstance(s, DashboardScreen)), None)
 
     def send_operator_command(self, verb: str) -> None:
-        """Send a command without blocking the screen; its answer shows below the views."""
+        """Send a command without blocking the screen; its answer shows above the keys."""
         self.show_message(f"{verb}: sent, waiting for the answer", ok=True)
         self.run_worker(partial(self._send, verb), thread=True, group="commands")
 
@@ -358,12 +398,12 @@ class DashboardApp(App[int]):
         self.call_from_thread(self.show_message, text, ok=ok)
 
     def show_message(self, text: str, *, ok: bool) -> None:
-        """Show the answer to the last command."""
+        """Show the answer to the last command (with the time it came)."""
         self.last_message = text
         screen = self.dashboard_screen
         if screen is not None:
             message = screen.query_one("#message", Static)
-            message.update(text)
+            message.update(f"{datetime.now().strftime('%H:%M:%S')} {text}")
             message.set_class(not ok, "error")
 
 

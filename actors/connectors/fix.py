@@ -66,6 +66,7 @@ from msgspec import Meta
 from actors.connectors.base import Connector, ConnectorConfig
 from actors.errors import ConnectorError
 from messages import (
+    PRICE_BOUNDS,
     CancelAllDone,
     CancelOrder,
     OrderAccepted,
@@ -78,6 +79,7 @@ from messages import (
     SubmitOrder,
     VenuePosition,
     VenuePositions,
+    check_decimal,
     now_ns,
 )
 from messages.bounds import Host, Label, Port, RelativePath
@@ -85,7 +87,6 @@ from messages.fix_spec import (
     BEGIN_STRINGS,
     EXTENDED_42_TYPES,
     FIX42,
-    FIX44,
     ORD_TYPE_CODES,
     SIDE_CODES,
     SIDES,
@@ -106,7 +107,7 @@ class FixConfig(ConnectorConfig, frozen=True, kw_only=True):
     """The venue's acceptor host."""
     port: Port = 9878
     """The venue's acceptor port."""
-    begin_string: Literal["FIX.4.4", "FIX.4.2", "FIXT.1.1"] = FIX44
+    begin_string: Literal["FIX.4.4", "FIX.4.2", "FIXT.1.1"] = "FIX.4.4"
     """``FIX.4.4``, ``FIX.4.2`` or ``FIXT.1.1`` (FIX 5.0 SP2)."""
     sender_comp_id: Annotated[Label, Meta(min_length=1)] = "TRADEGUARD"
     """Our SenderCompID (the venue's TargetCompID)."""
@@ -187,9 +188,11 @@ def _decimal(fields: fix.FieldMap, tag: int, default: str | None = None) -> Deci
             raise ValueError(f"tag {tag} missing")
         text = default
     try:
-        return Decimal(text)
+        value = Decimal(text)
     except InvalidOperation:
         raise ValueError(f"tag {tag}: not a number: {text!r}") from None
+    check_decimal(f"tag {tag}", value, *PRICE_BOUNDS)  # nothing absurd enters a book or a sum
+    return value
 
 
 def _timestamp_ns(text: str | None) -> int:

@@ -939,8 +939,12 @@ class IbkrConnector(Connector):
         if not _is_price(price) or price <= 0 or not _is_size(size):
             self.count_malformed(f"{symbol}: last {price} size {size}")
             return None
-        return Trade(venue=self.name, symbol=symbol, price=_decimal(price), size=_decimal(size),
-                     ts_ns=received)
+        try:
+            return Trade(venue=self.name, symbol=symbol, price=_decimal(price), size=_decimal(size),
+                         ts_ns=received)
+        except ValueError as exc:  # MessageError: an absurd price or size
+            self.count_malformed(f"{symbol}: last {price} size {size}: {exc}")
+            return None
 
     def _adopt(self, trade: IbTrade) -> _Order:
         """This session's record of an IB order, made when first seen."""

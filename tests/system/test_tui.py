@@ -12,8 +12,11 @@ from typing import Any
 
 import pytest
 from textual.pilot import Pilot
+from textual.widget import Widget
 from textual.widgets import DataTable, Static
+from textual.widgets._footer import FooterKey
 
+from messages.status import OrderCounts, StatusDocument
 from tests.helpers import wait_for
 from tradeguard.app import Service
 from tradeguard.control import send_command
@@ -135,7 +138,8 @@ def test_pause_resume_cancelled_flatten_and_a_vanished_service(service: Service)
 
                 await asyncio.to_thread(service.stop, "leave")
                 await until(pilot, lambda: _banner(app).has_class("red")
-                            and "UNREACHABLE" in str(_banner(app).content), 5.0, "a red UNREACHABLE banner")
+                            and "NO ANSWER" in str(_banner(app).content), 5.0, "a red NO ANSWER banner")
+                assert "NOT LIVE" in str(_screen(app).query_one("#positions-title", Static).content)
                 await pilot.press("Q")
             assert app.return_code == 0
         finally:
@@ -144,15 +148,77 @@ def test_pause_resume_cancelled_flatten_and_a_vanished_service(service: Service)
     asyncio.run(scenario())
 
 
+def _doc(mode: str, healthy: bool | None = True, paused: bool | None = False) -> StatusDocument:
+    return StatusDocument(mode=mode, paused=paused, healthy=healthy, positions=[], pnl=None, connectors=[],
+                          orders=OrderCounts(), risk=None, failsafe=None, alerts=[], ts_ns=0)
+
+
 @pytest.mark.parametrize(("snapshot", "reachable", "color"), [
-    ({"mode": "LIVE", "healthy": True}, True, "green"),
-    ({"mode": "LIVE", "healthy": True, "paused": True}, True, "yellow"),
-    ({"mode": "READY", "healthy": True}, True, "yellow"),
-    ({"mode": "DEGRADED", "healthy": True}, True, "yellow"),
-    ({"mode": "FAILSAFE", "healthy": True}, True, "red"),
-    ({"mode": "LIVE", "healthy": False}, True, "red"),
-    ({"mode": "LIVE", "healthy": True}, False, "red"),
+    (_doc("LIVE"), True, "green"),
+    (_doc("LIVE", paused=True), True, "yellow"),
+    (_doc("READY"), True, "yellow"),
+    (_doc("DEGRADED"), True, "yellow"),
+    (_doc("FAILSAFE"), True, "red"),
+    (_doc("LIVE", healthy=False), True, "red"),
+    (_doc("LIVE"), False, "red"),
     (None, True, "red"),
 ])
-def test_mode_colors(snapshot: dict[str, Any] | None, reachable: bool, color: str) -> None:
+def test_mode_colors(snapshot: StatusDocument | None, reachable: bool, color: str) -> None:
     assert mode_color(snapshot, reachable) == color
+
+
+def _visible(app: DashboardApp, widget: Widget, width: int, height: int) -> bool:
+    region = widget.region
+    return region.width > 0 and region.height > 0 and region.x >= 0 and region.y >= 0 \
+        and region.right <= width and region.bottom <= height
+
+
+@pytest.mark.parametrize("size", [(80, 24), (120, 40)])
+def test_the_banner_and_the_answer_stay_on_screen_and_fit(service: Service, size: tuple[int, int]) -> None:
+    """At 80x24 and larger: the banner (mode, P&L, each venue) is the top of the screen, the
+    answer to the last command is visible, labels fit, and a service that stops answering
+    turns the screen red within a few seconds with the positions marked as not live."""
+    state = service.state_dir
+    width, height = size
+
+    async def scenario() -> None:
+        source = ServiceSource(state)
+        app = DashboardApp(source, refresh_s=0.1, stale_after_s=2.0)
+        try:
+            async with app.run_test(size=size) as pilot:
+                await until(pilot, lambda: "LIVE" in str(_banner(app).content) and _positions(app).row_count,
+                            20.0, "LIVE and a position row")
+                banner = _banner(app)
+                assert banner.region.y == 0 and _visible(app, banner, width, height)
+                lines = str(banner.content).splitlines()
+                assert lines[0].startswith("LIVE") and lines[1].startswith("P&L daily")
+                assert lines[2] == "paper up ok"
+                assert banner.has_class("green")
+                assert all(len(line) <= width - 2 for line in lines)
+                assert app.screen.scroll_offset.y == 0
+                for table in ("#connectors", "#positions"):
+                    assert _screen(app).query_one(table, DataTable).virtual_size.width <= width, table
+                keys = list(_screen(app).query(FooterKey))
+                assert len(keys) >= 7 and all(_visible(app, key, width, height) for key in keys)
+
+                await pilot.press("p")
+                await until(pilot, lambda: app.last_message.startswith("pause: "), 10.0, "the answer")
+                message = _screen(app).query_one("#message", Static)
+                assert _visible(app, message, width, height)
+                assert "pause: " in str(message.content)
+                await until(pilot, lambda: _banner(app).has_class("yellow")
+                            and "PAUSED" in str(_banner(app).content), 5.0, "a yellow PAUSED banner")
+                assert banner.region.y == 0
+
+                await asyncio.to_thread(service.stop, "leave")
+                stopped = time.monotonic()
+                await until(pilot, lambda: _banner(app).has_class("red")
+                            and "NO ANSWER" in str(_banner(app).content), 6.0, "a red NO ANSWER banner")
+                assert time.monotonic() - stopped < 6.0
+                title = _screen(app).query_one("#positions-title", Static)
+                assert "NOT LIVE" in str(title.content)
+                assert _visible(app, _banner(app), width, height)
+        finally:
+            source.close()
+
+    asyncio.run(scenario())

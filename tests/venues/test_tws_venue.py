@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 from ib_insync import IB, Forex, LimitOrder, MarketOrder, Order, Stock, StopOrder
 
+from messages import Side
 from venues.engine import EngineConfig, VenueEngine
 from venues.tws_venue import SERVER_VERSION, TwsVenue
 
@@ -257,18 +258,169 @@ def test_limit_order_rests_then_cancels(ib: IB, engine: VenueEngine, aapl: Stock
     assert plain.orderStatus.status == "Submitted"
 
 
-def test_modification_is_refused_and_the_order_keeps_working(
+def test_modification_by_place_order_with_the_same_id(
+    ib: IB, engine: VenueEngine, aapl: Stock
+) -> None:
+    trade = ib.placeOrder(aapl, LimitOrder("BUY", 10, 150))
+    wait_until(ib, lambda: trade.orderStatus.status == "Submitted")
+    perm_id = trade.orderStatus.permId
+    seen = error_codes(ib)
+
+    trade.order.lmtPrice = 151
+    trade.order.totalQuantity = 12
+    ib.placeOrder(aapl, trade.order)
+    wait_until(ib, lambda: [w.order.limit_price for w in engine.open_orders(ACCOUNT)]
+               == [Decimal(151)])
+    (working,) = engine.open_orders(ACCOUNT)
+    assert working.order.quantity == Decimal(12)
+    wait_until(ib, lambda: trade.orderStatus.remaining == 12)
+    assert trade.orderStatus.status == "Submitted"
+    assert trade.orderStatus.permId == perm_id
+    assert seen == []
+
+    trade.order.lmtPrice = 191  # through the ask: fills at once
+    ib.placeOrder(aapl, trade.order)
+    wait_until(ib, trade.isDone)
+    assert trade.orderStatus.status == "Filled"
+    assert trade.orderStatus.filled == 12
+    assert [f.execution.orderId for f in trade.fills] == [trade.order.orderId]
+    assert engine.positions(ACCOUNT)[0].quantity == Decimal(12)
+
+
+def test_modification_after_a_partial_fill_keeps_the_filled_part(
+    ib: IB, engine: VenueEngine, aapl: Stock
+) -> None:
+    quote = engine.quote("AAPL")
+    assert quote is not None
+    trade = ib.placeOrder(aapl, LimitOrder("BUY", 150, float(quote.ask)))
+    wait_until(ib, lambda: trade.orderStatus.filled == 100)  # 100 shown at the ask
+    trade.order.totalQuantity = 120
+    trade.order.lmtPrice = 150
+    ib.placeOrder(aapl, trade.order)
+    wait_until(ib, lambda: [w.order.quantity for w in engine.open_orders(ACCOUNT)]
+               == [Decimal(20)])
+    wait_until(ib, lambda: trade.orderStatus.remaining == 20)
+    assert trade.orderStatus.filled == 100
+    assert trade.orderStatus.status == "Submitted"
+
+    ib.cancelOrder(trade.order)
+    wait_until(ib, lambda: trade.orderStatus.status == "Cancelled")
+    assert engine.open_orders(ACCOUNT) == []
+    assert engine.positions(ACCOUNT)[0].quantity == Decimal(100)
+
+
+def _engine_with_latency() -> tuple[VenueEngine, list[float]]:
+    """A calm engine whose orders and cancels take effect 0.2 s (of a clock the test moves)
+    after they are sent."""
+    now = [0.0]
+    config = EngineConfig(symbols={"AAPL": Decimal("190")}, volatility_bps=Decimal(0),
+                          depth=Decimal(100), latency_ms=200)
+    engine = VenueEngine("tws", config, clock=lambda: now[0])
+    engine.step()
+    return engine, now
+
+
+def _settle(ib: IB, engine: VenueEngine, now: list[float], condition: Callable[[], bool]) -> None:
+    """Let the engine's latency elapse for whatever has been sent, again and again (the
+    venue sends some requests only on engine events), until ``condition`` holds."""
+
+    def settled() -> bool:
+        now[0] += 1
+        engine.pump()
+        return condition()
+
+    wait_until(ib, settled)
+
+
+def test_an_order_that_fills_before_its_modification_lands_is_not_overfilled(
+    clients: list[IB],
+) -> None:
+    engine, now = _engine_with_latency()
+    tws = TwsVenue(engine)
+    client = IB()
+    clients.append(client)
+    try:
+        client.connect(HOST, tws.start(), clientId=1, timeout=5)
+        seen = error_codes(client)
+        contract = Stock("AAPL", "SMART", "USD")
+        client.qualifyContracts(contract)
+        trade = client.placeOrder(contract, LimitOrder("BUY", 10, 150))
+        client.reqCurrentTime()  # round trip: the venue has the order
+        _settle(client, engine, now, lambda: trade.orderStatus.status == "Submitted")
+
+        trade.order.totalQuantity = 12
+        client.placeOrder(contract, trade.order)
+        client.reqCurrentTime()  # the venue has the modification; its cancel is on its way
+        engine.set_mid("AAPL", Decimal(149))
+        engine.step()  # the original fills in full before the cancel takes effect
+        wait_until(client, lambda: trade.orderStatus.filled == 10)
+        _settle(client, engine, now, lambda: (trade.order.orderId, 104) in seen)
+        wait_until(client, lambda: trade.orderStatus.status == "Filled")
+        now[0] += 1
+        engine.step()
+        client.reqCurrentTime()
+        assert engine.positions(ACCOUNT)[0].quantity == Decimal(10)
+        assert engine.open_orders(ACCOUNT) == []
+        assert trade.orderStatus.filled == 10
+    finally:
+        client.disconnect()
+        tws.stop()
+
+
+def test_a_modification_with_latency_replaces_once_the_cancel_lands(clients: list[IB]) -> None:
+    engine, now = _engine_with_latency()
+    tws = TwsVenue(engine)
+    client = IB()
+    clients.append(client)
+    try:
+        client.connect(HOST, tws.start(), clientId=1, timeout=5)
+        contract = Stock("AAPL", "SMART", "USD")
+        client.qualifyContracts(contract)
+        trade = client.placeOrder(contract, LimitOrder("BUY", 10, 150))
+        client.reqCurrentTime()
+        _settle(client, engine, now, lambda: trade.orderStatus.status == "Submitted")
+        trade.order.totalQuantity = 12
+        client.placeOrder(contract, trade.order)
+        client.reqCurrentTime()
+        _settle(client, engine, now, lambda: [w.order.quantity for w in
+                                              engine.open_orders(ACCOUNT)] == [Decimal(12)])
+        wait_until(client, lambda: trade.orderStatus.remaining == 12)
+
+        trade.order.totalQuantity = 5
+        client.placeOrder(contract, trade.order)
+        client.cancelOrder(trade.order)  # while the modification waits for its cancel
+        client.reqCurrentTime()
+        _settle(client, engine, now, lambda: trade.orderStatus.status == "Cancelled")
+        now[0] += 1
+        engine.pump()
+        client.reqCurrentTime()
+        assert engine.open_orders(ACCOUNT) == []
+    finally:
+        client.disconnect()
+        tws.stop()
+
+
+def test_modifications_tws_refuses_leave_the_order_working(
     ib: IB, engine: VenueEngine, aapl: Stock
 ) -> None:
     trade = ib.placeOrder(aapl, LimitOrder("BUY", 10, 150))
     wait_until(ib, lambda: trade.orderStatus.status == "Submitted")
     seen = error_codes(ib)
-    trade.order.lmtPrice = 151
-    ib.placeOrder(aapl, trade.order)
+    flipped = LimitOrder("SELL", 10, 150, orderId=trade.order.orderId)
+    ib.client.placeOrder(trade.order.orderId, aapl, flipped)
     wait_until(ib, lambda: (trade.order.orderId, 105) in seen)
-    wait_until(ib, lambda: trade.orderStatus.status == "Submitted")
+    ib.client.placeOrder(trade.order.orderId, Stock("MSFT", "SMART", "USD", conId=0),
+                         LimitOrder("BUY", 10, 150, orderId=trade.order.orderId))
+    wait_until(ib, lambda: seen.count((trade.order.orderId, 105)) == 2)
     (working,) = engine.open_orders(ACCOUNT)
-    assert working.order.limit_price == Decimal(150)
+    assert (working.order.side, working.order.limit_price) == (Side.BUY, Decimal(150))
+    assert trade.orderStatus.status == "Submitted"
+
+    filled = ib.placeOrder(aapl, MarketOrder("BUY", 1))
+    wait_until(ib, filled.isDone)
+    ib.client.placeOrder(filled.order.orderId, aapl, MarketOrder("BUY", 2))
+    wait_until(ib, lambda: (filled.order.orderId, 104) in seen)
+    assert engine.positions(ACCOUNT)[0].quantity == Decimal(1)
 
 
 def test_stop_order_triggers_when_touched(ib: IB, engine: VenueEngine, aapl: Stock) -> None:
@@ -514,6 +666,49 @@ def test_restarted_venue_keeps_positions_orders_and_ids(tmp_path: Path, clients:
         client.cancelOrder(restored.order)
         wait_until(client, lambda: restored.orderStatus.status == "Cancelled")
         assert engine.open_orders(ACCOUNT) == []
+    finally:
+        client.disconnect()
+        tws.stop()
+
+
+def test_a_modified_order_is_still_that_order_after_a_venue_restart(
+    tmp_path: Path, clients: list[IB]
+) -> None:
+    engine_path, tws_path = tmp_path / "engine.json", tmp_path / "tws.json"
+    engine = make_engine()
+    tws = TwsVenue(engine, state_path=tws_path)
+    client = IB()
+    clients.append(client)
+    try:
+        client.connect(HOST, tws.start(), clientId=1, timeout=5)
+        contract = Stock("AAPL", "SMART", "USD")
+        client.qualifyContracts(contract)
+        trade = client.placeOrder(contract, LimitOrder("BUY", 4, 150))
+        wait_until(client, lambda: trade.orderStatus.status == "Submitted")
+        trade.order.lmtPrice = 152
+        client.placeOrder(contract, trade.order)
+        wait_until(client, lambda: [w.order.limit_price for w in engine.open_orders(ACCOUNT)]
+                   == [Decimal(152)])
+        client.disconnect()
+    finally:
+        tws.stop()
+    engine.save(engine_path)
+
+    engine = make_engine()
+    engine.load(engine_path)
+    tws = TwsVenue(engine, state_path=tws_path)
+    client = IB()
+    clients.append(client)
+    try:
+        client.connect(HOST, tws.start(), clientId=1, timeout=5)
+        (restored,) = client.openTrades()
+        assert (restored.order.orderId, restored.order.lmtPrice) == (trade.order.orderId, 152)
+        assert restored.order.permId == trade.order.permId
+        engine.set_mid("AAPL", Decimal(151))
+        engine.step()
+        wait_until(client, restored.isDone)
+        assert restored.orderStatus.status == "Filled"
+        assert [f.execution.orderId for f in restored.fills] == [trade.order.orderId]
     finally:
         client.disconnect()
         tws.stop()

@@ -1,0 +1,282 @@
+"""The status document and the control channel's wire records.
+
+One schema, used by the dashboard actor (which builds it), ``tradeguard status`` (which
+prints it), the terminal dashboard (which shows it) and the tests (which check it against
+the JSON Schema exported by ``status_schema``). ``docs/status.md`` documents it.
+
+Field names are a promise to operators' scripts: fields are added, never renamed or
+removed. Money and quantities are decimal strings formatted for people (at most 8 places,
+no exponent), exactly as ``tradeguard status --json`` has always printed them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from messages.control import FailsafeReport
+
+SCHEMA_VERSION = 1
+"""Bumped only when a field changes meaning; new fields do not bump it."""
+
+
+class Record(msgspec.Struct, frozen=True, kw_only=True):
+    """A status record: immutable, keyword-only, unknown fields ignored when decoding (a
+    newer service may send more than an older client knows)."""
+
+
+class PositionStatus(Record, frozen=True, kw_only=True):
+    """One open position as the position keeper holds it."""
+
+    venue: str
+    """Venue (connector) name."""
+    symbol: str
+    """Instrument."""
+    quantity: str
+    """Signed quantity, a decimal string (negative is short)."""
+    average_price: str
+    """Average entry price, a decimal string."""
+    unrealized_pnl: str
+    """Unrealized P&L at the last mark, a decimal string."""
+    realized_pnl: str
+    """Realized P&L of this position, a decimal string."""
+
+
+class PnlStatus(Record, frozen=True, kw_only=True):
+    """Profit and loss over every venue."""
+
+    realized: str
+    """Realized P&L since the journal began, a decimal string."""
+    unrealized: str
+    """Unrealized P&L at the last marks, a decimal string."""
+    daily: str
+    """P&L of the current trading session (what the daily loss limit watches)."""
+    daily_traded_notional: str
+    """Notional traded in the current session, a decimal string."""
+
+
+class VenuePositionStatus(Record, frozen=True, kw_only=True):
+    """A position as the venue itself reported it at the last reconciliation."""
+
+    symbol: str
+    """Instrument."""
+    quantity: str
+    """Signed quantity, a decimal string."""
+    average_price: str = "0"
+    """Average price the venue reported, a decimal string."""
+
+
+class KeeperPositionStatus(Record, frozen=True, kw_only=True):
+    """A position as the journal held it at the last reconciliation."""
+
+    symbol: str
+    """Instrument."""
+    quantity: str
+    """Signed quantity, a decimal string."""
+
+
+class ConnectorHealth(Record, frozen=True, kw_only=True):
+    """What the dashboard heard about one connector on the bus (its last HealthReport)."""
+
+    name: str
+    """Venue (connector) name."""
+    connected: bool = False
+    """The session is up (from ConnectorUp/ConnectorDown and the last HealthReport)."""
+    latency_ms: float | None = None
+    """Last measured round trip; null before the first HealthReport."""
+    messages_in: int | None = None
+    """Messages received from the venue."""
+    messages_out: int | None = None
+    """Messages sent to the venue."""
+    drops: int | None = None
+    """Inbound messages dropped (queue full)."""
+    errors: int | None = None
+    """Errors the connector counted."""
+    malformed: int | None = None
+    """Malformed inbound messages refused."""
+    gaps: int | None = None
+    """Sequence gaps detected."""
+    fills: int | None = None
+    """Fills received."""
+    last_message_ns: int | None = None
+    """Wall-clock time of the last inbound message, ns since the epoch."""
+
+
+class ConnectorStatus(ConnectorHealth, frozen=True, kw_only=True):
+    """One connector: its health plus the position keeper's last reconciliation."""
+
+    reconciled: bool | None = None
+    """True: venue and journal agreed at the last reconciliation; False: MISMATCH; null:
+    not reconciled yet."""
+    reconciled_ns: int | None = None
+    """When the last reconciliation ran, ns since the epoch; null before the first."""
+    venue_positions: list[VenuePositionStatus] = []
+    """Positions the venue reported at the last reconciliation."""
+    keeper_positions: list[KeeperPositionStatus] = []
+    """Positions the journal held at the last reconciliation."""
+    mismatches: list[str] = []
+    """What disagreed, one line each."""
+
+
+class OrderCounts(Record, frozen=True, kw_only=True):
+    """Order traffic the dashboard counted on the bus since it started."""
+
+    submitted: int = 0
+    """Orders the governor passed to a venue."""
+    filled: int = 0
+    """Orders completely filled."""
+    rejected: int = 0
+    """Orders rejected (by the governor or a venue)."""
+    cancelled: int = 0
+    """Orders cancelled."""
+    fills: int = 0
+    """Fills (executions), partial ones included."""
+
+
+class RiskStatus(Record, frozen=True, kw_only=True):
+    """The risk governor's state."""
+
+    mode: str
+    """Trading mode: STARTUP, READY, LIVE, DEGRADED, FAILSAFE or SHUTDOWN."""
+    paused: bool
+    """An operator paused trading: new orders are refused."""
+    connectors_up: list[str] = []
+    """Venues whose connector is up."""
+    circuits: dict[str, str] = {}
+    """Per venue, the rejection-loop circuit breaker: CLOSED, OPEN or HALF_OPEN."""
+    working_orders: int = 0
+    """Orders sent and not yet in a terminal state."""
+    degradations_in_window: int = 0
+    """Distinct degradation incidents inside the escalation window."""
+    failsafe_flat: bool = False
+    """The failsafe confirmed every venue flat (a reset is allowed)."""
+    checked: int = 0
+    """Orders the pre-trade checks looked at."""
+    passed: int = 0
+    """Orders that passed every check."""
+    rejected: int = 0
+    """Orders the checks refused."""
+
+
+class FailsafeStatus(Record, frozen=True, kw_only=True):
+    """The failsafe: latch, current run, last report."""
+
+    latched: bool
+    """FAILSAFE is latched until an operator resets it."""
+    running: bool
+    """A flatten procedure is in progress."""
+    incident: str = ""
+    """Id of the current incident; empty when none."""
+    venues: dict[str, str] = {}
+    """Per venue, where its flatten stands: pending, waiting, closing, flat, down, exhausted."""
+    last_report: FailsafeReport | None = None
+    """The last finished run: flat or not, attempts, incident report path."""
+
+
+class Alert(Record, frozen=True, kw_only=True):
+    """One alert the dashboard keeps (mode changes, safety findings, failsafe reports)."""
+
+    ts_ns: int
+    """When, ns since the epoch."""
+    severity: str
+    """INFO, WARNING, ERROR or CRITICAL."""
+    kind: str
+    """What kind of finding (mode, failsafe, stale_feed, actor_exited, ...)."""
+    text: str
+    """What happened, for people."""
+
+
+class ControlStatus(Record, frozen=True, kw_only=True):
+    """The control channel's own health and counters."""
+
+    healthy: bool
+    """The serving loop turns and its socket file is in place."""
+    served: int = 0
+    """Requests answered (refusals included)."""
+    refused: int = 0
+    """Requests refused (malformed, wrong credential, unknown verb, too large)."""
+
+
+class DashboardState(Record, frozen=True, kw_only=True):
+    """Reply to ``GetDashboardState``: what the dashboard actor collected from the bus."""
+
+    mode: str
+    """The last mode announced on the bus."""
+    alerts: list[Alert] = []
+    """The alerts kept (newest last)."""
+    orders: OrderCounts = OrderCounts()
+    """Order traffic counted."""
+    connectors: list[ConnectorHealth] = []
+    """One row per configured venue, in configuration order."""
+
+
+class StatusDocument(Record, frozen=True, kw_only=True):
+    """``tradeguard status --json``, the ``status`` reply and every published snapshot."""
+
+    mode: str
+    """Trading mode (the governor's; the dashboard's last known one if the governor is down;
+    UNKNOWN when neither knows)."""
+    paused: bool | None
+    """An operator paused trading; null when the governor did not answer."""
+    healthy: bool | None
+    """The supervision tree answers its health check; null when not known."""
+    positions: list[PositionStatus]
+    """Open positions (quantity not zero)."""
+    pnl: PnlStatus | None
+    """P&L; null when the position keeper did not answer."""
+    connectors: list[ConnectorStatus]
+    """One row per configured venue."""
+    orders: OrderCounts
+    """Order traffic counted by the dashboard."""
+    risk: RiskStatus | None
+    """The governor's state; null when it did not answer."""
+    failsafe: FailsafeStatus | None
+    """The failsafe's state; null when it did not answer."""
+    alerts: list[Alert]
+    """The last ten alerts, newest last."""
+    ts_ns: int
+    """When this document was built, ns since the epoch."""
+    control: ControlStatus | None = None
+    """The control channel's health and counters."""
+    schema_version: int = SCHEMA_VERSION
+    """Version of this schema (see ``SCHEMA_VERSION``)."""
+
+
+class ControlRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A request on the control socket. ``operator`` is what the client claims; the
+    service takes the operator's identity from the operating system instead."""
+
+    token: str | None = None
+    """The credential from ``control.token``."""
+    verb: str | None = None
+    """status, pause, resume, flatten or reset."""
+    operator: str | None = None
+    """Who the client says it is (recorded as claimed, never trusted)."""
+    reason: str | None = None
+    """Why (audited)."""
+
+
+class ControlReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """The answer to one control request."""
+
+    ok: bool
+    """The request was accepted."""
+    result: StatusDocument | str | None = None
+    """The status document for ``status``, the governor's answer for a command."""
+    error: str | None = None
+    """Why the request was refused or failed."""
+
+
+REPLY_DECODER = msgspec.json.Decoder(ControlReply)
+"""Decodes a control reply into typed records."""
+
+STATUS_DECODER = msgspec.json.Decoder(StatusDocument)
+"""Decodes a published snapshot or a ``status --json`` document."""
+
+
+def status_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the status document."""
+    schema: dict[str, Any] = msgspec.json.schema(StatusDocument)
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema
