@@ -47,15 +47,16 @@ from msgspec import Meta
 
 from actors import topics
 from actors.errors import TradeguardError
-from actors.failsafe import GetFailsafeState
 from actors.log_budget import LogBudget, one_line, printable
-from actors.position_keeper import GetPortfolio, GetReconciliations
-from actors.risk_governor import GetRiskState
 from messages import (
     ConnectorDown,
     ConnectorUp,
     FailsafeReport,
     FlattenRequested,
+    GetFailsafeState,
+    GetPortfolio,
+    GetReconciliations,
+    GetRiskState,
     HealthReport,
     MessageError,
     Mode,

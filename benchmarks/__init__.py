@@ -13,6 +13,7 @@ from benchmarks.report import TARGETS, evaluate, table
 from benchmarks.restart import actor_restart, process_restart
 from benchmarks.soak import rss_soak
 from benchmarks.suite import SECTIONS, Sizes, collect
+from benchmarks.venue_store import venue_persistence
 
 __all__ = [
     "SECTIONS",
@@ -29,4 +30,5 @@ __all__ = [
     "quote_verdict_latency",
     "rss_soak",
     "table",
+    "venue_persistence",
 ]

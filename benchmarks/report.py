@@ -18,6 +18,7 @@ HEADLINE_KEYS: tuple[str, ...] = (
     "process_restart_p50_ms",
     "rss_idle_mb",
     "rss_growth_mb",
+    "venue_store_growth_x",
 )
 """The figures every full run reports at the top level of its JSON object."""
 
@@ -49,6 +50,8 @@ TARGETS: tuple[Target, ...] = (
            ("restart_p50_ms", "process_restart_p50_ms"),
            lambda r: r["restart_p50_ms"] < 2.0 and r["process_restart_p50_ms"] >= 100 * r["restart_p50_ms"]),
     Target("rss_growth_mb", "< 10 MB", ("rss_growth_mb",), lambda r: r["rss_growth_mb"] < 10.0),
+    Target("venue_store_growth_x", "< 3x (venue cost per order, 100x the history)",
+           ("venue_store_growth_x",), lambda r: r["venue_store_growth_x"] < 3.0),
 )
 """Every target, in the order of the table."""
 
@@ -76,7 +79,7 @@ def _fmt(value: Any) -> str:
 
 _UNITS = {
     "quotes_per_s": "quotes/s", "baseline_quotes_per_s": "quotes/s", "rss_idle_mb": "MiB",
-    "rss_growth_mb": "MiB",
+    "rss_growth_mb": "MiB", "venue_store_growth_x": "x",
 }
 
 

@@ -15,9 +15,10 @@ from benchmarks.quotes import baseline_throughput, quote_throughput, quote_verdi
 from benchmarks.report import HEADLINE_KEYS, evaluate
 from benchmarks.restart import actor_restart, process_restart
 from benchmarks.soak import rss_soak, rss_soak_in_subprocess
+from benchmarks.venue_store import venue_persistence
 
 SECTIONS: tuple[str, ...] = ("quotes", "baseline", "verdict", "orders", "failsafe", "restart", "process",
-                             "soak")
+                             "venue", "soak")
 """Every section, in the order a full run takes them."""
 
 
@@ -68,6 +69,14 @@ class Sizes:
     """Actor crashes and restarts."""
     process_runs: int = 3
     """Service process restarts (after one cold start)."""
+    venue_history_small: int = 1_000
+    """Executions already on the simulated venue's account (the small history)."""
+    venue_history_large: int = 100_000
+    """Executions already on the account (the large history)."""
+    venue_orders: int = 300
+    """Orders timed per history with the venue's store."""
+    venue_json_orders: int = 10
+    """Orders timed per history with the whole-account JSON baseline (slow at the large one)."""
     soak_s: float = 30.0
     """Length of the RSS soak."""
     soak_rate: int = 5_000
@@ -83,7 +92,9 @@ class Sizes:
                    orders_s=0.3, warmup_orders=5, orders_on_tmpfs=False, tracker_orders=100,
                    governor_working=10, governor_samples=5,
                    failsafe_positions=3, failsafe_history_fills=0,
-                   failsafe_runs=1, restarts=5, process_runs=1, soak_s=0.5, soak_rate=1_000,
+                   failsafe_runs=1, restarts=5, process_runs=1, venue_history_small=100,
+                   venue_history_large=1_000, venue_orders=20, venue_json_orders=3,
+                   soak_s=0.5, soak_rate=1_000,
                    soak_subprocess=False)
 
 
@@ -135,6 +146,8 @@ def _steps(sizes: Sizes) -> dict[str, Callable[[], dict[str, Any]]]:
         "failsafe": failsafe,
         "restart": lambda: actor_restart(sizes.restarts),
         "process": lambda: process_restart(sizes.process_runs),
+        "venue": lambda: venue_persistence(sizes.venue_history_small, sizes.venue_history_large,
+                                           sizes.venue_orders, sizes.venue_json_orders),
         "soak": soak,
     }
 

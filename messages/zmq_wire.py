@@ -203,6 +203,19 @@ class PingRequest(Frame, frozen=True, kw_only=True, tag="ping"):
     """Client timestamp, echoed in the reply."""
 
 
+class OrderStatusRequest(Frame, frozen=True, kw_only=True, tag="order_status"):
+    """Ask for one order's state, working or done; answered by ``OrderStatusReply``."""
+
+    req_id: str = ""
+    """Echoed in the reply."""
+    client_order_id: str
+    """The order."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_text("client_order_id", self.client_order_id)
+
+
 Request = (
     NewOrderRequest
     | CancelRequest
@@ -211,6 +224,7 @@ Request = (
     | ExecutionsRequest
     | OpenOrdersRequest
     | PingRequest
+    | OrderStatusRequest
 )
 """Any request a client may send."""
 
@@ -413,6 +427,58 @@ class CancelAllDoneReply(Frame, frozen=True, kw_only=True, tag="cancel_all_done"
     """When, wall clock nanoseconds."""
 
 
+class OrderStatusReply(Frame, frozen=True, kw_only=True, tag="order_status"):
+    """Answer to ``OrderStatusRequest``."""
+
+    req_id: str
+    """The request's ``req_id``."""
+    client_order_id: str
+    """The order asked about."""
+    known: bool
+    """False when the venue never accepted an order with this id (the fields below are then
+    empty or zero)."""
+    status: OrderStatus | None = None
+    """``pending`` (received, not yet at the book), ``accepted``, ``partially_filled``,
+    ``filled`` or ``cancelled``."""
+    venue_order_id: str = ""
+    """The venue's identifier."""
+    symbol: str = ""
+    """Instrument symbol."""
+    quantity: Decimal = Decimal(0)
+    """Original quantity."""
+    filled: Decimal = Decimal(0)
+    """Quantity executed (the venue's cumulative quantity)."""
+    leaves: Decimal = Decimal(0)
+    """Quantity still working (zero once done)."""
+    average_price: Decimal = Decimal(0)
+    """Average price of the executions (zero before the first)."""
+    ts_ns: int = 0
+    """When, wall clock nanoseconds."""
+
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "quantity": QUANTITY_BOUNDS,
+        "filled": QUANTITY_BOUNDS,
+        "leaves": QUANTITY_BOUNDS,
+        "average_price": PRICE_BOUNDS,
+    })
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in ("quantity", "filled", "leaves", "average_price"):
+            require_not_below_zero(name, getattr(self, name))
+
+
+class CancelAllRejectedReply(Frame, frozen=True, kw_only=True, tag="cancel_all_rejected"):
+    """The venue refused a ``CancelAllRequest``: nothing was cancelled."""
+
+    req_id: str
+    """The request's ``req_id``."""
+    text: str
+    """Why, in the venue's words."""
+    ts_ns: int = 0
+    """When, wall clock nanoseconds."""
+
+
 class PongReply(Frame, frozen=True, kw_only=True, tag="pong"):
     """Answer to ``PingRequest``."""
 
@@ -454,6 +520,8 @@ OrderChannelFrame = (
     | CancelAllDoneReply
     | PongReply
     | ErrorReply
+    | OrderStatusReply
+    | CancelAllRejectedReply
 )
 """Any frame the venue sends a client on the order channel: an order event or a reply."""
 

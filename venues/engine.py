@@ -49,14 +49,17 @@ from messages import (
     VenuePosition,
 )
 from messages.bounds import PositiveAmount, Probability, Symbol, decimal_range
+from venues.store import EngineStore, StoreBatch, StoredState
 
 __all__ = [
     "ANOMALY_KINDS",
+    "AmendmentListener",
     "AnomalyConfig",
     "EngineConfig",
     "EngineRunner",
     "OrderListener",
     "QuoteListener",
+    "TradeAmended",
     "VenueEngine",
     "WorkingOrder",
 ]
@@ -95,6 +98,15 @@ _CLOCK_SLACK_S = 1e-9
 _DELAYED_SUBMIT = 0
 _DELAYED_CANCEL = 1
 _DELAYED_CANCEL_ALL = 2
+
+
+def _remove_stale_temporaries(path: Path) -> None:
+    """Remove temporary files that an earlier process killed while saving ``path`` left."""
+    try:
+        for stale in path.parent.glob(f"{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
+    except OSError:
+        _log.warning("cannot remove temporary files beside %s", path)
 
 
 def _check_probability(field: str, value: float) -> None:
@@ -179,7 +191,7 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class WorkingOrder(msgspec.Struct, frozen=True, kw_only=True):
-    """A snapshot of one order working at the venue."""
+    """A snapshot of one order at the venue (working, or done for ``order_status``)."""
 
     order: SubmitOrder
     """The order as submitted."""
@@ -190,9 +202,24 @@ class WorkingOrder(msgspec.Struct, frozen=True, kw_only=True):
     leaves: Decimal
     """Quantity still working."""
     status: OrderStatus
-    """``ACCEPTED`` or ``PARTIALLY_FILLED``."""
+    """``ACCEPTED`` or ``PARTIALLY_FILLED`` while working; ``FILLED`` or ``CANCELLED`` once done."""
     triggered: bool = False
     """For stop and stop-limit orders: the stop price has been touched."""
+    average_price: Decimal = Decimal(0)
+    """Average price of the executions in effect (zero before the first)."""
+
+
+class TradeAmended(msgspec.Struct, frozen=True, kw_only=True):
+    """The venue took back (bust) or changed (correction) a trade it had reported."""
+
+    account: str
+    """The account the trade was on."""
+    original: OrderFilled
+    """The execution as first reported."""
+    corrected: OrderFilled | None
+    """The execution that replaces it (a new ``fill_id``); ``None`` when busted."""
+    ts_ns: int
+    """When the venue amended it, wall clock nanoseconds."""
 
 
 OrderListener = Callable[[str, OrderEvent], None]
@@ -200,6 +227,9 @@ OrderListener = Callable[[str, OrderEvent], None]
 
 QuoteListener = Callable[[list[Quote]], None]
 """Receives the quotes published by one step (never an empty list; do not mutate it)."""
+
+AmendmentListener = Callable[[TradeAmended], None]
+"""Receives every trade bust and correction, in order with the order events."""
 
 
 class _LiveOrder(msgspec.Struct, kw_only=True):
@@ -225,11 +255,13 @@ class _Position(msgspec.Struct, kw_only=True):
 class _Account:
     """Everything the venue keeps for one account."""
 
-    __slots__ = ("executions", "order_ids", "positions", "working")
+    __slots__ = ("done", "executions", "order_ids", "positions", "working")
 
     def __init__(self) -> None:
         self.positions: dict[str, _Position] = {}
         self.working: dict[str, _LiveOrder] = {}
+        self.done: dict[str, _LiveOrder] = {}
+        """Orders that were accepted and are done (filled or cancelled), for status requests."""
         self.executions: list[OrderFilled] = []
         self.order_ids: set[str] = set()
 
@@ -293,10 +325,14 @@ class _EngineState(msgspec.Struct, kw_only=True):
     markets: dict[str, _MarketState] = {}
     accounts: dict[str, _PersistedAccount] = {}
     orders: list[_LiveOrder] = []
+    done_orders: list[_LiveOrder] = []
 
 
 _state_encoder = msgspec.json.Encoder(decimal_format="string")
 _state_decoder = msgspec.json.Decoder(_EngineState)
+_order_decoder = msgspec.json.Decoder(_LiveOrder)
+_position_decoder = msgspec.json.Decoder(_Position)
+_fill_decoder = msgspec.json.Decoder(OrderFilled)
 
 
 class VenueEngine:
@@ -334,8 +370,18 @@ class VenueEngine:
                 anomalies.stall_probability,
             )
         )
-        self._outbox: deque[tuple[str, OrderEvent]] = deque()
+        self._amendment_listeners: tuple[AmendmentListener, ...] = ()
+        self._outbox: deque[tuple[str, OrderEvent | TradeAmended]] = deque()
+        self._stepping = False
         self._delivering = False
+        self._store: EngineStore | None = None
+        self._dirty_orders: dict[tuple[str, str], _LiveOrder | None] = {}
+        self._dirty_positions: dict[tuple[str, str], _Position] = {}
+        self._new_fills: list[tuple[str, OrderFilled]] = []
+        self._new_order_ids: list[tuple[str, str]] = []
+        self._rewrite = False
+        self.store_errors = 0
+        """Writes to the store that failed (logged; the next write rewrites the whole state)."""
         self._reset()
 
     # ----------------------------------------------------------------- listeners
@@ -345,15 +391,16 @@ class VenueEngine:
         with self._lock:
             self._order_listeners = (*self._order_listeners, listener)
 
-    def save_on_every_event(self, path: Path) -> None:
-        """Save the state to ``path`` after every order event, ahead of every other listener,
-        so a venue process killed with SIGKILL still holds every execution it reported."""
-
-        def save(_account: str, _event: OrderEvent) -> None:
-            self.save(path)
-
+    def add_amendment_listener(self, listener: AmendmentListener) -> None:
+        """Receive every trade bust and correction from now on."""
         with self._lock:
-            self._order_listeners = (save, *self._order_listeners)
+            self._amendment_listeners = (*self._amendment_listeners, listener)
+
+    def remove_amendment_listener(self, listener: AmendmentListener) -> None:
+        """Stop delivering amendments to ``listener`` (no error when it is not registered)."""
+        with self._lock:
+            self._amendment_listeners = tuple(
+                x for x in self._amendment_listeners if x != listener)
 
     def remove_order_listener(self, listener: OrderListener) -> None:
         """Stop delivering order events to ``listener`` (no error when it is not registered)."""
@@ -389,11 +436,15 @@ class VenueEngine:
                     for live in list(orders.values()):
                         self._work(live, market, ts)
             if quotes:
-                for listener in self._quote_listeners:
-                    try:
-                        listener(quotes)
-                    except Exception:
-                        _log.exception("venue %s: quote listener failed", self.venue)
+                self._stepping = True  # what a quote listener causes is delivered below
+                try:
+                    for listener in self._quote_listeners:
+                        try:
+                            listener(quotes)
+                        except Exception:
+                            _log.exception("venue %s: quote listener failed", self.venue)
+                finally:
+                    self._stepping = False
             self._deliver()
             return quotes
 
@@ -520,6 +571,164 @@ class VenueEngine:
                 for live in acct.working.values()
             ]
 
+    def order_status(self, account: str, client_order_id: str) -> WorkingOrder | None:
+        """The order as the venue knows it, working or done; ``None`` when it never accepted it."""
+        with self._lock:
+            acct = self._accounts.get(account)
+            if acct is None:
+                return None
+            live = acct.working.get(client_order_id) or acct.done.get(client_order_id)
+            if live is None:
+                return None
+            return self._snapshot(acct, live)
+
+    def _snapshot(self, acct: _Account, live: _LiveOrder) -> WorkingOrder:
+        coid = live.order.client_order_id
+        notional = _ZERO
+        quantity = _ZERO
+        if live.filled:
+            for fill in reversed(acct.executions):
+                if fill.client_order_id == coid:
+                    notional += fill.quantity * fill.price
+                    quantity += fill.quantity
+                    if quantity >= live.filled:
+                        break
+        return WorkingOrder(
+            order=live.order,
+            venue_order_id=live.venue_order_id,
+            filled=live.filled,
+            leaves=_ZERO if live.status.is_done() else live.leaves,
+            status=live.status,
+            triggered=live.triggered,
+            average_price=notional / quantity if quantity else _ZERO,
+        )
+
+    def bust(self, account: str, fill_id: str) -> TradeAmended:
+        """Take back an execution: it leaves the account's executions and its position.
+
+        A working order gets the quantity back (it can trade again); a done order stays
+        done with less filled. Listeners get a ``TradeAmended`` with ``corrected=None``.
+        Raises ``ValueError`` when the account has no such execution.
+        """
+        return self._amend(account, fill_id, None, None)
+
+    def correct(self, account: str, fill_id: str, *, price: Decimal | None = None,
+                quantity: Decimal | None = None) -> TradeAmended:
+        """Change an execution's price and/or quantity (not above the original quantity).
+
+        The corrected execution takes the original's place under a new ``fill_id``; the
+        position is recomputed. Raises ``ValueError`` on an unknown execution or a bad value.
+        """
+        return self._amend(account, fill_id, price, quantity, correct=True)
+
+    def _amend(self, account: str, fill_id: str, price: Decimal | None,
+               quantity: Decimal | None, *, correct: bool = False) -> TradeAmended:
+        with self._lock:
+            acct = self._accounts.get(account)
+            index = None
+            if acct is not None:
+                for i in range(len(acct.executions) - 1, -1, -1):
+                    if acct.executions[i].fill_id == fill_id:
+                        index = i
+                        break
+            if acct is None or index is None:
+                raise ValueError(f"fill_id: no execution {fill_id!r} on account {account!r}")
+            original = acct.executions[index]
+            corrected: OrderFilled | None = None
+            if correct:
+                new_price = original.price if price is None else price
+                new_quantity = original.quantity if quantity is None else quantity
+                if not new_price.is_finite() or new_price <= 0:
+                    raise ValueError(f"price: must be positive, got {new_price}")
+                if not new_quantity.is_finite() or not 0 < new_quantity <= original.quantity:
+                    raise ValueError(
+                        f"quantity: must be within (0, {original.quantity}], got {new_quantity}")
+            self._flush_store()  # what happened before goes first
+            ts = time.time_ns()
+            batch = StoreBatch()
+            if correct:
+                corrected = msgspec.structs.replace(
+                    original, fill_id=f"{self.venue}-{self._next_fill_id}", price=new_price,
+                    quantity=new_quantity, ts_ns=ts)
+                self._next_fill_id += 1
+                acct.executions[index] = corrected
+                batch.fills_replaced.append(
+                    (original.fill_id, corrected.fill_id, _state_encoder.encode(corrected)))
+            else:
+                del acct.executions[index]
+                batch.fills_removed.append(original.fill_id)
+            delta = (corrected.quantity if corrected is not None else _ZERO) - original.quantity
+            live = (acct.working.get(original.client_order_id)
+                    or acct.done.get(original.client_order_id))
+            if live is not None and delta:
+                live.filled += delta
+                if not live.status.is_done():
+                    live.leaves -= delta
+                    live.status = (OrderStatus.PARTIALLY_FILLED if live.filled
+                                   else OrderStatus.ACCEPTED)
+                self._note_order(live)
+            self._recompute_position(acct, original.symbol)
+            self._note_position(account, original.symbol)
+            self._flush_store(batch)
+            amendment = TradeAmended(account=account, original=original, corrected=corrected,
+                                     ts_ns=ts)
+            self._emit(account, amendment)
+            if not self._stepping:
+                self._deliver()
+            return amendment
+
+    def _recompute_position(self, acct: _Account, symbol: str) -> None:
+        """Rebuild one position from the executions in effect (after a bust or correction)."""
+        scratch = _Account()
+        scratch.positions[symbol] = _Position()
+        for fill in acct.executions:
+            if fill.symbol == symbol:
+                self._apply_fill(scratch, symbol, fill.side, fill.quantity, fill.price)
+        acct.positions[symbol] = scratch.positions[symbol]
+
+    def external_fill(self, account: str, symbol: str, side: Side, quantity: Decimal,
+                      price: Decimal | None = None) -> OrderFilled:
+        """A trade on ``account`` from an order nobody connected sent (a desk, another session).
+
+        It is executed at ``price`` (the touch when ``None``) without touching the book,
+        recorded as a done order with a venue-made client order id (``EXT-<n>``), and
+        reported like any fill. Raises ``ValueError`` on an unknown symbol or a bad value.
+        """
+        if not quantity.is_finite() or quantity <= 0:
+            raise ValueError(f"quantity: must be positive, got {quantity}")
+        with self._lock:
+            market = self._market(symbol)
+            if price is None:
+                price = market.ask_price if side is Side.BUY else market.bid_price
+            if not price.is_finite() or price <= 0:
+                raise ValueError(f"price: must be positive, got {price}")
+            ts = time.time_ns()
+            venue_order_id = str(self._next_order_id)
+            self._next_order_id += 1
+            order = SubmitOrder(client_order_id=f"EXT-{venue_order_id}", venue=self.venue,
+                                symbol=symbol, side=side, quantity=quantity, source="external",
+                                created_ns=ts)
+            live = _LiveOrder(account=account, order=order, venue_order_id=venue_order_id,
+                              filled=quantity, leaves=_ZERO, status=OrderStatus.FILLED)
+            fill = OrderFilled(client_order_id=order.client_order_id, venue=self.venue,
+                               fill_id=f"{self.venue}-{self._next_fill_id}", symbol=symbol,
+                               side=side, quantity=quantity, price=price, leaves_quantity=_ZERO,
+                               venue_order_id=venue_order_id, ts_ns=ts)
+            self._next_fill_id += 1
+            acct = self._account(account)
+            acct.order_ids.add(order.client_order_id)
+            self._note_order_id(account, order.client_order_id)
+            acct.done[order.client_order_id] = live
+            self._note_order(live)
+            acct.executions.append(fill)
+            self._note_fill(account, fill)
+            self._apply_fill(acct, symbol, side, quantity, price)
+            self._note_position(account, symbol)
+            self._emit(account, fill)
+            if not self._stepping:
+                self._deliver()
+            return fill
+
     def executions(self, account: str) -> list[OrderFilled]:
         """Every fill of the account, in the order they happened."""
         with self._lock:
@@ -552,6 +761,7 @@ class VenueEngine:
                     for name, acct in self._accounts.items()
                 },
                 orders=[live for acct in self._accounts.values() for live in acct.working.values()],
+                done_orders=[live for acct in self._accounts.values() for live in acct.done.values()],
             )
             return _state_encoder.encode(state)
 
@@ -569,36 +779,233 @@ class VenueEngine:
         if state.version != _STATE_VERSION:
             raise ValueError(f"engine state: unsupported version {state.version}")
         with self._lock:
-            self._reset()
-            self._next_order_id = state.next_order_id
-            self._next_fill_id = state.next_fill_id
-            for symbol, saved in state.markets.items():
-                market = self._markets.get(symbol)
-                if market is None or not saved.mid.is_finite() or saved.mid <= 0:
-                    continue
-                market.mid = float(saved.mid / self._tick)
-                market.seq = saved.seq
-                self._reprice(market)
-            for name, saved_acct in state.accounts.items():
-                acct = self._account(name)
-                acct.positions = saved_acct.positions
-                acct.executions = saved_acct.executions
-                acct.order_ids = set(saved_acct.order_ids)
-            for live in state.orders:
-                acct = self._account(live.account)
-                acct.working[live.order.client_order_id] = live
-                acct.order_ids.add(live.order.client_order_id)
+            self._apply_state(state)
+            if self._store is not None:
+                self._write_all()
+
+    def _apply_state(self, state: _EngineState) -> None:
+        """Replace the venue's state with ``state`` (caller holds the lock)."""
+        self._reset()
+        self._next_order_id = state.next_order_id
+        self._next_fill_id = state.next_fill_id
+        for symbol, saved in state.markets.items():
+            market = self._markets.get(symbol)
+            if market is None or not saved.mid.is_finite() or saved.mid <= 0:
+                continue
+            market.mid = float(saved.mid / self._tick)
+            market.seq = saved.seq
+            self._reprice(market)
+        for name, saved_acct in state.accounts.items():
+            acct = self._account(name)
+            acct.positions = saved_acct.positions
+            acct.executions = saved_acct.executions
+            acct.order_ids = set(saved_acct.order_ids)
+        for live in (*state.orders, *state.done_orders):
+            acct = self._account(live.account)
+            coid = live.order.client_order_id
+            acct.order_ids.add(coid)
+            if live.status.is_done():
+                acct.done[coid] = live
+            else:
+                acct.working[coid] = live
                 self._by_symbol.setdefault(live.order.symbol, {})[live.venue_order_id] = live
 
     def save(self, path: Path) -> None:
-        """Write the state to ``path`` atomically (a temporary file, then a rename)."""
+        """Write the state to ``path`` atomically (a temporary file, then a rename).
+
+        A temporary file left by an earlier run killed mid-write is removed first.
+        """
         data = self.state_bytes()
+        _remove_stale_temporaries(path)
         tmp = path.with_name(f"{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
+        try:
+            with open(tmp, "wb") as handle:
+                handle.write(data)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    # ----------------------------------------------------------------- the store
+
+    @property
+    def persistent(self) -> bool:
+        """True while the engine writes every change to a store."""
+        return self._store is not None
+
+    def persist(self, path: Path) -> None:
+        """Keep the state in the SQLite store ``path`` from now on.
+
+        A store that already holds a state replaces the engine's; an empty (new) store
+        takes the engine's current state (so a state loaded from JSON is carried over).
+        From then on every change an order event makes is committed, in one small
+        transaction, before the event reaches any listener: a process killed with SIGKILL
+        keeps every execution it reported, and each event costs the same however long the
+        account's history. Raises ``ValueError`` naming the file when it cannot be used.
+        """
+        with self._lock:
+            if self._store is not None:
+                raise RuntimeError(f"venue {self.venue}: already persisting to {self._store.path}")
+            store = EngineStore(path)
+            try:
+                if store.is_empty():
+                    self._store = store
+                    self._write_all()
+                else:
+                    self._apply_state(self._decode_stored(store.read(), path))
+                    self._store = store
+            except BaseException:
+                self._store = None
+                store.close()
+                raise
+            _remove_stale_temporaries(path)
+
+    def checkpoint(self) -> None:
+        """Write the mids and sequence numbers to the store (the market moves without events)."""
+        with self._lock:
+            if self._store is None:
+                return
+            self._flush_store(self._markets_batch())
+
+    def close_store(self) -> None:
+        """Checkpoint the market and stop writing to the store (idempotent)."""
+        with self._lock:
+            store = self._store
+            if store is None:
+                return
+            try:
+                self._flush_store(self._markets_batch())
+            finally:
+                self._store = None
+                store.close()
+
+    def _markets_batch(self) -> StoreBatch:
+        return StoreBatch(markets=[
+            (symbol, str(market.mid_ticks * self._tick), market.seq)
+            for symbol, market in self._markets.items()
+        ])
+
+    def _meta(self) -> dict[str, str]:
+        return {
+            "venue": self.venue,
+            "next_order_id": str(self._next_order_id),
+            "next_fill_id": str(self._next_fill_id),
+        }
+
+    def _write_all(self) -> None:
+        """Write the whole state to the store, replacing what it held (lock held)."""
+        self._rewrite = False
+        batch = self._markets_batch()
+        batch.replace_all = True
+        batch.meta = self._meta()
+        for name, acct in self._accounts.items():
+            batch.positions.extend(
+                (name, symbol, _state_encoder.encode(pos)) for symbol, pos in acct.positions.items()
+            )
+            batch.fills_added.extend(
+                (fill.fill_id, name, _state_encoder.encode(fill)) for fill in acct.executions
+            )
+            batch.orders_put.extend(
+                (name, coid, _state_encoder.encode(live))
+                for coid, live in (*acct.working.items(), *acct.done.items())
+            )
+            batch.order_ids.extend((name, coid) for coid in sorted(acct.order_ids))
+        self._dirty_orders.clear()
+        self._dirty_positions.clear()
+        self._new_fills.clear()
+        self._new_order_ids.clear()
+        assert self._store is not None
+        self._store.write(batch)
+
+    def _decode_stored(self, stored: StoredState, path: Path) -> _EngineState:
+        """The engine state a store holds; ``ValueError`` naming ``path`` when it is bad."""
+        try:
+            meta = stored.meta
+            state = _EngineState(
+                version=_STATE_VERSION,
+                venue=meta["venue"],
+                next_order_id=int(meta["next_order_id"]),
+                next_fill_id=int(meta["next_fill_id"]),
+                markets={s: _MarketState(mid=Decimal(m), seq=q) for s, m, q in stored.markets},
+                orders=[_order_decoder.decode(body) for body in stored.orders],
+            )
+            for account, symbol, body in stored.positions:
+                acct = state.accounts.setdefault(account, _PersistedAccount())
+                acct.positions[symbol] = _position_decoder.decode(body)
+            for account, body in stored.fills:
+                acct = state.accounts.setdefault(account, _PersistedAccount())
+                acct.executions.append(_fill_decoder.decode(body))
+            for account, coid in stored.order_ids:
+                acct = state.accounts.setdefault(account, _PersistedAccount())
+                acct.order_ids.append(coid)
+        except (KeyError, ArithmeticError, ValueError, msgspec.DecodeError) as exc:
+            raise ValueError(f"venue store {path}: {exc!r}") from exc
+        return state
+
+    def _note_order(self, live: _LiveOrder) -> None:
+        """A working order changed (lock held)."""
+        if self._store is not None:
+            self._dirty_orders[(live.account, live.order.client_order_id)] = live
+
+    def _note_position(self, account: str, symbol: str) -> None:
+        if self._store is not None:
+            self._dirty_positions[(account, symbol)] = self._accounts[account].positions[symbol]
+
+    def _note_fill(self, account: str, fill: OrderFilled) -> None:
+        if self._store is not None:
+            self._new_fills.append((account, fill))
+
+    def _note_order_id(self, account: str, client_order_id: str) -> None:
+        if self._store is not None:
+            self._new_order_ids.append((account, client_order_id))
+
+    def _flush_store(self, batch: StoreBatch | None = None) -> None:
+        """Commit the changes noted so far (and ``batch``) in one transaction (lock held).
+
+        A failed write is logged and counted; the next flush then writes the whole state.
+        """
+        store = self._store
+        if store is None:
+            return
+        if self._rewrite:
+            try:
+                self._write_all()
+            except Exception:
+                self.store_errors += 1
+                _log.exception("venue %s: writing the store %s failed", self.venue, store.path)
+            else:
+                self._rewrite = False
+            return
+        if not (self._dirty_orders or self._dirty_positions or self._new_fills
+                or self._new_order_ids or batch):
+            return
+        out = batch if batch is not None else StoreBatch()
+        out.meta = self._meta()
+        for (account, coid), live in self._dirty_orders.items():
+            if live is None:
+                out.orders_removed.append((account, coid))
+            else:
+                out.orders_put.append((account, coid, _state_encoder.encode(live)))
+        out.positions.extend(
+            (account, symbol, _state_encoder.encode(pos))
+            for (account, symbol), pos in self._dirty_positions.items()
+        )
+        out.fills_added.extend(
+            (fill.fill_id, account, _state_encoder.encode(fill)) for account, fill in self._new_fills
+        )
+        out.order_ids.extend(self._new_order_ids)
+        try:
+            store.write(out)
+        except Exception:
+            self.store_errors += 1
+            self._rewrite = True  # the next flush writes the whole state
+            _log.exception("venue %s: writing the store %s failed", self.venue, store.path)
+            return
+        self._dirty_orders.clear()
+        self._dirty_positions.clear()
+        self._new_fills.clear()
+        self._new_order_ids.clear()
 
     def load(self, path: Path) -> None:
         """Read the state from ``path``; a missing file means a fresh venue."""
@@ -743,7 +1150,7 @@ class VenueEngine:
             else:
                 self._cancel_every(account, ts)
 
-    def _emit(self, account: str, event: OrderEvent) -> None:
+    def _emit(self, account: str, event: OrderEvent | TradeAmended) -> None:
         """Queue an event for the order listeners (``_deliver`` hands it over)."""
         self._outbox.append((account, event))
 
@@ -756,11 +1163,20 @@ class VenueEngine:
         try:
             while outbox:
                 account, event = outbox.popleft()
+                self._flush_store()  # durable before anybody hears of it
+                if isinstance(event, TradeAmended):
+                    for amended in self._amendment_listeners:
+                        try:
+                            amended(event)
+                        except Exception:
+                            _log.exception("venue %s: amendment listener failed", self.venue)
+                    continue
                 for listener in self._order_listeners:
                     try:
                         listener(account, event)
                     except Exception:
                         _log.exception("venue %s: order listener failed", self.venue)
+            self._flush_store()  # changes no event reported (a stop order triggered)
         finally:
             self._delivering = False
 
@@ -820,6 +1236,7 @@ class VenueEngine:
                 return
         self._next_order_id += 1
         acct.order_ids.add(coid)
+        self._note_order_id(account, coid)
         self._emit(
             account,
             OrderAccepted(
@@ -834,6 +1251,7 @@ class VenueEngine:
         if live.leaves and not live.status.is_done():
             acct.working[coid] = live
             self._by_symbol[order.symbol][live.venue_order_id] = live
+            self._note_order(live)
 
     def _fillable(self, live: _LiveOrder, market: _Market) -> Decimal | None:
         """Quantity the order could take from the book now; ``None`` while a stop waits."""
@@ -881,7 +1299,9 @@ class VenueEngine:
         quantity = self._fillable(live, market)
         if quantity is None:
             return
-        live.triggered = order.stop_price is not None
+        if order.stop_price is not None and not live.triggered:
+            live.triggered = True
+            self._note_order(live)
         if room is not None and quantity > room:
             quantity = room
         tif = order.time_in_force
@@ -926,8 +1346,12 @@ class VenueEngine:
         self._next_fill_id += 1
         acct = self._accounts[live.account]
         acct.executions.append(fill)
+        self._note_fill(live.account, fill)
         self._apply_fill(acct, order.symbol, side, quantity, price)
-        if not live.leaves:
+        self._note_position(live.account, order.symbol)
+        if live.leaves:
+            self._note_order(live)
+        else:
             self._retire(live)
         self._emit(live.account, fill)
 
@@ -957,8 +1381,11 @@ class VenueEngine:
     def _retire(self, live: _LiveOrder) -> None:
         """Forget a done order (it may never have been registered as working)."""
         acct = self._accounts[live.account]
-        if acct.working.get(live.order.client_order_id) is live:
-            del acct.working[live.order.client_order_id]
+        coid = live.order.client_order_id
+        if acct.working.get(coid) is live:
+            del acct.working[coid]
+        acct.done[coid] = live
+        self._note_order(live)
         orders = self._by_symbol.get(live.order.symbol)
         if orders is not None:
             orders.pop(live.venue_order_id, None)
@@ -1010,7 +1437,9 @@ class VenueEngine:
 class EngineRunner:
     """A thread that calls ``engine.step()`` every ``interval_s`` until stopped.
 
-    With ``state_path`` it saves the engine's state every ``save_every_s`` and on stop.
+    With ``state_path`` it saves the engine's state (JSON) every ``save_every_s`` and on
+    stop. An engine with a store (``VenueEngine.persist``) has its market checkpointed
+    every ``save_every_s`` instead (its orders and fills are written as they happen).
     ``max_steps`` (optional) ends the thread after that many steps.
     """
 
@@ -1082,10 +1511,12 @@ class EngineRunner:
             if self.max_steps is not None and self.steps >= self.max_steps:
                 return
             now = time.monotonic()
-            if self.state_path is not None and now >= next_save:
+            if now >= next_save and (self.state_path is not None or self.engine.persistent):
                 next_save = now + self.save_every_s
                 try:
-                    self.engine.save(self.state_path)
+                    if self.state_path is not None:
+                        self.engine.save(self.state_path)
+                    self.engine.checkpoint()
                 except Exception:
                     self.errors += 1
                     _log.exception("venue %s: saving state failed", self.engine.venue)

@@ -18,9 +18,22 @@ the few fields 5.0 SP2 requires) by configuration; docs/fix.md describes the sub
 - OrderMassCancelRequest (q) -> 8 Canceled per order, then OrderMassCancelReport (r).
 - RequestForPositions (AN) -> RequestForPositionsAck (AO), then one PositionReport (AP)
   per non-flat position.
-- OrderMassStatusRequest (AF) -> one 8 with ExecType I (order status) per working order,
-  then every execution of the account today (UTC) replayed as an 8 Trade with
-  PossResend=Y.
+- OrderStatusRequest (H) -> one 8 with ExecType I (order status): OrdStatus, CumQty,
+  LeavesQty and AvgPx of the order, working or done, echoing OrdStatusReqID; an order
+  the venue never accepted is answered OrdStatus Rejected with OrdRejReason 5 (unknown).
+- OrderMassStatusRequest (AF) -> one 8 with ExecType I (order status) per working order;
+  with ``replay_trades`` (today's default, not standard) also every execution of the
+  account today (UTC) replayed as an 8 Trade with PossResend=Y.
+- Trade busts and corrections made at the engine -> 8 with ExecType H (Trade Cancel) or
+  G (Trade Correct), ExecRefID naming the original ExecID, CumQty/AvgPx as they now stand.
+- Fills for orders the session never sent (``VenueEngine.external_fill``) -> 8 Trade with
+  the venue-made ClOrdID.
+
+Misbehaviour switches (``FixBehaviour``; ``tradeguard venue fix --help``): standard
+recovery only (no trade replay on AF), refused or unanswered mass cancels, orders answered
+by a session-level Reject (35=3) or a BusinessMessageReject (35=j), orders dropped in
+flight, trades busted or corrected after they were reported, fills for orders the client
+never sent, and executions sent while the session was down gap-filled instead of resent.
 
 FIX 4.2 has no AN/AO/AP, q/r or AF. On 4.2 the venue uses the same messages with
 user-defined message types (``U`` + the 4.4 type: UAN, UAO, UAP, Uq, Ur, UAF) and a FIX
@@ -28,8 +41,12 @@ user-defined message types (``U`` + the 4.4 type: UAN, UAO, UAP, Uq, Ur, UAF) an
 FIX44.xml into ``state_dir`` (both defined in ``messages.fix_spec``, shared with the
 connector).
 
-quickfix 1.16's acceptors listen on every interface; the session accepts peers
-from 127.0.0.1 only (``AllowedRemoteAddresses``).
+The acceptor listens on 127.0.0.1 only, and the session admits peers from 127.0.0.1 only
+(``AllowedRemoteAddresses``: any other peer is dropped at Logon). quickfix 1.16 has no
+setting for the listening address (later builds have ``SocketAcceptHost``, used when
+present) and binds every interface; with it the venue lets quickfix listen on a spare
+port, then puts a socket bound to 127.0.0.1 on the public port under quickfix's listening
+descriptor (``_listen_on_host``), so nothing of the venue listens on another interface.
 
 Threads: quickfix's threaded acceptor calls the application from its connection thread
 (its single-threaded SocketAcceptor can crash in ``stop()``); engine events arrive on the
@@ -42,7 +59,10 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
+import random
 import socket
+import stat
 import sys
 import sysconfig
 import threading
@@ -53,6 +73,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import msgspec
 import quickfix as fix
 from loguru import logger
 
@@ -60,8 +81,10 @@ from messages import (
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
+    OrderStatus,
     Quote,
     RejectReason,
+    Side,
     SubmitOrder,
 )
 from messages.fix_spec import (
@@ -84,12 +107,14 @@ from messages.fix_spec import (
 
 if TYPE_CHECKING:
     from messages import OrderEvent
-    from venues.engine import VenueEngine
+    from venues.engine import TradeAmended, VenueEngine, WorkingOrder
 
 __all__ = [
     "FIX42",
     "FIX44",
     "FIXT11",
+    "MASS_CANCEL_MODES",
+    "FixBehaviour",
     "FixVenue",
     "free_port",
     "main",
@@ -98,6 +123,68 @@ __all__ = [
 
 _ZERO = Decimal(0)
 _DAY_NS = 86_400 * 1_000_000_000
+
+# FIX tags the shared table does not name.
+_EXEC_REF_ID = 19
+_BUSINESS_REJECT_REF_ID = 379
+_ORD_STATUS_REQ_ID = 790
+
+MASS_CANCEL_MODES = frozenset({"accept", "refuse", "ignore"})
+"""``FixBehaviour.mass_cancel``: carry out, refuse (35=r MassCancelResponse=0), or never answer."""
+
+
+def _rate(field: str, value: float) -> None:
+    if not 0.0 <= value <= 1.0:
+        raise ValueError(f"{field}: must be within [0, 1], got {value}")
+
+
+class FixBehaviour(msgspec.Struct, frozen=True, kw_only=True):
+    """How the FIX venue behaves where real venues differ from a kind simulator.
+
+    The defaults are the venue as it always was: a switch changes one thing. Rates are
+    probabilities per order (per trade for busts and corrections, per engine step for
+    fills from elsewhere), drawn from generators seeded by ``seed``.
+    """
+
+    replay_trades: bool = True
+    """Answer AF with today's executions replayed after the order statuses. Not standard:
+    a standard venue sends order statuses only, and missed fills are recovered by the
+    session's resend and by OrderStatusRequest (35=H). ``False`` is standard recovery."""
+    resend_fills: bool = True
+    """Resend execution reports on a ResendRequest (standard). ``False``: they are
+    gap-filled, so fills sent while the session was down never reach the client."""
+    mass_cancel: str = "accept"
+    """``accept`` (cancel, then 35=r), ``refuse`` (35=r MassCancelResponse=0, nothing
+    cancelled) or ``ignore`` (no answer, nothing cancelled)."""
+    session_reject_rate: float = 0.0
+    """Share of orders answered by a session-level Reject (35=3, RefMsgType=D)."""
+    business_reject_rate: float = 0.0
+    """Share of orders answered by a BusinessMessageReject (35=j, BusinessRejectRefID=ClOrdID)."""
+    drop_rate: float = 0.0
+    """Share of orders dropped in flight: never acknowledged, never working."""
+    bust_rate: float = 0.0
+    """Share of trades busted (ExecType=H) at the engine step after they were reported."""
+    correct_rate: float = 0.0
+    """Share of trades corrected (ExecType=G) one tick against the client at the next step."""
+    foreign_fill_rate: float = 0.0
+    """Chance per engine step of a fill for an order the client never sent."""
+    seed: int = 7
+    """Seed of every draw above."""
+
+    def __post_init__(self) -> None:
+        if self.mass_cancel not in MASS_CANCEL_MODES:
+            raise ValueError(
+                f"mass_cancel: expected one of {sorted(MASS_CANCEL_MODES)}, got {self.mass_cancel!r}")
+        for name in ("session_reject_rate", "business_reject_rate", "drop_rate", "bust_rate",
+                     "correct_rate", "foreign_fill_rate"):
+            _rate(name, getattr(self, name))
+
+    @classmethod
+    def standard(cls, **changes: object) -> FixBehaviour:
+        """A venue that recovers by the standard only (no trade replay), plus ``changes``."""
+        return msgspec.structs.replace(cls(replay_trades=False), **changes)
+
+
 _log = logger.bind(channel="main", component="fix_venue")
 
 
@@ -117,6 +204,23 @@ def spec_dir() -> Path:
 def dictionary_settings(begin_string: str, directory: Path) -> dict[str, str]:
     """quickfix settings that select (and for 4.2 generate) the data dictionaries."""
     return data_dictionary_settings(begin_string, spec_dir(), directory)
+
+
+def _listening_descriptor(port: int) -> int | None:
+    """The descriptor of this process's TCP socket listening on ``port``, if any."""
+    for name in os.listdir("/proc/self/fd"):
+        try:
+            descriptor = int(name)
+            if not stat.S_ISSOCK(os.fstat(descriptor).st_mode):
+                continue
+            with socket.socket(fileno=os.dup(descriptor)) as probe:
+                listening = probe.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN)
+                address = probe.getsockname()
+        except (OSError, ValueError):
+            continue  # closed meanwhile, or not an inet socket
+        if listening and isinstance(address, tuple) and address[1] == port:
+            return descriptor
+    return None
 
 
 def free_port() -> int:
@@ -215,7 +319,11 @@ class _Application(fix.Application):  # type: ignore[misc]
         """Outgoing application message; market data is gap-filled instead of resent."""
         try:
             resend = _get(message.getHeader(), Tag.POSS_DUP_FLAG) == "Y"
-            stale = resend and message.getHeader().getField(Tag.MSG_TYPE) in ("W", "X")
+            msg_type = message.getHeader().getField(Tag.MSG_TYPE)
+            stale = resend and (
+                msg_type in ("W", "X")
+                or (msg_type == "8" and not self.venue.behaviour.resend_fills)
+            )
         except Exception:  # never let an exception reach quickfix
             _log.exception("fix venue: toApp failed")
             return
@@ -240,12 +348,18 @@ class FixVenue:
         target_comp_id: str = "TRADEGUARD",
         *,
         account: str | None = None,
+        behaviour: FixBehaviour | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
-        """Prepare the acceptor on 127.0.0.1:``port``; nothing listens before ``start()``.
+        """Prepare the acceptor on ``host``:``port``; nothing listens before ``start()``.
 
         ``account`` is the engine account the session trades for (``target_comp_id`` by
-        default). quickfix's store and log files go under ``state_dir``.
+        default). quickfix's store and log files go under ``state_dir``. ``behaviour``
+        switches on the ways real venues differ from a kind one (``FixBehaviour``).
+        ``host`` must be a loopback address: the simulator is never reachable from outside.
         """
+        if host != "127.0.0.1":
+            raise ValueError(f"host: the simulated venue listens on 127.0.0.1 only, got {host!r}")
         if begin_string not in BEGIN_STRINGS:
             raise ValueError(
                 f"begin_string: expected one of {sorted(BEGIN_STRINGS)}, got {begin_string!r}"
@@ -259,6 +373,18 @@ class FixVenue:
         self.sender_comp_id = sender_comp_id
         self.target_comp_id = target_comp_id
         self.account = account or target_comp_id
+        self.host = host
+        self.behaviour = behaviour if behaviour is not None else FixBehaviour()
+        seed = self.behaviour.seed
+        self._draws = {
+            name: random.Random(f"{seed}:{name}")
+            for name in ("session_reject", "business_reject", "drop", "bust", "correct", "foreign")
+        }
+        self._amendments_due: list[tuple[str, str]] = []  # (bust | correct, fill_id)
+        self.dropped: list[str] = []
+        """ClOrdIDs of the orders dropped in flight (``drop_rate``), oldest first."""
+        self.misbehaviours: dict[str, int] = {}
+        """How often each switch acted: session_reject, business_reject, drop, bust, ..."""
         self.session_id = fix.SessionID(begin_string, sender_comp_id, target_comp_id)
         self._legacy = begin_string == FIX42
         self._fixt = begin_string == FIXT11  # 5.0 SP2 requires a few more fields
@@ -270,6 +396,7 @@ class FixVenue:
         self._logged_out = threading.Event()
         self._ids = itertools.count(1)
         self._acceptor: fix.ThreadedSocketAcceptor | None = None
+        self._accept_port = port
         self._application: _Application | None = None
         self.callback_errors = 0
         """Exceptions caught in quickfix callbacks (logged; never raised into quickfix)."""
@@ -281,6 +408,8 @@ class FixVenue:
         if self._acceptor is not None:
             raise RuntimeError("fix venue: already started")
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        native_host = hasattr(fix, "SOCKET_ACCEPT_HOST")  # quickfix builds after 1.16
+        self._accept_port = self.port if native_host else free_port()
         settings = self._settings()
         self._application = _Application(self)
         acceptor = fix.ThreadedSocketAcceptor(
@@ -292,11 +421,19 @@ class FixVenue:
         self._restore_orders()
         self.engine.add_order_listener(self._on_order_event)
         self.engine.add_quote_listener(self._on_quotes)
+        self.engine.add_amendment_listener(self._on_amendment)
         try:
             acceptor.start()
+            if not native_host:
+                try:
+                    self._listen_on_host()
+                except Exception:
+                    acceptor.stop(True)
+                    raise
         except Exception:
             self.engine.remove_order_listener(self._on_order_event)
             self.engine.remove_quote_listener(self._on_quotes)
+            self.engine.remove_amendment_listener(self._on_amendment)
             raise
         self._acceptor = acceptor
         _log.info(f"fix venue {self.engine.venue}: {self.session_id} listening on {self.port}")
@@ -314,6 +451,7 @@ class FixVenue:
         # Both calls take the engine lock, so no listener call is in flight after them.
         self.engine.remove_order_listener(self._on_order_event)
         self.engine.remove_quote_listener(self._on_quotes)
+        self.engine.remove_amendment_listener(self._on_amendment)
         session = fix.Session.lookupSession(self.session_id)
         if session is not None and self._logged_on.is_set():
             if graceful:
@@ -331,6 +469,34 @@ class FixVenue:
         with self._lock:
             self._market_data.clear()
         _log.info(f"fix venue {self.engine.venue}: stopped")
+
+    def _listen_on_host(self) -> None:
+        """Make quickfix 1.16's acceptor listen on ``host``:``port`` instead of every interface.
+
+        quickfix listens on 0.0.0.0 at a spare port, its accept thread holding the listening
+        descriptor. A socket bound to ``host``:``port`` is put under that same descriptor
+        number (``dup2``), so quickfix's next ``accept`` takes connections from it; one
+        connection to the spare port then releases the accept already waiting on the old
+        socket, which closes it and frees the spare port. Raises ``OSError`` when quickfix's
+        listening socket cannot be found or the address cannot be bound.
+        """
+        spare = self._accept_port
+        descriptor = _listening_descriptor(spare)
+        if descriptor is None:
+            raise OSError(f"fix venue: quickfix's listening socket on port {spare} not found")
+        public = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            public.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            public.bind((self.host, self.port))
+            public.listen(128)
+            os.dup2(public.fileno(), descriptor, inheritable=False)
+        finally:
+            public.close()  # quickfix's descriptor keeps the socket open
+        try:  # an accept that was already waiting lets go of the old socket
+            with socket.create_connection(("127.0.0.1", spare), timeout=2.0):
+                pass
+        except OSError:
+            pass  # nothing was waiting on it: the old socket is already closed
 
     def logged_on(self) -> bool:
         """True while the counterparty is logged on."""
@@ -350,7 +516,8 @@ class FixVenue:
     def _settings(self) -> fix.SessionSettings:
         values = {
             "ConnectionType": "acceptor",
-            "SocketAcceptPort": str(self.port),
+            "SocketAcceptHost": self.host,
+            "SocketAcceptPort": str(self._accept_port),
             "SocketReuseAddress": "Y",
             "SocketNodelay": "Y",
             "AllowedRemoteAddresses": "127.0.0.1",
@@ -405,6 +572,7 @@ class FixVenue:
             "q": self._on_mass_cancel,
             "AN": self._on_position_request,
             "AF": self._on_mass_status,
+            "H": self._on_status_request,
         }.get(msg_type)
         try:
             if handler is None:
@@ -439,16 +607,54 @@ class FixVenue:
     def _next_id(self, prefix: str) -> str:
         return f"{prefix}{time.time_ns():x}-{next(self._ids)}"
 
-    def _business_reject(self, message: fix.Message, wire_type: str, text: str) -> None:
+    def _business_reject(self, message: fix.Message, wire_type: str, text: str, *,
+                         ref_id: str | None = None, reason: str | None = None) -> None:
         _log.warning(f"fix venue {self.engine.venue}: rejected {wire_type}: {text}")
         reject = self._new("j")
         _set(reject, (
             (Tag.REF_SEQ_NUM, _get(message.getHeader(), Tag.MSG_SEQ_NUM)),
             (Tag.REF_MSG_TYPE, wire_type),
-            (Tag.BUSINESS_REJECT_REASON, "3" if text.startswith("unsupported") else "0"),
+            (_BUSINESS_REJECT_REF_ID, ref_id),
+            (Tag.BUSINESS_REJECT_REASON,
+             reason or ("3" if text.startswith("unsupported") else "0")),
             (Tag.TEXT, text[:200]),
         ))  # fmt: skip
         self._send(reject)
+
+    def _session_reject(self, message: fix.Message, wire_type: str, text: str) -> None:
+        """A session-level Reject (35=3) of an application message."""
+        reject = fix.Message()
+        reject.getHeader().setField(Tag.MSG_TYPE, "3")
+        _set(reject, (
+            (Tag.REF_SEQ_NUM, _get(message.getHeader(), Tag.MSG_SEQ_NUM) or "0"),
+            (Tag.REF_MSG_TYPE, wire_type),
+            (Tag.SESSION_REJECT_REASON, "99"),  # Other
+            (Tag.TEXT, text[:200]),
+        ))  # fmt: skip
+        self._send(reject)
+
+    def _draw(self, name: str, rate: float) -> bool:
+        """One draw of switch ``name``; counted when it acts."""
+        if rate <= 0.0 or self._draws[name].random() >= rate:
+            return False
+        self.misbehaviours[name] = self.misbehaviours.get(name, 0) + 1
+        return True
+
+    # ---- misbehaviour on demand (tests and demos) -------------------------------------------
+
+    def bust(self, fill_id: str) -> TradeAmended:
+        """Bust one of the session's trades now: the client gets ExecType=H."""
+        return self.engine.bust(self.account, fill_id)
+
+    def correct(self, fill_id: str, *, price: Decimal | None = None,
+                quantity: Decimal | None = None) -> TradeAmended:
+        """Correct one of the session's trades now: the client gets ExecType=G."""
+        return self.engine.correct(self.account, fill_id, price=price, quantity=quantity)
+
+    def foreign_fill(self, symbol: str, side: Side, quantity: Decimal,
+                     price: Decimal | None = None) -> OrderFilled:
+        """A fill on the session's account for an order the client never sent."""
+        return self.engine.external_fill(self.account, symbol, side, quantity, price)
 
     # ---- market data -----------------------------------------------------------------------
 
@@ -503,6 +709,7 @@ class FixVenue:
 
     def _on_quotes(self, quotes: list[Quote]) -> None:
         """Engine step (runner thread): one incremental refresh for the subscribed symbols."""
+        self._misbehave_on_step()
         try:
             if not self._logged_on.is_set():
                 return
@@ -530,10 +737,54 @@ class FixVenue:
             self.callback_errors += 1
             _log.exception("fix venue: publishing quotes failed")
 
+    def _misbehave_on_step(self) -> None:
+        """Busts, corrections and fills from elsewhere, at an engine step (lock held)."""
+        try:
+            behaviour = self.behaviour
+            with self._lock:
+                due, self._amendments_due = self._amendments_due, []
+            tick = self.engine.config.tick_size
+            for kind, fill_id in due:
+                try:
+                    if kind == "bust":
+                        self.engine.bust(self.account, fill_id)
+                        continue
+                    original = next((f for f in reversed(self.engine.executions(self.account))
+                                     if f.fill_id == fill_id), None)
+                    if original is None:
+                        continue
+                    worse = original.price + tick if original.side is Side.BUY else original.price - tick
+                    self.engine.correct(self.account, fill_id, price=max(worse, tick))
+                except ValueError:
+                    continue  # busted or corrected meanwhile
+            if self._draw("foreign", behaviour.foreign_fill_rate):
+                draw = self._draws["foreign"]
+                symbol = draw.choice(self.engine.symbols)
+                side = Side.BUY if draw.random() < 0.5 else Side.SELL
+                self.engine.external_fill(self.account, symbol, side, Decimal(draw.randint(1, 10)))
+        except Exception:
+            self.callback_errors += 1
+            _log.exception("fix venue: misbehaving failed")
+
     # ---- orders ----------------------------------------------------------------------------
 
     def _on_new_order(self, message: fix.Message) -> None:
         coid = message.getField(Tag.CL_ORD_ID)
+        wire_type = message.getHeader().getField(Tag.MSG_TYPE)
+        behaviour = self.behaviour
+        if self._draw("session_reject", behaviour.session_reject_rate):
+            _log.info(f"fix venue {self.engine.venue}: order {coid} refused at session level")
+            self._session_reject(message, wire_type, "order refused at session level")
+            return
+        if self._draw("business_reject", behaviour.business_reject_rate):
+            self._business_reject(message, wire_type, "order entry not available",
+                                  ref_id=coid, reason="4")  # application not available
+            return
+        if self._draw("drop", behaviour.drop_rate):
+            _log.info(f"fix venue {self.engine.venue}: order {coid} dropped in flight")
+            with self._lock:
+                self.dropped.append(coid)
+            return
         try:
             order = self._decode_order(message)
         except (BadRequest, ValueError, InvalidOperation, KeyError, fix.FieldNotFound) as exc:
@@ -634,6 +885,16 @@ class FixVenue:
         request_id = message.getField(Tag.CL_ORD_ID)
         kind = message.getField(Tag.MASS_CANCEL_REQUEST_TYPE)
         symbol = _get(message, Tag.SYMBOL)
+        mode = self.behaviour.mass_cancel
+        if mode == "ignore":
+            self.misbehaviours["mass_cancel_ignored"] = self.misbehaviours.get("mass_cancel_ignored", 0) + 1
+            _log.info(f"fix venue {self.engine.venue}: mass cancel {request_id} left unanswered")
+            return
+        if mode == "refuse":
+            self.misbehaviours["mass_cancel_refused"] = self.misbehaviours.get("mass_cancel_refused", 0) + 1
+            self._send(self._mass_cancel_report(request_id, kind, "0", 0, symbol, rejected=True,
+                                                text="mass cancel refused by the venue"))
+            return
         if kind == "7":
             count = self.engine.cancel_all(self.account)
         elif kind == "1" and symbol is not None:
@@ -652,7 +913,7 @@ class FixVenue:
 
     def _mass_cancel_report(
         self, request_id: str, kind: str, response: str, count: int, symbol: str | None,
-        *, rejected: bool = False,
+        *, rejected: bool = False, text: str = "mass cancel type not supported",
     ) -> fix.Message:
         report = self._new("r")
         _set(report, (
@@ -665,7 +926,7 @@ class FixVenue:
             (Tag.TOTAL_AFFECTED_ORDERS, str(count)),
             (Tag.SYMBOL, symbol),
             (Tag.TRANSACT_TIME, utc_timestamp()),
-            (Tag.TEXT, "mass cancel type not supported" if rejected else None),
+            (Tag.TEXT, text if rejected else None),
         ))  # fmt: skip
         return report
 
@@ -695,7 +956,12 @@ class FixVenue:
                 return self._report(record, "0")
             if isinstance(event, OrderFilled):
                 if record is None:
-                    return None
+                    return self._foreign_report(event)
+                behaviour = self.behaviour
+                if self._draw("bust", behaviour.bust_rate):
+                    self._amendments_due.append(("bust", event.fill_id))
+                elif self._draw("correct", behaviour.correct_rate):
+                    self._amendments_due.append(("correct", event.fill_id))
                 record.cum += event.quantity
                 record.notional += event.quantity * event.price
                 record.status = _PARTIAL if event.leaves_quantity else _FILLED
@@ -719,6 +985,60 @@ class FixVenue:
             return self._cancel_reject(coid, cancel_id, event.text)
         _log.warning(f"fix venue {self.engine.venue}: reject for unknown order {coid}")
         return None
+
+    def _foreign_report(self, fill: OrderFilled) -> fix.Message:
+        """A Trade report for an order this session never sent (caller holds the lock)."""
+        status = self.engine.order_status(self.account, fill.client_order_id)
+        if status is not None:
+            record = _record_of(status)
+        else:
+            record = _Order(
+                order=SubmitOrder(client_order_id=fill.client_order_id, venue=self.engine.venue,
+                                  symbol=fill.symbol, side=fill.side,
+                                  quantity=fill.quantity + fill.leaves_quantity),
+                venue_order_id=fill.venue_order_id,
+                status=_PARTIAL if fill.leaves_quantity else _FILLED,
+                cum=fill.quantity, notional=fill.quantity * fill.price,
+            )
+        _log.info(f"fix venue {self.engine.venue}: fill {fill.fill_id} for an order the "
+                  f"session never sent ({fill.client_order_id})")
+        return self._report(record, "F", fill=fill)
+
+    def _on_amendment(self, amended: TradeAmended) -> None:
+        """A trade bust or correction at the engine: ExecType H or G (engine lock held)."""
+        if amended.account != self.account:
+            return
+        try:
+            original = amended.original
+            coid = original.client_order_id
+            status = self.engine.order_status(self.account, coid)
+            with self._lock:
+                record = self._orders.get(coid)
+                if status is not None:
+                    fresh = _record_of(status)
+                    if record is not None:  # keep the live record in step with the venue
+                        record.cum, record.notional = fresh.cum, fresh.notional
+                    record = fresh
+            if record is None:
+                record = _Order(
+                    order=SubmitOrder(client_order_id=coid, venue=self.engine.venue,
+                                      symbol=original.symbol, side=original.side,
+                                      quantity=original.quantity + original.leaves_quantity),
+                    venue_order_id=original.venue_order_id, status=_FILLED,
+                )
+            corrected = amended.corrected
+            report = self._report(
+                record, "G" if corrected is not None else "H",
+                fill=corrected if corrected is not None else original,
+                exec_id=corrected.fill_id if corrected is not None else self._next_id("X"),
+                text="trade corrected" if corrected is not None else "trade busted",
+            )
+            report.setField(_EXEC_REF_ID, original.fill_id)
+        except Exception:
+            self.callback_errors += 1
+            _log.exception("fix venue: cannot report a trade amendment")
+            return
+        self._send(report)
 
     def _forget(self, coid: str) -> None:
         """Drop a done order (caller holds the lock)."""
@@ -752,6 +1072,9 @@ class FixVenue:
                 wire_exec_type = _PARTIAL if status == _PARTIAL else _FILLED
             elif exec_type == "I":
                 trans_type = "3"
+                wire_exec_type = status
+            elif exec_type in ("H", "G"):  # 4.2: ExecTransType Cancel / Correct
+                trans_type = "1" if exec_type == "H" else "2"
                 wire_exec_type = status
         report = self._new("8")
         _set(report, (
@@ -858,8 +1181,43 @@ class FixVenue:
             report.addGroup(group)
             self._send(report)
 
+    def _on_status_request(self, message: fix.Message) -> None:
+        """OrderStatusRequest (H): one ExecutionReport with ExecType=I for the order."""
+        coid = message.getField(Tag.CL_ORD_ID)
+        req_id = _get(message, _ORD_STATUS_REQ_ID)
+        status = self.engine.order_status(self.account, coid)
+        with self._lock:
+            pending = self._orders.get(coid)
+        if status is not None:
+            report = self._report(_record_of(status), "I")
+        elif pending is not None:  # accepted by the front, not yet at the engine (latency)
+            report = self._report(pending, "I")
+        else:
+            report = self._new("8")
+            _set(report, (
+                (Tag.ORDER_ID, "NONE"),
+                (Tag.CL_ORD_ID, coid),
+                (Tag.EXEC_ID, self._next_id("S")),
+                (Tag.EXEC_TRANS_TYPE, "3" if self._legacy else None),
+                (Tag.EXEC_TYPE, _REJECTED if self._legacy else "I"),
+                (Tag.ORD_STATUS, _REJECTED),
+                (Tag.ORD_REJ_REASON, "5"),  # unknown order
+                (Tag.ACCOUNT, self.account),
+                (Tag.SYMBOL, _get(message, Tag.SYMBOL) or "N/A"),
+                (Tag.SIDE, _get(message, Tag.SIDE) or "1"),
+                (Tag.LEAVES_QTY, "0"),
+                (Tag.CUM_QTY, "0"),
+                (Tag.AVG_PX, "0"),
+                (Tag.TRANSACT_TIME, utc_timestamp()),
+                (Tag.TEXT, f"unknown order {coid}"[:200]),
+            ))  # fmt: skip
+        if req_id is not None and not self._legacy:
+            report.setField(_ORD_STATUS_REQ_ID, req_id)
+        self._send(report)
+
     def _on_mass_status(self, message: fix.Message) -> None:
-        """Status of every working order, then today's executions replayed (PossResend=Y)."""
+        """Status of every working order; with ``replay_trades`` also today's executions
+        replayed (PossResend=Y)."""
         req_id = message.getField(Tag.MASS_STATUS_REQ_ID)
         kind = message.getField(Tag.MASS_STATUS_REQ_TYPE)
         symbol = _get(message, Tag.SYMBOL)
@@ -878,6 +1236,8 @@ class FixVenue:
         for fill in fills:
             coid = fill.client_order_id
             notional[coid] = notional.get(coid, _ZERO) + fill.quantity * fill.price
+        if not self.behaviour.replay_trades:
+            fills = []
         reports = [
             self._report(
                 _Order(
@@ -921,52 +1281,119 @@ class FixVenue:
             self._send(report)
 
 
+_FIX_STATUS = {
+    OrderStatus.ACCEPTED: _NEW,
+    OrderStatus.PARTIALLY_FILLED: _PARTIAL,
+    OrderStatus.FILLED: _FILLED,
+    OrderStatus.CANCELLED: _CANCELED,
+    OrderStatus.REJECTED: _REJECTED,
+}
+
+
+def _record_of(status: WorkingOrder) -> _Order:
+    """The front's record of an order as the engine reports it."""
+    return _Order(
+        order=status.order,
+        venue_order_id=status.venue_order_id,
+        status=_FIX_STATUS.get(status.status, _NEW),
+        cum=status.filled,
+        notional=status.filled * status.average_price,
+    )
+
+
 # ---- command line: tradeguard venue fix --port N --state-dir DIR ----------------------------
 
 
 def _parser() -> argparse.ArgumentParser:
+    from venues.process import add_common_options
+
     parser = argparse.ArgumentParser(
         prog="tradeguard venue fix",
         description="Run the simulated venue behind a FIX acceptor on 127.0.0.1.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--port", type=int, default=9878, help="port to accept on")
-    parser.add_argument(
-        "--state-dir", type=Path, default=Path("state/venue-fix"), help="engine state, FIX store"
-    )
-    parser.add_argument("--begin-string", default=FIX44, choices=sorted(BEGIN_STRINGS))
+    add_common_options(parser, port=9878, state_dir=Path("state/venue-fix"),
+                       state_help="engine state and the FIX store", name="fix-sim")
+    parser.add_argument("--begin-string", default=FIX44, choices=sorted(BEGIN_STRINGS),
+                        help="FIX version")
     parser.add_argument("--sender-comp-id", default="VENUE", help="the venue's comp id")
     parser.add_argument("--target-comp-id", default="TRADEGUARD", help="the client's comp id")
-    parser.add_argument("--name", default="fix-sim", help="venue name")
-    parser.add_argument("--seed", type=int, default=7, help="price path seed")
-    parser.add_argument("--interval", type=float, default=0.05, help="seconds between steps")
+    parser.add_argument("--account", default=None,
+                        help="the engine account traded (default: the target comp id)")
+    misbehave = parser.add_argument_group(
+        "misbehaviour", "what real venues do that a kind simulator does not (rates are 0..1)")
+    misbehave.add_argument("--standard-recovery", action="store_true",
+                           help="answer OrderMassStatusRequest (AF) with order statuses only, "
+                                "no trade replay (missed fills: resend and 35=H)")
+    misbehave.add_argument("--no-resend-fills", action="store_true",
+                           help="gap-fill execution reports on a ResendRequest instead of "
+                                "resending them (fills while the session is down are lost)")
+    misbehave.add_argument("--mass-cancel", choices=sorted(MASS_CANCEL_MODES), default="accept",
+                           help="carry out, refuse (35=r MassCancelResponse=0) or ignore "
+                                "OrderMassCancelRequest")
+    misbehave.add_argument("--session-reject-rate", type=float, default=0.0,
+                           help="share of orders answered by a session-level Reject (35=3)")
+    misbehave.add_argument("--business-reject-rate", type=float, default=0.0,
+                           help="share of orders answered by a BusinessMessageReject (35=j)")
+    misbehave.add_argument("--drop-rate", "--drop-order-rate", dest="drop_rate", type=float,
+                           default=0.0,
+                           help="share of orders dropped in flight (never acknowledged)")
+    misbehave.add_argument("--bust-rate", type=float, default=0.0,
+                           help="share of trades busted afterwards (ExecType=H)")
+    misbehave.add_argument("--correct-rate", type=float, default=0.0,
+                           help="share of trades corrected afterwards (ExecType=G)")
+    misbehave.add_argument("--foreign-fill-rate", type=float, default=0.0,
+                           help="chance per step of a fill for an order the client never sent")
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run engine, engine runner and FIX acceptor until SIGTERM or SIGINT; save the state."""
-    from venues.engine import EngineConfig, VenueEngine
-    from venues.process import serve_until_signalled
-
-    args = _parser().parse_args(argv)
-    args.state_dir.mkdir(parents=True, exist_ok=True)
-    state_path = args.state_dir / "fix-venue.json"
-    engine = VenueEngine(args.name, EngineConfig(seed=args.seed))
-    engine.load(state_path)
-    venue = FixVenue(
-        engine,
-        args.port,
-        args.state_dir / "fix",
-        begin_string=args.begin_string,
-        sender_comp_id=args.sender_comp_id,
-        target_comp_id=args.target_comp_id,
+def behaviour_from_args(args: argparse.Namespace) -> FixBehaviour:
+    """The ``FixBehaviour`` the command line asks for (``ValueError`` naming a bad option)."""
+    return FixBehaviour(
+        replay_trades=not args.standard_recovery,
+        resend_fills=not args.no_resend_fills,
+        mass_cancel=args.mass_cancel,
+        session_reject_rate=args.session_reject_rate,
+        business_reject_rate=args.business_reject_rate,
+        drop_rate=args.drop_rate,
+        bust_rate=args.bust_rate,
+        correct_rate=args.correct_rate,
+        foreign_fill_rate=args.foreign_fill_rate,
+        seed=args.seed,
     )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run engine, engine runner and FIX acceptor until SIGTERM or SIGINT."""
+    from venues.engine import EngineConfig, VenueEngine
+    from venues.process import serve_until_signalled, venue_argv
+
+    parser = _parser()
+    args = parser.parse_args(venue_argv(argv))
+    try:
+        behaviour = behaviour_from_args(args)
+        engine = VenueEngine(args.name, EngineConfig(seed=args.seed))
+        venue = FixVenue(
+            engine,
+            args.port,
+            args.state_dir / "fix",
+            begin_string=args.begin_string,
+            sender_comp_id=args.sender_comp_id,
+            target_comp_id=args.target_comp_id,
+            account=args.account,
+            behaviour=behaviour,
+            host=args.host,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
 
     def start_front() -> str:
         venue.start()
         return (f"fix venue {args.name}: {args.begin_string} {args.sender_comp_id} on "
-                f"127.0.0.1:{args.port}, state in {args.state_dir}")
+                f"{args.host}:{args.port}, state in {args.state_dir}")
 
-    return serve_until_signalled(engine, interval_s=args.interval, state_path=state_path,
+    return serve_until_signalled(engine, interval_s=args.interval,
+                                 state_path=args.state_dir / "fix-venue.json",
                                  start_front=start_front, stop_front=venue.stop)
 
 if __name__ == "__main__":

@@ -8,6 +8,10 @@
   client that asked and sending every order event to every client of the venue's one
   account.
 
+Misbehaviour switches (``ZmqBehaviour``; ``tradeguard venue zmq --help``): orders dropped
+in flight (never acknowledged), a refused or unanswered ``cancel_all``, and fills for
+orders no client sent. The ``order_status`` request is always answered.
+
 One I/O thread owns both sockets. Engine callbacks (from the engine runner thread or from
 a request being handled) only queue outgoing frames and wake the I/O thread, so no socket
 is ever touched by two threads. The wire format is in ``messages.zmq_wire`` and
@@ -18,11 +22,13 @@ from __future__ import annotations
 
 import argparse
 import queue
+import random
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +40,13 @@ from messages import (
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
+    OrderStatus,
     Quote,
+    Side,
     SubmitOrder,
 )
 from messages import zmq_wire as wire
+from venues.store import store_path_for
 
 if TYPE_CHECKING:
     from messages import OrderEvent
@@ -53,6 +62,37 @@ _MAX_READS_PER_CYCLE = 256
 """Requests read per I/O cycle before queued output is flushed again."""
 
 _log = logger.bind(channel="main", component="zmq_venue")
+
+
+CANCEL_ALL_MODES = frozenset({"accept", "refuse", "ignore"})
+"""``ZmqBehaviour.cancel_all``: carry out, refuse (``cancel_all_rejected``), or never answer."""
+
+
+class ZmqBehaviour(msgspec.Struct, frozen=True, kw_only=True):
+    """How the ZeroMQ venue behaves where real venues differ from a kind simulator.
+
+    The defaults are the venue as it always was. Rates are probabilities (per order; per
+    engine step for fills from elsewhere) drawn from generators seeded by ``seed``.
+    """
+
+    drop_rate: float = 0.0
+    """Share of ``new_order`` requests dropped in flight: no event ever, never working."""
+    cancel_all: str = "accept"
+    """``accept``, ``refuse`` (reply ``cancel_all_rejected``, nothing cancelled) or
+    ``ignore`` (no reply, nothing cancelled)."""
+    foreign_fill_rate: float = 0.0
+    """Chance per engine step of a fill for an order no client sent."""
+    seed: int = 7
+    """Seed of every draw above."""
+
+    def __post_init__(self) -> None:
+        if self.cancel_all not in CANCEL_ALL_MODES:
+            raise ValueError(
+                f"cancel_all: expected one of {sorted(CANCEL_ALL_MODES)}, got {self.cancel_all!r}")
+        for name in ("drop_rate", "foreign_fill_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name}: must be within [0, 1], got {value}")
 
 
 @dataclass
@@ -86,12 +126,15 @@ class ZmqVenue:
         account: str = DEFAULT_ACCOUNT,
         market_endpoint: str | None = None,
         order_endpoint: str | None = None,
+        behaviour: ZmqBehaviour | None = None,
     ) -> None:
         """Prepare the venue; nothing is bound before ``start()``.
 
         Port 0 binds a free port. ``market_endpoint``/``order_endpoint`` (e.g. an
-        ``ipc://`` path) replace host and port when given. With ``state_path`` the engine
-        state is loaded on start and saved on stop.
+        ``ipc://`` path) replace host and port when given. With ``state_path`` (a JSON
+        file name) the engine keeps its state in the SQLite store beside it
+        (``venues.store``) from start to stop, every order event committed before it is
+        reported; stop also writes the JSON snapshot.
         """
         if host not in LOOPBACK_HOSTS:
             raise ValueError(f"host: the simulated venue binds loopback only, got {host!r}")
@@ -99,6 +142,13 @@ class ZmqVenue:
             raise ValueError(f"heartbeat_s: must be positive, got {heartbeat_s}")
         self.engine = engine
         self.account = account
+        self.behaviour = behaviour if behaviour is not None else ZmqBehaviour()
+        self._drop_draw = random.Random(f"{self.behaviour.seed}:drop")
+        self._foreign_draw = random.Random(f"{self.behaviour.seed}:foreign")
+        self.dropped: list[str] = []
+        """Client order ids of the orders dropped in flight, oldest first."""
+        self.misbehaviours: dict[str, int] = {}
+        """How often each switch acted (drop, cancel_all_refused, ...)."""
         self.state_path = state_path
         self.heartbeat_s = heartbeat_s
         self.session = uuid.uuid4().hex[:12]
@@ -143,7 +193,10 @@ class ZmqVenue:
             self._clients.clear()
         self._started_once = True
         if self.state_path is not None:
-            self.engine.load(self.state_path)
+            store = store_path_for(self.state_path)
+            if not store.exists() and self.state_path.exists():
+                self.engine.load(self.state_path)  # an older version's JSON
+            self.engine.persist(store)
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._context = context
         try:
@@ -165,6 +218,8 @@ class ZmqVenue:
             self._wake_push.connect(wake)
         except zmq.ZMQError:
             self._close_sockets()
+            if self.state_path is not None:
+                self.engine.close_store()
             raise
         self.market_endpoint = _bound(self._pub)
         self.order_endpoint = _bound(self._router)
@@ -192,7 +247,8 @@ class ZmqVenue:
         else:
             self._close_sockets()
         if self.state_path is not None:
-            self.engine.save(self.state_path)
+            self.engine.close_store()
+            self.engine.save(self.state_path)  # a readable snapshot of a clean stop
         _log.info("zmq venue down")
 
     @property
@@ -218,8 +274,26 @@ class ZmqVenue:
     # ---- engine callbacks (any thread) -------------------------------------------------------
 
     def _on_quotes(self, quotes: list[Quote]) -> None:
+        rate = self.behaviour.foreign_fill_rate
+        if rate and self._foreign_draw.random() < rate:
+            draw = self._foreign_draw
+            try:
+                self.engine.external_fill(
+                    self.account, draw.choice(self.engine.symbols),
+                    Side.BUY if draw.random() < 0.5 else Side.SELL, Decimal(draw.randint(1, 10)))
+                self._count("foreign_fill")
+            except ValueError:
+                _log.exception("fill from elsewhere failed")
         for quote in quotes:
             self._enqueue("quote", quote)
+
+    def _count(self, switch: str) -> None:
+        self.misbehaviours[switch] = self.misbehaviours.get(switch, 0) + 1
+
+    def foreign_fill(self, symbol: str, side: Side, quantity: Decimal,
+                     price: Decimal | None = None) -> OrderFilled:
+        """A fill on the venue's account for an order no client sent (every client hears it)."""
+        return self.engine.external_fill(self.account, symbol, side, quantity, price)
 
     def _on_order_event(self, account: str, event: OrderEvent) -> None:
         if account != self.account:
@@ -429,6 +503,7 @@ class ZmqVenue:
             wire.ExecutionsRequest: self._on_executions,
             wire.OpenOrdersRequest: self._on_open_orders,
             wire.PingRequest: self._on_ping,
+            wire.OrderStatusRequest: self._on_order_status,
         }
 
     def _on_new_order(self, request: wire.NewOrderRequest) -> None:
@@ -446,6 +521,12 @@ class ZmqVenue:
             source=request.source or "zmq",
             created_ns=time.time_ns(),
         )
+        rate = self.behaviour.drop_rate
+        if rate and self._drop_draw.random() < rate:
+            self._count("drop")
+            self.dropped.append(order.client_order_id)
+            _log.bind(client_order_id=order.client_order_id).info("order dropped in flight")
+            return
         with self._state_lock:
             self._order_states.setdefault(order.client_order_id, "new")
         self.engine.submit(self.account, order)  # events arrive through the order listener
@@ -455,7 +536,15 @@ class ZmqVenue:
             self._cancel_pending.add(request.client_order_id)
         self.engine.cancel(self.account, request.client_order_id)
 
-    def _on_cancel_all(self, request: wire.CancelAllRequest) -> wire.Frame:
+    def _on_cancel_all(self, request: wire.CancelAllRequest) -> wire.Frame | None:
+        mode = self.behaviour.cancel_all
+        if mode == "ignore":
+            self._count("cancel_all_ignored")
+            return None
+        if mode == "refuse":
+            self._count("cancel_all_refused")
+            return wire.CancelAllRejectedReply(req_id=request.req_id, ts_ns=time.time_ns(),
+                                               text="cancel_all refused by the venue")
         count = self.engine.cancel_all(self.account)
         return wire.CancelAllDoneReply(req_id=request.req_id, count=count, ts_ns=time.time_ns())
 
@@ -489,6 +578,29 @@ class ZmqVenue:
             for w in self.engine.open_orders(self.account)
         )
         return wire.OpenOrdersReply(req_id=request.req_id, orders=orders, ts_ns=time.time_ns())
+
+    def _on_order_status(self, request: wire.OrderStatusRequest) -> wire.Frame:
+        status = self.engine.order_status(self.account, request.client_order_id)
+        if status is None:
+            with self._state_lock:  # received, not yet at the book (engine latency)
+                pending = self._order_states.get(request.client_order_id) == "new"
+            return wire.OrderStatusReply(
+                req_id=request.req_id, known=pending, ts_ns=time.time_ns(),
+                client_order_id=request.client_order_id,
+                status=OrderStatus.PENDING if pending else None)
+        return wire.OrderStatusReply(
+            req_id=request.req_id,
+            client_order_id=request.client_order_id,
+            known=True,
+            status=status.status,
+            venue_order_id=status.venue_order_id,
+            symbol=status.order.symbol,
+            quantity=status.order.quantity,
+            filled=status.filled,
+            leaves=status.leaves,
+            average_price=status.average_price,
+            ts_ns=time.time_ns(),
+        )
 
     def _on_ping(self, request: wire.PingRequest) -> wire.Frame:
         return wire.PongReply(
@@ -566,41 +678,51 @@ def _port_of(endpoint: str) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from venues.process import add_common_options
+
     parser = argparse.ArgumentParser(
         prog="tradeguard venue zmq",
         description="Run the simulated venue behind a ZeroMQ feed (port N+1) and gateway (N).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--port", type=int, default=5600, help="order port; market is port+1")
-    parser.add_argument("--host", default="127.0.0.1", help="loopback address to bind")
-    parser.add_argument("--state-dir", type=Path, default=None, help="keep the account here")
-    parser.add_argument("--name", default="zmq-sim", help="venue name")
-    parser.add_argument("--account", default=DEFAULT_ACCOUNT, help="engine account")
-    parser.add_argument("--seed", type=int, default=7, help="price path seed")
-    parser.add_argument("--interval", type=float, default=0.05, help="seconds between steps")
+    add_common_options(parser, port=5600, state_dir=None, state_help="keep the account here",
+                       name="zmq-sim", account=DEFAULT_ACCOUNT)
     parser.add_argument("--heartbeat", type=float, default=0.5, help="seconds between heartbeats")
+    misbehave = parser.add_argument_group(
+        "misbehaviour", "what real venues do that a kind simulator does not (rates are 0..1)")
+    misbehave.add_argument("--drop-rate", "--drop-order-rate", dest="drop_rate", type=float,
+                           default=0.0,
+                           help="share of orders dropped in flight (never acknowledged)")
+    misbehave.add_argument("--cancel-all", choices=sorted(CANCEL_ALL_MODES), default="accept",
+                           help="carry out, refuse or ignore cancel_all requests")
+    misbehave.add_argument("--foreign-fill-rate", type=float, default=0.0,
+                           help="chance per step of a fill for an order no client sent")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run engine, engine runner and ZeroMQ front until SIGTERM or SIGINT; save the state."""
+    """Run engine, engine runner and ZeroMQ front until SIGTERM or SIGINT."""
     from venues.engine import EngineConfig, VenueEngine
-    from venues.process import serve_until_signalled
+    from venues.process import serve_until_signalled, venue_argv
 
-    args = _parser().parse_args(argv)
-    state_path: Path | None = None
-    if args.state_dir is not None:
-        args.state_dir.mkdir(parents=True, exist_ok=True)
-        state_path = args.state_dir / "zmq-venue.json"
-    engine = VenueEngine(args.name, EngineConfig(seed=args.seed))
-    venue = ZmqVenue(
-        engine,
-        host=args.host,
-        market_port=args.port + 1,
-        order_port=args.port,
-        state_path=state_path,
-        heartbeat_s=args.heartbeat,
-        account=args.account,
-    )
+    parser = _parser()
+    args = parser.parse_args(venue_argv(argv))
+    state_path = args.state_dir / "zmq-venue.json" if args.state_dir is not None else None
+    try:
+        behaviour = ZmqBehaviour(drop_rate=args.drop_rate, cancel_all=args.cancel_all,
+                                 foreign_fill_rate=args.foreign_fill_rate, seed=args.seed)
+        engine = VenueEngine(args.name, EngineConfig(seed=args.seed))
+        venue = ZmqVenue(
+            engine,
+            host=args.host,
+            market_port=args.port + 1,
+            order_port=args.port,
+            heartbeat_s=args.heartbeat,
+            account=args.account,
+            behaviour=behaviour,
+        )  # the state is kept by serve_until_signalled, event by event
+    except ValueError as exc:
+        parser.error(str(exc))
 
     def start_front() -> str:
         venue.start()

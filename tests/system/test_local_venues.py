@@ -22,7 +22,7 @@ def _connector(status: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _all_trading(status: dict[str, Any]) -> bool:
-    return all(c["connected"] and c["reconciled"] is True and c.get("fills", 0) > 0
+    return all(c["connected"] and c["reconciled"] is True and (c.get("fills") or 0) > 0
                for c in status["connectors"])
 
 

@@ -135,6 +135,7 @@ def _documented() -> dict[str, dict[str, str]]:
             current = sections.setdefault(line[3:].strip(), {})
         elif current is not None and line.startswith("| `"):
             cells = [c.strip() for c in line.strip("|").split(" | ")]
+            assert len(cells) == 4, f"a row is field | default | range | meaning: {line}"
             current[cells[0].strip("`")] = cells[2]
     return sections
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from venues.fix_venue import (
     EXTENDED_42_TYPES,
     FIX42,
     FIX44,
+    FixBehaviour,
     FixVenue,
     Tag,
     dictionary_settings,
@@ -68,6 +70,8 @@ class Client(fix.Application):  # type: ignore[misc]
         self.begin_string = begin_string
         self.session_id = fix.SessionID(begin_string, ACCOUNT, "VENUE")
         self.messages: list[Received] = []
+        self.rejects: list[Received] = []
+        """Session-level Rejects (35=3) the venue sent."""
         self.logged_on = threading.Event()
         self.errors: list[str] = []
         values = {
@@ -110,7 +114,11 @@ class Client(fix.Application):  # type: ignore[misc]
             self.errors.append(repr(exc))
 
     def fromAdmin(self, message: fix.Message, session_id: fix.SessionID) -> None:
-        pass
+        try:
+            if message.getHeader().getField(Tag.MSG_TYPE) == "3":
+                self.rejects.append(Received(message, "3"))
+        except Exception as exc:
+            self.errors.append(repr(exc))
 
     def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
         pass
@@ -194,9 +202,11 @@ def started(tmp_path: Path) -> Iterator[list[object]]:
 
 
 def start_pair(engine: VenueEngine, tmp_path: Path, started: list[object],
-               begin_string: str = FIX44, port: int | None = None) -> tuple[FixVenue, Client]:
+               begin_string: str = FIX44, port: int | None = None,
+               behaviour: FixBehaviour | None = None) -> tuple[FixVenue, Client]:
     port = port or free_port()
-    venue = FixVenue(engine, port, tmp_path / "venue", begin_string=begin_string)
+    venue = FixVenue(engine, port, tmp_path / "venue", begin_string=begin_string,
+                     behaviour=behaviour)
     venue.start()
     started.append(venue)
     client = Client(port, tmp_path / "client", begin_string)
@@ -209,7 +219,9 @@ def start_pair(engine: VenueEngine, tmp_path: Path, started: list[object],
 def test_fix44_market_data_orders_cancels_positions_and_status(
     engine: VenueEngine, tmp_path: Path, started: list[object]
 ) -> None:
-    venue, client = start_pair(engine, tmp_path, started)
+    # trade replay on AF is asked for: it is not what a standard venue does
+    venue, client = start_pair(engine, tmp_path, started,
+                               behaviour=FixBehaviour(replay_trades=True))
     engine.step()
 
     # market data: snapshot, then one incremental refresh per step
@@ -296,15 +308,18 @@ def test_fix44_market_data_orders_cancels_positions_and_status(
     assert all(s.header.get(Tag.POSS_RESEND) == "Y" for s in statuses[1:])
 
     # an unsupported message type is answered with a business reject
-    client.send("H", [(Tag.CL_ORD_ID, "L4"), (Tag.SYMBOL, "AAPL"), (Tag.SIDE, "1")])
-    client.wait(lambda m: m.type == "j" and m.get(Tag.REF_MSG_TYPE) == "H")
+    client.send("G", [(Tag.ORIG_CL_ORD_ID, "L4"), (Tag.CL_ORD_ID, "R1"), (Tag.SYMBOL, "AAPL"),
+                      (Tag.SIDE, "1"), (Tag.TRANSACT_TIME, utc_timestamp()), (Tag.ORD_TYPE, "2"),
+                      (Tag.ORDER_QTY, "7"), (Tag.PRICE, "1.01")])
+    client.wait(lambda m: m.type == "j" and m.get(Tag.REF_MSG_TYPE) == "G")
     assert client.errors == [] and venue.callback_errors == 0
 
 
 def test_fix42_logs_on_trades_and_reads_positions(
     engine: VenueEngine, tmp_path: Path, started: list[object]
 ) -> None:
-    venue, client = start_pair(engine, tmp_path, started, begin_string=FIX42)
+    venue, client = start_pair(engine, tmp_path, started, begin_string=FIX42,
+                               behaviour=FixBehaviour(replay_trades=True))
     engine.step()
     client.order("B1", "EURUSD", "1", "150")
     client.wait(by("8", cl_ord_id="B1", exec_type="1"))
@@ -402,3 +417,63 @@ def test_main_serves_fix_and_saves_state_on_sigterm(tmp_path: Path) -> None:
     restored.load(state_dir / "fix-venue.json")
     assert [w.order.client_order_id for w in restored.open_orders(ACCOUNT)] == ["x"]
     assert (state_dir / "fix" / "store").is_dir()
+
+
+def test_a_peer_that_is_not_127_0_0_1_is_refused(
+    engine: VenueEngine, tmp_path: Path, started: list[object]
+) -> None:
+    port = free_port()
+    venue = FixVenue(engine, port, tmp_path / "venue")
+    venue.start()
+    started.append(venue)
+    logon = fix.Message()
+    header = logon.getHeader()
+    for tag, value in ((8, FIX44), (35, "A"), (49, ACCOUNT), (56, "VENUE"), (34, "1"),
+                       (52, utc_timestamp())):
+        header.setField(tag, value)
+    logon.setField(98, "0")
+    logon.setField(108, "30")
+    with socket.socket() as peer:
+        peer.bind(("127.0.0.2", 0))  # loopback, but not the one address the venue admits
+        peer.settimeout(5.0)
+        peer.connect(("127.0.0.1", port))
+        peer.sendall(logon.toString().encode())
+        answer = b""
+        try:
+            while chunk := peer.recv(4096):
+                answer += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    assert b"35=A" not in answer  # no Logon back: the connection is dropped
+    assert not venue.logged_on()
+
+
+def _listening_addresses(port: int) -> set[str]:
+    """Local addresses with a TCP socket listening on ``port`` (from /proc/net/tcp{,6})."""
+    found: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as lines:
+            next(lines)
+            for line in lines:
+                local, state = line.split()[1], line.split()[3]
+                address, _, hex_port = local.rpartition(":")
+                if state == "0A" and int(hex_port, 16) == port:  # 0A: LISTEN
+                    if len(address) == 8:
+                        found.add(socket.inet_ntoa(bytes.fromhex(address)[::-1]))
+                    else:
+                        found.add(address)
+    return found
+
+
+def test_the_acceptor_listens_on_127_0_0_1_only(
+    engine: VenueEngine, tmp_path: Path, started: list[object]
+) -> None:
+    venue, client = start_pair(engine, tmp_path, started)
+    assert _listening_addresses(venue.port) == {"127.0.0.1"}
+    spare = venue._accept_port  # where quickfix itself was told to listen
+    if spare != venue.port:
+        wait_for(lambda: not _listening_addresses(spare), what="the spare port released")
+    client.order("B1", "AAPL", "1", "1")  # the session works through the loopback socket
+    client.wait(by("8", cl_ord_id="B1", exec_type="0"))
+    venue.stop()
+    wait_for(lambda: not _listening_addresses(venue.port), what="nothing listening after stop")
