@@ -18,13 +18,16 @@ import subprocess
 import sys
 import sysconfig
 import time
+import tomllib
 import zipfile
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("actors", "benchmarks", "messages", "supervision", "tradeguard", "venues")
+PACKAGES = tuple(pattern.rstrip("*") for pattern in tomllib.loads(
+    (ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"])
+"""The packages the project ships, as pyproject.toml lists them."""
 
 pytestmark = pytest.mark.timeout(300)
 
