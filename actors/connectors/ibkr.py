@@ -88,11 +88,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 from ib_insync import IB, Contract, ExecutionFilter, Fill, Order, Stock, Ticker
 from ib_insync import OrderStatus as IbOrderStatus
 from ib_insync import Trade as IbTrade
+from msgspec import Meta
 
 from actors.connectors._io import IoThread, SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
@@ -117,6 +118,7 @@ from messages import (
     VenuePositions,
     now_ns,
 )
+from messages.bounds import Host, Label, Port
 
 __all__ = ["IbkrConfig", "IbkrConnector"]
 
@@ -172,21 +174,21 @@ class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
 
     kind: str = "ibkr"
     """Always ``ibkr``."""
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     """Host of TWS or IB Gateway."""
-    port: int = 7497
+    port: Port = 7497
     """API port (TWS paper trading listens on 7497 by default)."""
-    client_id: int = 17
+    client_id: Annotated[int, Meta(ge=0, le=2_147_483_647)] = 17
     """API client id; unique among the programs connected to the same TWS."""
-    account: str = ""
+    account: Label = ""
     """Account to trade; empty means the first managed account."""
-    exchange: str = "SMART"
+    exchange: Annotated[Label, Meta(min_length=1)] = "SMART"
     """Exchange of the stock contracts."""
-    currency: str = "USD"
+    currency: Annotated[Label, Meta(min_length=1)] = "USD"
     """Currency of the stock contracts."""
-    request_timeout_s: float = 5.0
+    request_timeout_s: Annotated[float, Meta(ge=0.001, le=3600.0)] = 5.0
     """Longest wait for the answer to a request (contracts, positions, open orders)."""
-    max_batches_in_flight: int = 8
+    max_batches_in_flight: Annotated[int, Meta(ge=1, le=100_000)] = 8
     """Market data batches allowed in the actor's mailbox before quotes are conflated."""
     book_settle_s: float = 0.1
     """How long a book crossed by one side's tick waits for the other side's tick before it
