@@ -80,9 +80,9 @@ def test_degradations_outside_the_window_do_not_add_up() -> None:
 def test_recovery_needs_quiet_time_and_every_venue() -> None:
     machine = live()
     machine.degrade("spike", now=100.0)
-    assert machine.recover(109.99, all_up=True) is None
-    assert machine.recover(110.0, all_up=False) is None
-    change = machine.recover(110.0, all_up=True)
+    assert machine.recover(109.99, ready=True) is None
+    assert machine.recover(110.0, ready=False) is None
+    change = machine.recover(110.0, ready=True)
     assert change is not None and machine.mode is Mode.LIVE
 
 
