@@ -31,7 +31,14 @@ from actors.journal import GOVERNOR_WRITER, Journal
 from actors.log_budget import LogBudget
 from core.checks import Desk, Limits, PreTradeChecks
 from core.exposure import Exposure
-from core.incidents import CROSSED_MARKET, FEED_STALE, RECONCILIATION_MISMATCH, VENUE_DOWN, IncidentBook, IncidentKey
+from core.incidents import (
+    CROSSED_MARKET,
+    FEED_STALE,
+    RECONCILIATION_MISMATCH,
+    VENUE_DOWN,
+    IncidentBook,
+    IncidentKey,
+)
 from core.modes import ForbiddenTransition, ModeChange, ModeMachine, ModeRules
 from core.pnl import session_start_ns
 from core.rejections import CircuitBreaker, is_venue_rejection
@@ -559,7 +566,8 @@ class RiskGovernor(SupervisedActor):
         for venue in {i.key.venue for i in expired if i.key.venue in self.venue_book.venues}:
             self._refresh_findings(venue)
         for venue, lasted in self.venue_book.overdue(now):
-            self.enter_failsafe(f"venue {venue} down for {lasted:.1f}s (max_outage_s = {self.config.max_outage_s})",
+            limit = self.config.max_outage_s
+            self.enter_failsafe(f"venue {venue} down for {lasted:.1f}s (max_outage_s = {limit})",
                                 source=self.name)
         blocking = self.venue_book.blocking_recovery()
         self._made(self.modes.recover(now, self.venue_book.ready() and not blocking))

@@ -8,8 +8,9 @@ None when the order may go. The order of the lists is the order of the checks:
    order id, and in FAILSAFE only the failsafe's own orders.
 2. The failsafe's own orders then only need to be reduce-only; nothing else applies.
 3. The trading checks, built from the limits (a limit of 0 leaves its check out):
-   trading mode, pause, venue up, venue trading state (``core.venues``), reduce-only, DEGRADED reduces only, order rate, order
-   quantity, price band, a market to price the order, order notional, position, open
+   trading mode, pause, venue up, venue not HALTED (``core.venues``), reduce-only, DEGRADED
+   reduces only, venue not REDUCING unless the order reduces, order rate, order quantity,
+   price band, a market to price the order, order notional, position, open
    positions, daily notional, daily loss, circuit breaker.
 
 A check returns the refusal's text, or None. Checks only read, except the order-rate
@@ -271,7 +272,8 @@ class VenueReducing:
         book = desk.venue_book
         if book is None or view.reduces or book.state(order.venue) is not TradingState.REDUCING:
             return None
-        return f"venue {order.venue} is REDUCING ({book.venues[order.venue].reason}): only orders that reduce pass"
+        why = book.venues[order.venue].reason
+        return f"venue {order.venue} is REDUCING ({why}): only orders that reduce pass"
 
 
 class ReduceOnly:

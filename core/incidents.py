@@ -33,7 +33,9 @@ CROSSED_MARKET = "crossed_market"
 RECONCILIATION_MISMATCH = "reconciliation_mismatch"
 """The journal and a venue disagree (the position keeper's kind)."""
 
-CLEARED_BY_SIGNAL: frozenset[str] = frozenset({VENUE_DOWN, FEED_STALE, CROSSED_MARKET, RECONCILIATION_MISMATCH})
+CLEARED_BY_SIGNAL: frozenset[str] = frozenset({
+    VENUE_DOWN, FEED_STALE, CROSSED_MARKET, RECONCILIATION_MISMATCH,
+})
 """Kinds that stay open until their recovery signal; every other kind clears after a quiet
 time."""
 

@@ -100,7 +100,7 @@ def test_a_negative_price_is_a_critical_event_on_safety(recorder: Recorder, star
 def test_a_persisting_crossed_market_goes_from_warning_to_critical(
     recorder: Recorder, start_monitor: Any
 ) -> None:
-    start_monitor(SafetyConfig(crossed_persist_quotes=3, crossed_persist_s=None))
+    start_monitor(SafetyConfig(crossed_persist_quotes=3, crossed_persist_s=None, crossed_grace_ms=0))
     for _ in range(4):
         market(quote("100.05", "100.00"))
     recorder.wait_for(lambda m: isinstance(m, SafetyEvent) and m.severity is Severity.CRITICAL)
