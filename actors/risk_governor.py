@@ -470,8 +470,12 @@ class RiskGovernor(SupervisedActor):
         if event.severity >= Severity.CRITICAL:
             self.enter_failsafe(reason, source=topics.SAFETY_MONITOR)
         elif event.severity >= Severity.WARNING:
-            # A reconciliation mismatch degrades here, once per incident.
-            self.incident(IncidentKey(event.kind, event.venue, event.symbol), reason)
+            # A reconciliation mismatch degrades here, once per incident; a venue's feed
+            # going stale while its connector is down is part of that outage.
+            key = IncidentKey(event.kind, event.venue, event.symbol)
+            if event.kind == FEED_STALE and self.incidents.has(VENUE_DOWN, event.venue):
+                key = IncidentKey(VENUE_DOWN, event.venue)
+            self.incident(key, reason)
             if event.venue in self.venue_book.venues:
                 self._refresh_findings(event.venue)
 
