@@ -74,7 +74,8 @@ class LocalVenues:
             self.seen.append(current)
         return current
 
-    def wait(self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float, what: str) -> dict[str, Any]:
+    def wait(self, predicate: Callable[[dict[str, Any]], bool], timeout_s: float,
+             what: str) -> dict[str, Any]:
         """Poll until ``predicate`` holds (every status seen is kept)."""
         deadline = time.monotonic() + timeout_s
         last = None
@@ -115,7 +116,8 @@ class LocalVenues:
         return [json.loads(body).get("reason", "") for (body,) in rows]
 
     def mode_log(self) -> list[tuple[str, str, str]]:
-        return [(p, c, r) for p, c, r in self._query("SELECT previous, current, reason FROM mode_log ORDER BY id")]
+        rows = self._query("SELECT previous, current, reason FROM mode_log ORDER BY id")
+        return [(p, c, r) for p, c, r in rows]
 
 
 def venue_states(current: dict[str, Any]) -> dict[str, str]:

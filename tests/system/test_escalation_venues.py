@@ -48,7 +48,8 @@ def test_a_short_outage_halts_one_venue_and_the_others_keep_trading(tmp_path: Pa
 
         returned_ns = time.time_ns()
         run.start_venue("fix")
-        back = run.wait(lambda s: _all_active_and_trading(s) and connector(s, "fix")["reconciled_ns"] > returned_ns
+        back = run.wait(lambda s: _all_active_and_trading(s)
+                        and connector(s, "fix")["reconciled_ns"] > returned_ns
                         and fills(s, "fix") > fills(last, "fix"),
                         90, "fix reconciled and trading again, mode LIVE")
         assert back["risk"]["venue_outages_s"] == {}
