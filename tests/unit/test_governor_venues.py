@@ -36,7 +36,16 @@ from messages import (
     Side,
     SubmitOrder,
 )
-from supervision import NO_BACKOFF, SUPERVISION_TOPIC, ChildExited, ChildSpec, SupervisorGaveUp, Tree, bus, registry
+from supervision import (
+    NO_BACKOFF,
+    SUPERVISION_TOPIC,
+    ChildExited,
+    ChildSpec,
+    SupervisorGaveUp,
+    Tree,
+    bus,
+    registry,
+)
 from tests.helpers import wait_for
 from tests.recorder import Recorder
 
@@ -108,15 +117,16 @@ class Desk:
         self.quote(name)
 
     def reconcile(self, name: str, matched: bool = True) -> None:
-        self.publish(topics.PORTFOLIO, Reconciliation(venue=name, reconciled=matched,
-                                                      mismatches=() if matched else ("AAPL: journal 0, venue 5",)))
+        mismatches = () if matched else ("AAPL: journal 0, venue 5",)
+        self.publish(topics.PORTFOLIO, Reconciliation(venue=name, reconciled=matched, mismatches=mismatches))
 
     def down(self, name: str, restarts: int = 1) -> None:
         """The connector loses its session, then fails ``restarts - 1`` restarts."""
         self.publish(topics.CONNECTORS, ConnectorDown(name=name, reason="session lost"))
         for generation in range(restarts):
-            self.publish(SUPERVISION_TOPIC, ChildExited(supervisor="connectors", name=name, generation=generation,
-                                                        abnormal=True, reason="connection refused"))
+            exited = ChildExited(supervisor="connectors", name=name, generation=generation,
+                                 abnormal=True, reason="connection refused")
+            self.publish(SUPERVISION_TOPIC, exited)
 
     def quote(self, name: str, bid: str = "100", ask: str = "100.02", symbol: str = "AAPL") -> None:
         quotes = tuple(Quote(venue=name, symbol=s, bid=D(bid), ask=D(ask), bid_size=D(1), ask_size=D(1))
@@ -124,8 +134,8 @@ class Desk:
         self.publish(topics.MARKET, QuoteBatch(venue=name, quotes=quotes))
 
     def warning(self, kind: str, venue: str, symbol: str = "") -> None:
-        self.publish(topics.SAFETY, SafetyEvent(kind=kind, severity=Severity.WARNING, venue=venue, symbol=symbol,
-                                                detail="test"))
+        event = SafetyEvent(kind=kind, severity=Severity.WARNING, venue=venue, symbol=symbol, detail="test")
+        self.publish(topics.SAFETY, event)
 
     def fill(self, venue: str, side: str, quantity: str) -> None:
         self.publish(topics.ORDERS, OrderFilled(client_order_id=f"x-{next(_ids)}", venue=venue,
