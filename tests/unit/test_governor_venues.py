@@ -326,3 +326,10 @@ def test_distinct_incidents_still_reach_failsafe(desk: Any) -> None:
     assert d.mode() is Mode.FAILSAFE
     (request,) = d.flattens()
     assert request.reason.startswith("3 degradations")
+
+
+@pytest.mark.parametrize(("field", "value"), [("max_outage_s", -1.0), ("incident_quiet_s", -0.5),
+                                              ("live_when", "most"), ("max_outage_s", 1e9)])
+def test_bad_settings_are_refused_naming_the_field(field: str, value: object) -> None:
+    with pytest.raises(msgspec.ValidationError, match=field):
+        msgspec.convert({field: value}, RiskConfig)
