@@ -489,19 +489,26 @@ class RiskGovernor(SupervisedActor):
         self._venue_changed(self.venue_book.on_up(event.name))
 
     def _on_connector_down(self, event: ConnectorDown) -> None:
+        # A notice with a reason is a lost session; one without is a connector stopping
+        # (its own crash comes as an abnormal ChildExited, a stop the tree ordered is no
+        # incident of the venue's).
         if event.name in self.venues:
-            self._venue_down(event.name, f"connector {event.name} down: {event.reason or 'session lost'}")
+            self._venue_down(event.name, f"connector {event.name} down: {event.reason}",
+                             incident=bool(event.reason))
 
     def _on_child_exited(self, event: ChildExited) -> None:
         if event.name in self.venues:
-            self._venue_down(event.name, f"connector {event.name} down: {event.reason}")
+            self._venue_down(event.name, f"connector {event.name} down: {event.reason}",
+                             incident=event.abnormal)
 
-    def _venue_down(self, venue: str, reason: str) -> None:
-        """An outage of ``venue`` starts or goes on: one incident however many restarts;
-        it halts the venue, and leaves LIVE only when the venues are no longer ready."""
+    def _venue_down(self, venue: str, reason: str, *, incident: bool) -> None:
+        """The venue is down: HALTED, in an outage (``max_outage_s``), and the mode leaves
+        LIVE only when the venues are no longer ready. ``incident``: the outage counts, once
+        however many restarts it takes."""
         self.desk.up.discard(venue)
         self._venue_changed(self.venue_book.on_down(venue, self.clock()))
-        self.incident(IncidentKey(VENUE_DOWN, venue), reason, enter=False)
+        if incident:
+            self.incident(IncidentKey(VENUE_DOWN, venue), reason, enter=False)
 
     def _on_child_started(self, event: ChildStarted) -> None:
         if event.name == topics.FAILSAFE_ACTOR and self.modes.latched and not self.modes.failsafe_flat:

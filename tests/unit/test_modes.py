@@ -166,7 +166,7 @@ def test_degradations_within_the_window_reach_failsafe(governor: Callable[..., H
     assert gov.mode() is Mode.DEGRADED
     assert gov.flatten_requests() == []
     clock.at(60.0)                  # the first is exactly 60 s old: still in the window
-    gov.warning("feed_stale")
+    gov.warning("wide_spread")      # (a stale feed now would be part of the outage)
     assert gov.mode() is Mode.FAILSAFE
     request = gov.failsafe.wait_for(lambda m: isinstance(m, FlattenRequested))
     assert "3 degradations" in request.reason
