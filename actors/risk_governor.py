@@ -31,14 +31,7 @@ from actors.journal import GOVERNOR_WRITER, Journal
 from actors.log_budget import LogBudget
 from core.checks import Desk, Limits, PreTradeChecks
 from core.exposure import Exposure
-from core.incidents import (
-    CROSSED_MARKET,
-    FEED_STALE,
-    RECONCILIATION_MISMATCH,
-    VENUE_DOWN,
-    IncidentBook,
-    IncidentKey,
-)
+from core.incidents import RECONCILIATION_MISMATCH, VENUE_DOWN, IncidentBook, IncidentKey
 from core.modes import ForbiddenTransition, ModeChange, ModeMachine, ModeRules
 from core.pnl import session_start_ns
 from core.rejections import CircuitBreaker, is_venue_rejection
@@ -316,13 +309,11 @@ class RiskGovernor(SupervisedActor):
 
     def _refresh_findings(self, venue: str) -> None:
         """Hand the venue's open safety incidents to the venue book (REDUCING while any)."""
-        findings = [i.describe() for i in self.incidents.at(venue)
-                    if i.key.kind not in (VENUE_DOWN, RECONCILIATION_MISMATCH)]
-        if any(self.incidents.has(kind, venue) for kind in (FEED_STALE, CROSSED_MARKET)):
+        if self.incidents.watches_quotes(venue):
             self._watch_quotes.add(venue)
         else:
             self._watch_quotes.discard(venue)
-        self._venue_changed(self.venue_book.set_findings(venue, findings))
+        self._venue_changed(self.venue_book.set_findings(venue, self.incidents.findings(venue)))
 
     def incident(self, key: IncidentKey, reason: str, *, enter: bool = True) -> bool:
         """One signal of an incident: a new one is one degradation (``enter=False``: counted
@@ -426,18 +417,12 @@ class RiskGovernor(SupervisedActor):
     def _quotes_recovery(self, batch: QuoteBatch) -> None:
         """Fresh quotes end a stale-feed incident; an uncrossed quote ends its symbol's
         crossed-book incident."""
-        venue = batch.venue
-        closed = []
-        if batch.quotes or batch.trades:
-            closed += self.incidents.clear(FEED_STALE, venue)
-        uncrossed = {q.symbol for q in batch.quotes if q.bid <= q.ask}
-        if uncrossed:
-            closed += self.incidents.clear(CROSSED_MARKET, venue, uncrossed)
+        closed = self.incidents.on_quotes(batch)
         if closed:
             for incident in closed:
                 self.log.info(f"incident cleared: {incident.describe()} "
                               f"after {self.clock() - incident.opened:.3f}s, {incident.signals} signal(s)")
-            self._refresh_findings(venue)
+            self._refresh_findings(batch.venue)
 
     def _on_filled(self, fill: OrderFilled) -> None:
         if not self.exposure.on_fill(fill):
@@ -472,10 +457,7 @@ class RiskGovernor(SupervisedActor):
         elif event.severity >= Severity.WARNING:
             # A reconciliation mismatch degrades here, once per incident; a venue's feed
             # going stale while its connector is down is part of that outage.
-            key = IncidentKey(event.kind, event.venue, event.symbol)
-            if event.kind == FEED_STALE and self.incidents.has(VENUE_DOWN, event.venue):
-                key = IncidentKey(VENUE_DOWN, event.venue)
-            self.incident(key, reason)
+            self.incident(self.incidents.key_for(event.kind, event.venue, event.symbol), reason)
             if event.venue in self.venue_book.venues:
                 self._refresh_findings(event.venue)
 

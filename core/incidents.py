@@ -15,6 +15,10 @@ How an incident clears depends on its kind:
 - any other kind (a price spike, slippage, ...: conditions with no signal of their end):
   ``quiet_s`` seconds without the finding being raised again.
 
+A stale feed at a venue whose outage is open is that outage (``key_for``). The incidents
+open at a venue, outages and mismatches aside, are its safety findings (``findings``: the
+venue trades REDUCING while it has any).
+
 Time is passed in (monotonic seconds); the book has no clock and no I/O.
 """
 
@@ -23,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
+
+from messages import QuoteBatch
 
 VENUE_DOWN = "venue_down"
 """The kind of an outage incident: a connector lost its venue, or cannot reach it."""
@@ -33,6 +39,10 @@ CROSSED_MARKET = "crossed_market"
 RECONCILIATION_MISMATCH = "reconciliation_mismatch"
 """The journal and a venue disagree (the position keeper's kind)."""
 
+NOT_FINDINGS: frozenset[str] = frozenset({VENUE_DOWN, RECONCILIATION_MISMATCH})
+"""Kinds that halt a venue by its connection or reconciliation, not as safety findings."""
+CLEARED_BY_QUOTES: frozenset[str] = frozenset({FEED_STALE, CROSSED_MARKET})
+"""Kinds that market data clears."""
 CLEARED_BY_SIGNAL: frozenset[str] = frozenset({
     VENUE_DOWN, FEED_STALE, CROSSED_MARKET, RECONCILIATION_MISMATCH,
 })
@@ -120,6 +130,34 @@ class IncidentBook:
         keys = [k for k, i in self._open.items()
                 if k.kind not in CLEARED_BY_SIGNAL and now - i.last_seen >= self.quiet_s]
         return [self._open.pop(k) for k in keys]
+
+    def key_for(self, kind: str, venue: str, symbol: str = "") -> IncidentKey:
+        """The incident a finding of ``kind`` belongs to: its own, or the open outage of
+        its venue for a stale feed."""
+        if kind == FEED_STALE and self.has(VENUE_DOWN, venue):
+            return IncidentKey(VENUE_DOWN, venue)
+        return IncidentKey(kind, venue, symbol)
+
+    def watches_quotes(self, venue: str) -> bool:
+        """True while market data from ``venue`` could clear one of its incidents."""
+        return any(k.venue == venue and k.kind in CLEARED_BY_QUOTES for k in self._open)
+
+    def on_quotes(self, batch: QuoteBatch) -> list[Incident]:
+        """Market data from a venue: any ends its stale feed, an uncrossed quote ends its
+        symbol's crossed book. The incidents closed."""
+        venue = batch.venue
+        closed: list[Incident] = []
+        if batch.quotes or batch.trades:
+            closed += self.clear(FEED_STALE, venue)
+        uncrossed = {q.symbol for q in batch.quotes if q.bid <= q.ask}
+        if uncrossed:
+            closed += self.clear(CROSSED_MARKET, venue, uncrossed)
+        return closed
+
+    def findings(self, venue: str) -> list[str]:
+        """The open safety findings of ``venue`` in words (outages and mismatches aside)."""
+        return [i.describe() for k, i in self._open.items()
+                if k.venue == venue and k.kind not in NOT_FINDINGS]
 
     def has(self, kind: str, venue: str) -> bool:
         """True while an incident of ``kind`` at ``venue`` is open (any symbol)."""

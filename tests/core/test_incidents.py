@@ -3,6 +3,8 @@ passes in."""
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from core.incidents import (
@@ -13,6 +15,7 @@ from core.incidents import (
     IncidentBook,
     IncidentKey,
 )
+from messages import Quote, QuoteBatch
 
 
 def test_repeated_signals_of_one_condition_are_one_incident() -> None:
@@ -58,3 +61,32 @@ def test_an_incident_without_a_recovery_signal_closes_after_the_quiet_time(at: f
 def test_a_negative_quiet_time_is_refused() -> None:
     with pytest.raises(ValueError, match="quiet_s"):
         IncidentBook(quiet_s=-1.0)
+
+
+def test_a_stale_feed_during_an_outage_is_the_outage() -> None:
+    book = IncidentBook(quiet_s=30.0)
+    assert book.key_for(FEED_STALE, "fix") == IncidentKey(FEED_STALE, "fix")
+    book.signal(IncidentKey(VENUE_DOWN, "fix"), 0.0, "session lost")
+    assert book.key_for(FEED_STALE, "fix") == IncidentKey(VENUE_DOWN, "fix")
+    assert book.key_for(FEED_STALE, "zmq") == IncidentKey(FEED_STALE, "zmq")
+    assert book.key_for(CROSSED_MARKET, "fix", "AAPL") == IncidentKey(CROSSED_MARKET, "fix", "AAPL")
+
+
+def test_market_data_clears_stale_feeds_and_uncrossed_symbols() -> None:
+    book = IncidentBook(quiet_s=30.0)
+    for key in (IncidentKey(FEED_STALE, "ib"), IncidentKey(CROSSED_MARKET, "ib", "AAPL"),
+                IncidentKey(CROSSED_MARKET, "ib", "MSFT"), IncidentKey("price_spike", "ib", "AAPL"),
+                IncidentKey(RECONCILIATION_MISMATCH, "ib")):
+        book.signal(key, 0.0, "")
+    assert book.watches_quotes("ib") and not book.watches_quotes("zmq")
+    assert book.findings("ib") == ["feed_stale ib", "crossed_market ib/AAPL", "crossed_market ib/MSFT",
+                                   "price_spike ib/AAPL"]            # the mismatch halts, not a finding
+    d = Decimal
+    batch = QuoteBatch(venue="ib", quotes=(
+        Quote(venue="ib", symbol="AAPL", bid=d("100"), ask=d("100.01"), bid_size=d(1), ask_size=d(1)),
+        Quote(venue="ib", symbol="MSFT", bid=d("101"), ask=d("100"), bid_size=d(1), ask_size=d(1)),
+    ))
+    closed = book.on_quotes(batch)
+    assert sorted(i.describe() for i in closed) == ["crossed_market ib/AAPL", "feed_stale ib"]
+    assert book.watches_quotes("ib")                                  # MSFT is still crossed
+    assert book.on_quotes(QuoteBatch(venue="zmq")) == []
