@@ -126,14 +126,20 @@ class SafetyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     priced below or at zero. Such quotes are never fed to the other checks, even when this
     is off."""
     check_crossed: bool = True
-    """Raise WARNING ``crossed_market`` for a quote whose bid is above its ask (bid equal to
-    ask, a locked market, is not crossed), CRITICAL once the crossing persists."""
+    """Raise WARNING ``crossed_market`` for a book whose bid stays above its ask past
+    ``crossed_grace_ms`` (bid equal to ask, a locked market, is not crossed), CRITICAL once
+    the crossing persists."""
+    crossed_grace_ms: Annotated[float, msgspec.Meta(ge=0, le=60_000)] = 300.0
+    """A crossed book is judged only once it has stayed crossed for more than this many
+    milliseconds (a book caught between two updates is not an anomaly): WARNING then,
+    CRITICAL once ``crossed_persist_s`` or ``crossed_persist_quotes`` is reached. 0 judges
+    every crossed quote at once."""
     crossed_persist_s: OffDuration | None = 2.0
     """A symbol still crossed more than this many seconds (monitor clock) after it crossed
     is CRITICAL; checked on each crossed quote and on every tick, so a feed that stops
     while crossed is caught too."""
     crossed_persist_quotes: Tally | None = 10
-    """The N-th consecutive crossed quote of a symbol is CRITICAL."""
+    """The N-th consecutive crossed quote of a symbol after the grace is CRITICAL."""
     spike_threshold: Annotated[Decimal, decimal_range(ge=0, le=100)] | None = Decimal("0.20")
     """Raise WARNING ``price_spike`` when a mid moves, either way, by more than this fraction
     of the previous mid of the same venue and symbol (0.20 = 20 %)."""
@@ -171,7 +177,8 @@ class SafetyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """Raise WARNING ``feed_stale`` when a watched venue has sent no market data for more
     than this many seconds: checked on every tick (monitor clock), and on every
     ``HealthReport`` from the age of its ``last_message_ns``. A venue is watched once it
-    has sent a batch, or from the start when listed in ``watched_venues``."""
+    has sent a batch, or from the start when listed in ``watched_venues``. One WARNING per
+    silence: raised again only after market data came back and stopped again."""
     watched_venues: tuple[Name, ...] = ()
     """Venues expected to send market data from the start."""
     tick_interval_s: Interval = 1.0
