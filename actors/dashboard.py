@@ -694,6 +694,7 @@ class Dashboard(SupervisedActor):
             if recon is not None:
                 fields.update(
                     reconciled=recon.reconciled, reconciled_ns=recon.ts_ns,
+                    reconciled_since_ns=recon.since_ns or None,
                     venue_positions=[VenuePositionStatus(symbol=p.symbol, quantity=_num(p.quantity),
                                                          average_price=_num(p.average_price))
                                      for p in recon.venue_positions],

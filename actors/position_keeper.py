@@ -15,13 +15,20 @@ reconciliations; the order rows themselves are written ahead by the risk governo
 the failsafe's closing orders, which the keeper journals from ``submitted``.
 
 The keeper publishes a ``PortfolioSnapshot`` on PORTFOLIO after every applied fill and, as
-marks move, at most every ``publish_interval_s``. Every ``VenuePositions`` is compared with
-the journal's positions for that venue: the ``Reconciliation`` goes out on PORTFOLIO, and a
-disagreement also raises a ``reconciliation_mismatch`` safety event.
+marks move, at most every ``publish_interval_s``.
+
+Reconciliation (``core.reconcile``): every ``VenuePositions`` -- the connector's own after
+each (re)connect, each failsafe round's, and the keeper's periodic request, sent to every
+connected venue ``reconcile_interval_s`` after its last comparison -- is compared with the
+journal's positions for that venue. The ``Reconciliation`` (with the differences and since
+when the venue is reconciled or not) goes out on PORTFOLIO and is journaled; a
+disagreement also raises a ``reconciliation_mismatch`` safety event. A mismatch stays until
+a later comparison agrees.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -44,9 +51,12 @@ from core.pnl import (
     parse_boundary,
     session_start_ns,
 )
+from core.reconcile import ReconcileSchedule, ReconcileState, compare
 from messages import (
     FAILSAFE_SOURCE,
     CancelAllDone,
+    ConnectorDown,
+    ConnectorUp,
     GetPortfolio,
     GetReconciliations,
     OrderAccepted,
@@ -58,13 +68,14 @@ from messages import (
     Quote,
     QuoteBatch,
     Reconciliation,
+    RequestPositions,
     SafetyEvent,
     Severity,
     SubmitOrder,
     VenuePositions,
     now_ns,
 )
-from supervision import SupervisedActor, TimerHandle, bus, scheduler
+from supervision import SupervisedActor, TimerHandle, bus, registry, scheduler
 
 __all__ = [
     "DAY_NS", "FillEffect", "GetPortfolio", "GetReconciliations", "KeeperConfig", "Position",
@@ -89,6 +100,9 @@ class KeeperConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     journal_busy_timeout_s: float = 5.0
     """How long a journal write waits for another writer before it fails (and the keeper
     crashes, to be restarted and replay the journal)."""
+    reconcile_interval_s: float = 30.0
+    """How often each connected venue's positions are compared with the journal (besides
+    after every reconnect and failsafe round); 0.1..3600 seconds."""
 
     def __post_init__(self) -> None:
         parse_boundary(self.session_boundary)
@@ -98,6 +112,9 @@ class KeeperConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ValueError(f"journal_name: must be a plain file name, got {self.journal_name!r}")
         if self.journal_busy_timeout_s <= 0:
             raise ValueError(f"journal_busy_timeout_s: must be positive, got {self.journal_busy_timeout_s}")
+        if not math.isfinite(self.reconcile_interval_s) or not 0.1 <= self.reconcile_interval_s <= 3600:
+            raise ValueError(f"reconcile_interval_s: expected 0.1..3600 seconds, "
+                             f"got {self.reconcile_interval_s}")
 
 
 class _PublishDue(msgspec.Struct, frozen=True):
@@ -106,6 +123,10 @@ class _PublishDue(msgspec.Struct, frozen=True):
 
 class _SessionRollover(msgspec.Struct, frozen=True):
     pass
+
+
+class _ReconcileDue(msgspec.Struct, frozen=True):
+    token: int
 
 
 class PositionKeeper(SupervisedActor):
@@ -133,6 +154,12 @@ class PositionKeeper(SupervisedActor):
         self._last_publish = 0.0
         self._publish_timer: TimerHandle | None = None
         self._rollover_timer: TimerHandle | None = None
+        self._standing = ReconcileState()
+        self._schedule = ReconcileSchedule(config.reconcile_interval_s)
+        self._connected: set[str] = set()
+        self._reconcile_timer: TimerHandle | None = None
+        self._reconcile_token = 0
+        self._requests = 0
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -140,13 +167,13 @@ class PositionKeeper(SupervisedActor):
         self._journal = Journal(self.journal_path, busy_timeout_s=self.config.journal_busy_timeout_s,
                                 writer=KEEPER_WRITER)
         self._replay()
-        for topic in (topics.ORDERS, topics.SUBMITTED, topics.MARKET, topics.POSITIONS):
+        for topic in (topics.ORDERS, topics.SUBMITTED, topics.MARKET, topics.POSITIONS, topics.CONNECTORS):
             bus.subscribe(topic, self.name)
         self._schedule_rollover()
         self._publish()
 
     def teardown(self) -> None:
-        for timer in (self._publish_timer, self._rollover_timer):
+        for timer in (self._publish_timer, self._rollover_timer, self._reconcile_timer):
             if timer is not None:
                 timer.cancel()
         if self._journal is not None:
@@ -163,6 +190,9 @@ class PositionKeeper(SupervisedActor):
             OrderCancelled: self._on_order_event,
             CancelAllDone: self._on_order_event,
             VenuePositions: self._on_venue_positions,
+            ConnectorUp: self._on_connector_up,
+            ConnectorDown: self._on_connector_down,
+            _ReconcileDue: self._on_reconcile_due,
             GetPortfolio: lambda _m: self.snapshot(),
             GetReconciliations: lambda _m: dict(self._reconciliations),
             _PublishDue: self._on_publish_due,
@@ -314,23 +344,53 @@ class PositionKeeper(SupervisedActor):
 
     # ---- reconciliation -----------------------------------------------------------------
 
+    def _on_connector_up(self, event: ConnectorUp) -> None:
+        # Its resync delivers positions at once; the period starts from that comparison.
+        self._connected.add(event.name)
+        self._schedule.compared(event.name, time.monotonic())
+        self._arm_reconcile()
+
+    def _on_connector_down(self, event: ConnectorDown) -> None:
+        self._connected.discard(event.name)
+        self._schedule.forget(event.name)
+        self._arm_reconcile()
+
+    def _arm_reconcile(self) -> None:
+        if self._reconcile_timer is not None:
+            self._reconcile_timer.cancel()
+            self._reconcile_timer = None
+        due = self._schedule.next_due()
+        if due is None:
+            return
+        self._reconcile_token += 1
+        self._reconcile_timer = scheduler.call_later(max(due - time.monotonic(), 0.0),
+                                                     self._teller(_ReconcileDue(self._reconcile_token)))
+
+    def _on_reconcile_due(self, due: _ReconcileDue) -> None:
+        if due.token != self._reconcile_token:
+            return
+        for venue in self._schedule.due(sorted(self._connected), time.monotonic()):
+            self._requests += 1
+            request = RequestPositions(venue=venue, request_id=f"reconcile-{self._requests}")
+            if not registry.tell(venue, request):
+                self._connected.discard(venue)
+                self._schedule.forget(venue)
+        self._arm_reconcile()
+
     def _on_venue_positions(self, report: VenuePositions) -> None:
         venue = report.venue
-        reported: dict[str, Decimal] = {}
-        for position in report.positions:
-            reported[position.symbol] = reported.get(position.symbol, ZERO) + position.quantity
         ours = {p.symbol: p for p in self._open_positions() if p.venue == venue}
-        mismatches = [
-            f"{symbol}: journal {ours[symbol].quantity if symbol in ours else ZERO}, "
-            f"venue {reported.get(symbol, ZERO)}"
-            for symbol in sorted(set(reported) | set(ours))
-            if (ours[symbol].quantity if symbol in ours else ZERO) != reported.get(symbol, ZERO)
-        ]
+        comparison = compare(venue, {s: p.quantity for s, p in ours.items()}, report.positions)
+        mismatches = list(comparison.differences)
         ts = self._clock()
+        standing = self._standing.record(comparison, ts)
+        if venue in self._connected:
+            self._schedule.compared(venue, time.monotonic())
+            self._arm_reconcile()
         marks = self._marks.get(venue, {})
         reconciliation = Reconciliation(
             venue=venue,
-            reconciled=not mismatches,
+            reconciled=comparison.reconciled,
             venue_positions=tuple(
                 PositionState(venue=venue, symbol=v.symbol, quantity=v.quantity,
                               average_price=v.average_price)
@@ -339,6 +399,7 @@ class PositionKeeper(SupervisedActor):
             keeper_positions=tuple(ours[s].state(marks.get(s)) for s in sorted(ours)),
             mismatches=tuple(mismatches),
             ts_ns=ts,
+            since_ns=standing.since_ns,
         )
         self.journal.record_reconciliation(reconciliation)
         self._reconciliations[venue] = reconciliation

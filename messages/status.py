@@ -111,6 +111,9 @@ class ConnectorStatus(ConnectorHealth, frozen=True, kw_only=True):
     not reconciled yet."""
     reconciled_ns: int | None = None
     """When the last reconciliation ran, ns since the epoch; null before the first."""
+    reconciled_since_ns: int | None = None
+    """Since when ``reconciled`` has held without interruption (reconciled, or MISMATCH),
+    ns since the epoch; null before the first reconciliation."""
     venue_positions: list[VenuePositionStatus] = []
     """Positions the venue reported at the last reconciliation."""
     keeper_positions: list[KeeperPositionStatus] = []

@@ -27,6 +27,8 @@ from actors.position_keeper import (
 )
 from messages import (
     FAILSAFE_SOURCE,
+    ConnectorDown,
+    ConnectorUp,
     Mode,
     OrderAccepted,
     OrderCancelled,
@@ -36,6 +38,7 @@ from messages import (
     Quote,
     QuoteBatch,
     Reconciliation,
+    RequestPositions,
     SafetyEvent,
     Severity,
     Side,
@@ -461,3 +464,31 @@ def test_journal_that_cannot_be_opened_raises_journal_error(tmp_path: Path) -> N
     (tmp_path / "not-a-db").write_bytes(b"this is not an sqlite file, not at all" * 100)
     with pytest.raises(JournalError, match="cannot open"):
         Journal(tmp_path / "not-a-db")
+
+
+def test_connected_venues_are_reconciled_periodically(tmp_path: Path, recorder: Recorder) -> None:
+    """Every connected venue is asked for its positions each ``reconcile_interval_s``; the
+    comparison says since when the venue is reconciled or not; a venue down is not asked."""
+    asked = Recorder.spawn("fix")   # stands in for the connector named "fix"
+    start_keeper(tmp_path, reconcile_interval_s=0.2)
+    bus.publish(topics.ORDERS, fill("f1", Side.BUY, "3", "100", venue="fix"))
+    wait_fills(recorder, 1)
+    bus.publish(topics.CONNECTORS, ConnectorUp(name="fix", generation=1))
+    first = asked.wait_for(lambda m: isinstance(m, RequestPositions), timeout_s=5)
+    bus.publish(topics.POSITIONS, VenuePositions(venue="fix", request_id=first.request_id, positions=(
+        VenuePosition(venue="fix", symbol="ES", quantity=D(5)),)))   # 2 more than the journal holds
+    bad: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation))
+    assert not bad.reconciled and bad.mismatches == ("ES: journal 3, venue 5",) and bad.since_ns == bad.ts_ns
+    mark = asked.count()
+    second = asked.wait_for(lambda m: isinstance(m, RequestPositions), timeout_s=5, after=mark)
+    assert second.request_id != first.request_id
+    bus.publish(topics.POSITIONS, VenuePositions(venue="fix", request_id=second.request_id, positions=(
+        VenuePosition(venue="fix", symbol="ES", quantity=D(5)),)))
+    again: Reconciliation = recorder.wait_for(
+        lambda m: isinstance(m, Reconciliation) and m.ts_ns > bad.ts_ns)
+    assert not again.reconciled and again.since_ns == bad.since_ns   # unreconciled since the first
+    bus.publish(topics.CONNECTORS, ConnectorDown(name="fix"))
+    ask(GetPortfolio())                                                 # the keeper read its mailbox
+    quiet = asked.count()
+    with pytest.raises(AssertionError):                                 # four periods without a request
+        asked.wait_for(lambda m: isinstance(m, RequestPositions), timeout_s=0.8, after=quiet)
