@@ -156,17 +156,16 @@ _EVENT_OF_MESSAGE: dict[type, VenueEvent] = {
     OrderCancelled: VenueEvent.CANCELLED,
 }
 
-_STORED_STATES = (OrderStatus.PENDING, OrderStatus.ACCEPTED)
-"""The non-terminal states the ``status`` column holds (fills are counted at read time)."""
+_LIVE_STATES = (OrderStatus.PENDING, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
+"""The non-terminal states an order row can be in."""
 
 
-def _status_update(event: VenueEvent) -> tuple[OrderStatus, tuple[str, ...]] | None:
-    """The status ``event`` sets, and the stored states it applies from, per the lifecycle
-    table: a late accept never undoes a cancel or a reject."""
-    sources = tuple(str(state) for state in _STORED_STATES if event in STEPS[state])
-    if not sources:
-        return None
-    return STEPS[OrderStatus.PENDING][event], sources
+def _status_steps(event: VenueEvent) -> list[tuple[OrderStatus, OrderStatus]]:
+    """(from, to) for every live state ``event`` changes, per the lifecycle table: a late
+    accept never undoes a cancel, a reject after a partial fill changes nothing, and a
+    terminal state is never left."""
+    return [(state, STEPS[state][event]) for state in _LIVE_STATES
+            if event in STEPS[state] and STEPS[state][event] is not state]
 
 
 class JournaledFill(msgspec.Struct, frozen=True, kw_only=True):
@@ -290,17 +289,22 @@ class Journal:
     def record_fill(self, fill: OrderFilled, realized_pnl: Decimal, recorded_ns: int | None = None) -> bool:
         """Commit ``fill`` with the P&L it realizes; False (and nothing written) when a fill
         with the same venue and fill id is already in the journal."""
-        with self._writing("record fill", "fills"):
-            cursor = self._conn().execute(
+        recorded = now_ns() if recorded_ns is None else recorded_ns
+        with self._writing("record fill", "fills"), self._transaction() as db:
+            cursor = db.execute(
                 f"INSERT OR IGNORE INTO fills ({_FILL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     fill.venue, fill.fill_id, fill.client_order_id, fill.symbol, str(fill.side),
                     str(fill.quantity), str(fill.price), str(fill.leaves_quantity),
-                    fill.venue_order_id, str(realized_pnl), fill.ts_ns,
-                    now_ns() if recorded_ns is None else recorded_ns,
+                    fill.venue_order_id, str(realized_pnl), fill.ts_ns, recorded,
                 ),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            # The order row's status follows the fill (the keeper's columns, TABLE_OWNERS).
+            event = VenueEvent.FILL if fill.leaves_quantity <= 0 else VenueEvent.PARTIAL_FILL
+            self._step_status(db, fill.client_order_id, fill.venue, event, "", fill.venue_order_id, recorded)
+            return True
 
     def has_fill(self, venue: str, fill_id: str) -> bool:
         """True when the fill ``(venue, fill_id)`` is in the journal."""
@@ -383,26 +387,33 @@ class Journal:
         ts = now_ns() if ts_ns is None else ts_ns
         client_order_id = getattr(event, "client_order_id", "")
         lifecycle_event = _EVENT_OF_MESSAGE.get(type(event))
-        update = None if lifecycle_event is None else _status_update(lifecycle_event)
         with self._writing("record order event", "order_events"), self._transaction() as db:
             db.execute(
                 "INSERT INTO order_events (client_order_id, venue, kind, body, recorded_ns)"
                 " VALUES (?,?,?,?,?)",
                 (client_order_id, event.venue, type(event).__name__, encode(event).decode(), ts),
             )
-            if update is None:
+            if lifecycle_event is None:
                 return
-            status, sources = update
-            text = getattr(event, "text", "")
-            venue_order_id = getattr(event, "venue_order_id", "")
-            marks = ",".join("?" * len(sources))
             # The status columns of ``orders`` follow the events: the keeper's (see TABLE_OWNERS).
-            db.execute(
-                "UPDATE orders SET status = ?, status_text = ?, updated_ns = ?,"
-                " venue_order_id = CASE WHEN ? != '' THEN ? ELSE venue_order_id END"
-                f" WHERE client_order_id = ? AND status IN ({marks})",
-                (str(status), text, ts, venue_order_id, venue_order_id, client_order_id, *sources),
+            self._step_status(db, client_order_id, event.venue, lifecycle_event, getattr(event, "text", ""),
+                              getattr(event, "venue_order_id", ""), ts)
+
+    @staticmethod
+    def _step_status(db: sqlite3.Connection, client_order_id: str, venue: str, event: VenueEvent,
+                     text: str, venue_order_id: str, ts: int) -> None:
+        """Move the order row along the lifecycle for ``event`` (inside the caller's
+        transaction); a row in a state the event does not change keeps it."""
+        for before, after in _status_steps(event):
+            cursor = db.execute(
+                "UPDATE orders SET status = ?, status_text = CASE WHEN ? != '' THEN ? ELSE status_text END,"
+                " updated_ns = ?, venue_order_id = CASE WHEN ? != '' THEN ? ELSE venue_order_id END"
+                " WHERE client_order_id = ? AND venue = ? AND status = ?",
+                (str(after), text, text, ts, venue_order_id, venue_order_id, client_order_id, venue,
+                 str(before)),
             )
+            if cursor.rowcount:
+                return
 
     def orders(self) -> list[OrderRecord]:
         """Every journaled order in submission order, with its filled quantity."""

@@ -33,11 +33,13 @@ from messages import (
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
+    OrderRejected,
     OrderStatus,
     PortfolioSnapshot,
     Quote,
     QuoteBatch,
     Reconciliation,
+    RejectReason,
     RequestPositions,
     SafetyEvent,
     Severity,
@@ -376,7 +378,8 @@ def test_orders_and_their_events_are_journaled(tmp_path: Path, recorder: Recorde
                 OrderAccepted(client_order_id="c1", venue="paper", symbol="ES", venue_order_id="v1"))
     bus.publish(topics.ORDERS, OrderCancelled(client_order_id="c2", venue="paper", text="user"))
     bus.publish(topics.ORDERS, OrderAccepted(client_order_id="c2", venue="paper", symbol="ES"))  # late
-    bus.publish(topics.ORDERS, fill("f1", Side.BUY, "2", "100", order="c1"))
+    bus.publish(topics.ORDERS, msgspec.structs.replace(fill("f1", Side.BUY, "2", "100", order="c1"),
+                                                       leaves_quantity=D(3)))   # 2 of 5
     wait_fills(recorder, 1)
 
     with Journal(tmp_path / "journal.sqlite3") as journal:
@@ -492,3 +495,33 @@ def test_connected_venues_are_reconciled_periodically(tmp_path: Path, recorder: 
     quiet = asked.count()
     with pytest.raises(AssertionError):                                 # four periods without a request
         asked.wait_for(lambda m: isinstance(m, RequestPositions), timeout_s=0.8, after=quiet)
+
+
+def test_the_order_rows_status_column_follows_the_lifecycle(tmp_path: Path, recorder: Recorder) -> None:
+    """Read straight from the file (as any tool would): accepted, partially filled, filled,
+    cancelled, rejected; a late event never moves a terminal row."""
+    start_keeper(tmp_path)
+    orders = {coid: SubmitOrder(client_order_id=coid, venue="paper", symbol="ES", side=Side.BUY,
+                                quantity=D(5), source="sample") for coid in ("a", "p", "f", "c", "r")}
+    with Journal(tmp_path / "journal.sqlite3", writer=GOVERNOR_WRITER) as governor_journal:
+        for order in orders.values():
+            governor_journal.record_order(order)
+    for coid in ("a", "p", "f", "c"):
+        bus.publish(topics.ORDERS, OrderAccepted(client_order_id=coid, venue="paper", symbol="ES"))
+    partial = msgspec.structs.replace(fill("fp", Side.BUY, "2", "100", order="p"), leaves_quantity=D(3))
+    bus.publish(topics.ORDERS, partial)
+    bus.publish(topics.ORDERS, fill("ff1", Side.BUY, "5", "100", order="f"))
+    bus.publish(topics.ORDERS, OrderAccepted(client_order_id="f", venue="paper", symbol="ES"))   # late
+    bus.publish(topics.ORDERS, OrderCancelled(client_order_id="c", venue="paper", text="user"))
+    bus.publish(topics.ORDERS, fill("fc", Side.BUY, "1", "100", order="c"))    # a fill racing the cancel
+    bus.publish(topics.ORDERS, OrderRejected(client_order_id="r", venue="paper", reason=RejectReason.VENUE,
+                                             text="no"))
+    bus.publish(topics.ORDERS, fill("fend", Side.BUY, "1", "100", order="zz"))  # a marker: last in
+    wait_fills(recorder, 4)
+    db = sqlite3.connect(tmp_path / "journal.sqlite3")
+    try:
+        rows = dict(db.execute("SELECT client_order_id, status FROM orders").fetchall())
+    finally:
+        db.close()
+    assert rows == {"a": "accepted", "p": "partially_filled", "f": "filled", "c": "cancelled",
+                    "r": "rejected"}
