@@ -431,6 +431,22 @@ class Journal:
             filled[key] = filled.get(key, Decimal(0)) + Decimal(quantity)
         return [_order_record(row, filled) for row in rows]
 
+    def order_counts(self, since_ns: int = 0) -> dict[str, int]:
+        """Orders journaled at or after ``since_ns`` (``submitted``), orders whose status
+        reached filled / cancelled / rejected at or after it, and fills journaled at or after
+        it (``fills``). Each order and fill is one row, so nothing re-delivered counts twice."""
+        with self._errors("count orders"):
+            db = self._conn()
+            submitted = db.execute("SELECT count(*) FROM orders WHERE submitted_ns >= ?",
+                                   (since_ns,)).fetchone()[0]
+            ended = dict(db.execute(
+                "SELECT status, count(*) FROM orders WHERE updated_ns >= ? GROUP BY status", (since_ns,)
+            ).fetchall())
+            fills = db.execute("SELECT count(*) FROM fills WHERE recorded_ns >= ?", (since_ns,)).fetchone()[0]
+        return {"submitted": int(submitted), "filled": int(ended.get("filled", 0)),
+                "cancelled": int(ended.get("cancelled", 0)), "rejected": int(ended.get("rejected", 0)),
+                "fills": int(fills)}
+
     def client_order_ids(self) -> set[str]:
         """Every client order id the journal has seen."""
         with self._errors("read orders"):

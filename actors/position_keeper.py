@@ -39,6 +39,7 @@ import msgspec
 from loguru import logger
 
 from actors import topics
+from actors.errors import JournalError
 from actors.journal import KEEPER_WRITER, Journal
 from core.exposure import is_valid_quote, mid_of
 from core.pnl import (
@@ -57,12 +58,14 @@ from messages import (
     CancelAllDone,
     ConnectorDown,
     ConnectorUp,
+    GetOrderCounts,
     GetPortfolio,
     GetReconciliations,
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
     OrderRejected,
+    OrderTotals,
     PortfolioSnapshot,
     PositionState,
     Quote,
@@ -195,6 +198,7 @@ class PositionKeeper(SupervisedActor):
             _ReconcileDue: self._on_reconcile_due,
             GetPortfolio: lambda _m: self.snapshot(),
             GetReconciliations: lambda _m: dict(self._reconciliations),
+            GetOrderCounts: self._order_counts,
             _PublishDue: self._on_publish_due,
             _SessionRollover: self._on_session_rollover,
         }
@@ -341,6 +345,14 @@ class PositionKeeper(SupervisedActor):
 
     def _on_order_event(self, event: OrderAccepted | OrderRejected | OrderCancelled | CancelAllDone) -> None:
         self.journal.record_order_event(event, self._clock())
+
+    def _order_counts(self, request: GetOrderCounts) -> OrderTotals | None:
+        """Order traffic from the journal; None (no answer) when the journal cannot be read."""
+        try:
+            return OrderTotals(**self.journal.order_counts(request.since_ns))
+        except JournalError as exc:
+            self._log.error(f"order counts not read from the journal: {exc}")
+            return None
 
     # ---- reconciliation -----------------------------------------------------------------
 
