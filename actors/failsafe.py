@@ -135,6 +135,8 @@ class Failsafe(SupervisedActor):
         self._started_ns = 0
         self._plan: FlattenPlan | None = None
         self._working = WorkingOrders()
+        self._down: set[str] = set()
+        """Venues whose connector is known to be down (gone since its last ConnectorUp)."""
         self._timer: TimerHandle | None = None
         self._wake_token = 0
         self._reported: bool | None = None
@@ -175,8 +177,7 @@ class Failsafe(SupervisedActor):
             SafetyEvent: lambda m: self._remember("safety", f"{m.severity.name} {m.kind} "
                                                   f"{m.venue}/{m.symbol}: {m.detail}"),
             ModeChanged: self._on_mode,
-            ChildExited: lambda m: self._remember(
-                "child_exited", f"{m.supervisor}/{m.name} gen {m.generation}: {m.reason}"),
+            ChildExited: self._on_child_exited,
             SupervisorGaveUp: lambda m: self._remember("gave_up", f"{m.supervisor}: {m.reason}"),
             _Wake: self._on_wake,
             GetFailsafeState: lambda _m: self.state(),
@@ -210,6 +211,10 @@ class Failsafe(SupervisedActor):
         closing: list[str] = []
         for venue, command in commands:
             if plan is None or venue in down:
+                continue
+            if venue in self._down:   # a starting connector would take the command and lose it
+                down.add(venue)
+                plan.delivery_failed(venue)
                 continue
             if isinstance(command, SubmitOrder):
                 self._working.sent(venue, command.client_order_id)
@@ -280,15 +285,26 @@ class Failsafe(SupervisedActor):
 
     def _on_connector_up(self, event: ConnectorUp) -> None:
         self._remember("connector_up", f"{event.name} generation {event.generation}")
+        self._down.discard(event.name)
         if self.latched and self._plan is not None:
             self._send(self._plan.on_connector_up(event.name, self.clock()))
             self.running = True
             self._after_change()
 
+    def _on_child_exited(self, event: ChildExited) -> None:
+        self._remember("child_exited",
+                       f"{event.supervisor}/{event.name} gen {event.generation}: {event.reason}")
+        if event.name in self.venues:
+            self._connector_gone(event.name)
+
     def _on_connector_down(self, event: ConnectorDown) -> None:
         self._remember("connector_down", event.name)
+        self._connector_gone(event.name)
+
+    def _connector_gone(self, venue: str) -> None:
+        self._down.add(venue)
         if self._plan is not None:
-            self._plan.on_connector_down(event.name)
+            self._plan.on_connector_down(venue)
             self._after_change()
 
     def _on_mode(self, event: ModeChanged) -> None:

@@ -272,7 +272,8 @@ def test_a_fill_the_venue_never_delivered_is_a_mismatch_shown_in_status_and_rech
     port = free_port()
     behaviour = FixBehaviour.standard(resend_fills=False)        # no resend of missed executions
     venue = start_fix(engine, tmp_path / "venue", port, behaviour, stoppers)
-    svc = service(settings_for(fix_connector(port), keeper={"reconcile_interval_s": 0.5}))
+    svc = service(settings_for(fix_connector(port), keeper={"reconcile_interval_s": 0.5},
+                               risk={"degradations_to_failsafe": 100}))
     live(svc)
 
     def row() -> dict[str, Any]:
