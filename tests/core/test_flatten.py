@@ -68,7 +68,8 @@ def test_close_what_the_venue_reports_then_flat_when_it_confirms() -> None:
     plan.on_order_event(filled("fix", ids[0], leaves="1"), now=0.1)           # partial: still closing
     plan.on_order_event(filled("fix", ids[0]), now=0.2)
     assert plan.states() == {"fix": VenueState.CLOSING}
-    plan.on_order_event(OrderRejected(client_order_id=ids[1], venue="fix", reason=RejectReason.VENUE), now=0.3)
+    refused = OrderRejected(client_order_id=ids[1], venue="fix", reason=RejectReason.VENUE)
+    plan.on_order_event(refused, now=0.3)
     assert plan.states() == {"fix": VenueState.BACKOFF}                       # the round ended
     assert plan.next_wakeup() == 0.3 + 0.5
     assert plan.due(0.5) == []                                               # still backing off

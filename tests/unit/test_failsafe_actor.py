@@ -72,7 +72,8 @@ def failsafe(tmp_path: Path) -> Iterator[Tree]:
     tree.stop(timeout_s=5)
 
 
-@pytest.mark.parametrize(("venue", "flat"), [(StandInVenue, True), (RefusingVenue, True), (StuckVenue, False)])
+@pytest.mark.parametrize(("venue", "flat"),
+                         [(StandInVenue, True), (RefusingVenue, True), (StuckVenue, False)])
 def test_flat_only_when_the_venue_reports_no_working_orders(
     failsafe: Tree, venue: type[StandInVenue], flat: bool,
 ) -> None:
