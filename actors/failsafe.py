@@ -31,7 +31,7 @@ import msgspec
 from loguru import logger
 
 from actors import topics
-from core.flatten import Command, FlattenPlan, FlattenPolicy
+from core.flatten import BUSY, Command, FlattenPlan, FlattenPolicy
 from core.lifecycle import WorkingOrders
 from messages import (
     FAILSAFE_SOURCE,
@@ -434,6 +434,8 @@ class Failsafe(SupervisedActor):
             "venues": ({venue: str(state) for venue, state in self._plan.states().items()}
                        if self._plan is not None else {}),
             "last_report": to_builtins(self.last_report) if self.last_report else None,
+            "rounds_under_way": (sorted(v for v, s in self._plan.states().items() if s in BUSY)
+                                 if self._plan is not None else []),
         }
 
 

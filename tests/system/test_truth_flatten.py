@@ -21,7 +21,10 @@ import pytest
 from actors import topics
 from actors.risk_governor import GetRiskState
 from messages import (
+    CancelAllDone,
     FailsafeReport,
+    OrderCancelled,
+    OrderFilled,
     OrderRejected,
     OrderType,
     Reconciliation,
@@ -301,3 +304,31 @@ def test_a_fill_the_venue_never_delivered_is_a_mismatch_shown_in_status_and_rech
     assert later["mismatches"] == ["AAPL: journal 0, venue 7"]
     unreconciled = [m for m in recorder.messages(Reconciliation) if not m.reconciled]
     assert len(unreconciled) >= 2 and all(m.mismatches == ("AAPL: journal 0, venue 7",) for m in unreconciled)
+
+
+def test_a_stop_during_a_flatten_never_cancels_the_closing_orders(
+    engine: VenueEngine, stoppers: list[Callable[[], object]], recorder: Recorder, tmp_path: Path,
+) -> None:
+    port = free_port()
+    start_fix(engine, tmp_path / "venue", port, FixBehaviour.standard(), stoppers)
+    settings = settings_for(fix_connector(port),
+                            service={"on_shutdown": "cancel", "shutdown_timeout_s": 10.0})
+    svc = Service(settings, tmp_path / "state")
+    svc.start()
+    try:
+        live(svc)
+        open_position_and_resting_order(engine, FIX_ACCOUNT, "fix")
+        submitted = Recorder.spawn("submitted", [topics.SUBMITTED])
+        engine.config = msgspec.structs.replace(engine.config, latency_ms=400)   # orders act late
+        send_command(svc.state_dir, "flatten", reason="then a stop")
+        submitted.wait_for(lambda m: isinstance(m, SubmitOrder) and m.client_order_id.startswith("fs-"),
+                           timeout_s=10)                         # a closing order is on its way
+    finally:
+        svc.stop()                                               # on_shutdown = "cancel", mid-run
+    # The shutdown's own mass cancel was not sent (it would have cancelled the closing orders)...
+    assert not [m for m in recorder.messages(CancelAllDone) if m.request_id == "shutdown"]
+    assert not [m for m in recorder.messages(OrderCancelled) if m.client_order_id.startswith("fs-")]
+    assert [m for m in recorder.messages(OrderFilled) if m.client_order_id.startswith("fs-")]
+    # ...and the run either finished or was written down as interrupted.
+    documents = [json.loads(p.read_text()) for p in sorted((tmp_path / "state" / "incidents").glob("*.json"))]
+    assert documents and (documents[-1]["flat"] or documents[-1]["interrupted"])
