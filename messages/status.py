@@ -172,7 +172,7 @@ class FailsafeStatus(Record, frozen=True, kw_only=True):
     incident: str = ""
     """Id of the current incident; empty when none."""
     venues: dict[str, str] = {}
-    """Per venue, where its flatten stands: pending, waiting, closing, flat, down, exhausted."""
+    """Per venue, where its flatten stands: pending, waiting, closing, backoff, flat, down, exhausted."""
     last_report: FailsafeReport | None = None
     """The last finished run: flat or not, attempts, incident report path."""
 
