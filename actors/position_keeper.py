@@ -22,8 +22,9 @@ each (re)connect, each failsafe round's, and the keeper's periodic request, sent
 connected venue ``reconcile_interval_s`` after its last comparison -- is compared with the
 journal's positions for that venue. The ``Reconciliation`` (with the differences and since
 when the venue is reconciled or not) goes out on PORTFOLIO and is journaled; a
-disagreement also raises a ``reconciliation_mismatch`` safety event. A mismatch stays until
-a later comparison agrees.
+new disagreement (or a change in the differences) also raises a ``reconciliation_mismatch``
+safety event, once: the same differences found again raise nothing new. A mismatch stays
+until a later comparison agrees.
 """
 
 from __future__ import annotations
@@ -416,7 +417,9 @@ class PositionKeeper(SupervisedActor):
         self.journal.record_reconciliation(reconciliation)
         self._reconciliations[venue] = reconciliation
         bus.publish(topics.PORTFOLIO, reconciliation)
-        if mismatches:
+        if standing.new_mismatch:
+            # One incident per mismatch: a periodic comparison finding the same differences
+            # again publishes the Reconciliation (status) but raises nothing new.
             self._log.bind(venue=venue, mismatches=mismatches).warning(f"reconciliation mismatch at {venue}")
             bus.publish(
                 topics.SAFETY,

@@ -78,6 +78,9 @@ class VenueReconciliation:
     last_ns: int = 0
     """When it was last compared."""
     differences: tuple[str, ...] = ()
+    new_mismatch: bool = False
+    """The last comparison disagreed, and not with the same differences as the one before
+    (raise it once: the same mismatch found again is the same incident)."""
 
 
 @dataclass(slots=True)
@@ -89,6 +92,8 @@ class ReconcileState:
     def record(self, comparison: Comparison, now_ns: int) -> VenueReconciliation:
         """Apply a comparison made at ``now_ns``; the venue's new standing."""
         standing = self.venues.setdefault(comparison.venue, VenueReconciliation())
+        standing.new_mismatch = not comparison.reconciled and not (
+            standing.reconciled is False and standing.differences == comparison.differences)
         if standing.reconciled is not comparison.reconciled:
             standing.since_ns = now_ns
         standing.reconciled = comparison.reconciled

@@ -43,8 +43,11 @@ def test_standing_keeps_since_when_it_holds() -> None:
     assert state.record(compare("fix", {}, []), now_ns=100).since_ns == 100
     assert state.record(compare("fix", {}, []), now_ns=200).since_ns == 100     # still reconciled
     bad = state.record(compare("fix", {}, reported(ES="1")), now_ns=300)
-    assert (bad.reconciled, bad.since_ns, bad.last_ns) == (False, 300, 300)
-    assert state.record(compare("fix", {}, reported(ES="1")), now_ns=400).since_ns == 300
+    assert (bad.reconciled, bad.since_ns, bad.last_ns, bad.new_mismatch) == (False, 300, 300, True)
+    same = state.record(compare("fix", {}, reported(ES="1")), now_ns=400)
+    assert (same.since_ns, same.new_mismatch) == (300, False)           # the same incident
+    other = state.record(compare("fix", {}, reported(ES="2")), now_ns=450)
+    assert (other.since_ns, other.new_mismatch) == (300, True)          # the differences changed
     good = state.record(compare("fix", {"ES": D(1)}, reported(ES="1")), now_ns=500)
     assert (good.reconciled, good.since_ns, good.differences) == (True, 500, ())
 

@@ -490,6 +490,7 @@ def test_connected_venues_are_reconciled_periodically(tmp_path: Path, recorder: 
     again: Reconciliation = recorder.wait_for(
         lambda m: isinstance(m, Reconciliation) and m.ts_ns > bad.ts_ns)
     assert not again.reconciled and again.since_ns == bad.since_ns   # unreconciled since the first
+    assert len(recorder.messages(SafetyEvent)) == 1                   # one mismatch, raised once
     bus.publish(topics.CONNECTORS, ConnectorDown(name="fix"))
     ask(GetPortfolio())                                                 # the keeper read its mailbox
     quiet = asked.count()
