@@ -31,6 +31,8 @@ import msgspec
 from loguru import logger
 
 from actors import topics
+from actors.errors import JournalError
+from actors.journal import READER, Journal
 from core.flatten import BUSY, Command, FlattenPlan, FlattenPolicy
 from core.lifecycle import WorkingOrders
 from messages import (
@@ -49,6 +51,7 @@ from messages import (
     OrderCancelled,
     OrderFilled,
     OrderRejected,
+    OrderStatus,
     SafetyEvent,
     SubmitOrder,
     VenuePosition,
@@ -121,8 +124,11 @@ class Failsafe(SupervisedActor):
     """Runs the flatten procedure of ARCHITECTURE §6."""
 
     def __init__(self, config: FailsafeConfig, state_dir: Path, venues: tuple[str, ...],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, journal_path: Path | None = None) -> None:
+        """``journal_path``: the journal, read once at start for the orders it knows
+        acknowledged and not done (the failsafe works without it)."""
         super().__init__()
+        self.journal_path = journal_path
         self.config = config
         self.state_dir = Path(state_dir)
         self.venues = tuple(venues)
@@ -148,6 +154,25 @@ class Failsafe(SupervisedActor):
         for topic in (topics.POSITIONS, topics.ORDERS, topics.SUBMITTED, topics.CONNECTORS,
                       topics.SAFETY, topics.MODE, SUPERVISION_TOPIC):
             bus.subscribe(topic, self.name)
+        self._learn_working_orders()
+
+    def _learn_working_orders(self) -> None:
+        """The orders the journal holds acknowledged by their venue and not done: working
+        there as far as anyone knows (a restarted failsafe, or a restarted process whose
+        venues do not report open orders on reconnect). Orders never acknowledged are left
+        out: one lost in flight long ago must not block "flat" for ever."""
+        if self.journal_path is None or not self.journal_path.exists():
+            return
+        try:
+            with Journal(self.journal_path, writer=READER) as journal:
+                records = journal.open_orders()
+        except JournalError as exc:
+            self.log.warning(f"failsafe: working orders not read from the journal: {exc}")
+            return
+        for record in records:
+            if record.status is not OrderStatus.PENDING and record.order.venue in self.venues:
+                self._working.apply(OrderAccepted(client_order_id=record.order.client_order_id,
+                                                  venue=record.order.venue, symbol=record.order.symbol))
 
     def teardown(self) -> None:
         # Never cancels the closing orders: they are the point of the run. An unfinished

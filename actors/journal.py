@@ -59,6 +59,8 @@ KEEPER_WRITER = topics.POSITION_KEEPER
 """The position keeper's journal: fills, order events, reconciliations."""
 MAINTENANCE_WRITER = "maintenance"
 """Tools and tests: may write every table (never an actor's writer)."""
+READER = "reader"
+"""Reads only (the failsafe learning the orders working at start): owns no table."""
 
 TABLE_OWNERS: dict[str, str] = {
     "orders": GOVERNOR_WRITER,
@@ -230,7 +232,7 @@ class Journal:
         transaction before it fails with ``JournalError``; ``writer`` names who writes
         through this connection (``TABLE_OWNERS`` says which tables it may write).
         """
-        if writer not in (GOVERNOR_WRITER, KEEPER_WRITER, MAINTENANCE_WRITER):
+        if writer not in (GOVERNOR_WRITER, KEEPER_WRITER, MAINTENANCE_WRITER, READER):
             raise JournalError(f"journal {path}: unknown writer {writer!r}")
         self.path = Path(path)
         self.writer = writer
@@ -246,8 +248,14 @@ class Journal:
             if str(mode).lower() != "wal":
                 raise JournalError(f"journal {self.path}: WAL mode refused (got {mode})")
             self._db.execute("PRAGMA synchronous = FULL")
-            with self._writing("create schema"):
-                self._create_schema()
+            if writer == READER:
+                version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+                if version != SCHEMA_VERSION:
+                    raise JournalError(f"journal {self.path}: schema version {version}, expected "
+                                       f"{SCHEMA_VERSION} (a reader creates nothing)")
+            else:
+                with self._writing("create schema"):
+                    self._create_schema()
         except (sqlite3.Error, OSError) as exc:
             self._close_quietly()
             raise JournalError(f"journal {self.path}: cannot open: {exc}") from exc
@@ -447,6 +455,27 @@ class Journal:
                 "cancelled": int(ended.get("cancelled", 0)), "rejected": int(ended.get("rejected", 0)),
                 "fills": int(fills)}
 
+    def open_orders(self) -> list[OrderRecord]:
+        """The orders not in a terminal state (pending, accepted, partially filled), in
+        submission order, with their filled quantity."""
+        live = tuple(str(state) for state in _LIVE_STATES)
+        with self._errors("read orders"):
+            db = self._conn()
+            rows = db.execute(
+                "SELECT client_order_id, venue, symbol, side, quantity, order_type, limit_price,"
+                " stop_price, time_in_force, reduce_only, source, created_ns, submitted_ns, status,"
+                " venue_order_id, status_text, updated_ns FROM orders"
+                f" WHERE status IN ({','.join('?' * len(live))}) ORDER BY rowid", live
+            ).fetchall()
+            filled: dict[tuple[str, str], Decimal] = {}
+            for row in rows:
+                sql = "SELECT quantity FROM fills WHERE venue = ? AND client_order_id = ?"
+                for (quantity,) in db.execute(sql, (row[1], row[0])).fetchall():
+                    key = (row[1], row[0])
+                    filled[key] = filled.get(key, Decimal(0)) + Decimal(quantity)
+        records = [_order_record(row, filled) for row in rows]
+        return [record for record in records if not record.status.is_done()]
+
     def client_order_ids(self) -> set[str]:
         """Every client order id the journal has seen."""
         with self._errors("read orders"):
@@ -572,7 +601,8 @@ class Journal:
         other here, not in SQLite's busy handler, which sleeps in steps of milliseconds.
         Waiting longer than ``busy_timeout_s`` fails as a busy database would. A writer that
         does not own ``table`` is refused."""
-        if table and self.writer != MAINTENANCE_WRITER and TABLE_OWNERS[table] != self.writer:
+        if (table or self.writer == READER) and self.writer != MAINTENANCE_WRITER \
+                and TABLE_OWNERS.get(table) != self.writer:
             raise JournalError(f"journal {self.path}: {what} refused: {table} is written by "
                                f"{TABLE_OWNERS[table]}, not {self.writer}")
         if not self._write_lock.acquire(timeout=self._busy_timeout_s):
