@@ -9,7 +9,8 @@ the attempts are spent; then re-check slowly. A venue whose connector is down sp
 attempt and is retried when it comes back (connectors keep restarting under FAILSAFE).
 
 This actor keeps the orders working at each venue (``core.lifecycle.WorkingOrders``, from
-every order passed to a connector and every venue event), sends what the plan says, arms
+the journal's acknowledged orders at start, every order passed to a connector and every
+venue event), sends what the plan says, arms
 one timer for the plan's next deadline, keeps the timeline, and, whenever the outcome
 changes, writes an incident report (JSON and a readable summary) to the state directory
 and publishes it. The closing orders go straight to the connectors, so the procedure
