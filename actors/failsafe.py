@@ -144,6 +144,7 @@ class Failsafe(SupervisedActor):
         self._working = WorkingOrders()
         self._down: set[str] = set()
         """Venues whose connector is known to be down (gone since its last ConnectorUp)."""
+        self._up_generation: dict[str, int] = {}
         self._timer: TimerHandle | None = None
         self._wake_token = 0
         self._reported: bool | None = None
@@ -312,6 +313,7 @@ class Failsafe(SupervisedActor):
     def _on_connector_up(self, event: ConnectorUp) -> None:
         self._remember("connector_up", f"{event.name} generation {event.generation}")
         self._down.discard(event.name)
+        self._up_generation[event.name] = event.generation
         if self.latched and self._plan is not None:
             self._send(self._plan.on_connector_up(event.name, self.clock()))
             self.running = True
@@ -320,8 +322,8 @@ class Failsafe(SupervisedActor):
     def _on_child_exited(self, event: ChildExited) -> None:
         self._remember("child_exited",
                        f"{event.supervisor}/{event.name} gen {event.generation}: {event.reason}")
-        if event.name in self.venues:
-            self._connector_gone(event.name)
+        if event.name in self.venues and event.generation >= self._up_generation.get(event.name, -1):
+            self._connector_gone(event.name)   # (a late notice of an older generation is not news)
 
     def _on_connector_down(self, event: ConnectorDown) -> None:
         self._remember("connector_down", event.name)
