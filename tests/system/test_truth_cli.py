@@ -93,3 +93,10 @@ max_position = "50"
     finally:
         for proc in procs.values():
             stop(proc, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("bad", ["-1", "nan", "inf", "1e9", "soon"])
+def test_flatten_wait_refuses_a_bad_number_of_seconds(tmp_path: Path, bad: str) -> None:
+    done = subprocess.run([str(BIN / "tradeguard"), "flatten", "--state-dir", str(tmp_path), "--wait", bad],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "--wait" in done.stderr, done.stderr
