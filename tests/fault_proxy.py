@@ -13,6 +13,7 @@ or reset meanwhile is then noticed and its peer closed.
 from __future__ import annotations
 
 import contextlib
+import errno
 import selectors
 import socket
 import threading
@@ -25,7 +26,8 @@ _POLL_S = 0.05
 class _Pair:
     """One relayed connection: the client's socket and the upstream socket."""
 
-    def __init__(self, client: socket.socket, upstream: socket.socket) -> None:
+    def __init__(self, number: int, client: socket.socket, upstream: socket.socket) -> None:
+        self.number = number
         self.client = client
         self.upstream = upstream
 
@@ -59,8 +61,9 @@ class FaultProxy:
         """Connections accepted so far."""
         self.relayed_up = 0
         """Bytes relayed from clients to the server."""
-        self.client_ends: list[str] = []
-        """How each client's side ended, in order: ``reset`` (an abortive close) or ``eof``."""
+        self.client_ends: dict[int, str] = {}
+        """How each connection's client side ended, by the connection's number (0 for the
+        first accepted): ``reset`` (an abortive close) or ``eof`` (an orderly one)."""
         self._thread = threading.Thread(target=self._run, name="fault-proxy", daemon=True)
 
     def start(self) -> FaultProxy:
@@ -144,17 +147,17 @@ class FaultProxy:
             sock.setblocking(True)
             sock.settimeout(5)
         with self._lock:
-            self._pairs.append(_Pair(client, upstream))
+            self._pairs.append(_Pair(self.accepted, client, upstream))
             self.accepted += 1
 
     def _relay(self, sock: socket.socket, registered: dict[socket.socket, _Pair],
                selector: selectors.BaseSelector) -> None:
         pair = registered[sock]
-        end = "eof"
+        client_reset = False
         try:
             data = sock.recv(_CHUNK)
         except ConnectionResetError:
-            data, end = b"", "reset"
+            data, client_reset = b"", sock is pair.client
         except OSError:
             data = b""
         if data:
@@ -163,11 +166,16 @@ class FaultProxy:
                 if sock is pair.client:
                     self.relayed_up += len(data)
                 return
+            except ConnectionResetError:
+                client_reset = sock is pair.upstream
             except OSError:
                 pass
-        # One side closed or reset: close both.
-        if sock is pair.client:
-            self.client_ends.append(end)
+        # One side closed or reset: close both. Linux reports a reset that follows unread
+        # data as an end of file; the pending socket error tells them apart.
+        with contextlib.suppress(OSError):
+            if pair.client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNRESET:
+                client_reset = True
+        self.client_ends[pair.number] = "reset" if client_reset else "eof"
         for end in (pair.client, pair.upstream):
             if end in registered:
                 selector.unregister(end)

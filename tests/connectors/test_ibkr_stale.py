@@ -156,7 +156,7 @@ def test_a_stall_longer_than_stale_after_refuses_orders_aborts_and_reconnects(
                 assert flags[coid].value is not None and flags[coid].value > 2
         assert "warm-up" not in flags and "after" not in flags
         # The dead session was closed abortively (a reset, not an orderly close).
-        assert proxy.client_ends and proxy.client_ends[0] == "reset"
+        assert proxy.client_ends.get(0) == "reset", proxy.client_ends
         assert recorder.messages(ChildExited) == []  # reconnected inside, never restarted
 
 
