@@ -18,10 +18,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from loguru import logger
+from msgspec import Meta
 
 from actors import topics
 from core.flatten import FlattenPlan, RoundStart, VenueState
@@ -64,11 +65,11 @@ __all__ = ["Failsafe", "FailsafeConfig", "GetFailsafeState"]
 class FailsafeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How hard the failsafe tries."""
 
-    max_attempts: int = 5
+    max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 5
     """Closing rounds per venue before the run reports the venue not flat."""
-    round_timeout_s: float = 3.0
+    round_timeout_s: Annotated[float, Meta(ge=0.01, le=3600.0)] = 3.0
     """How long a round waits for the venue's answers before it re-reads the venue."""
-    timeline_size: int = 200
+    timeline_size: Annotated[int, Meta(ge=1, le=1_000_000)] = 200
     """Events kept for the incident report's timeline."""
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from loguru import logger
@@ -57,6 +57,7 @@ from messages import (
     SubmitOrder,
     now_ns,
 )
+from messages.bounds import Amount, Duration, Tally, decimal_range
 from supervision import (
     SUPERVISION_TOPIC,
     ChildExited,
@@ -79,33 +80,33 @@ JOURNAL_WAIT_S = 0.5
 class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Pre-trade limits and mode rules. A limit of 0 disables that check."""
 
-    max_order_quantity: Decimal = Decimal(1000)
+    max_order_quantity: Amount = Decimal(1000)
     """Largest quantity of one order."""
-    max_order_notional: Decimal = Decimal(250_000)
+    max_order_notional: Amount = Decimal(250_000)
     """Largest quantity x price of one order (price: the limit, else the last mid)."""
-    max_position: Decimal = Decimal(2000)
+    max_position: Amount = Decimal(2000)
     """Largest absolute position per venue and symbol, counting working orders."""
-    max_open_positions: int = 10
+    max_open_positions: Tally = 10
     """Most non-flat (venue, symbol) positions at once."""
-    max_daily_notional: Decimal = Decimal(5_000_000)
+    max_daily_notional: Amount = Decimal(5_000_000)
     """Most notional traded in one session, counting working orders."""
-    daily_loss_limit: Decimal = Decimal(10_000)
+    daily_loss_limit: Amount = Decimal(10_000)
     """Daily P&L (realized + unrealized) at or below minus this triggers FAILSAFE."""
-    max_orders_per_s: int = 50
+    max_orders_per_s: Tally = 50
     """Most orders accepted by the governor in any one-second window."""
-    price_band_pct: Decimal = Decimal(5)
+    price_band_pct: Annotated[Decimal, decimal_range(ge=0, le=1000)] = Decimal(5)
     """Limit and stop prices more than this far (percent) from the last mid are refused."""
-    degradations_to_failsafe: int = 3
+    degradations_to_failsafe: Tally = 3
     """Degradations within ``degradation_window_s`` that trigger FAILSAFE."""
-    degradation_window_s: float = 300.0
+    degradation_window_s: Duration = 300.0
     """Window for counting degradations."""
-    recover_after_s: float = 10.0
+    recover_after_s: Duration = 10.0
     """DEGRADED returns to LIVE after this long with no degradation and every connector up."""
-    circuit_rejections: int = 5
+    circuit_rejections: Tally = 5
     """Venue rejections within ``circuit_window_s`` that open a venue's circuit breaker."""
-    circuit_window_s: float = 60.0
+    circuit_window_s: Duration = 60.0
     """Window for counting venue rejections."""
-    circuit_cooldown_s: float = 30.0
+    circuit_cooldown_s: Duration = 30.0
     """How long an open circuit refuses orders before it lets one through (HALF_OPEN)."""
 
 

@@ -3,9 +3,14 @@ behind the start barrier, watches its health and stops it with the shutdown poli
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
+import tempfile
 import threading
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import pykka
@@ -13,7 +18,7 @@ from loguru import logger
 
 from actors.connectors.plugins import connector_class
 from actors.dashboard import Dashboard
-from actors.errors import JournalError
+from actors.errors import JournalError, TradeguardError
 from actors.failsafe import Failsafe, GetFailsafeState
 from actors.journal import Journal
 from actors.position_keeper import GetPortfolio, PositionKeeper
@@ -37,6 +42,100 @@ from tradeguard.settings import Settings
 from venues.paper import stop_paper_venues
 
 log = logger.bind(channel="main")
+
+LOCK_FILE = "tradeguard.lock"
+"""Held (``flock``) by the one running instance of a state directory; holds its pid."""
+
+
+class StateDirError(TradeguardError):
+    """The state directory cannot be used: it cannot be created or written to."""
+
+
+class StateDirLocked(StateDirError):
+    """Another running instance holds the state directory."""
+
+    def __init__(self, state_dir: Path, pid: int | None) -> None:
+        holder = f"pid {pid}" if pid is not None else "another process (its pid is not written yet)"
+        super().__init__(f"state directory {state_dir} is in use by {holder}; "
+                         f"one instance per state directory")
+        self.pid = pid
+
+
+class StateLock:
+    """The exclusive lock of one state directory, for the life of the running service.
+
+    ``acquire`` creates the directory (owner only), proves it writable, and takes an
+    ``flock`` on its lock file, which then holds our pid. The kernel drops the lock when
+    the process ends, however it ends (SIGKILL included), so a stale lock file never
+    blocks a restart. Two services on one directory would both trade one account and
+    fight over its control socket and journal; the second is refused instead.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> StateLock:
+        """Take the lock; raises ``StateDirLocked`` naming the holder's pid, or
+        ``StateDirError`` when the directory cannot be created or written."""
+        where = self.state_dir
+        try:
+            where.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateDirError(f"state directory {where}: cannot create it: {_why(exc)}") from exc
+        if not where.is_dir():
+            raise StateDirError(f"state directory {where}: not a directory")
+        try:
+            probe, probe_path = tempfile.mkstemp(prefix=".write-probe-", dir=where)
+            os.close(probe)
+            os.unlink(probe_path)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateDirError(f"state directory {where}: not writable: {_why(exc)}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StateDirLocked(where, self._wait_for_holder()) from exc
+            raise StateDirError(f"state directory {where}: cannot lock {LOCK_FILE}: {_why(exc)}") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def holder(self) -> int | None:
+        """The pid written in the lock file, if any."""
+        try:
+            text = self.path.read_text(errors="replace").strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def _wait_for_holder(self, within_s: float = 1.0) -> int | None:
+        # The holder writes its pid just after it takes the lock: give it a moment.
+        deadline = time.monotonic() + within_s
+        while (pid := self.holder()) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return pid
+
+    def release(self) -> None:
+        """Drop the lock (the file stays: removing it would race with a new holder)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> StateLock:
+        return self.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 def build_tree(settings: Settings, state_dir: Path, *, on_escalation: Any = None,

@@ -62,9 +62,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import Annotated, ClassVar, Literal, TypeVar
 
 import quickfix as fix
+from msgspec import Meta
 
 from actors.connectors._io import SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
@@ -86,11 +87,11 @@ from messages import (
     check_decimal,
     now_ns,
 )
+from messages.bounds import Host, Label, Port, RelativePath
 from messages.fix_spec import (
     BEGIN_STRINGS,
     EXTENDED_42_TYPES,
     FIX42,
-    FIX44,
     ORD_TYPE_CODES,
     SIDE_CODES,
     SIDES,
@@ -107,21 +108,21 @@ class FixConfig(ConnectorConfig, frozen=True, kw_only=True):
 
     kind: str = "fix"
     """Always ``fix``."""
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     """The venue's acceptor host."""
-    port: int = 9878
+    port: Port = 9878
     """The venue's acceptor port."""
-    begin_string: str = FIX44
+    begin_string: Literal["FIX.4.4", "FIX.4.2", "FIXT.1.1"] = "FIX.4.4"
     """``FIX.4.4``, ``FIX.4.2`` or ``FIXT.1.1`` (FIX 5.0 SP2)."""
-    sender_comp_id: str = "TRADEGUARD"
+    sender_comp_id: Annotated[Label, Meta(min_length=1)] = "TRADEGUARD"
     """Our SenderCompID (the venue's TargetCompID)."""
-    target_comp_id: str = "VENUE"
+    target_comp_id: Annotated[Label, Meta(min_length=1)] = "VENUE"
     """The venue's SenderCompID."""
-    account: str = ""
+    account: Label = ""
     """Account (tag 1) on position requests; the SenderCompID when empty."""
-    heartbeat_s: int = 5
+    heartbeat_s: Annotated[int, Meta(ge=1, le=3600)] = 5
     """HeartBtInt proposed at logon, in whole seconds."""
-    store_dir: str = "fix"
+    store_dir: RelativePath = "fix"
     """quickfix store and log directory, relative to the connector's state directory."""
     reset_on_logon: bool = False
     """Start both sides' sequence numbers at 1 on every logon (loses resend of missed

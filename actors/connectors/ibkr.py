@@ -107,12 +107,13 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
 import msgspec
 from ib_insync import IB, Contract, ExecutionFilter, Fill, Order, Stock, Ticker
 from ib_insync import OrderStatus as IbOrderStatus
 from ib_insync import Trade as IbTrade
+from msgspec import Meta
 
 from actors import topics
 from actors.connectors._io import IoThread, SessionLink
@@ -142,6 +143,7 @@ from messages import (
     VenuePositions,
     now_ns,
 )
+from messages.bounds import Host, Label, Port
 from supervision import bus
 
 __all__ = ["IbkrConfig", "IbkrConnector"]
@@ -208,35 +210,35 @@ class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
 
     kind: str = "ibkr"
     """Always ``ibkr``."""
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     """Host of TWS or IB Gateway."""
-    port: int = 7497
+    port: Port = 7497
     """API port (TWS paper trading listens on 7497 by default)."""
-    client_id: int = 17
+    client_id: Annotated[int, Meta(ge=0, le=2_147_483_647)] = 17
     """API client id; unique among the programs connected to the same TWS."""
-    account: str = ""
+    account: Label = ""
     """Account to trade; empty means the first managed account."""
-    exchange: str = "SMART"
+    exchange: Annotated[Label, Meta(min_length=1)] = "SMART"
     """Exchange of the stock contracts."""
-    currency: str = "USD"
+    currency: Annotated[Label, Meta(min_length=1)] = "USD"
     """Currency of the stock contracts."""
-    request_timeout_s: float = 5.0
+    request_timeout_s: Annotated[float, Meta(ge=0.001, le=3600.0)] = 5.0
     """Longest wait for the answer to a request (contracts, positions, open orders)."""
-    max_batches_in_flight: int = 8
+    max_batches_in_flight: Annotated[int, Meta(ge=1, le=100_000)] = 8
     """Market data batches allowed in the actor's mailbox before quotes are conflated."""
     book_settle_s: float = 0.1
     """How long a book crossed by one side's tick waits for the other side's tick before it
     is published crossed (TWS sends bid and ask separately). 0 to 5."""
-    probe_interval_s: float = 1.0
+    probe_interval_s: Annotated[float, Meta(ge=0.05, le=60.0)] = 1.0
     """How often ``reqCurrentTime`` probes the session. 0.05 to 60."""
-    probe_timeout_s: float = 0.5
+    probe_timeout_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 0.5
     """How long a probe may go unanswered, beyond ``probe_interval_s`` since the last
-    answer, before the session is stale and takes no new order. Above 0, below
-    ``stale_after_s``."""
-    stale_after_s: float = 5.0
+    answer, before the session is stale and takes no new order. Above 0; at or above
+    ``stale_after_s`` a silent session goes straight to dead."""
+    stale_after_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 5.0
     """Silence (no probe answered) after which the session is declared dead, closed
     abortively and reconnected."""
-    late_ack_warn_s: float = 2.0
+    late_ack_warn_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 2.0
     """An order acknowledged by the venue more than this long after it was sent raises a
     ``late_execution`` WARNING when it fills. Above 0."""
 
@@ -258,13 +260,10 @@ class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
             raise ValueError(f"max_batches_in_flight: must be at least 1, got {self.max_batches_in_flight}")
         if not (math.isfinite(self.probe_interval_s) and 0.05 <= self.probe_interval_s <= 60):
             raise ValueError(f"probe_interval_s: must be within 0.05..60, got {self.probe_interval_s}")
-        if not (math.isfinite(self.stale_after_s) and self.stale_after_s > 0):
-            raise ValueError(f"stale_after_s: must be positive, got {self.stale_after_s}")
-        if not (math.isfinite(self.probe_timeout_s) and 0 < self.probe_timeout_s < self.stale_after_s):
-            raise ValueError(f"probe_timeout_s: must be above 0 and below stale_after_s "
-                             f"({self.stale_after_s}), got {self.probe_timeout_s}")
-        if not (math.isfinite(self.late_ack_warn_s) and self.late_ack_warn_s > 0):
-            raise ValueError(f"late_ack_warn_s: must be positive, got {self.late_ack_warn_s}")
+        for field in ("probe_timeout_s", "stale_after_s", "late_ack_warn_s"):
+            value = getattr(self, field)
+            if not (math.isfinite(value) and 0 < value <= 3600):
+                raise ValueError(f"{field}: must be above 0 and at most 3600, got {value}")
 
 
 class _QuoteGate:
