@@ -186,7 +186,7 @@ def test_absurd_numbers_from_zmq_and_fix_venues_are_malformed_and_the_service_tr
         assert venues.fix.send(fix_fill(HUGE_DIGITS))
         assert venues.fix.send(fix_snapshot(HUGE_DIGITS))
 
-        wait_for(lambda: health(recorder, "zmq").malformed >= before["zmq"] + 5, 10.0,
+        wait_for(lambda: health(recorder, "zmq").malformed >= before["zmq"] + 5, 20.0,
                  what="5 malformed ZeroMQ frames counted")
         wait_for(lambda: health(recorder, "fix").malformed >= before["fix"] + 2, 10.0,
                  what="2 malformed FIX messages counted")
