@@ -331,6 +331,7 @@ class FixConnector(Connector):
         self._position_requests: dict[str, _PositionRequest] = {}
         self._mass_cancels: dict[str, str] = {}  # ClOrdID -> CancelAll.request_id
         self._sent_orders: dict[int, str] = {}  # MsgSeqNum of a NewOrderSingle -> ClOrdID
+        self._status_seen: set[str] = set()  # working orders reported by status this session
         self._journal_read = False
         self._books = L1Books(config.name)  # quickfix thread only; every change published
         self._ids = itertools.count(1)
@@ -414,6 +415,7 @@ class FixConnector(Connector):
         answers (ExecType=I) recover what happened while the session was down."""
         with self._state_lock:
             orders = list(self._orders.items())
+            self._status_seen.clear()
         for coid, known in orders:
             request = self._new("H")
             _set(request, (
@@ -817,7 +819,9 @@ class FixConnector(Connector):
                 )
             if status not in _WORKING:
                 del self._orders[coid]
-        if status in _WORKING:
+            repeated = coid in self._status_seen  # answered both H and AF: accepted once
+            self._status_seen.add(coid)
+        if status in _WORKING and not repeated:
             events.append(OrderAccepted(
                 client_order_id=coid, venue=self.name, symbol=symbol, venue_order_id=order_id,
                 ts_ns=ts,
