@@ -30,9 +30,18 @@ Message flow (docs/fix.md has the whole subset):
   ``CancelAllDone``.
 - ``request_positions``: RequestForPositions (AN); the ack (AO) says how many
   PositionReports (AP) follow; they become one ``VenuePositions``.
-- ``resync``: OrderMassStatusRequest (AF): one order-status report per working order
-  (``OrderAccepted``) and a replay of the day's executions (``OrderFilled``; the base
-  and the journal drop fill ids they already have), then AN for the positions.
+- ``resync`` (every logon): one OrderStatusRequest (H) per order of this venue that is
+  not terminal (sent in this process, or -- after a start -- read from the journal), then
+  OrderMassStatusRequest (AF), then AN for the positions. The status reports
+  (ExecType=I) recover what happened while the session was down: CumQty ahead of what
+  was published becomes one ``OrderFilled`` flagged ``inferred`` (deterministic fill id
+  ``inferred:<ClOrdID>:<CumQty>``, price derived from AvgPx and the fills published), a
+  terminal OrdStatus the matching terminal event, an order the venue does not know a
+  rejection with a WARNING. The venue replaying trades is never relied on.
+- 35=3 (session Reject of a NewOrderSingle) and 35=j (BusinessMessageReject, RefMsgType
+  D) end the order with ``OrderRejected``.
+- ExecType H / G (trade bust / correction) become ``FillBusted`` / ``FillCorrected``
+  and a WARNING ``SafetyEvent``; the position keeper applies them.
 - A Logout or a dropped connection after logon is a lost session, and a Logout answering
   our Logon a failed attempt: the connector stops the initiator and reconnects with
   backoff.
