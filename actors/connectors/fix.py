@@ -3,7 +3,8 @@
 quickfix owns the socket and its thread. The session level (Logon, Heartbeat,
 TestRequest, ResendRequest, SequenceReset, Logout) is quickfix's; its store under the
 connector's state directory keeps sequence numbers across restarts, so a reconnecting
-connector gets every ExecutionReport it missed by an ordinary ResendRequest. Application
+connector gets every ExecutionReport it missed by an ordinary ResendRequest, when the
+venue resends them (the order status requests below cover a venue that does not). Application
 messages of our own are never resent after a reconnect (a stale order must not reach
 the venue late): ``toApp`` turns their resend into a gap fill.
 
