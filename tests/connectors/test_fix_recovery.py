@@ -49,7 +49,7 @@ from tests.connectors.test_fix_connector import (
 )
 from tests.helpers import wait_for
 from venues.engine import VenueEngine
-from venues.fix_venue import FixBehaviour, FixVenue, free_port
+from venues.fix_venue import FIX42, FIX44, FixBehaviour, FixVenue, free_port
 
 __all__ = ["engine", "inbox"]  # fixtures, used by name
 
@@ -60,13 +60,14 @@ class Pair:
     """A running venue and a supervised connector, the venue's session droppable at will."""
 
     def __init__(self, engine: VenueEngine, state_dir: Path, behaviour: FixBehaviour,
-                 **config: Any) -> None:
+                 begin_string: str = FIX44, **config: Any) -> None:
         self.engine = engine
         self.state_dir = state_dir
         self.port = free_port()
-        self.venue = FixVenue(engine, self.port, state_dir / "venue", behaviour=behaviour)
+        self.venue = FixVenue(engine, self.port, state_dir / "venue", behaviour=behaviour,
+                              begin_string=begin_string)
         self.venue.start()
-        self.config = self.make_config(**config)
+        self.config = self.make_config(begin_string=begin_string, **config)
         self.tree: Tree | None = start_tree(self.config, state_dir)
 
     def make_config(self, **config: Any) -> FixConfig:
@@ -132,11 +133,13 @@ def inferred(inbox: Inbox, coid: str) -> list[OrderFilled]:
 # ---- fills missed while the session is down ----------------------------------------------------
 
 
+@pytest.mark.parametrize("begin_string", [FIX44, FIX42])
 def test_fills_while_down_without_resend_are_inferred_once_over_two_reconnects(
-    engine: VenueEngine, safety: Inbox, tmp_path: Path, pairs: list[Pair]
+    begin_string: str, engine: VenueEngine, safety: Inbox, tmp_path: Path, pairs: list[Pair]
 ) -> None:
     inbox = safety
-    pair = start(pairs, engine, tmp_path, inbox, FixBehaviour(resend_fills=False))
+    pair = start(pairs, engine, tmp_path, inbox, FixBehaviour(resend_fills=False),
+                 begin_string=begin_string)
     engine.step()
     tell(order("big", "250", "MSFT"))  # 100 per step at the touch: 100 now, 100, then 50
     [first] = inbox.wait(OrderFilled, coid_is("big"))
@@ -262,11 +265,12 @@ def test_session_and_business_rejects_end_the_order_as_rejected(
 # ---- busts and corrections ---------------------------------------------------------------------
 
 
+@pytest.mark.parametrize("begin_string", [FIX44, FIX42])
 def test_bust_and_correction_are_published_with_a_warning(
-    engine: VenueEngine, safety: Inbox, tmp_path: Path, pairs: list[Pair]
+    begin_string: str, engine: VenueEngine, safety: Inbox, tmp_path: Path, pairs: list[Pair]
 ) -> None:
     inbox = safety
-    pair = start(pairs, engine, tmp_path, inbox, FixBehaviour())
+    pair = start(pairs, engine, tmp_path, inbox, FixBehaviour(), begin_string=begin_string)
     engine.step()
     tell(order("b1", "10"))
     [fill] = inbox.wait(OrderFilled, coid_is("b1"))
