@@ -5,8 +5,10 @@ TestRequest, ResendRequest, SequenceReset, Logout) is quickfix's; its store unde
 connector's state directory keeps sequence numbers across restarts, so a reconnecting
 connector gets every ExecutionReport it missed by an ordinary ResendRequest, when the
 venue resends them (the order status requests below cover a venue that does not). Application
-messages of our own are never resent after a reconnect (a stale order must not reach
-the venue late): ``toApp`` turns their resend into a gap fill.
+orders, cancels and mass cancels of our own are never resent after a reconnect (a stale
+order must not reach the venue late): ``toApp`` turns their resend into a gap fill.
+Requests (status, positions, market data) are resent: the venue may ask for the ones
+sent just after a logon, before its own ResendRequest arrived.
 
 ``connect`` starts the initiator and returns; quickfix connects once and the logon is the
 session coming up. An attempt without a logon within ``connect_timeout_s`` is stopped and
@@ -242,6 +244,8 @@ _ORD_STATUS_REQ_ID = 790
 _ZERO = Decimal(0)
 _PRICE_STEP = Decimal("1e-10")  # places of a price derived from AvgPx
 _MAX_SENT = 4096  # NewOrderSingle sequence numbers remembered for session Rejects
+_RESENDABLE = frozenset({"H", "V", "AF", "AN", EXTENDED_42_TYPES["AF"], EXTENDED_42_TYPES["AN"]})
+"""Requests that are resent when the venue asks (answering them again does no harm)."""
 _RECONNECT_INTERVAL_S = 3600
 """quickfix's own reconnect interval: longer than any attempt, so it never reconnects."""
 _MAX_PENDING = 256  # position / mass cancel requests remembered while unanswered
@@ -300,13 +304,18 @@ class _Application(fix.Application):  # type: ignore[misc]
         self.connector._guard("fromAdmin", self.connector._on_incoming_admin, message)
 
     def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
-        """An outgoing application message: never resend one after a reconnect."""
+        """An outgoing application message: an order, cancel or mass cancel is never resent
+        (a stale one must not reach the venue late); a request (status, positions, market
+        data) is, so one the venue asks again for right after a logon still gets its
+        answer."""
         try:
-            resend = _get(message.getHeader(), Tag.POSS_DUP_FLAG) == "Y"
+            header = message.getHeader()
+            stale = (_get(header, Tag.POSS_DUP_FLAG) == "Y"
+                     and _get(header, Tag.MSG_TYPE) not in _RESENDABLE)
         except BaseException:  # an exception escaping into quickfix ends the process
             self.connector.count_error()
             return
-        if resend:
+        if stale:
             raise fix.DoNotSend()
         self.connector._guard("toApp", self.connector._on_outgoing_app, message)
 
