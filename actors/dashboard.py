@@ -37,12 +37,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import pykka
 import zmq
 from loguru import logger
+from msgspec import Meta
 
 from actors import topics
 from actors.errors import TradeguardError
@@ -53,6 +54,7 @@ from messages import (
     FailsafeReport,
     FlattenRequested,
     GetFailsafeState,
+    GetOrderCounts,
     GetPortfolio,
     GetReconciliations,
     GetRiskState,
@@ -65,11 +67,13 @@ from messages import (
     OrderCancelled,
     OrderFilled,
     OrderRejected,
+    OrderTotals,
     SafetyEvent,
     Severity,
     SubmitOrder,
     now_ns,
 )
+from messages.bounds import Interval
 from messages.status import (
     Alert,
     ConnectorHealth,
@@ -270,9 +274,9 @@ def control_health(state_dir: Path) -> ControlHealth:
 class DashboardConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The dashboard actor and the control channel."""
 
-    publish_interval_s: float = 0.5
+    publish_interval_s: Interval = 0.5
     """How often a state snapshot is published."""
-    alerts: int = 50
+    alerts: Annotated[int, Meta(ge=1, le=100_000)] = 50
     """Alerts kept."""
 
 
@@ -305,6 +309,7 @@ class Dashboard(SupervisedActor):
         self._health: dict[str, HealthReport] = {}
         self._up: dict[str, bool] = {venue: False for venue in venues}
         self._orders = {"submitted": 0, "filled": 0, "rejected": 0, "cancelled": 0, "fills": 0}
+        self._started_ns = now_ns()
         self._mode = str(Mode.STARTUP)
         self._serving = threading.Event()
         self._thread: threading.Thread | None = None
@@ -661,6 +666,11 @@ class Dashboard(SupervisedActor):
                                               f"with something unreadable: {exc}")
             return None
 
+    def _order_counts(self, mine: DashboardState | None) -> OrderCounts:
+        counts = mine.orders if mine is not None else OrderCounts()
+        totals = self._ask("position_keeper", GetOrderCounts(since_ns=self._started_ns))
+        return _journal_counts(counts, totals)
+
     def status(self) -> StatusDocument:
         """The full status document (``tradeguard status --json``)."""
         mine = self._ask(self.name, GetDashboardState())
@@ -694,6 +704,7 @@ class Dashboard(SupervisedActor):
             if recon is not None:
                 fields.update(
                     reconciled=recon.reconciled, reconciled_ns=recon.ts_ns,
+                    reconciled_since_ns=recon.since_ns or None,
                     venue_positions=[VenuePositionStatus(symbol=p.symbol, quantity=_num(p.quantity),
                                                          average_price=_num(p.average_price))
                                      for p in recon.venue_positions],
@@ -710,7 +721,7 @@ class Dashboard(SupervisedActor):
             positions=positions,
             pnl=pnl,
             connectors=connectors,
-            orders=mine.orders if mine is not None else OrderCounts(),
+            orders=self._order_counts(mine),
             risk=risk,
             failsafe=failsafe,
             alerts=list(mine.alerts[-10:]) if mine is not None else [],
@@ -718,6 +729,16 @@ class Dashboard(SupervisedActor):
             control=ControlStatus(healthy=self.health.healthy(), served=self.health.served,
                                   refused=self.health.refused),
         )
+
+
+def _journal_counts(counts: OrderCounts, totals: Any) -> OrderCounts:
+    """``counts`` with submitted, filled, cancelled and fills from the journal (a resync
+    never counts twice there); rejections stay the bus count (pre-trade refusals are not
+    journaled, and a resync repeats no rejection)."""
+    if not isinstance(totals, OrderTotals):
+        return counts
+    return msgspec.structs.replace(counts, submitted=totals.submitted, filled=totals.filled,
+                                   cancelled=totals.cancelled, fills=totals.fills)
 
 
 def _split_envelope(frames: list[zmq.Frame]) -> tuple[list[bytes], list[zmq.Frame]]:

@@ -111,6 +111,9 @@ class ConnectorStatus(ConnectorHealth, frozen=True, kw_only=True):
     not reconciled yet."""
     reconciled_ns: int | None = None
     """When the last reconciliation ran, ns since the epoch; null before the first."""
+    reconciled_since_ns: int | None = None
+    """Since when ``reconciled`` has held without interruption (reconciled, or MISMATCH),
+    ns since the epoch; null before the first reconciliation."""
     venue_positions: list[VenuePositionStatus] = []
     """Positions the venue reported at the last reconciliation."""
     keeper_positions: list[KeeperPositionStatus] = []
@@ -120,18 +123,19 @@ class ConnectorStatus(ConnectorHealth, frozen=True, kw_only=True):
 
 
 class OrderCounts(Record, frozen=True, kw_only=True):
-    """Order traffic the dashboard counted on the bus since it started."""
+    """Order traffic since the dashboard started: counted from the journal (a fill or cancel
+    re-delivered after a reconnect counts once), rejections from the bus."""
 
     submitted: int = 0
-    """Orders the governor passed to a venue."""
+    """Orders journaled as passed to a venue (the governor's and the failsafe's)."""
     filled: int = 0
-    """Orders completely filled."""
+    """Orders whose journal status reached filled."""
     rejected: int = 0
-    """Orders rejected (by the governor or a venue)."""
+    """Orders rejected (by the governor or a venue), as seen on the bus."""
     cancelled: int = 0
-    """Orders cancelled."""
+    """Orders whose journal status reached cancelled."""
     fills: int = 0
-    """Fills (executions), partial ones included."""
+    """Fills (executions) journaled, partial ones included."""
 
 
 class RiskStatus(Record, frozen=True, kw_only=True):
@@ -151,6 +155,19 @@ class RiskStatus(Record, frozen=True, kw_only=True):
     """Distinct degradation incidents inside the escalation window."""
     failsafe_flat: bool = False
     """The failsafe confirmed every venue flat (a reset is allowed)."""
+    live_when: str = "any"
+    """LIVE needs ``any`` venue, or ``all`` of them, connected and reconciled."""
+    venue_states: dict[str, str] = {}
+    """Per venue, its trading state: ACTIVE (trading), REDUCING (only orders that reduce a
+    position), HALTED (no new order: connector down, not reconciled, or a mismatch)."""
+    venue_reasons: dict[str, str] = {}
+    """Per venue, why it is in its trading state, in words."""
+    venue_outages_s: dict[str, float] = {}
+    """Per venue in an outage (its connector was up and is down), seconds so far."""
+    open_incidents: list[str] = []
+    """Open incidents (``kind venue/symbol``): each counted once, until it clears."""
+    incidents_opened: int = 0
+    """Incidents opened since the governor started."""
     checked: int = 0
     """Orders the pre-trade checks looked at."""
     passed: int = 0
@@ -169,7 +186,7 @@ class FailsafeStatus(Record, frozen=True, kw_only=True):
     incident: str = ""
     """Id of the current incident; empty when none."""
     venues: dict[str, str] = {}
-    """Per venue, where its flatten stands: pending, waiting, closing, flat, down, exhausted."""
+    """Per venue, where its flatten stands: pending, waiting, closing, backoff, flat, down, exhausted."""
     last_report: FailsafeReport | None = None
     """The last finished run: flat or not, attempts, incident report path."""
 

@@ -3,9 +3,14 @@ behind the start barrier, watches its health and stops it with the shutdown poli
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
+import tempfile
 import threading
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import pykka
@@ -13,7 +18,7 @@ from loguru import logger
 
 from actors.connectors.plugins import connector_class
 from actors.dashboard import Dashboard
-from actors.errors import JournalError
+from actors.errors import JournalError, TradeguardError
 from actors.failsafe import Failsafe, GetFailsafeState
 from actors.journal import Journal
 from actors.position_keeper import GetPortfolio, PositionKeeper
@@ -37,6 +42,100 @@ from tradeguard.settings import Settings
 from venues.paper import stop_paper_venues
 
 log = logger.bind(channel="main")
+
+LOCK_FILE = "tradeguard.lock"
+"""Held (``flock``) by the one running instance of a state directory; holds its pid."""
+
+
+class StateDirError(TradeguardError):
+    """The state directory cannot be used: it cannot be created or written to."""
+
+
+class StateDirLocked(StateDirError):
+    """Another running instance holds the state directory."""
+
+    def __init__(self, state_dir: Path, pid: int | None) -> None:
+        holder = f"pid {pid}" if pid is not None else "another process (its pid is not written yet)"
+        super().__init__(f"state directory {state_dir} is in use by {holder}; "
+                         f"one instance per state directory")
+        self.pid = pid
+
+
+class StateLock:
+    """The exclusive lock of one state directory, for the life of the running service.
+
+    ``acquire`` creates the directory (owner only), proves it writable, and takes an
+    ``flock`` on its lock file, which then holds our pid. The kernel drops the lock when
+    the process ends, however it ends (SIGKILL included), so a stale lock file never
+    blocks a restart. Two services on one directory would both trade one account and
+    fight over its control socket and journal; the second is refused instead.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> StateLock:
+        """Take the lock; raises ``StateDirLocked`` naming the holder's pid, or
+        ``StateDirError`` when the directory cannot be created or written."""
+        where = self.state_dir
+        try:
+            where.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateDirError(f"state directory {where}: cannot create it: {_why(exc)}") from exc
+        if not where.is_dir():
+            raise StateDirError(f"state directory {where}: not a directory")
+        try:
+            probe, probe_path = tempfile.mkstemp(prefix=".write-probe-", dir=where)
+            os.close(probe)
+            os.unlink(probe_path)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateDirError(f"state directory {where}: not writable: {_why(exc)}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StateDirLocked(where, self._wait_for_holder()) from exc
+            raise StateDirError(f"state directory {where}: cannot lock {LOCK_FILE}: {_why(exc)}") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def holder(self) -> int | None:
+        """The pid written in the lock file, if any."""
+        try:
+            text = self.path.read_text(errors="replace").strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def _wait_for_holder(self, within_s: float = 1.0) -> int | None:
+        # The holder writes its pid just after it takes the lock: give it a moment.
+        deadline = time.monotonic() + within_s
+        while (pid := self.holder()) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return pid
+
+    def release(self) -> None:
+        """Drop the lock (the file stays: removing it would race with a new holder)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> StateLock:
+        return self.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 def build_tree(settings: Settings, state_dir: Path, *, on_escalation: Any = None,
@@ -67,7 +166,8 @@ def build_tree(settings: Settings, state_dir: Path, *, on_escalation: Any = None
                   kwargs={"journal_name": settings.keeper.journal_name,
                           "session_boundary": settings.keeper.session_boundary}, **beat),
         ChildSpec(name="failsafe", actor_class=Failsafe,
-                  args=(settings.failsafe, state_dir, names), **beat),
+                  args=(settings.failsafe, state_dir, names),
+                  kwargs={"journal_path": state_dir / settings.keeper.journal_name}, **beat),
         ChildSpec(name="safety_monitor", actor_class=SafetyMonitor,
                   args=(settings.safety, state_dir), **beat),
         ChildSpec(name="connectors", actor_class=Supervisor, args=(connectors,),
@@ -189,6 +289,12 @@ class Service:
         try:
             if policy == "flatten":
                 self._flatten_before_stop(deadline)
+            elif policy == "cancel" and (self.ask("failsafe", GetFailsafeState()) or {}).get("running"):
+                # A mass cancel now would cancel the failsafe's closing orders: its rounds under
+                # way finish first (up to the deadline); a run cut short is written down by the
+                # failsafe as interrupted.
+                log.warning("shutdown cancel skipped: a failsafe run is under way")
+                self._wait_for_failsafe(deadline, 0)
             elif policy == "cancel":
                 for venue in self.settings.venues():
                     self.ask(venue, CancelAll(venue=venue, source="shutdown", request_id="shutdown"))
@@ -209,17 +315,25 @@ class Service:
             log.critical("shutdown flatten impossible: the supervision tree is not running")
             return
         systemd.extend_timeout(max(1.0, deadline - time.monotonic()) + 5.0)
+        asked_ns = now_ns()
         registry.tell("failsafe", FlattenRequested(reason="shutdown with on_shutdown=flatten",
-                                                   source="shutdown", ts_ns=now_ns()))
+                                                   source="shutdown", ts_ns=asked_ns))
+        if not self._wait_for_failsafe(deadline, asked_ns):
+            log.critical("shutdown flatten did not finish before the shutdown timeout")
+
+    def _wait_for_failsafe(self, deadline: float, since_ns: int) -> bool:
+        """Wait until the failsafe reports an outcome made at or after ``since_ns`` (with 0:
+        until no round of its run is under way); False at the deadline."""
         next_extend = time.monotonic() + 1.0
         while time.monotonic() < deadline:
             state = self.ask("failsafe", GetFailsafeState()) or {}
-            if state.get("last_report") and not state.get("running"):
-                log.info(f"shutdown flatten finished: {state['last_report'].get('detail')}")
-                return
+            report = state.get("last_report") or {}
+            if (report.get("ts_ns", 0) >= since_ns > 0) if since_ns else not state.get("rounds_under_way"):
+                log.info(f"shutdown: the failsafe run ended: {report.get('detail')}")
+                return True
             if time.monotonic() >= next_extend:
                 # Keep systemd's stop timeout ahead of us while the flatten runs.
                 next_extend = time.monotonic() + 1.0
                 systemd.extend_timeout(5.0)
             time.sleep(0.1)  # outside the actor system: the process's own stop sequence
-        log.critical("shutdown flatten did not finish before the shutdown timeout")
+        return False

@@ -19,18 +19,23 @@ import msgspec
 from loguru import logger
 
 from actors.errors import ConfigError
+from messages.control import FailsafeReport
 from messages.status import StatusDocument
 from tradeguard import systemd
 from tradeguard.control import ControlError, fetch_status, send_command
-from tradeguard.settings import STATE_DIR_ENV, load_settings, resolve_state_dir
+from tradeguard.settings import STATE_DIR_ENV, disabled_checks, load_settings, resolve_state_dir
 
 if TYPE_CHECKING:
     from tradeguard.app import Service
+    from tradeguard.settings import Settings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 EXIT_ESCALATED = 3
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+"""The reader of our output went away (``tradeguard status | head -1``): quietly, as a
+command killed by SIGPIPE would."""
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
@@ -136,7 +141,7 @@ def watchdog_loop(service: Service, stop: threading.Event, notify: Callable[...,
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the service in the foreground until a stop signal or the tree gives up."""
-    from tradeguard.app import Service
+    from tradeguard.app import StateDirError, StateLock
     from tradeguard.logs import setup_logging, shutdown_logging
 
     try:
@@ -145,27 +150,44 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"tradeguard: bad configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     state_dir = resolve_state_dir(settings, args.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(state_dir / "logs", level=settings.service.log_level)
+    lock = StateLock(state_dir)
+    try:
+        lock.acquire()
+        setup_logging(state_dir / "logs", level=settings.service.log_level)
+    except StateDirError as exc:
+        print(f"tradeguard: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        lock.release()
+        print(f"tradeguard: state directory {state_dir}: cannot write the logs: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return _run_service(settings, state_dir)
+    finally:
+        shutdown_logging()
+        lock.release()
+
+
+def _run_service(settings: Settings, state_dir: Path) -> int:
+    from tradeguard.app import Service
+
     stop = threading.Event()
     SignalWatcher(stop).install()
     service = Service(settings, state_dir)
     try:
-        try:
-            service.start()
-        except Exception as exc:
-            logger.bind(channel="main").exception(f"tradeguard failed to start: {exc}")
-            systemd.status(f"failed to start: {exc}")
-            service.stop("leave")
-            return EXIT_FAILURE
-        systemd.ready()
-        code = watchdog_loop(service, stop, watchdog_s=systemd.watchdog_interval_s())
-        systemd.stopping()
-        logger.bind(channel="main").info(f"stopping (exit code {code})")
-        service.stop()
-        return code
-    finally:
-        shutdown_logging()
+        service.start()
+    except Exception as exc:
+        logger.bind(channel="main").exception(f"tradeguard failed to start: {exc}")
+        systemd.status(f"failed to start: {exc}")
+        service.stop("leave")
+        return EXIT_FAILURE
+    systemd.ready()
+    code = watchdog_loop(service, stop, watchdog_s=systemd.watchdog_interval_s())
+    systemd.stopping()
+    logger.bind(channel="main").info(f"stopping (exit code {code})")
+    service.stop()
+    return code
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -177,6 +199,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     kinds = ", ".join(f"{c.name} ({c.kind})" for c in settings.connector_configs())
     print(f"ok: mode {settings.service.mode}; connectors: {kinds}; "
           f"strategies: {', '.join(s.name for s in settings.strategies) or 'none'}")
+    off = disabled_checks(settings)
+    if off:
+        print(f"note: set to 0, so switched off: {', '.join(off)}")
     return EXIT_OK
 
 
@@ -225,21 +250,47 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_flatten(args: argparse.Namespace) -> int:
+def _wait_seconds(text: str) -> float:
+    """``--wait``: a finite number of seconds within 0..86400."""
     try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 <= value <= 86_400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected 0..86400 seconds, got {text!r}")
+    return value
+
+
+def cmd_flatten(args: argparse.Namespace) -> int:
+    """FAILSAFE now; with a wait, exit 0 only once the failsafe reports every venue flat
+    (venue-confirmed), after this command. A NOT FLAT report (a venue down, attempts spent)
+    does not end the wait: the failsafe keeps retrying and re-checking."""
+    try:
+        asked_ns = time.time_ns()
         print(_control(args, "flatten", args.reason))
         if args.no_wait:
             return EXIT_OK
         deadline = time.monotonic() + args.wait
-        while time.monotonic() < deadline:
+        last: FailsafeReport | None = None
+        mode = ""
+        while True:
             status = _status(args)
+            mode = str(status.mode)
             report = status.failsafe.last_report if status.failsafe is not None else None
-            if report is not None and status.failsafe is not None and not status.failsafe.running:
-                print(f"mode {status.mode}: {'flat' if report.flat else 'NOT FLAT'} "
-                      f"({report.detail}); incident report {report.incident_path}")
-                return EXIT_OK if report.flat else EXIT_FAILURE
-            time.sleep(0.2)
-        print("tradeguard: the flatten did not finish in time; see `tradeguard status`", file=sys.stderr)
+            if report is not None and report.ts_ns >= asked_ns:
+                last = report
+                if report.flat:
+                    print(f"mode {mode}: flat ({report.detail}); incident report {report.incident_path}")
+                    return EXIT_OK
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.2, max(deadline - time.monotonic(), 0.0)))
+        if last is not None:
+            print(f"mode {mode}: NOT FLAT after {args.wait:g}s ({last.detail}); the failsafe keeps "
+                  f"retrying; incident report {last.incident_path}")
+        else:
+            print(f"tradeguard: no flatten outcome within {args.wait:g}s; see `tradeguard status`",
+                  file=sys.stderr)
         return EXIT_FAILURE
     except ControlError as exc:
         print(f"tradeguard: {exc}", file=sys.stderr)
@@ -256,6 +307,21 @@ def _simple(verb: str) -> Any:
         return EXIT_OK
 
     return run
+
+
+def cmd_reset(args: argparse.Namespace) -> int:
+    """Leave FAILSAFE; exits 1 unless the service did (it refuses while the venues are not
+    confirmed flat, and there is nothing to reset outside FAILSAFE)."""
+    try:
+        result = str(_control(args, "reset", args.reason))
+    except ControlError as exc:
+        print(f"tradeguard: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if not result.startswith("reset:"):
+        print(f"tradeguard: reset refused: {result}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(result)
+    return EXIT_OK
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -276,20 +342,33 @@ def cmd_venue(args: argparse.Namespace) -> int:
     return int(venue_main(argv) or 0)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default; an option without one (None, off, empty)
+    says in its own help text what happens when it is left out."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, "") or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tradeguard", description="An always-on safety supervisor for live trading.")
+        prog="tradeguard", description="An always-on safety supervisor for live trading.",
+        formatter_class=_HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_state(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--state-dir", help=f"state directory (default: {STATE_DIR_ENV} or the config's)")
-        p.add_argument("--config", help="configuration file, to find its state directory")
+        p.add_argument("--config", help="configuration file, to find its state directory "
+                       "(default: the embedded paper config)")
         p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
         return p
 
     run = sub.add_parser("run", help="run the service in the foreground")
     run.add_argument("--config", help="configuration file (default: the embedded paper config)")
-    run.add_argument("--state-dir", help=f"state directory (overrides {STATE_DIR_ENV} and the config)")
+    run.add_argument("--state-dir", help=f"state directory (default: {STATE_DIR_ENV}, else the "
+                     "config's service.state_dir)")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="check a configuration file (exit 2 if bad)")
@@ -303,14 +382,15 @@ def build_parser() -> argparse.ArgumentParser:
     flatten = with_state(sub.add_parser("flatten", help="FAILSAFE: cancel everything and flatten"))
     flatten.add_argument("--reason", default="", help="why (audited)")
     flatten.add_argument("--no-wait", action="store_true", help="do not wait for the venues to be flat")
-    flatten.add_argument("--wait", type=float, default=30.0, help="seconds to wait for flat")
+    flatten.add_argument("--wait", type=_wait_seconds, default=30.0,
+                         help="seconds to wait for every venue to report flat (0..86400)")
     flatten.set_defaults(func=cmd_flatten)
 
     for verb, text in (("pause", "refuse new orders until resumed"), ("resume", "accept orders again"),
                        ("reset", "leave FAILSAFE once the venues are confirmed flat")):
         p = with_state(sub.add_parser(verb, help=text))
         p.add_argument("--reason", default="", help="why (audited)")
-        p.set_defaults(func=_simple(verb))
+        p.set_defaults(func=cmd_reset if verb == "reset" else _simple(verb))
 
     dash = with_state(sub.add_parser("dashboard", help="terminal dashboard of the running service"))
     dash.set_defaults(func=cmd_dashboard)
@@ -322,12 +402,24 @@ def build_parser() -> argparse.ArgumentParser:
     venue.add_argument("options", nargs=argparse.REMAINDER,
                        help="further options of that venue (e.g. --begin-string FIX.4.2 for fix)")
     venue.set_defaults(func=cmd_venue)
+    for command in sub.choices.values():
+        command.formatter_class = _HelpFormatter
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``tradeguard status | head -1``). Point stdout at
+        # /dev/null so that the interpreter's own flush at exit cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 if __name__ == "__main__":

@@ -39,11 +39,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 import pykka
 from loguru import logger
+from msgspec import Meta
 
 from actors import topics
 from actors.connectors._io import SessionLink, SessionLost, SessionUp
@@ -68,22 +69,23 @@ from messages import (
     VenuePositions,
     now_ns,
 )
+from messages.bounds import Name, Symbol
 from supervision import Backoff, SupervisedActor, TimerHandle, bus, scheduler
 
 
 class ConnectorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Settings every connector has; each connector extends it with its own fields."""
 
-    name: str
+    name: Name
     """Instance name: the ``venue`` of every message it emits and its registry name."""
     kind: str
     """Which connector: ``paper``, ``zmq``, ``fix``, ``ibkr`` or a plug-in's kind."""
-    symbols: tuple[str, ...] = ()
+    symbols: tuple[Symbol, ...] = ()
     """Symbols subscribed on every (re)connect."""
-    connect_timeout_s: float = 5.0
+    connect_timeout_s: Annotated[float, Meta(ge=0.1, le=3600.0)] = 5.0
     """How long one connection attempt may take before it counts as failed (and the next
     one is scheduled with backoff). At least 0.1."""
-    health_interval_s: float = 1.0
+    health_interval_s: Annotated[float, Meta(ge=0.01, le=3600.0)] = 1.0
     """How often a ``HealthReport`` is published. At least 0.01."""
     reconnect_initial_s: float = 0.5
     """Delay before the first reconnection attempt of an outage (before jitter). 0.01 to
@@ -241,7 +243,7 @@ class Connector(SupervisedActor):
         finally:
             if was_connected:
                 bus.publish(topics.CONNECTORS, ConnectorDown(name=self.name, reason="connector stopped",
-                                                             ts_ns=now_ns()))
+                                                             ts_ns=now_ns(), lost=False))
                 bus.publish(topics.HEALTH, self.health())
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:

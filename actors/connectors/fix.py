@@ -74,9 +74,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import quickfix as fix
+from msgspec import Meta
 
 from actors import topics
 from actors.connectors._io import SessionLink
@@ -102,11 +103,11 @@ from messages import (
     check_decimal,
     now_ns,
 )
+from messages.bounds import FileName, Host, Label, Port, RelativePath
 from messages.fix_spec import (
     BEGIN_STRINGS,
     EXTENDED_42_TYPES,
     FIX42,
-    FIX44,
     ORD_TYPE_CODES,
     SIDE_CODES,
     SIDES,
@@ -125,29 +126,29 @@ class FixConfig(ConnectorConfig, frozen=True, kw_only=True):
 
     kind: str = "fix"
     """Always ``fix``."""
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     """The venue's acceptor host."""
-    port: int = 9878
+    port: Port = 9878
     """The venue's acceptor port."""
-    begin_string: str = FIX44
+    begin_string: Literal["FIX.4.4", "FIX.4.2", "FIXT.1.1"] = "FIX.4.4"
     """``FIX.4.4``, ``FIX.4.2`` or ``FIXT.1.1`` (FIX 5.0 SP2)."""
-    sender_comp_id: str = "TRADEGUARD"
+    sender_comp_id: Annotated[Label, Meta(min_length=1)] = "TRADEGUARD"
     """Our SenderCompID (the venue's TargetCompID)."""
-    target_comp_id: str = "VENUE"
+    target_comp_id: Annotated[Label, Meta(min_length=1)] = "VENUE"
     """The venue's SenderCompID."""
-    account: str = ""
+    account: Label = ""
     """Account (tag 1) on position requests; the SenderCompID when empty."""
-    heartbeat_s: int = 5
+    heartbeat_s: Annotated[int, Meta(ge=1, le=3600)] = 5
     """HeartBtInt proposed at logon, in whole seconds."""
-    store_dir: str = "fix"
+    store_dir: RelativePath = "fix"
     """quickfix store and log directory, relative to the connector's state directory."""
     reset_on_logon: bool = False
     """Start both sides' sequence numbers at 1 on every logon (loses resend of missed
     executions; for venues that require it)."""
-    journal: str = "journal.sqlite3"
+    journal: FileName = "journal.sqlite3"
     """File name, in the state directory, of the journal whose orders for this venue that
-    are not terminal are queried (OrderStatusRequest) at every logon after a start; read
-    only, and only when the file exists. Empty: only the orders sent by this process."""
+    are not terminal are queried (OrderStatusRequest) at every logon after a start (the
+    keeper's ``journal_name``); read only, and only when the file exists."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -162,7 +163,7 @@ class FixConfig(ConnectorConfig, frozen=True, kw_only=True):
         for name in ("host", "sender_comp_id", "target_comp_id", "store_dir"):
             if not getattr(self, name):
                 raise ValueError(f"{name}: must not be empty")
-        if "/" in self.journal or self.journal in (".", ".."):
+        if not self.journal or "/" in self.journal or self.journal in (".", ".."):
             raise ValueError(f"journal: must be a plain file name, got {self.journal!r}")
 
 
@@ -451,8 +452,6 @@ class FixConnector(Connector):
     def _track_journal_orders(self) -> None:
         """Track the journal's orders of this venue that are not terminal (read only; once
         per start): a restarted process still asks the venue about them."""
-        if not self.fix_config.journal:
-            return
         path = self.state_dir / self.fix_config.journal
         if not path.is_file():
             return

@@ -15,8 +15,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
+from msgspec import Meta
 
 from actors.connectors._io import SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
@@ -32,6 +34,7 @@ from messages import (
     VenuePositions,
     now_ns,
 )
+from messages.bounds import Interval, Label
 from venues.engine import EngineConfig, VenueEngine
 from venues.paper import PaperVenue, paper_venue
 
@@ -39,9 +42,9 @@ from venues.paper import PaperVenue, paper_venue
 class PaperConfig(ConnectorConfig, frozen=True, kw_only=True):
     """The paper venue: an engine in this process."""
 
-    account: str = "PAPER-1"
+    account: Annotated[Label, Meta(min_length=1)] = "PAPER-1"
     """Account at the simulated venue."""
-    quote_interval_s: float = 0.05
+    quote_interval_s: Interval = 0.05
     """Time between market steps (one QuoteBatch per step)."""
     persist: bool = True
     """Save the venue's account under the state directory after every order event."""

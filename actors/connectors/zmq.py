@@ -35,10 +35,11 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 import zmq
+from msgspec import Meta
 
 from actors.connectors._io import IoThread, SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
@@ -59,6 +60,7 @@ from messages import (
     now_ns,
 )
 from messages import zmq_wire as wire
+from messages.bounds import Endpoint, Interval
 
 _ENDPOINT_PREFIXES = ("ipc://", "tcp://")
 
@@ -68,21 +70,21 @@ class ZmqConfig(ConnectorConfig, frozen=True, kw_only=True):
 
     kind: str = "zmq"
     """Always ``zmq``."""
-    market_endpoint: str = "tcp://127.0.0.1:5601"
+    market_endpoint: Endpoint = "tcp://127.0.0.1:5601"
     """The venue's market data (PUB) endpoint."""
-    order_endpoint: str = "tcp://127.0.0.1:5600"
+    order_endpoint: Endpoint = "tcp://127.0.0.1:5600"
     """The venue's order gateway (ROUTER) endpoint."""
-    stale_after_s: float = 2.0
+    stale_after_s: Annotated[float, Meta(ge=0.01, le=3600.0)] = 2.0
     """No venue heartbeat (or no answer to pings) for this long means the session is lost."""
-    ping_interval_s: float = 1.0
+    ping_interval_s: Interval = 1.0
     """How often the order channel is pinged (round-trip latency and liveness)."""
-    reorder_window: int = 16
+    reorder_window: Annotated[int, Meta(ge=0, le=100_000)] = 16
     """Out-of-order frames held per topic before the missing ones count as a gap."""
-    reorder_timeout_s: float = 0.5
+    reorder_timeout_s: Annotated[float, Meta(ge=0.001, le=3600.0)] = 0.5
     """Longest an out-of-order frame is held before the missing ones count as a gap."""
-    poll_interval_s: float = 0.05
+    poll_interval_s: Interval = 0.05
     """Longest the poller thread sleeps between cycles."""
-    max_batch: int = 2000
+    max_batch: Annotated[int, Meta(ge=1, le=1_000_000)] = 2000
     """Most market data frames read in one cycle (one ``QuoteBatch``)."""
     resync_after: int = 5
     """Consecutive frames of a topic behind its expected sequence number, each following

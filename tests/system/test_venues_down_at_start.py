@@ -129,9 +129,6 @@ def test_status_answers_within_15s_and_shows_the_unreachable_venues_down(service
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, raises=AssertionError,
-                   reason="the risk governor goes LIVE only when every connector is up; trading "
-                   "on the reachable venues needs the per-venue trading state")
 def test_the_paper_venue_trades_while_the_others_are_down(service: Service) -> None:
     status = wait_status(service.state, lambda s: (_connector(s, "paper").get("fills") or 0) > 0,
                          timeout_s=30, what="fills on the paper venue")
