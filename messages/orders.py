@@ -268,6 +268,12 @@ class OrderFilled(Message, frozen=True, kw_only=True):
     """The venue's own identifier for the order."""
     ts_ns: int = 0
     """When the venue executed, wall clock nanoseconds."""
+    inferred: bool = False
+    """True when no execution report carried this fill: the connector inferred it from the
+    venue's order status (its cumulative quantity ahead of the fills already published).
+    ``fill_id`` is then made by the connector, deterministic for the order and cumulative
+    quantity (FIX: ``inferred:<ClOrdID>:<CumQty>``), so a second recovery cannot count it
+    again, and ``price`` is derived from the venue's average price and the known fills."""
 
     field_bounds: ClassVar[Bounds] = MappingProxyType({
         "quantity": QUANTITY_BOUNDS,
@@ -344,6 +350,109 @@ class VenuePositions(Message, frozen=True, kw_only=True):
     """The ``RequestPositions.request_id`` this answers; empty when unsolicited."""
     ts_ns: int = 0
     """When the venue reported, wall clock nanoseconds."""
+
+
+class FillBusted(Message, frozen=True, kw_only=True):
+    """The venue cancelled (busted) an execution it had reported: the trade never happened.
+
+    The position keeper removes the fill ``fill_id`` from the positions (and marks the
+    venue unreconciled until the venue's positions agree again)."""
+
+    client_order_id: str
+    """The order the busted execution belonged to."""
+    venue: str
+    """Connector that carried it."""
+    fill_id: str
+    """The venue's identifier of the busted execution (FIX ExecRefID)."""
+    bust_id: str
+    """The venue's identifier of the bust itself (FIX ExecID of the report)."""
+    symbol: str
+    """Instrument symbol."""
+    side: Side
+    """Side of the order."""
+    quantity: Decimal
+    """Quantity of the busted execution, as the venue reports it; positive."""
+    price: Decimal
+    """Price of the busted execution, as the venue reports it; positive."""
+    cumulative_quantity: Decimal
+    """The order's filled quantity at the venue after the bust."""
+    average_price: Decimal = Decimal(0)
+    """The order's average fill price at the venue after the bust; zero when nothing is filled."""
+    venue_order_id: str = ""
+    """The venue's own identifier for the order."""
+    text: str = ""
+    """The venue's words."""
+    ts_ns: int = 0
+    """When the venue busted the trade, wall clock nanoseconds."""
+
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "quantity": QUANTITY_BOUNDS,
+        "price": PRICE_BOUNDS,
+        "cumulative_quantity": QUANTITY_BOUNDS,
+        "average_price": PRICE_BOUNDS,
+    })
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_text("fill_id", self.fill_id)
+        require_text("bust_id", self.bust_id)
+        require_text("symbol", self.symbol)
+        require_above_zero("quantity", self.quantity)
+        require_above_zero("price", self.price)
+        require_not_below_zero("cumulative_quantity", self.cumulative_quantity)
+        require_not_below_zero("average_price", self.average_price)
+
+
+class FillCorrected(Message, frozen=True, kw_only=True):
+    """The venue corrected the quantity or price of an execution it had reported.
+
+    The position keeper replaces the fill ``fill_id`` by one of ``quantity`` at ``price``
+    (identified from now on by ``correction_id``), and marks the venue unreconciled until
+    the venue's positions agree again."""
+
+    client_order_id: str
+    """The order the corrected execution belongs to."""
+    venue: str
+    """Connector that carried it."""
+    fill_id: str
+    """The venue's identifier of the execution corrected (FIX ExecRefID)."""
+    correction_id: str
+    """The venue's identifier of the corrected execution (FIX ExecID of the report)."""
+    symbol: str
+    """Instrument symbol."""
+    side: Side
+    """Side of the order."""
+    quantity: Decimal
+    """The execution's quantity after the correction; positive."""
+    price: Decimal
+    """The execution's price after the correction; positive."""
+    cumulative_quantity: Decimal
+    """The order's filled quantity at the venue after the correction."""
+    average_price: Decimal = Decimal(0)
+    """The order's average fill price at the venue after the correction."""
+    venue_order_id: str = ""
+    """The venue's own identifier for the order."""
+    text: str = ""
+    """The venue's words."""
+    ts_ns: int = 0
+    """When the venue corrected the trade, wall clock nanoseconds."""
+
+    field_bounds: ClassVar[Bounds] = MappingProxyType({
+        "quantity": QUANTITY_BOUNDS,
+        "price": PRICE_BOUNDS,
+        "cumulative_quantity": QUANTITY_BOUNDS,
+        "average_price": PRICE_BOUNDS,
+    })
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        require_text("fill_id", self.fill_id)
+        require_text("correction_id", self.correction_id)
+        require_text("symbol", self.symbol)
+        require_above_zero("quantity", self.quantity)
+        require_above_zero("price", self.price)
+        require_not_below_zero("cumulative_quantity", self.cumulative_quantity)
+        require_not_below_zero("average_price", self.average_price)
 
 
 OrderEvent = OrderAccepted | OrderRejected | OrderFilled | OrderCancelled

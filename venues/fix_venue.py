@@ -22,7 +22,7 @@ the few fields 5.0 SP2 requires) by configuration; docs/fix.md describes the sub
   LeavesQty and AvgPx of the order, working or done, echoing OrdStatusReqID; an order
   the venue never accepted is answered OrdStatus Rejected with OrdRejReason 5 (unknown).
 - OrderMassStatusRequest (AF) -> one 8 with ExecType I (order status) per working order;
-  with ``replay_trades`` (today's default, not standard) also every execution of the
+  with ``replay_trades`` (not standard; off by default) also every execution of the
   account today (UTC) replayed as an 8 Trade with PossResend=Y.
 - Trade busts and corrections made at the engine -> 8 with ExecType H (Trade Cancel) or
   G (Trade Correct), ExecRefID naming the original ExecID, CumQty/AvgPx as they now stand.
@@ -141,15 +141,16 @@ def _rate(field: str, value: float) -> None:
 class FixBehaviour(msgspec.Struct, frozen=True, kw_only=True):
     """How the FIX venue behaves where real venues differ from a kind simulator.
 
-    The defaults are the venue as it always was: a switch changes one thing. Rates are
-    probabilities per order (per trade for busts and corrections, per engine step for
+    The defaults are a standard venue (no trade replay on AF): a switch changes one
+    thing. Rates are probabilities per order (per trade for busts and corrections, per engine step for
     fills from elsewhere), drawn from generators seeded by ``seed``.
     """
 
-    replay_trades: bool = True
+    replay_trades: bool = False
     """Answer AF with today's executions replayed after the order statuses. Not standard:
     a standard venue sends order statuses only, and missed fills are recovered by the
-    session's resend and by OrderStatusRequest (35=H). ``False`` is standard recovery."""
+    session's resend and by OrderStatusRequest (35=H). ``False`` (the default) is standard
+    recovery."""
     resend_fills: bool = True
     """Resend execution reports on a ResendRequest (standard). ``False``: they are
     gap-filled, so fills sent while the session was down never reach the client."""
@@ -1324,7 +1325,9 @@ def _parser() -> argparse.ArgumentParser:
         "misbehaviour", "what real venues do that a kind simulator does not (rates are 0..1)")
     misbehave.add_argument("--standard-recovery", action="store_true",
                            help="answer OrderMassStatusRequest (AF) with order statuses only, "
-                                "no trade replay (missed fills: resend and 35=H)")
+                                "no trade replay (missed fills: resend and 35=H); the default")
+    misbehave.add_argument("--replay-trades", action="store_true",
+                           help="also replay today's executions on AF (not standard)")
     misbehave.add_argument("--no-resend-fills", action="store_true",
                            help="gap-fill execution reports on a ResendRequest instead of "
                                 "resending them (fills while the session is down are lost)")
@@ -1350,7 +1353,7 @@ def _parser() -> argparse.ArgumentParser:
 def behaviour_from_args(args: argparse.Namespace) -> FixBehaviour:
     """The ``FixBehaviour`` the command line asks for (``ValueError`` naming a bad option)."""
     return FixBehaviour(
-        replay_trades=not args.standard_recovery,
+        replay_trades=args.replay_trades and not args.standard_recovery,
         resend_fills=not args.no_resend_fills,
         mass_cancel=args.mass_cancel,
         session_reject_rate=args.session_reject_rate,

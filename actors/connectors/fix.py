@@ -3,9 +3,12 @@
 quickfix owns the socket and its thread. The session level (Logon, Heartbeat,
 TestRequest, ResendRequest, SequenceReset, Logout) is quickfix's; its store under the
 connector's state directory keeps sequence numbers across restarts, so a reconnecting
-connector gets every ExecutionReport it missed by an ordinary ResendRequest. Application
-messages of our own are never resent after a reconnect (a stale order must not reach
-the venue late): ``toApp`` turns their resend into a gap fill.
+connector gets every ExecutionReport it missed by an ordinary ResendRequest, when the
+venue resends them (the order status requests below cover a venue that does not). Application
+orders, cancels and mass cancels of our own are never resent after a reconnect (a stale
+order must not reach the venue late): ``toApp`` turns their resend into a gap fill.
+Requests (status, positions, market data) are resent: the venue may ask for the ones
+sent just after a logon, before its own ResendRequest arrived.
 
 ``connect`` starts the initiator and returns; quickfix connects once and the logon is the
 session coming up. An attempt without a logon within ``connect_timeout_s`` is stopped and
@@ -30,9 +33,18 @@ Message flow (docs/fix.md has the whole subset):
   ``CancelAllDone``.
 - ``request_positions``: RequestForPositions (AN); the ack (AO) says how many
   PositionReports (AP) follow; they become one ``VenuePositions``.
-- ``resync``: OrderMassStatusRequest (AF): one order-status report per working order
-  (``OrderAccepted``) and a replay of the day's executions (``OrderFilled``; the base
-  and the journal drop fill ids they already have), then AN for the positions.
+- ``resync`` (every logon): one OrderStatusRequest (H) per order of this venue that is
+  not terminal (sent in this process, or -- after a start -- read from the journal), then
+  OrderMassStatusRequest (AF), then AN for the positions. The status reports
+  (ExecType=I) recover what happened while the session was down: CumQty ahead of what
+  was published becomes one ``OrderFilled`` flagged ``inferred`` (deterministic fill id
+  ``inferred:<ClOrdID>:<CumQty>``, price derived from AvgPx and the fills published), a
+  terminal OrdStatus the matching terminal event, an order the venue does not know a
+  rejection with a WARNING. The venue replaying trades is never relied on.
+- 35=3 (session Reject of a NewOrderSingle) and 35=j (BusinessMessageReject, RefMsgType
+  D) end the order with ``OrderRejected``.
+- ExecType H / G (trade bust / correction) become ``FillBusted`` / ``FillCorrected``
+  and a WARNING ``SafetyEvent``; the position keeper applies them.
 - A Logout or a dropped connection after logon is a lost session, and a Logout answering
   our Logon a failed attempt: the connector stops the initiator and reconnects with
   backoff.
@@ -62,14 +74,16 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Annotated, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
 import quickfix as fix
 from msgspec import Meta
 
+from actors import topics
 from actors.connectors._io import SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
-from actors.errors import ConnectorError
+from actors.errors import ConnectorError, JournalError
+from actors.journal import Journal
 from core.l1_book import L1Book, L1Books
 from messages import (
     PRICE_BOUNDS,
@@ -81,13 +95,15 @@ from messages import (
     OrderRejected,
     QuoteBatch,
     RejectReason,
+    SafetyEvent,
+    Severity,
     SubmitOrder,
     VenuePosition,
     VenuePositions,
     check_decimal,
     now_ns,
 )
-from messages.bounds import Host, Label, Port, RelativePath
+from messages.bounds import FileName, Host, Label, Port, RelativePath
 from messages.fix_spec import (
     BEGIN_STRINGS,
     EXTENDED_42_TYPES,
@@ -101,6 +117,8 @@ from messages.fix_spec import (
     format_decimal,
     utc_timestamp,
 )
+from messages.orders import FillBusted, FillCorrected
+from supervision import bus
 
 
 class FixConfig(ConnectorConfig, frozen=True, kw_only=True):
@@ -127,6 +145,10 @@ class FixConfig(ConnectorConfig, frozen=True, kw_only=True):
     reset_on_logon: bool = False
     """Start both sides' sequence numbers at 1 on every logon (loses resend of missed
     executions; for venues that require it)."""
+    journal: FileName = "journal.sqlite3"
+    """File name, in the state directory, of the journal whose orders for this venue that
+    are not terminal are queried (OrderStatusRequest) at every logon after a start (the
+    keeper's ``journal_name``); read only, and only when the file exists."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -141,6 +163,8 @@ class FixConfig(ConnectorConfig, frozen=True, kw_only=True):
         for name in ("host", "sender_comp_id", "target_comp_id", "store_dir"):
             if not getattr(self, name):
                 raise ValueError(f"{name}: must not be empty")
+        if not self.journal or "/" in self.journal or self.journal in (".", ".."):
+            raise ValueError(f"journal: must be a plain file name, got {self.journal!r}")
 
 
 # ---- data dictionaries ------------------------------------------------------------------------
@@ -213,19 +237,35 @@ def _timestamp_ns(text: str | None) -> int:
 
 _REJECT_REASONS = {"1": RejectReason.UNKNOWN_SYMBOL, "6": RejectReason.DUPLICATE_ID}
 _WORKING = frozenset({"0", "1", "A", "6", "E"})  # new, partial, pending new/cancel/replace
+_ENDED = {"3": "done for day", "4": "cancelled", "C": "expired"}  # OrdStatus -> words
+_UNKNOWN_ORDER = "5"  # OrdRejReason: unknown order
+_EXEC_REF_ID = 19
+_BUSINESS_REJECT_REF_ID = 379
+_ORD_STATUS_REQ_ID = 790
+_ZERO = Decimal(0)
+_PRICE_STEP = Decimal("1e-10")  # places of a price derived from AvgPx
+_MAX_SENT = 4096  # NewOrderSingle sequence numbers remembered for session Rejects
+_RESENDABLE = frozenset({"H", "V", "AF", "AN", EXTENDED_42_TYPES["AF"], EXTENDED_42_TYPES["AN"]})
+"""Requests that are resent when the venue asks (answering them again does no harm)."""
 _RECONNECT_INTERVAL_S = 3600
 """quickfix's own reconnect interval: longer than any attempt, so it never reconnects."""
 _MAX_PENDING = 256  # position / mass cancel requests remembered while unanswered
+_K = TypeVar("_K")
 _V = TypeVar("_V")
 
 
 @dataclass
 class _Order:
-    """What a cancel request must repeat about the order it cancels."""
+    """An order of this venue that is not terminal: what a cancel or a status request must
+    repeat about it, and what has been published as filled."""
 
     symbol: str
     side: str
     quantity: str
+    filled: Decimal = _ZERO
+    """Quantity published as filled (``OrderFilled``), inferred fills included."""
+    notional: Decimal = _ZERO
+    """Sum of quantity times price of those fills."""
 
 
 @dataclass
@@ -265,14 +305,20 @@ class _Application(fix.Application):  # type: ignore[misc]
         self.connector._guard("fromAdmin", self.connector._on_incoming_admin, message)
 
     def toApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
-        """An outgoing application message: never resend one after a reconnect."""
+        """An outgoing application message: an order, cancel or mass cancel is never resent
+        (a stale one must not reach the venue late); a request (status, positions, market
+        data) is, so one the venue asks again for right after a logon still gets its
+        answer."""
         try:
-            resend = _get(message.getHeader(), Tag.POSS_DUP_FLAG) == "Y"
+            header = message.getHeader()
+            stale = (_get(header, Tag.POSS_DUP_FLAG) == "Y"
+                     and _get(header, Tag.MSG_TYPE) not in _RESENDABLE)
         except BaseException:  # an exception escaping into quickfix ends the process
             self.connector.count_error()
             return
-        if resend:
+        if stale:
             raise fix.DoNotSend()
+        self.connector._guard("toApp", self.connector._on_outgoing_app, message)
 
     def fromApp(self, message: fix.Message, session_id: fix.SessionID) -> None:
         """An incoming application message."""
@@ -304,6 +350,9 @@ class FixConnector(Connector):
         self._orders: dict[str, _Order] = {}
         self._position_requests: dict[str, _PositionRequest] = {}
         self._mass_cancels: dict[str, str] = {}  # ClOrdID -> CancelAll.request_id
+        self._sent_orders: dict[int, str] = {}  # MsgSeqNum of a NewOrderSingle -> ClOrdID
+        self._status_seen: set[str] = set()  # working orders reported by status this session
+        self._journal_read = False
         self._books = L1Books(config.name)  # quickfix thread only; every change published
         self._ids = itertools.count(1)
         self._handlers: dict[str, Callable[[fix.Message], None]] = {
@@ -328,6 +377,9 @@ class FixConnector(Connector):
         self._books = L1Books(self.name)  # refilled by the new session's snapshots: nothing stale
         self._closing = False
         self._logout_text = ""
+        if not self._journal_read:
+            self._journal_read = True
+            self._track_journal_orders()
         try:
             directory.mkdir(parents=True, exist_ok=True)
             settings = self._settings(directory)
@@ -357,8 +409,19 @@ class FixConnector(Connector):
         self._application = None
         self._logged_on.clear()
 
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        table = super().handlers()
+        table[FillBusted] = self._deliver_amendment
+        table[FillCorrected] = self._deliver_amendment
+        return table
+
+    def _deliver_amendment(self, message: FillBusted | FillCorrected) -> None:
+        bus.publish(topics.ORDERS, message)
+
     def resync(self) -> None:
-        """Ask for open orders and the day's executions (AF), then for the positions (AN)."""
+        """Ask for the status of every order that is not terminal (H), for the working
+        orders (AF), then for the positions (AN)."""
+        self._query_orders()
         request = self._new("AF")
         _set(request, (
             (Tag.MASS_STATUS_REQ_ID, self._next_id("ms")),
@@ -366,6 +429,61 @@ class FixConnector(Connector):
         ))  # fmt: skip
         self._send(request)
         self.request_positions("")
+
+    def _query_orders(self) -> None:
+        """One OrderStatusRequest (H) per order of this venue that is not terminal; the
+        answers (ExecType=I) recover what happened while the session was down."""
+        with self._state_lock:
+            orders = list(self._orders.items())
+            self._status_seen.clear()
+        for coid, known in orders:
+            request = self._new("H")
+            _set(request, (
+                (Tag.CL_ORD_ID, coid),
+                (_ORD_STATUS_REQ_ID, None if self._legacy else self._next_id("st-")),
+                (Tag.SYMBOL, known.symbol),
+                (Tag.SIDE, known.side),
+            ))  # fmt: skip
+            if not self._send(request):
+                self.log.error(f"connector {self.name}: status request for {coid} not sent")
+        if orders:
+            self.log.info(f"connector {self.name}: asked the status of {len(orders)} order(s)")
+
+    def _track_journal_orders(self) -> None:
+        """Track the journal's orders of this venue that are not terminal (read only; once
+        per start): a restarted process still asks the venue about them."""
+        path = self.state_dir / self.fix_config.journal
+        if not path.is_file():
+            return
+        try:
+            with Journal(path) as journal:  # only read: the keeper and governor write it
+                records = journal.orders()
+                fills = journal.fills()
+        except JournalError as exc:
+            self.count_error()
+            self.log.error(f"connector {self.name}: cannot read the journal's orders: {exc}")
+            return
+        notional: dict[str, Decimal] = {}
+        for fill in fills:
+            if fill.venue == self.name:
+                key = fill.client_order_id
+                notional[key] = notional.get(key, _ZERO) + fill.quantity * fill.price
+        tracked = 0
+        with self._state_lock:
+            for record in records:
+                order = record.order
+                if order.venue != self.name or record.status.is_done():
+                    continue
+                if order.client_order_id in self._orders:
+                    continue
+                self._orders[order.client_order_id] = _Order(
+                    order.symbol, SIDE_CODES[order.side], format_decimal(order.quantity),
+                    filled=record.filled_quantity,
+                    notional=notional.get(order.client_order_id, _ZERO),
+                )
+                tracked += 1
+        if tracked:
+            self.log.info(f"connector {self.name}: {tracked} open order(s) from the journal")
 
     def subscribe(self, symbols: Sequence[str]) -> None:
         """One MarketDataRequest (snapshot + updates, top of book) per symbol."""
@@ -525,10 +643,10 @@ class FixConnector(Connector):
         )  # fmt: skip
 
     @staticmethod
-    def _remember(table: dict[str, _V], key: str, value: _V) -> None:
+    def _remember(table: dict[_K, _V], key: _K, value: _V, bound: int = _MAX_PENDING) -> None:
         """Add to a table of unanswered requests, forgetting the oldest past the bound."""
         table[key] = value
-        while len(table) > _MAX_PENDING:
+        while len(table) > bound:
             del table[next(iter(table))]
 
     # ---- quickfix callbacks (quickfix thread) -----------------------------------------------
@@ -572,10 +690,33 @@ class FixConnector(Connector):
             self._logout_text = _get(message, Tag.TEXT) or ""
         elif msg_type == "3":
             self.count_error()
-            self.log.warning(
-                f"connector {self.name}: venue rejected our seq {_get(message, Tag.REF_SEQ_NUM)}"
-                f": {_get(message, Tag.TEXT)}"
-            )
+            ref_seq = _get(message, Tag.REF_SEQ_NUM)
+            text = _get(message, Tag.TEXT) or ""
+            self.log.warning(f"connector {self.name}: venue rejected our seq {ref_seq}: {text}")
+            ref_type = _get(message, Tag.REF_MSG_TYPE)
+            with self._state_lock:
+                coid = self._sent_orders.pop(int(ref_seq), None) if ref_seq else None
+            if coid is not None and ref_type in (None, "D"):
+                self._end_rejected(coid, f"session reject: {text}")
+
+    def _on_outgoing_app(self, message: fix.Message) -> None:
+        """Remember which sequence number carried which NewOrderSingle (for a 35=3)."""
+        header = message.getHeader()
+        if header.getField(Tag.MSG_TYPE) != "D" or not header.isSetField(Tag.MSG_SEQ_NUM):
+            return
+        seq = int(header.getField(Tag.MSG_SEQ_NUM))
+        with self._state_lock:
+            self._remember(self._sent_orders, seq, message.getField(Tag.CL_ORD_ID), _MAX_SENT)
+
+    def _end_rejected(self, coid: str, text: str) -> None:
+        """End an order the venue refused before it reached the book."""
+        with self._state_lock:
+            known = self._orders.pop(coid, None)
+        self.log.warning(f"connector {self.name}: order {coid} refused: {text}")
+        self._link.tell(OrderRejected(
+            client_order_id=coid, venue=self.name, reason=RejectReason.VENUE, text=text,
+            symbol=known.symbol if known is not None else "", ts_ns=now_ns(),
+        ))  # fmt: skip
 
     def _on_message(self, message: fix.Message) -> None:
         wire_type = message.getHeader().getField(Tag.MSG_TYPE)
@@ -603,8 +744,8 @@ class FixConnector(Connector):
         text = _get(message, Tag.TEXT) or ""
         ts = _timestamp_ns(_get(message, Tag.TRANSACT_TIME)) or now_ns()
         if exec_type in ("G", "H") or trans_type in ("1", "2"):
-            self.count_error()
-            self.log.error(f"connector {self.name}: trade correction/bust not handled: {coid}")
+            corrected = exec_type == "G" if trans_type not in ("1", "2") else trans_type == "2"
+            self._on_amendment(message, coid, symbol, order_id, text, ts, corrected=corrected)
             return
         if exec_type == "I" or trans_type == "3":  # order status (resync)
             self._on_order_status(message, coid, status, symbol, order_id, ts)
@@ -620,8 +761,22 @@ class FixConnector(Connector):
                 leaves_quantity=_decimal(message, Tag.LEAVES_QTY), venue_order_id=order_id,
                 ts_ns=ts,
             )  # fmt: skip
-            if not fill.leaves_quantity:
-                self._forget(coid)
+            cum = _decimal(message, Tag.CUM_QTY) if message.isSetField(Tag.CUM_QTY) else None
+            with self._state_lock:
+                known = self._orders.get(coid)
+                counted = known is not None and cum is not None and cum <= known.filled
+                if known is not None and not counted:
+                    known.filled += fill.quantity
+                    known.notional += fill.quantity * fill.price
+                if not fill.leaves_quantity:
+                    self._orders.pop(coid, None)
+            if counted:  # already published, inferred from an order status: never twice
+                self.count_drop()
+                self.log.warning(
+                    f"connector {self.name}: fill {fill.fill_id} of {coid} (CumQty {cum}) "
+                    "already counted from the order status; not published again"
+                )
+                return
             self._link.tell(fill)
         elif exec_type == "0":
             self._link.tell(OrderAccepted(
@@ -649,23 +804,138 @@ class FixConnector(Connector):
     def _on_order_status(
         self, message: fix.Message, coid: str, status: str, symbol: str, order_id: str, ts: int
     ) -> None:
-        if status in _WORKING:
-            with self._state_lock:
-                self._orders[coid] = _Order(
-                    symbol,
-                    message.getField(Tag.SIDE),
+        """An order status report (ExecType=I), answering H or AF.
+
+        CumQty ahead of what was published becomes one inferred fill for the difference;
+        a terminal OrdStatus ends the order; an order unknown to the venue is rejected."""
+        cum = _decimal(message, Tag.CUM_QTY, "0")
+        avg = _decimal(message, Tag.AVG_PX, "0")
+        text = _get(message, Tag.TEXT) or ""
+        events: list[Any] = []
+        with self._state_lock:
+            known = self._orders.get(coid)
+            if known is None:
+                if status not in _WORKING:
+                    self.log.debug(f"connector {self.name}: status {status} of {coid} ignored")
+                    return
+                # An order this process did not track: its published fills are unknown,
+                # so the venue's figures are the baseline (nothing inferred).
+                known = self._orders[coid] = _Order(
+                    symbol, message.getField(Tag.SIDE),
                     format_decimal(_decimal(message, Tag.ORDER_QTY, "0")),
+                    filled=cum, notional=cum * avg,
+                )  # fmt: skip
+            symbol = symbol if symbol and symbol != "N/A" else known.symbol
+            inferred = self._infer_fill(known, message, coid, symbol, order_id, cum, avg, ts)
+            if inferred is not None:
+                events.append(inferred)
+            elif cum < known.filled:
+                self.count_error()
+                self.log.warning(
+                    f"connector {self.name}: venue reports CumQty {cum} for {coid}, "
+                    f"{known.filled} published as filled"
                 )
-            self._link.tell(OrderAccepted(
+            if status not in _WORKING:
+                del self._orders[coid]
+            repeated = coid in self._status_seen  # answered both H and AF: accepted once
+            self._status_seen.add(coid)
+        if status in _WORKING and not repeated:
+            events.append(OrderAccepted(
                 client_order_id=coid, venue=self.name, symbol=symbol, venue_order_id=order_id,
                 ts_ns=ts,
             ))  # fmt: skip
-        elif status == "4":
-            self._forget(coid)
-            self._link.tell(OrderCancelled(
+        elif status in _ENDED:
+            events.append(OrderCancelled(
                 client_order_id=coid, venue=self.name, symbol=symbol,
-                text=_get(message, Tag.TEXT) or "cancelled (order status)", ts_ns=ts,
+                text=text or f"{_ENDED[status]} (order status)", ts_ns=ts,
             ))  # fmt: skip
+        elif status == "8":
+            code = _get(message, Tag.ORD_REJ_REASON)
+            if code == _UNKNOWN_ORDER:
+                detail = (f"order {coid} unknown to the venue (lost in flight): resolved as "
+                          f"rejected")
+                self.log.warning(f"connector {self.name}: {detail}")
+                events.append(SafetyEvent(
+                    kind="order_lost", severity=Severity.WARNING, detail=detail,
+                    venue=self.name, symbol=symbol, ts_ns=now_ns(),
+                ))  # fmt: skip
+                text = f"unknown to the venue: {text}" if text else "unknown to the venue"
+            events.append(OrderRejected(
+                client_order_id=coid, venue=self.name,
+                reason=_REJECT_REASONS.get(code or "", RejectReason.VENUE),
+                text=f"OrdRejReason {code}: {text}" if code is not None else text,
+                symbol=symbol, ts_ns=ts,
+            ))  # fmt: skip
+        # OrdStatus 2 (filled): the fills, inferred or not, already end the order.
+        for event in events:
+            self._link.tell(event)
+
+    def _infer_fill(
+        self, known: _Order, message: fix.Message, coid: str, symbol: str, order_id: str,
+        cum: Decimal, avg: Decimal, ts: int,
+    ) -> OrderFilled | None:
+        """The fill the venue's CumQty/AvgPx imply beyond those published (caller holds the
+        state lock); ``None`` when nothing is missing."""
+        missing = cum - known.filled
+        if missing <= 0:
+            return None
+        price = (cum * avg - known.notional) / missing
+        if price <= 0 or price.adjusted() >= PRICE_BOUNDS[0].adjusted():
+            price = avg  # the known fills disagree with AvgPx: take the venue's average
+        price = price.quantize(_PRICE_STEP).normalize()
+        side = SIDES.get(message.getField(Tag.SIDE)) or SIDES.get(known.side)
+        if side is None:
+            raise ValueError(f"unsupported Side {message.getField(Tag.SIDE)}")
+        order_qty = _decimal(message, Tag.ORDER_QTY, known.quantity)
+        fill = OrderFilled(
+            client_order_id=coid, venue=self.name,
+            fill_id=f"inferred:{coid}:{format_decimal(cum)}", symbol=symbol, side=side,
+            quantity=missing, price=price, leaves_quantity=max(order_qty - cum, _ZERO),
+            venue_order_id=order_id, ts_ns=ts, inferred=True,
+        )  # fmt: skip
+        known.filled, known.notional = cum, cum * avg
+        self.log.warning(
+            f"connector {self.name}: {coid}: venue CumQty {cum} AvgPx {avg} ahead of the "
+            f"fills published; inferred fill {fill.fill_id} of {missing} at {price}"
+        )
+        return fill
+
+    def _on_amendment(
+        self, message: fix.Message, coid: str, symbol: str, order_id: str, text: str, ts: int,
+        *, corrected: bool,
+    ) -> None:
+        """A trade bust (ExecType=H) or correction (G): the message the keeper applies, and
+        a WARNING."""
+        side = SIDES.get(message.getField(Tag.SIDE))
+        if side is None:
+            raise ValueError(f"unsupported Side {message.getField(Tag.SIDE)}")
+        original = message.getField(_EXEC_REF_ID)
+        cum = _decimal(message, Tag.CUM_QTY, "0")
+        avg = _decimal(message, Tag.AVG_PX, "0")
+        common: dict[str, Any] = {
+            "client_order_id": coid, "venue": self.name, "fill_id": original,
+            "symbol": symbol, "side": side, "quantity": _decimal(message, Tag.LAST_QTY),
+            "price": _decimal(message, Tag.LAST_PX), "cumulative_quantity": cum,
+            "average_price": avg, "venue_order_id": order_id, "text": text, "ts_ns": ts,
+        }  # fmt: skip
+        exec_id = message.getField(Tag.EXEC_ID)
+        amendment: FillBusted | FillCorrected
+        if corrected:
+            amendment = FillCorrected(correction_id=exec_id, **common)
+            what = f"trade {original} of {coid} corrected to {amendment.quantity} at {amendment.price}"
+        else:
+            amendment = FillBusted(bust_id=exec_id, **common)
+            what = f"trade {original} of {coid} ({amendment.quantity} at {amendment.price}) busted"
+        with self._state_lock:
+            known = self._orders.get(coid)
+            if known is not None:  # the venue's figures are the truth from now on
+                known.filled, known.notional = cum, cum * avg
+        self.log.warning(f"connector {self.name}: {what} (venue exec id {exec_id})")
+        self._link.tell(amendment)
+        self._link.tell(SafetyEvent(
+            kind="trade_correction" if corrected else "trade_bust", severity=Severity.WARNING,
+            detail=what, venue=self.name, symbol=symbol, ts_ns=now_ns(),
+        ))  # fmt: skip
 
     def _forget(self, coid: str) -> None:
         with self._state_lock:
@@ -727,10 +997,13 @@ class FixConnector(Connector):
 
     def _on_business_reject(self, message: fix.Message) -> None:
         self.count_error()
-        self.log.warning(
-            f"connector {self.name}: venue refused {_get(message, Tag.REF_MSG_TYPE)}: "
-            f"{_get(message, Tag.TEXT)}"
-        )
+        ref_type = _get(message, Tag.REF_MSG_TYPE)
+        text = _get(message, Tag.TEXT) or ""
+        self.log.warning(f"connector {self.name}: venue refused {ref_type}: {text}")
+        ref_id = _get(message, _BUSINESS_REJECT_REF_ID)
+        if ref_type == "D" and ref_id:
+            reason = _get(message, Tag.BUSINESS_REJECT_REASON)
+            self._end_rejected(ref_id, f"BusinessRejectReason {reason}: {text}")
 
     def _on_mass_cancel_report(self, message: fix.Message) -> None:
         with self._state_lock:

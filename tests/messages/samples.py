@@ -43,6 +43,7 @@ from messages import (
     VenuePosition,
     VenuePositions,
 )
+from messages.orders import FillBusted, FillCorrected
 
 TS = 1_700_000_000_123_456_789
 """A realistic wall-clock timestamp in nanoseconds (beyond 2**53: floats would round it)."""
@@ -98,6 +99,18 @@ SAMPLES: dict[type[Message], Message] = {
     ),
     OrderCancelled: OrderCancelled(
         client_order_id="s1-000001", venue="paper", symbol="ESZ5", text="mass cancel", ts_ns=TS
+    ),
+    FillBusted: FillBusted(
+        client_order_id="s1-000001", venue="paper", fill_id="F-1", bust_id="X-1", symbol="ESZ5",
+        side=Side.SELL, quantity=Decimal("1.5"), price=Decimal("4998.75"),
+        cumulative_quantity=Decimal("0"), average_price=Decimal("0"), venue_order_id="V-9",
+        text="trade busted", ts_ns=TS,
+    ),
+    FillCorrected: FillCorrected(
+        client_order_id="s1-000001", venue="paper", fill_id="F-1", correction_id="F-2",
+        symbol="ESZ5", side=Side.SELL, quantity=Decimal("1.0"), price=Decimal("4998.5"),
+        cumulative_quantity=Decimal("1.0"), average_price=Decimal("4998.5"), venue_order_id="V-9",
+        text="trade corrected", ts_ns=TS,
     ),
     VenuePosition: VENUE_POSITION,
     VenuePositions: VenuePositions(venue="paper", positions=(VENUE_POSITION,), request_id="rp-1", ts_ns=TS),
