@@ -53,6 +53,7 @@ from venues.store import EngineStore, StoreBatch, StoredState
 
 __all__ = [
     "ANOMALY_KINDS",
+    "TRADING_SECONDS_PER_YEAR",
     "AmendmentListener",
     "AnomalyConfig",
     "EngineConfig",
@@ -62,6 +63,7 @@ __all__ = [
     "TradeAmended",
     "VenueEngine",
     "WorkingOrder",
+    "step_volatility_bps",
 ]
 
 _log = logging.getLogger(__name__)
@@ -1524,3 +1526,24 @@ class EngineRunner:
             if next_step < now:
                 next_step = now  # fell behind: carry on from now instead of bursting
             self._stopping.wait(next_step - now)
+
+
+TRADING_SECONDS_PER_YEAR = 252 * 6.5 * 3600
+"""Seconds of regular US equity trading in a year: the clock an annual volatility runs on."""
+
+
+def step_volatility_bps(annual_volatility: float, step_interval_s: float) -> Decimal:
+    """The engine's ``volatility_bps`` (standard deviation of one step's return) for a price
+    that moves ``annual_volatility`` a year (0.25 is a large US stock) when a step is taken
+    every ``step_interval_s`` seconds of trading time.
+
+    At 0.25 and 0.05 s this is about 0.23 bp a step: a $190 stock moves about 0.4 of a
+    cent per step, a fraction of a 2-cent spread, the way a liquid stock's quote moves.
+    """
+    if not math.isfinite(annual_volatility) or not 0 <= annual_volatility <= 10:
+        raise ValueError(f"annual_volatility: expected 0..10, got {annual_volatility}")
+    if not math.isfinite(step_interval_s) or not 0 < step_interval_s <= 3600:
+        raise ValueError(f"step_interval_s: expected a positive number of seconds up to 3600, "
+                         f"got {step_interval_s}")
+    per_step = annual_volatility / math.sqrt(TRADING_SECONDS_PER_YEAR / step_interval_s)
+    return Decimal(f"{per_step * 10_000:.6f}")

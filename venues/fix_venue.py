@@ -1368,14 +1368,15 @@ def behaviour_from_args(args: argparse.Namespace) -> FixBehaviour:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run engine, engine runner and FIX acceptor until SIGTERM or SIGINT."""
-    from venues.engine import EngineConfig, VenueEngine
+    from venues.engine import EngineConfig, VenueEngine, step_volatility_bps
     from venues.process import serve_until_signalled, venue_argv
 
     parser = _parser()
     args = parser.parse_args(venue_argv(argv))
     try:
         behaviour = behaviour_from_args(args)
-        engine = VenueEngine(args.name, EngineConfig(seed=args.seed))
+        engine = VenueEngine(args.name, EngineConfig(
+            seed=args.seed, volatility_bps=step_volatility_bps(args.annual_volatility, args.interval)))
         venue = FixVenue(
             engine,
             args.port,

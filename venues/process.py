@@ -52,6 +52,9 @@ def add_common_options(parser: argparse.ArgumentParser, *, port: int, state_dir:
     parser.add_argument("--seed", type=int, default=7, help="price path seed")
     parser.add_argument("--step-interval", "--interval", dest="interval", type=float,
                         default=0.05, help="seconds between market steps")
+    parser.add_argument("--annual-volatility", type=float, default=0.25,
+                        help="yearly volatility of every price (0.25: a large US stock); each "
+                             "step moves by it scaled to the step interval")
 
 
 def serve_until_signalled(engine: VenueEngine, *, interval_s: float, state_path: Path | None,

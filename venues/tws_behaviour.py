@@ -13,11 +13,9 @@ from decimal import Decimal
 
 import msgspec
 
+from venues.engine import TRADING_SECONDS_PER_YEAR, step_volatility_bps
+
 __all__ = ["TRADING_SECONDS_PER_YEAR", "TwsBehaviour", "step_volatility_bps"]
-
-TRADING_SECONDS_PER_YEAR = 252 * 6.5 * 3600
-"""Seconds of regular US equity trading in a year: the clock an annual volatility runs on."""
-
 
 class TwsBehaviour(msgspec.Struct, frozen=True, kw_only=True):
     """The fake TWS's switches, validated at construction (a bad value names its field)."""
@@ -53,20 +51,3 @@ class TwsBehaviour(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"master_client_id: must not be negative, got {self.master_client_id}")
         if not self.initial_cash.is_finite() or self.initial_cash < 0:
             raise ValueError(f"initial_cash: must be a non-negative amount, got {self.initial_cash}")
-
-
-def step_volatility_bps(annual_volatility: float, step_interval_s: float) -> Decimal:
-    """The engine's ``volatility_bps`` (standard deviation of one step's return) for a price
-    that moves ``annual_volatility`` a year (0.25 is a large US stock) when a step is taken
-    every ``step_interval_s`` seconds of trading time.
-
-    At 0.25 and 0.05 s this is about 0.23 bp a step: a $190 stock moves about 0.4 of a
-    cent per step, a fraction of a 2-cent spread, the way a liquid stock's quote moves.
-    """
-    if not math.isfinite(annual_volatility) or not 0 <= annual_volatility <= 10:
-        raise ValueError(f"annual_volatility: expected 0..10, got {annual_volatility}")
-    if not math.isfinite(step_interval_s) or not 0 < step_interval_s <= 3600:
-        raise ValueError(f"step_interval_s: expected a positive number of seconds up to 3600, "
-                         f"got {step_interval_s}")
-    per_step = annual_volatility / math.sqrt(TRADING_SECONDS_PER_YEAR / step_interval_s)
-    return Decimal(f"{per_step * 10_000:.6f}")

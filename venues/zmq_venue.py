@@ -702,7 +702,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run engine, engine runner and ZeroMQ front until SIGTERM or SIGINT."""
-    from venues.engine import EngineConfig, VenueEngine
+    from venues.engine import EngineConfig, VenueEngine, step_volatility_bps
     from venues.process import serve_until_signalled, venue_argv
 
     parser = _parser()
@@ -711,7 +711,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         behaviour = ZmqBehaviour(drop_rate=args.drop_rate, cancel_all=args.cancel_all,
                                  foreign_fill_rate=args.foreign_fill_rate, seed=args.seed)
-        engine = VenueEngine(args.name, EngineConfig(seed=args.seed))
+        engine = VenueEngine(args.name, EngineConfig(
+            seed=args.seed, volatility_bps=step_volatility_bps(args.annual_volatility, args.interval)))
         venue = ZmqVenue(
             engine,
             host=args.host,
