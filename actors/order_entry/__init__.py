@@ -1,0 +1,16 @@
+"""Gateways for order sources outside the process: the FIX order-entry acceptor and the
+programmatic client API over the control channel."""
+
+from __future__ import annotations
+
+from actors.order_entry.config import FixSessionConfig, OrderEntryConfig, check_order_entry
+from actors.order_entry.fix_gateway import FixGateway, GatewayState, GetGatewayState
+
+__all__ = [
+    "FixGateway",
+    "FixSessionConfig",
+    "GatewayState",
+    "GetGatewayState",
+    "OrderEntryConfig",
+    "check_order_entry",
+]
