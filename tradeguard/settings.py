@@ -16,6 +16,7 @@ from actors.connectors.plugins import connector_class
 from actors.dashboard import DashboardConfig
 from actors.errors import ConfigError
 from actors.failsafe import FailsafeConfig
+from actors.order_entry.config import OrderEntryConfig, check_order_entry
 from actors.position_keeper import KeeperConfig
 from actors.risk_governor import RiskConfig
 from actors.safety_monitor import SafetyConfig
@@ -32,7 +33,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "paper.toml
 
 RESERVED_NAMES = frozenset({
     "root", "position_keeper", "risk_governor", "failsafe", "safety_monitor", "connectors",
-    "strategies", "dashboard",
+    "strategies", "dashboard", "order_entry", "client_api", "fix_gateway",
 })
 
 
@@ -100,6 +101,8 @@ class Settings(_Strict, frozen=True, kw_only=True):
     """Connector sections (decoded by their kind's own config type)."""
     strategies: tuple[SampleConfig, ...] = ()
     """Order sources."""
+    order_entry: OrderEntryConfig = OrderEntryConfig()
+    """Order sources outside the process: the client API and the FIX gateway."""
 
     def connector_configs(self) -> tuple[ConnectorConfig, ...]:
         """The connector sections, typed."""
@@ -169,6 +172,7 @@ def _check(settings: Settings, environ: dict[str, str]) -> None:
         missing = set(strategy.symbols) - set(settings.venues()[strategy.venue])
         if missing:
             raise ConfigError(f"{where}.symbols: {sorted(missing)} not subscribed by {strategy.venue}")
+    check_order_entry(settings.order_entry, settings.venues(), environ)
     if settings.service.mode == "live" and environ.get(LIVE_ENV) != LIVE_VALUE:
         raise ConfigError(
             f"service.mode: \"live\" also needs the environment variable {LIVE_ENV}={LIVE_VALUE}"

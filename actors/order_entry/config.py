@@ -54,11 +54,9 @@ class FixSessionConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
         return f"fix:{self.sender_comp_id}"
 
 
-class OrderEntryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """The FIX order-entry gateway (``[order_entry]``)."""
+class FixGatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """The FIX order-entry gateway (``[order_entry.fix]``)."""
 
-    enabled: bool = True
-    """Run the gateway."""
     host: str = "127.0.0.1"
     """Listening address; loopback only."""
     port: int = 5501
@@ -71,9 +69,22 @@ class OrderEntryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
     """The sessions accepted; any other SenderCompID is refused."""
 
 
-def check_order_entry(config: OrderEntryConfig, venues: Mapping[str, tuple[str, ...]],
-                      environ: Mapping[str, str], where: str = "order_entry") -> None:
-    """Refuse a configuration the gateway could not run, naming the field."""
+class OrderEntryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """Order sources outside the process (``[order_entry]``)."""
+
+    api: bool = True
+    """Serve the client API (``tradeguard.client``) over the control channel."""
+    fix: FixGatewayConfig | None = None
+    """The FIX order-entry gateway; none without this section."""
+
+
+def check_order_entry(section: OrderEntryConfig, venues: Mapping[str, tuple[str, ...]],
+                      environ: Mapping[str, str]) -> None:
+    """Refuse an order-entry configuration that could not run, naming the field."""
+    config = section.fix
+    if config is None:
+        return
+    where = "order_entry.fix"
     if config.host not in LOOPBACK:
         raise ConfigError(f"{where}.host: the gateway listens on 127.0.0.1 only, got {config.host!r}")
     if not 0 < config.port < 65536:
@@ -82,7 +93,7 @@ def check_order_entry(config: OrderEntryConfig, venues: Mapping[str, tuple[str, 
         raise ConfigError(f"{where}.begin_string: only {FIX44} is served, got {config.begin_string!r}")
     if not config.comp_id:
         raise ConfigError(f"{where}.comp_id: must not be empty")
-    if config.enabled and not config.sessions:
+    if not config.sessions:
         raise ConfigError(f"{where}.sessions: at least one session is required")
     seen: set[str] = set()
     for index, session in enumerate(config.sessions):
@@ -100,6 +111,6 @@ def check_order_entry(config: OrderEntryConfig, venues: Mapping[str, tuple[str, 
                 raise ConfigError(f"{at}.{name}: must be positive and finite, got {value}")
         if session.max_orders_per_s < 1:
             raise ConfigError(f"{at}.max_orders_per_s: must be at least 1, got {session.max_orders_per_s}")
-        if config.enabled and not environ.get(session.password_variable):
+        if not environ.get(session.password_variable):
             raise ConfigError(f"{at}.password_env: the environment variable "
                               f"{session.password_variable} is not set (the session's password)")

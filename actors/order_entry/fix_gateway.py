@@ -41,7 +41,7 @@ from loguru import logger
 
 from actors import topics
 from actors.order_entry._quickfix import dictionary_settings, listen_on_host, native_accept_host, spare_port
-from actors.order_entry.config import FixSessionConfig, OrderEntryConfig
+from actors.order_entry.config import FixGatewayConfig, FixSessionConfig
 from core.order_entry import ExecReport, SessionBook, SessionLimits, credentials_match
 from messages import (
     CancelOrder,
@@ -214,7 +214,7 @@ class _Bridge:
 class FixGateway(SupervisedActor):
     """Accepts FIX order-entry sessions and carries their orders through tradeguard."""
 
-    def __init__(self, config: OrderEntryConfig, state_dir: Path,
+    def __init__(self, config: FixGatewayConfig, state_dir: Path,
                  venues: Mapping[str, tuple[str, ...]], *,
                  clock: Callable[[], float] = time.monotonic,
                  environ: Mapping[str, str] | None = None) -> None:

@@ -1,0 +1,268 @@
+"""The client API's actor: orders that scripts send over the control channel.
+
+The dashboard's control thread authenticates each request (the token file, the peer's
+uid) and asks this actor (``ApiSubmit``, ``ApiCancel``, ``GetApiOrders``,
+``GetApiPositions``). Every order goes to the risk governor with ``source = "api:<user>"``
+(the user the operating system names), and this actor follows it through the order events
+on the bus. Fills of these orders are published on ``fills.pub`` in the state directory
+(a ZeroMQ PUB socket, owner-only like the snapshot socket), one two-frame message each:
+the order's source, then the fill as JSON (``ApiFill``).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import zmq
+from loguru import logger
+
+from actors import topics
+from core.order_entry import SessionBook, SessionLimits
+from messages import (
+    CancelOrder,
+    OrderAccepted,
+    OrderCancelled,
+    OrderFilled,
+    OrderRejected,
+    PortfolioSnapshot,
+    RejectReason,
+    SubmitOrder,
+)
+from supervision import SupervisedActor, bus, registry
+
+__all__ = [
+    "API_SOURCE_PREFIX",
+    "FILLS_SOCKET",
+    "ApiCancel",
+    "ApiFill",
+    "ApiOrder",
+    "ApiPosition",
+    "ApiSubmit",
+    "ClientApi",
+    "GetApiOrders",
+    "GetApiPositions",
+    "fills_endpoint",
+]
+
+FILLS_SOCKET = "fills.pub"
+API_SOURCE_PREFIX = "api:"
+_UNLIMITED = SessionLimits(max_order_quantity=Decimal("Infinity"), max_order_notional=Decimal("Infinity"),
+                           max_position=Decimal("Infinity"), max_orders_per_s=1_000_000)
+
+
+def fills_endpoint(state_dir: Path) -> str:
+    """The fills socket's ZeroMQ address."""
+    return f"ipc://{Path(state_dir) / FILLS_SOCKET}"
+
+
+class ApiSubmit(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask: send ``order`` (its ``source`` is set here) for ``user``; answers an ``ApiOrder``."""
+
+    order: SubmitOrder
+    """The order as the client described it."""
+    user: str
+    """Who sends it, as the operating system says."""
+
+
+class ApiCancel(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask: cancel one of ``user``'s working orders; answers an ``ApiOrder`` or None."""
+
+    client_order_id: str
+    """The order."""
+    user: str
+    """Who asks; only their own orders can be cancelled."""
+
+
+class GetApiOrders(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask: ``user``'s orders, oldest first (a list of ``ApiOrder``)."""
+
+    user: str
+    """Whose orders."""
+    working_only: bool = False
+    """Only those not yet done."""
+
+
+class GetApiPositions(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask: the positions (a list of ``ApiPosition``): the journal's, from the last
+    portfolio snapshot."""
+
+
+class ApiOrder(msgspec.Struct, frozen=True, kw_only=True):
+    """One order as the client API reports it."""
+
+    client_order_id: str
+    venue: str
+    symbol: str
+    side: str
+    quantity: str
+    status: str
+    """pending, accepted, partially_filled, filled, cancelled or rejected."""
+    filled_quantity: str
+    average_price: str
+    leaves_quantity: str
+    text: str = ""
+    """On a rejection: ``<reason code>: <words>``."""
+
+
+class ApiFill(msgspec.Struct, frozen=True, kw_only=True):
+    """One fill of an API order, as published on ``fills.pub``."""
+
+    client_order_id: str
+    venue: str
+    symbol: str
+    side: str
+    quantity: str
+    price: str
+    leaves_quantity: str
+    fill_id: str
+    source: str
+    ts_ns: int
+
+
+class ApiPosition(msgspec.Struct, frozen=True, kw_only=True):
+    """One position of the journal."""
+
+    venue: str
+    symbol: str
+    quantity: str
+    average_price: str
+
+
+def _text(value: Decimal) -> str:
+    return format(value.normalize(), "f") if value else "0"
+
+
+class ClientApi(SupervisedActor):
+    """Carries the client API's orders to the governor and follows them."""
+
+    def __init__(self, state_dir: Path) -> None:
+        super().__init__()
+        self.state_dir = Path(state_dir)
+        self._books: dict[str, SessionBook] = {}
+        self._owner: dict[str, str] = {}
+        self._texts: dict[str, str] = {}
+        self._portfolio: PortfolioSnapshot | None = None
+        self._publisher: zmq.Socket[bytes] | None = None
+        self.log = logger.bind(channel="main", actor="client_api")
+
+    def setup(self) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.state_dir, 0o700)
+        context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
+        publisher = context.socket(zmq.PUB)
+        publisher.setsockopt(zmq.LINGER, 0)
+        path = self.state_dir / FILLS_SOCKET
+        path.unlink(missing_ok=True)
+        try:
+            publisher.bind(fills_endpoint(self.state_dir))
+            os.chmod(path, 0o600)
+        except Exception:
+            publisher.close()
+            raise
+        self._publisher = publisher
+        bus.subscribe(topics.ORDERS, self.name)
+        bus.subscribe(topics.PORTFOLIO, self.name)
+
+    def teardown(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close(linger=0)
+            self._publisher = None
+            (self.state_dir / FILLS_SOCKET).unlink(missing_ok=True)
+
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        return {
+            ApiSubmit: self._on_submit,
+            ApiCancel: self._on_cancel,
+            GetApiOrders: self._on_orders,
+            GetApiPositions: lambda _m: self._positions(),
+            PortfolioSnapshot: lambda m: setattr(self, "_portfolio", m),
+            OrderAccepted: self._on_event,
+            OrderFilled: self._on_event,
+            OrderCancelled: self._on_event,
+            OrderRejected: self._on_event,
+        }
+
+    def _book(self, user: str) -> SessionBook:
+        return self._books.setdefault(user, SessionBook(_UNLIMITED))
+
+    def _on_submit(self, request: ApiSubmit) -> ApiOrder:
+        source = f"{API_SOURCE_PREFIX}{request.user}"
+        order = msgspec.structs.replace(request.order, source=source,
+                                        created_ns=request.order.created_ns or time.time_ns())
+        book = self._book(request.user)
+        if order.client_order_id in self._owner:
+            report = book.refuse_new(order, order.client_order_id, RejectReason.DUPLICATE_ID,
+                                     "client_order_id already used")
+            return ApiOrder(client_order_id=order.client_order_id, venue=order.venue, symbol=order.symbol,
+                            side=str(order.side), quantity=_text(order.quantity), status="rejected",
+                            filled_quantity="0", average_price="0", leaves_quantity="0", text=report.text)
+        entry = book.add(order, order.client_order_id)
+        self._owner[order.client_order_id] = request.user
+        self.log.bind(source=source).info(f"client api: order {order.client_order_id} from {request.user}")
+        if not registry.tell("risk_governor", order):
+            refused = book.refuse(entry, RejectReason.MODE, "the risk governor is down")
+            self._texts[order.client_order_id] = refused.text
+        return self._describe(request.user, order.client_order_id)
+
+    def _on_cancel(self, request: ApiCancel) -> ApiOrder | None:
+        if self._owner.get(request.client_order_id) != request.user:
+            return None
+        entry = self._book(request.user).orders.get(request.client_order_id)
+        if entry is None:
+            return None
+        if entry.working:
+            registry.tell(entry.order.venue, CancelOrder(client_order_id=entry.order.client_order_id,
+                                                         venue=entry.order.venue, source=entry.order.source))
+        return self._describe(request.user, request.client_order_id)
+
+    def _on_orders(self, request: GetApiOrders) -> list[ApiOrder]:
+        book = self._books.get(request.user)
+        if book is None:
+            return []
+        return [self._describe(request.user, key) for key, entry in book.orders.items()
+                if entry.working or not request.working_only]
+
+    def _positions(self) -> list[ApiPosition]:
+        if self._portfolio is None:
+            return []
+        return [ApiPosition(venue=p.venue, symbol=p.symbol, quantity=_text(p.quantity),
+                            average_price=_text(p.average_price))
+                for p in self._portfolio.positions if p.quantity != 0]
+
+    def _describe(self, user: str, key: str) -> ApiOrder:
+        entry = self._books[user].orders[key]
+        order = entry.order
+        return ApiOrder(client_order_id=key, venue=order.venue, symbol=order.symbol, side=str(order.side),
+                        quantity=_text(order.quantity), status=str(entry.status),
+                        filled_quantity=_text(entry.cum), average_price=_text(entry.avg_px),
+                        leaves_quantity=_text(entry.leaves), text=self._texts.get(key, ""))
+
+    def _on_event(self, event: OrderAccepted | OrderFilled | OrderCancelled | OrderRejected) -> None:
+        user = self._owner.get(event.client_order_id)
+        if user is None:
+            return
+        book = self._book(user)
+        report = book.apply(event)
+        if report is None or isinstance(report, tuple):
+            return
+        if report.text and isinstance(event, OrderRejected):
+            self._texts[event.client_order_id] = report.text
+        if isinstance(event, OrderFilled) and self._publisher is not None:
+            fill = ApiFill(client_order_id=event.client_order_id, venue=event.venue, symbol=event.symbol,
+                           side=str(event.side), quantity=_text(event.quantity), price=_text(event.price),
+                           leaves_quantity=_text(event.leaves_quantity), fill_id=event.fill_id,
+                           source=f"{API_SOURCE_PREFIX}{user}", ts_ns=event.ts_ns)
+            try:
+                self._publisher.send_multipart([fill.source.encode(), msgspec.json.encode(fill)], zmq.NOBLOCK)
+            except zmq.Again:
+                pass  # no reader keeps up: a PUB socket drops, never blocks
+        for key in book.forget_done():
+            self._owner.pop(key, None)
+            self._texts.pop(key, None)
+
