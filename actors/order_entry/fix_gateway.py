@@ -516,7 +516,6 @@ class FixGateway(SupervisedActor):
             (Tag.SIDE, SIDE_CODES[order.side]),
             (Tag.ORDER_QTY, format_decimal(order.quantity)),
             (Tag.PRICE, format_decimal(order.limit_price) if order.limit_price is not None else None),
-            (_EX_DESTINATION, order.venue),
             (Tag.LAST_QTY, format_decimal(report.last_qty) if report.last_qty is not None else None),
             (Tag.LAST_PX, format_decimal(report.last_px) if report.last_px is not None else None),
             (Tag.LEAVES_QTY, format_decimal(report.leaves_qty)),
