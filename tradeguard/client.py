@@ -33,7 +33,14 @@ import msgspec
 import zmq
 
 from actors.dashboard import CONTROL_SOCKET, control_endpoint, read_token
-from actors.order_entry.api import API_SOURCE_PREFIX, ApiFill, ApiOrder, ApiPosition, fills_endpoint
+from actors.order_entry.api import (
+    API_SOURCE_PREFIX,
+    BEAT_TOPIC,
+    ApiFill,
+    ApiOrder,
+    ApiPosition,
+    fills_endpoint,
+)
 from tradeguard.control import ControlError
 
 __all__ = ["ApiFill", "ApiOrder", "ApiPosition", "Client", "ControlError", "FillStream"]
@@ -52,25 +59,47 @@ def _me() -> str:
 class FillStream:
     """Fills of this user's orders, as they happen (subscribe before submitting)."""
 
-    def __init__(self, state_dir: Path, source: str) -> None:
+    def __init__(self, state_dir: Path, source: str, *, ready_timeout_s: float = 5.0) -> None:
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
         self._sock = context.socket(zmq.SUB)
         self._sock.setsockopt(zmq.LINGER, 0)
         self._sock.setsockopt(zmq.SUBSCRIBE, source.encode())
+        self._sock.setsockopt(zmq.SUBSCRIBE, BEAT_TOPIC)
         self._sock.connect(fills_endpoint(state_dir))
         self._decoder = msgspec.json.Decoder(ApiFill)
+        self._pending: list[ApiFill] = []
+        # The service beats on the socket: the first beat received says the subscription
+        # is in place, so no fill from now on is lost.
+        deadline = time.monotonic() + ready_timeout_s
+        while not self._receive(deadline, beat_ends=True):
+            if time.monotonic() >= deadline:
+                self.close()
+                raise ControlError(f"no beat on the fills socket within {ready_timeout_s}s")
+
+    def _receive(self, deadline: float, *, beat_ends: bool = False) -> bool:
+        """Read until a fill (or with ``beat_ends`` a beat) arrives or ``deadline`` passes."""
+        while True:
+            remaining_ms = int(max(0.0, deadline - time.monotonic()) * 1000)
+            if not self._sock.poll(remaining_ms):
+                return False
+            frames = self._sock.recv_multipart()
+            if len(frames) != 2:
+                continue
+            if frames[0] == BEAT_TOPIC:
+                if beat_ends:
+                    return True
+                continue
+            try:
+                self._pending.append(self._decoder.decode(frames[1]))
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            return True
 
     def next(self, timeout_s: float = 5.0) -> ApiFill | None:
         """The next fill, or None when none came within ``timeout_s``."""
-        if not self._sock.poll(int(timeout_s * 1000)):
-            return None
-        frames = self._sock.recv_multipart()
-        if len(frames) != 2:
-            return None
-        try:
-            return self._decoder.decode(frames[1])
-        except (msgspec.DecodeError, msgspec.ValidationError):
-            return None
+        if not self._pending:
+            self._receive(time.monotonic() + timeout_s)
+        return self._pending.pop(0) if self._pending else None
 
     def close(self) -> None:
         """Stop listening."""

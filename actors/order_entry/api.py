@@ -6,7 +6,9 @@ uid) and asks this actor (``ApiSubmit``, ``ApiCancel``, ``GetApiOrders``,
 (the user the operating system names), and this actor follows it through the order events
 on the bus. Fills of these orders are published on ``fills.pub`` in the state directory
 (a ZeroMQ PUB socket, owner-only like the snapshot socket), one two-frame message each:
-the order's source, then the fill as JSON (``ApiFill``).
+the order's source, then the fill as JSON (``ApiFill``). A beat (topic ``BEAT_TOPIC``,
+body ``{}``) goes out every ``BEAT_S`` so that a subscriber can tell when its subscription
+has reached the socket (a PUB socket drops what it sends before that).
 """
 
 from __future__ import annotations
@@ -34,10 +36,12 @@ from messages import (
     RejectReason,
     SubmitOrder,
 )
-from supervision import SupervisedActor, bus, registry
+from supervision import SupervisedActor, TimerHandle, bus, registry, scheduler
 
 __all__ = [
     "API_SOURCE_PREFIX",
+    "BEAT_S",
+    "BEAT_TOPIC",
     "FILLS_SOCKET",
     "ApiCancel",
     "ApiFill",
@@ -51,6 +55,10 @@ __all__ = [
 ]
 
 FILLS_SOCKET = "fills.pub"
+BEAT_TOPIC = b"\x00beat"
+"""Topic of the beats on ``fills.pub`` (no source starts with a NUL)."""
+BEAT_S = 0.2
+"""Time between beats."""
 API_SOURCE_PREFIX = "api:"
 _UNLIMITED = SessionLimits(max_order_quantity=Decimal("Infinity"), max_order_notional=Decimal("Infinity"),
                            max_position=Decimal("Infinity"), max_orders_per_s=1_000_000)
@@ -91,6 +99,10 @@ class GetApiOrders(msgspec.Struct, frozen=True, kw_only=True):
 class GetApiPositions(msgspec.Struct, frozen=True, kw_only=True):
     """Ask: the positions (a list of ``ApiPosition``): the journal's, from the last
     portfolio snapshot."""
+
+
+class _Beat(msgspec.Struct, frozen=True):
+    """Tell (from the timer): publish a beat."""
 
 
 class ApiOrder(msgspec.Struct, frozen=True, kw_only=True):
@@ -149,6 +161,7 @@ class ClientApi(SupervisedActor):
         self._texts: dict[str, str] = {}
         self._portfolio: PortfolioSnapshot | None = None
         self._publisher: zmq.Socket[bytes] | None = None
+        self._timer: TimerHandle | None = None
         self.log = logger.bind(channel="main", actor="client_api")
 
     def setup(self) -> None:
@@ -168,8 +181,27 @@ class ClientApi(SupervisedActor):
         self._publisher = publisher
         bus.subscribe(topics.ORDERS, self.name)
         bus.subscribe(topics.PORTFOLIO, self.name)
+        self._beat(_Beat())
+
+    def _beat(self, _message: _Beat) -> None:
+        if self._publisher is not None:
+            try:
+                self._publisher.send_multipart([BEAT_TOPIC, b"{}"], zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+        ref = self.actor_ref
+
+        def tell() -> None:
+            try:
+                ref.tell(_Beat())
+            except Exception:
+                pass  # stopped meanwhile
+
+        self._timer = scheduler.call_later(BEAT_S, tell)
 
     def teardown(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
         if self._publisher is not None:
             self._publisher.close(linger=0)
             self._publisher = None
@@ -177,6 +209,7 @@ class ClientApi(SupervisedActor):
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
+            _Beat: self._beat,
             ApiSubmit: self._on_submit,
             ApiCancel: self._on_cancel,
             GetApiOrders: self._on_orders,
