@@ -24,8 +24,9 @@ ACCOUNT = "PAPER-1"
 PASSWORDS = {"STRAT1": "s3cret-one", "STRAT2": "s3cret-two"}
 
 
-def gateway_settings(port: int, **session: Any) -> Settings:
-    """Paper venue at test speed, no strategy, the gateway with STRAT1 and STRAT2."""
+def gateway_settings(port: int, strat2: dict[str, Any] | None = None, **session: Any) -> Settings:
+    """Paper venue at test speed, no strategy, the gateway with STRAT1 and STRAT2 (``strat2``
+    overrides for the second)."""
     limits = {"default_venue": "paper", "max_order_quantity": "50", "max_order_notional": "10000",
               "max_position": "30", "max_orders_per_s": 50, **session}
     data: dict[str, Any] = {
@@ -35,7 +36,7 @@ def gateway_settings(port: int, **session: Any) -> Settings:
                         "quote_interval_s": 0.02, "persist": False, "health_interval_s": 0.2}],
         "order_entry": {"fix": {"port": port, "sessions": [
             {"sender_comp_id": "STRAT1", **limits},
-            {"sender_comp_id": "STRAT2", **limits},
+            {"sender_comp_id": "STRAT2", **limits, **(strat2 or {})},
         ]}},
     }
     return parse_settings(data, environ={f"TRADEGUARD_FIX_{k}_PASSWORD": v for k, v in PASSWORDS.items()})
@@ -64,9 +65,9 @@ def clients(tmp_path: Path) -> Iterator[Callable[..., FixClient]]:
             client.stop()
 
 
-def start(service: Callable[..., Service], **session: Any) -> int:
+def start(service: Callable[..., Service], strat2: dict[str, Any] | None = None, **session: Any) -> int:
     port = free_port()
-    service(gateway_settings(port, **session))
+    service(gateway_settings(port, strat2, **session))
     wait_for(lambda: paper_venue("paper").engine.quote("AAPL") is not None, timeout_s=10, what="quotes")
     return port
 
@@ -206,6 +207,27 @@ def test_losing_the_connection_cancels_the_sessions_orders_at_the_venue(
     client.drop_connection()  # TCP loss, no Logout
     wait_for(lambda: [w.order.symbol for w in engine.open_orders(ACCOUNT)] == ["MSFT"], timeout_s=15,
              what="STRAT1's orders cancelled at the venue, STRAT2's left working")
+
+
+@pytest.mark.timeout(90)
+def test_a_logout_cancels_unless_the_session_keeps_its_orders(
+        service: Callable[..., Service], clients: Callable[..., FixClient], passwords: None) -> None:
+    port = start(service, strat2={"cancel_on_disconnect": False})
+    engine = paper_venue("paper").engine
+    cancels = clients(port)
+    keeps = clients(port, "STRAT2")
+    cancels.logon()
+    keeps.logon()
+    gone = cancels.new_order("AAPL", "buy", 2, price=resting_buy_price("AAPL"))
+    kept = keeps.new_order("MSFT", "buy", 1, price=resting_buy_price("MSFT"))
+    cancels.report(gone, "0")
+    keeps.report(kept, "0")
+    keeps.stop()  # a Logout: STRAT2 keeps its order working
+    cancels.stop()  # a Logout: STRAT1's order is cancelled
+    wait_for(lambda: [w.order.symbol for w in engine.open_orders(ACCOUNT)] == ["MSFT"], timeout_s=15,
+             what="STRAT1's order cancelled at the venue, STRAT2's still working")
+    state = registry.lookup("fix_gateway").ask(GetGatewayState(), timeout=5)
+    assert state.logged_on == () and state.working == {"STRAT1": 0, "STRAT2": 1}
 
 
 @pytest.mark.timeout(90)
