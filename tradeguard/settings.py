@@ -102,7 +102,7 @@ class Settings(_Strict, frozen=True, kw_only=True):
     strategies: tuple[SampleConfig, ...] = ()
     """Order sources."""
     order_entry: OrderEntryConfig = OrderEntryConfig()
-    """Order sources outside the process: the client API and the FIX gateway."""
+    """Order sources outside the process: the client API and the FIX gateway (both off by default)."""
 
     def connector_configs(self) -> tuple[ConnectorConfig, ...]:
         """The connector sections, typed."""

@@ -72,8 +72,9 @@ class FixGatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown
 class OrderEntryConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Order sources outside the process (``[order_entry]``)."""
 
-    api: bool = True
-    """Serve the client API (``tradeguard.client``) over the control channel."""
+    api: bool = False
+    """Serve the client API (``tradeguard.client``) over the control channel (off unless
+    asked for: it lets local scripts send orders)."""
     fix: FixGatewayConfig | None = None
     """The FIX order-entry gateway; none without this section."""
 

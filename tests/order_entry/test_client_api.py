@@ -26,6 +26,7 @@ def api_settings() -> object:
         "risk": {"max_orders_per_s": 1000, "max_order_quantity": "100"},
         "connectors": [{"name": "paper", "kind": "paper", "symbols": ["AAPL", "MSFT"],
                         "quote_interval_s": 0.02, "persist": False, "health_interval_s": 0.2}],
+        "order_entry": {"api": True},
     }, environ={})
 
 
@@ -84,6 +85,17 @@ def test_the_client_cancels_a_resting_order_and_sees_refusals(service: Callable[
     # Someone else's order id cannot be cancelled.
     with pytest.raises(ControlError, match="no working order"):
         client.cancel("not-mine")
+
+
+@pytest.mark.timeout(60)
+def test_without_the_client_api_the_verbs_are_refused(service: Callable[..., Service]) -> None:
+    svc = service(parse_settings({
+        "service": {"on_shutdown": "leave", "shutdown_timeout_s": 5.0, "start_timeout_s": 20.0},
+        "connectors": [{"name": "paper", "kind": "paper", "symbols": ["AAPL"], "persist": False}],
+    }, environ={}))
+    with pytest.raises(ControlError, match="not running"):
+        Client(svc.state_dir).submit("AAPL", "buy", 1)
+    assert paper_venue("paper").engine.positions(ACCOUNT) == []
 
 
 @pytest.mark.timeout(60)
