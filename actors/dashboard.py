@@ -46,16 +46,17 @@ from loguru import logger
 
 from actors import topics
 from actors.errors import TradeguardError
-from actors.failsafe import GetFailsafeState
 from actors.log_budget import LogBudget, one_line, printable
 from actors.order_entry.client_verbs import CLIENT_VERBS, handle_client_request
-from actors.position_keeper import GetPortfolio, GetReconciliations
-from actors.risk_governor import GetRiskState
 from messages import (
     ConnectorDown,
     ConnectorUp,
     FailsafeReport,
     FlattenRequested,
+    GetFailsafeState,
+    GetPortfolio,
+    GetReconciliations,
+    GetRiskState,
     HealthReport,
     MessageError,
     Mode,

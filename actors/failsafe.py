@@ -1,13 +1,14 @@
 """The failsafe: cancel everything and flatten every position at the venue.
 
-Latched and idempotent. For each venue, in rounds: mass-cancel and read the positions the
-venue reports; send a reduce-only market order closing each one; when those orders are
-done (or the round times out) read the venue again; repeat until the venue reports flat
-or the attempts are spent. A venue whose connector is down is retried when it comes back
-(connectors keep restarting under FAILSAFE). The closing orders go straight to the
-connectors, so the procedure does not depend on the governor being alive. When every
-venue is flat, or the attempts are spent, an incident report (JSON and a readable
-summary) is written to the state directory and the outcome is published.
+Latched and idempotent. The rounds are ``core.flatten.FlattenPlan``: for each venue,
+mass-cancel and read the positions the venue reports; send a reduce-only market order
+closing each one; when those orders are done (or the round times out) read the venue
+again; repeat until the venue reports no position and confirms the mass cancel, or the
+attempts are spent. A venue whose connector is down is retried when it comes back
+(connectors keep restarting under FAILSAFE). This actor sends what the plan says, times
+the rounds, keeps the timeline, and, when the run is over, writes an incident report (JSON
+and a readable summary) to the state directory and publishes the outcome. The closing
+orders go straight to the connectors, so the procedure does not depend on the governor.
 """
 
 from __future__ import annotations
@@ -23,24 +24,24 @@ import msgspec
 from loguru import logger
 
 from actors import topics
-from actors.risk_governor import EnterFailsafe
+from core.flatten import FlattenPlan, RoundStart, VenueState
 from messages import (
     FAILSAFE_SOURCE,
     CancelAll,
     CancelAllDone,
     ConnectorUp,
+    EnterFailsafe,
     FailsafeReport,
     FlattenRequested,
+    GetFailsafeState,
     Mode,
     ModeChanged,
     OrderCancelled,
     OrderFilled,
     OrderRejected,
-    OrderType,
     RequestPositions,
     SafetyEvent,
-    Side,
-    SubmitOrder,
+    VenuePosition,
     VenuePositions,
     now_ns,
     to_builtins,
@@ -56,6 +57,8 @@ from supervision import (
     scheduler,
 )
 
+__all__ = ["Failsafe", "FailsafeConfig", "GetFailsafeState"]
+
 
 class FailsafeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How hard the failsafe tries."""
@@ -68,25 +71,9 @@ class FailsafeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     """Events kept for the incident report's timeline."""
 
 
-class GetFailsafeState(msgspec.Struct, frozen=True):
-    """Ask: the failsafe's state as a dict."""
-
-
 class _RoundTimeout(msgspec.Struct, frozen=True):
     venue: str
     round: int
-
-
-class _VenueRun:
-    """Where one venue is in the procedure."""
-
-    def __init__(self) -> None:
-        self.round = 0
-        self.request_id = ""
-        self.state = "pending"  # pending | waiting | closing | flat | down | exhausted
-        self.closing: set[str] = set()
-        self.last_positions: list[dict[str, str]] = []
-        self.timer: TimerHandle | None = None
 
 
 class Failsafe(SupervisedActor):
@@ -105,7 +92,8 @@ class Failsafe(SupervisedActor):
         self._incident = ""
         self._trigger: FlattenRequested | None = None
         self._started_ns = 0
-        self._runs: dict[str, _VenueRun] = {}
+        self._plan: FlattenPlan | None = None
+        self._timers: dict[str, TimerHandle] = {}
         self._timeline: deque[dict[str, Any]] = deque(maxlen=config.timeline_size)
         self._actions: list[dict[str, Any]] = []
         self.last_report: FailsafeReport | None = None
@@ -116,15 +104,14 @@ class Failsafe(SupervisedActor):
             bus.subscribe(topic, self.name)
 
     def teardown(self) -> None:
-        for run in self._runs.values():
-            if run.timer is not None:
-                run.timer.cancel()
+        for timer in self._timers.values():
+            timer.cancel()
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
             FlattenRequested: self._on_flatten,
             VenuePositions: self._on_positions,
-            CancelAllDone: lambda m: self._note("cancel_all_done", venue=m.venue),
+            CancelAllDone: self._on_cancel_done,
             OrderFilled: self._on_fill,
             OrderRejected: self._on_order_done,
             OrderCancelled: self._on_order_done,
@@ -139,7 +126,7 @@ class Failsafe(SupervisedActor):
             GetFailsafeState: lambda _m: self.state(),
         }
 
-    # ---- the procedure ----------------------------------------------------------------
+    # ---- the procedure: the plan decides, the shell sends ---------------------------------
 
     def _on_flatten(self, request: FlattenRequested) -> None:
         self._remember("flatten_requested", f"{request.source}: {request.reason}")
@@ -148,116 +135,106 @@ class Failsafe(SupervisedActor):
         if not self.latched:
             self.latched = True
             # The governor may have sent this, or may be down: telling it is idempotent.
-            registry.tell("risk_governor", EnterFailsafe(reason=request.reason))
+            registry.tell(topics.RISK_GOVERNOR, EnterFailsafe(reason=request.reason))
         self.running = True
         self._trigger = request
         self._started_ns = now_ns()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         self._incident = f"{stamp}-{self._started_ns % 1_000_000:06d}"
         self._actions = []
-        self._runs = {venue: _VenueRun() for venue in self.venues}
+        self._cancel_timers()
+        self._plan = FlattenPlan(self._incident, self.venues, self.config.max_attempts)
         self.log.critical(f"FAILSAFE: flattening every venue ({request.source}: {request.reason})")
         for venue in self.venues:
             self._start_round(venue)
         self._check_done()
 
     def _start_round(self, venue: str) -> None:
-        run = self._runs[venue]
-        if run.timer is not None:
-            run.timer.cancel()
-        if run.round >= self.config.max_attempts:
-            run.state = "exhausted"
-            self._note("attempts_spent", venue=venue, rounds=run.round)
+        plan = self._plan
+        if plan is None:
+            return
+        timer = self._timers.pop(venue, None)
+        if timer is not None:
+            timer.cancel()
+        start = plan.next_round(venue)
+        if start is None:
+            self._note("attempts_spent", venue=venue, rounds=plan.runs[venue].round)
             self._check_done()
             return
-        run.round += 1
-        run.request_id = f"fs-{self._incident}-{venue}-{run.round}"
-        run.closing.clear()
-        delivered = registry.tell(venue, CancelAll(venue=venue, source=FAILSAFE_SOURCE,
-                                                   request_id=run.request_id))
-        delivered = delivered and registry.tell(
-            venue, RequestPositions(venue=venue, request_id=run.request_id))
-        if not delivered:
-            run.state = "down"
-            run.round -= 1
+        if not self._send_round(start):
+            plan.venue_down(venue)
             self._note("venue_down", venue=venue)
             self._check_done()
             return
-        run.state = "waiting"
-        self._note("cancel_all_and_read_positions", venue=venue, round=run.round)
-        run.timer = self._after(self.config.round_timeout_s, _RoundTimeout(venue=venue, round=run.round))
+        self._note("cancel_all_and_read_positions", venue=venue, round=start.round)
+        self._timers[venue] = self._after(self.config.round_timeout_s,
+                                          _RoundTimeout(venue=venue, round=start.round))
+
+    @staticmethod
+    def _send_round(start: RoundStart) -> bool:
+        venue, request_id = start.venue, start.request_id
+        return registry.tell(venue, CancelAll(venue=venue, source=FAILSAFE_SOURCE, request_id=request_id)) \
+            and registry.tell(venue, RequestPositions(venue=venue, request_id=request_id))
+
+    def _on_cancel_done(self, done: CancelAllDone) -> None:
+        self._note("cancel_all_done", venue=done.venue)
+        if self.running and self._plan is not None and self._plan.on_cancel_done(done.venue, done.request_id):
+            self._venue_flat(done.venue)
 
     def _on_positions(self, report: VenuePositions) -> None:
-        run = self._runs.get(report.venue)
-        if not self.running or run is None or report.request_id != run.request_id or run.state != "waiting":
+        plan = self._plan
+        if not self.running or plan is None:
             return
-        open_positions = [p for p in report.positions if p.quantity != 0]
-        run.last_positions = [
-            {"symbol": p.symbol, "quantity": str(p.quantity), "average_price": str(p.average_price)}
-            for p in report.positions
-        ]
-        self._note("venue_positions", venue=report.venue, round=run.round, positions=run.last_positions)
-        if not open_positions:
-            run.state = "flat"
-            if run.timer is not None:
-                run.timer.cancel()
-            self._check_done()
+        orders = plan.on_positions(report, now_ns())
+        if orders is None:
             return
-        run.state = "closing"
-        for n, position in enumerate(open_positions):
-            order = SubmitOrder(
-                client_order_id=f"{run.request_id}-{n}",
-                venue=report.venue,
-                symbol=position.symbol,
-                side=Side.SELL if position.quantity > 0 else Side.BUY,
-                quantity=abs(position.quantity),
-                order_type=OrderType.MARKET,
-                reduce_only=True,
-                source=FAILSAFE_SOURCE,
-                created_ns=now_ns(),
-            )
-            run.closing.add(order.client_order_id)
+        run = plan.runs[report.venue]
+        self._note("venue_positions", venue=report.venue, round=run.round,
+                   positions=_positions(run.last_positions))
+        if not orders:
+            if run.state is VenueState.FLAT:
+                self._venue_flat(report.venue)
+            return
+        for order in orders:
             bus.publish(topics.SUBMITTED, order)
             if not registry.tell(report.venue, order):
-                run.closing.discard(order.client_order_id)
-                run.state = "down"
+                plan.venue_down(report.venue)
                 self._note("venue_down", venue=report.venue)
                 return
-        self._note("closing_orders_sent", venue=report.venue, round=run.round, count=len(open_positions))
+        self._note("closing_orders_sent", venue=report.venue, round=run.round, count=len(orders))
+
+    def _venue_flat(self, venue: str) -> None:
+        timer = self._timers.pop(venue, None)
+        if timer is not None:
+            timer.cancel()
+        self._check_done()
 
     def _on_fill(self, fill: OrderFilled) -> None:
-        if fill.leaves_quantity > 0:
-            return
         self._on_order_done(fill)
 
     def _on_order_done(self, event: OrderFilled | OrderRejected | OrderCancelled) -> None:
-        run = self._runs.get(event.venue)
-        if not self.running or run is None or event.client_order_id not in run.closing:
+        plan = self._plan
+        if not self.running or plan is None or not plan.is_closing_order(event.venue, event.client_order_id):
             return
-        run.closing.discard(event.client_order_id)
         if isinstance(event, OrderRejected):
             self._note("closing_order_rejected", venue=event.venue, order=event.client_order_id,
                        text=event.text)
-        if not run.closing and run.state == "closing":
+        if plan.on_order_done(event):
             self._start_round(event.venue)  # re-read the venue: flat, or another round
 
     def _on_round_timeout(self, timeout: _RoundTimeout) -> None:
-        run = self._runs.get(timeout.venue)
-        if self.running and run is not None and run.round == timeout.round \
-                and run.state in ("waiting", "closing"):
+        plan = self._plan
+        if self.running and plan is not None and plan.on_round_timeout(timeout.venue, timeout.round):
             self._note("round_timeout", venue=timeout.venue, round=timeout.round)
             self._start_round(timeout.venue)
 
     def _on_connector_up(self, event: ConnectorUp) -> None:
         self._remember("connector_up", f"{event.name} generation {event.generation}")
-        run = self._runs.get(event.name)
-        if not self.latched or run is None:
+        plan = self._plan
+        if not self.latched or plan is None:
             return
-        if run.state in ("down", "exhausted") or (self.running and run.state in ("waiting", "closing")):
-            if not self.running:
-                self.running = True
-            if run.state == "exhausted":
-                run.round = 0
+        if plan.on_connector_up(event.name, self.running):
+            self.running = True
             self._start_round(event.name)
 
     def _on_mode(self, event: ModeChanged) -> None:
@@ -265,28 +242,25 @@ class Failsafe(SupervisedActor):
         if event.previous is Mode.FAILSAFE and event.current is Mode.READY:
             self.latched = False
             self.running = False
-            self._runs = {}
+            self._cancel_timers()
+            self._plan = None
             self.log.warning("failsafe unlatched by an operator reset")
 
     def _check_done(self) -> None:
-        if not self.running:
-            return
-        states = {venue: run.state for venue, run in self._runs.items()}
-        if any(state in ("waiting", "closing") for state in states.values()):
-            return
-        flat = all(state == "flat" for state in states.values())
-        if not flat and any(state == "pending" for state in states.values()):
+        plan = self._plan
+        if not self.running or plan is None or not plan.finished():
             return
         self.running = False
+        flat = plan.flat()
+        states = {venue: str(state) for venue, state in plan.states().items()}
         try:
             path: Path | str = self._write_incident(flat, states)
         except OSError as exc:
             # The outcome must still go out (and the alert be raised) when the disk fails.
             self.log.critical(f"FAILSAFE: the incident report could not be written: {exc}")
             path = ""
-        rounds = max((run.round for run in self._runs.values()), default=0)
         detail = ", ".join(f"{venue}: {state}" for venue, state in states.items()) or "no venues"
-        report = FailsafeReport(flat=flat, attempts=rounds, incident_path=str(path),
+        report = FailsafeReport(flat=flat, attempts=plan.rounds, incident_path=str(path),
                                 detail=detail, ts_ns=now_ns())
         self.last_report = report
         if flat:
@@ -294,6 +268,11 @@ class Failsafe(SupervisedActor):
         else:
             self.log.critical(f"FAILSAFE: NOT FLAT ({detail}); retrying venues as they return; report {path}")
         bus.publish(topics.FAILSAFE, report)
+
+    def _cancel_timers(self) -> None:
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
 
     # ---- records --------------------------------------------------------------------
 
@@ -317,8 +296,9 @@ class Failsafe(SupervisedActor):
             "finished_ns": now_ns(),
             "flat": flat,
             "venues": {
-                venue: {"state": run.state, "rounds": run.round, "last_positions": run.last_positions}
-                for venue, run in self._runs.items()
+                venue: {"state": str(run.state), "rounds": run.round,
+                        "last_positions": _positions(run.last_positions)}
+                for venue, run in (self._plan.runs.items() if self._plan is not None else ())
             },
             "timeline": list(self._timeline),
             "actions": self._actions,
@@ -375,6 +355,13 @@ class Failsafe(SupervisedActor):
             "latched": self.latched,
             "running": self.running,
             "incident": self._incident,
-            "venues": {venue: run.state for venue, run in self._runs.items()},
+            "venues": ({venue: str(state) for venue, state in self._plan.states().items()}
+                       if self._plan is not None else {}),
             "last_report": to_builtins(self.last_report) if self.last_report else None,
         }
+
+
+def _positions(positions: tuple[VenuePosition, ...]) -> list[dict[str, str]]:
+    """Venue positions as the incident report writes them."""
+    return [{"symbol": p.symbol, "quantity": str(p.quantity), "average_price": str(p.average_price)}
+            for p in positions]

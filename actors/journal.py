@@ -2,9 +2,16 @@
 
 One file in WAL mode with ``synchronous=FULL``: a fill is on disk when ``record_fill``
 returns, so a process killed right after loses nothing it acknowledged. Several
-``Journal`` instances may open the same file (the position keeper writes fills, the risk
-governor writes mode changes); each holds its own connection, confined to the thread that
-opened it. Decimals are stored as text, so nothing is rounded on the way in or out.
+``Journal`` instances may open the same file; each holds its own connection, confined to
+the thread that opened it. Decimals are stored as text, so nothing is rounded on the way in
+or out.
+
+Every table has one owner, named in ``TABLE_OWNERS``: the risk governor writes the
+write-ahead order log (``orders``) and the mode log; the position keeper writes fills,
+order events and reconciliations. A ``Journal`` is opened as a named writer, and a write to
+a table its writer does not own fails with ``JournalError`` before touching the file.
+``MAINTENANCE_WRITER`` (the default) owns every table: for tools and tests, never for an
+actor.
 
 Every SQLite failure is raised as ``JournalError``.
 """
@@ -22,8 +29,11 @@ from typing import Any
 
 import msgspec
 
+from actors import topics
 from actors.errors import JournalError
+from core.lifecycle import STEPS, VenueEvent
 from messages import (
+    FAILSAFE_SOURCE,
     CancelAllDone,
     Mode,
     ModeChanged,
@@ -43,6 +53,29 @@ from messages import (
 )
 
 SCHEMA_VERSION = 1
+GOVERNOR_WRITER = topics.RISK_GOVERNOR
+"""The risk governor's journal: the write-ahead order log and the mode log."""
+KEEPER_WRITER = topics.POSITION_KEEPER
+"""The position keeper's journal: fills, order events, reconciliations."""
+MAINTENANCE_WRITER = "maintenance"
+"""Tools and tests: may write every table (never an actor's writer)."""
+
+TABLE_OWNERS: dict[str, str] = {
+    "orders": GOVERNOR_WRITER,
+    "orders.status": KEEPER_WRITER,
+    "orders.failsafe": KEEPER_WRITER,
+    "mode_log": GOVERNOR_WRITER,
+    "fills": KEEPER_WRITER,
+    "order_events": KEEPER_WRITER,
+    "reconciliations": KEEPER_WRITER,
+    "meta": MAINTENANCE_WRITER,
+}
+"""The one writer of each table (the schema itself is created by whoever opens first). The
+governor writes each order row ahead of sending it; the keeper keeps the row's status
+columns (status, status_text, venue_order_id, updated_ns) in step with the order events it
+journals, in the same transaction (``orders.status``), and writes the failsafe's closing
+order rows (``orders.failsafe``: the failsafe depends on neither the governor nor the
+journal, so the keeper journals them from ``submitted``)."""
 """Version of the tables below, kept in SQLite's ``user_version``."""
 
 _SCHEMA = """
@@ -117,11 +150,23 @@ _FILL_COLUMNS = (
     "venue_order_id, realized_pnl, ts_ns, recorded_ns"
 )
 
-_STATUS_OF_EVENT: dict[type, OrderStatus] = {
-    OrderAccepted: OrderStatus.ACCEPTED,
-    OrderRejected: OrderStatus.REJECTED,
-    OrderCancelled: OrderStatus.CANCELLED,
+_EVENT_OF_MESSAGE: dict[type, VenueEvent] = {
+    OrderAccepted: VenueEvent.ACCEPTED,
+    OrderRejected: VenueEvent.REJECTED,
+    OrderCancelled: VenueEvent.CANCELLED,
 }
+
+_STORED_STATES = (OrderStatus.PENDING, OrderStatus.ACCEPTED)
+"""The non-terminal states the ``status`` column holds (fills are counted at read time)."""
+
+
+def _status_update(event: VenueEvent) -> tuple[OrderStatus, tuple[str, ...]] | None:
+    """The status ``event`` sets, and the stored states it applies from, per the lifecycle
+    table: a late accept never undoes a cancel or a reject."""
+    sources = tuple(str(state) for state in _STORED_STATES if event in STEPS[state])
+    if not sources:
+        return None
+    return STEPS[OrderStatus.PENDING][event], sources
 
 
 class JournaledFill(msgspec.Struct, frozen=True, kw_only=True):
@@ -178,13 +223,18 @@ def _write_lock(path: Path) -> threading.Lock:
 class Journal:
     """An SQLite journal file and one connection to it, confined to the opening thread."""
 
-    def __init__(self, path: Path | str, *, busy_timeout_s: float = 5.0) -> None:
-        """Open (creating if needed) the journal at ``path``.
+    def __init__(self, path: Path | str, *, busy_timeout_s: float = 5.0,
+                 writer: str = MAINTENANCE_WRITER) -> None:
+        """Open (creating if needed) the journal at ``path`` as ``writer``.
 
         ``busy_timeout_s`` is how long a write waits for another connection's write
-        transaction before it fails with ``JournalError``.
+        transaction before it fails with ``JournalError``; ``writer`` names who writes
+        through this connection (``TABLE_OWNERS`` says which tables it may write).
         """
+        if writer not in (GOVERNOR_WRITER, KEEPER_WRITER, MAINTENANCE_WRITER):
+            raise JournalError(f"journal {path}: unknown writer {writer!r}")
         self.path = Path(path)
+        self.writer = writer
         self._busy_timeout_s = busy_timeout_s
         self._write_lock = _write_lock(self.path)
         self._thread = threading.get_ident()
@@ -240,7 +290,7 @@ class Journal:
     def record_fill(self, fill: OrderFilled, realized_pnl: Decimal, recorded_ns: int | None = None) -> bool:
         """Commit ``fill`` with the P&L it realizes; False (and nothing written) when a fill
         with the same venue and fill id is already in the journal."""
-        with self._writing("record fill"):
+        with self._writing("record fill", "fills"):
             cursor = self._conn().execute(
                 f"INSERT OR IGNORE INTO fills ({_FILL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
@@ -302,6 +352,9 @@ class Journal:
     def record_order(self, order: SubmitOrder, ts_ns: int | None = None) -> bool:
         """Journal an order passed to a connector; False when its client order id is
         already known (the first record stands)."""
+        if self.writer == KEEPER_WRITER and order.source != FAILSAFE_SOURCE:
+            raise JournalError(f"journal {self.path}: record order refused: orders is written by "
+                               f"{GOVERNOR_WRITER}, not {self.writer} (only the failsafe's orders are)")
         ts = now_ns() if ts_ns is None else ts_ns
         with self._errors("read order"):
             known = self._conn().execute(
@@ -309,7 +362,7 @@ class Journal:
             ).fetchone()
         if known is not None:
             return False  # already written ahead (no write transaction, no disk flush)
-        with self._writing("record order"):
+        with self._writing("record order", "orders.failsafe" if self.writer == KEEPER_WRITER else "orders"):
             cursor = self._conn().execute(
                 "INSERT OR IGNORE INTO orders (client_order_id, venue, symbol, side, quantity,"
                 " order_type, limit_price, stop_price, time_in_force, reduce_only, source,"
@@ -329,24 +382,26 @@ class Journal:
         status (one transaction). Fills go through ``record_fill``."""
         ts = now_ns() if ts_ns is None else ts_ns
         client_order_id = getattr(event, "client_order_id", "")
-        status = _STATUS_OF_EVENT.get(type(event))
-        with self._writing("record order event"), self._transaction() as db:
+        lifecycle_event = _EVENT_OF_MESSAGE.get(type(event))
+        update = None if lifecycle_event is None else _status_update(lifecycle_event)
+        with self._writing("record order event", "order_events"), self._transaction() as db:
             db.execute(
                 "INSERT INTO order_events (client_order_id, venue, kind, body, recorded_ns)"
                 " VALUES (?,?,?,?,?)",
                 (client_order_id, event.venue, type(event).__name__, encode(event).decode(), ts),
             )
-            if status is None:
+            if update is None:
                 return
+            status, sources = update
             text = getattr(event, "text", "")
             venue_order_id = getattr(event, "venue_order_id", "")
-            # A late accept must not undo a cancel or a reject.
+            marks = ",".join("?" * len(sources))
+            # The status columns of ``orders`` follow the events: the keeper's (see TABLE_OWNERS).
             db.execute(
                 "UPDATE orders SET status = ?, status_text = ?, updated_ns = ?,"
                 " venue_order_id = CASE WHEN ? != '' THEN ? ELSE venue_order_id END"
-                " WHERE client_order_id = ? AND status NOT IN (?, ?)",
-                (str(status), text, ts, venue_order_id, venue_order_id, client_order_id,
-                 str(OrderStatus.CANCELLED), str(OrderStatus.REJECTED)),
+                f" WHERE client_order_id = ? AND status IN ({marks})",
+                (str(status), text, ts, venue_order_id, venue_order_id, client_order_id, *sources),
             )
 
     def orders(self) -> list[OrderRecord]:
@@ -384,7 +439,7 @@ class Journal:
 
     def record_reconciliation(self, reconciliation: Reconciliation) -> None:
         """Journal the outcome of one comparison with a venue."""
-        with self._writing("record reconciliation"):
+        with self._writing("record reconciliation", "reconciliations"):
             self._conn().execute(
                 "INSERT INTO reconciliations (venue, reconciled, body, ts_ns) VALUES (?,?,?,?)",
                 (reconciliation.venue, int(reconciliation.reconciled),
@@ -404,7 +459,7 @@ class Journal:
 
     def record_mode(self, previous: Mode, current: Mode, reason: str, ts_ns: int) -> None:
         """Journal a trading mode transition."""
-        with self._writing("record mode"):
+        with self._writing("record mode", "mode_log"):
             self._conn().execute(
                 "INSERT INTO mode_log (previous, current, reason, ts_ns) VALUES (?,?,?,?)",
                 (str(previous), str(current), reason, ts_ns),
@@ -437,7 +492,7 @@ class Journal:
 
     def set_meta(self, key: str, value: str) -> None:
         """Store a value in the ``meta`` table."""
-        with self._writing("write meta"):
+        with self._writing("write meta", "meta"):
             self._conn().execute(
                 "INSERT INTO meta (key, value) VALUES (?, ?)"
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -484,11 +539,15 @@ class Journal:
         db.execute("COMMIT")
 
     @contextmanager
-    def _writing(self, what: str) -> Iterator[None]:
-        """A write: as ``_errors``, under this process's lock of the journal file. Two journals
-        of one process (the keeper's and the governor's) then queue for each other here, not
-        in SQLite's busy handler, which sleeps in steps of milliseconds. Waiting longer than
-        ``busy_timeout_s`` fails as a busy database would."""
+    def _writing(self, what: str, table: str = "") -> Iterator[None]:
+        """A write to ``table``: as ``_errors``, under this process's lock of the journal file.
+        Two journals of one process (the keeper's and the governor's) then queue for each
+        other here, not in SQLite's busy handler, which sleeps in steps of milliseconds.
+        Waiting longer than ``busy_timeout_s`` fails as a busy database would. A writer that
+        does not own ``table`` is refused."""
+        if table and self.writer != MAINTENANCE_WRITER and TABLE_OWNERS[table] != self.writer:
+            raise JournalError(f"journal {self.path}: {what} refused: {table} is written by "
+                               f"{TABLE_OWNERS[table]}, not {self.writer}")
         if not self._write_lock.acquire(timeout=self._busy_timeout_s):
             raise JournalError(f"journal {self.path}: {what} failed: another writer of this process "
                                f"held the journal for {self._busy_timeout_s}s")

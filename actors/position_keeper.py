@@ -5,11 +5,14 @@ IGNORE`` on (venue, fill id): a fill delivered twice (a connector resynchronisin
 restart) is applied once. On start the keeper replays the journal's fills in order, so a
 restarted keeper holds exactly the positions it held before.
 
-Positions are kept per (venue, symbol) as a signed quantity and an average entry price:
-adding to a position moves the average, reducing it realizes P&L at the average, closing
-it resets the average to zero, and a fill that crosses zero realizes P&L on the closed part
-and opens the rest at the fill price. Open positions are marked to the last mid per
-(venue, symbol) from market data; unrealized P&L is computed only when a snapshot is made.
+The arithmetic (positions, average price, realized P&L, the session boundary) is
+``core.pnl``; this actor journals, replays, marks, publishes and schedules. Open positions
+are marked to the last valid mid per (venue, symbol) (``core.exposure.is_valid_quote``);
+unrealized P&L is computed only when a snapshot is made.
+
+The keeper's journal writes fills, order events (with the order status they imply) and
+reconciliations; the order rows themselves are written ahead by the risk governor, except
+the failsafe's closing orders, which the keeper journals from ``submitted``.
 
 The keeper publishes a ``PortfolioSnapshot`` on PORTFOLIO after every applied fill and, as
 marks move, at most every ``publish_interval_s``. Every ``VenuePositions`` is compared with
@@ -21,19 +24,31 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import msgspec
 from loguru import logger
 
 from actors import topics
-from actors.journal import Journal
+from actors.journal import KEEPER_WRITER, Journal
+from core.exposure import is_valid_quote, mid_of
+from core.pnl import (
+    DAY_NS,
+    DailyTotals,
+    FillEffect,
+    Position,
+    apply_fill,
+    next_session_ns,
+    parse_boundary,
+    session_start_ns,
+)
 from messages import (
+    FAILSAFE_SOURCE,
     CancelAllDone,
+    GetPortfolio,
+    GetReconciliations,
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
@@ -51,8 +66,12 @@ from messages import (
 )
 from supervision import SupervisedActor, TimerHandle, bus, scheduler
 
+__all__ = [
+    "DAY_NS", "FillEffect", "GetPortfolio", "GetReconciliations", "KeeperConfig", "Position",
+    "PositionKeeper", "apply_fill", "mid_of", "parse_boundary", "session_start_ns",
+]
+
 ZERO = Decimal(0)
-DAY_NS = 86_400 * 1_000_000_000
 
 Clock = Callable[[], int]
 """Wall clock in nanoseconds."""
@@ -81,111 +100,12 @@ class KeeperConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ValueError(f"journal_busy_timeout_s: must be positive, got {self.journal_busy_timeout_s}")
 
 
-class GetPortfolio(msgspec.Struct, frozen=True, kw_only=True):
-    """Ask (from outside the actor system): the current ``PortfolioSnapshot``."""
-
-
-class GetReconciliations(msgspec.Struct, frozen=True, kw_only=True):
-    """Ask (from outside the actor system): the last ``Reconciliation`` per venue, as a dict."""
-
-
 class _PublishDue(msgspec.Struct, frozen=True):
     pass
 
 
 class _SessionRollover(msgspec.Struct, frozen=True):
     pass
-
-
-# ---- session boundary ------------------------------------------------------------------
-
-
-def parse_boundary(boundary: str) -> tuple[int, int]:
-    """``"HH:MM"`` as (hour, minute); ``ValueError`` naming the field when malformed."""
-    try:
-        hour_text, minute_text = boundary.split(":")
-        if len(hour_text) != 2 or len(minute_text) != 2:
-            raise ValueError
-        hour, minute = int(hour_text), int(minute_text)
-    except ValueError:
-        raise ValueError(f"session_boundary: expected HH:MM, got {boundary!r}") from None
-    if not (0 <= hour < 24 and 0 <= minute < 60):
-        raise ValueError(f"session_boundary: expected HH:MM, got {boundary!r}")
-    return hour, minute
-
-
-def session_start_ns(now: int, boundary: str) -> int:
-    """Start of the trading session that contains ``now`` (ns): the last time the clock
-    passed ``boundary`` (``HH:MM`` UTC), ``now`` itself included."""
-    hour, minute = parse_boundary(boundary)
-    moment = datetime.fromtimestamp(now // 1_000_000_000, tz=UTC)
-    start = moment.replace(hour=hour, minute=minute, second=0, microsecond=0)
-    if start > moment:
-        start -= timedelta(days=1)
-    return int(start.timestamp()) * 1_000_000_000
-
-
-# ---- position arithmetic ---------------------------------------------------------------
-
-
-class FillEffect(NamedTuple):
-    """A position after one fill, and what the fill realized."""
-
-    quantity: Decimal
-    """Signed quantity after the fill."""
-    average_price: Decimal
-    """Average entry price of the open quantity after the fill; zero when flat."""
-    realized_pnl: Decimal
-    """P&L realized by the part of the fill that closed the position."""
-
-
-def apply_fill(quantity: Decimal, average_price: Decimal, traded: Decimal, price: Decimal) -> FillEffect:
-    """Apply a fill of signed quantity ``traded`` at ``price`` to a position of signed
-    ``quantity`` at ``average_price``.
-
-    Opening or adding moves the average (weighted by quantity); reducing realizes
-    ``closed x (price - average)`` (sign flipped for a short) and keeps the average;
-    closing resets the average to zero; crossing zero realizes on the closed part and opens
-    the remainder at ``price``.
-    """
-    new_quantity = quantity + traded
-    if quantity == 0 or (quantity > 0) == (traded > 0):
-        average = (quantity * average_price + traded * price) / new_quantity
-        return FillEffect(new_quantity, average, ZERO)
-    closed = min(abs(traded), abs(quantity))
-    realized = closed * (price - average_price) if quantity > 0 else closed * (average_price - price)
-    if new_quantity == 0:
-        return FillEffect(new_quantity, ZERO, realized)
-    if (new_quantity > 0) == (quantity > 0):
-        return FillEffect(new_quantity, average_price, realized)
-    return FillEffect(new_quantity, price, realized)
-
-
-def mid_of(quote: Quote) -> Decimal:
-    """Midpoint used to mark a position."""
-    return (quote.bid + quote.ask) / 2
-
-
-@dataclass(slots=True)
-class Position:
-    """One position the keeper holds (mutable, actor thread only)."""
-
-    venue: str
-    symbol: str
-    quantity: Decimal = ZERO
-    average_price: Decimal = ZERO
-    realized_pnl: Decimal = ZERO
-
-    def state(self, mark: Quote | None) -> PositionState:
-        """The position as a message, marked to ``mark`` when there is one."""
-        if mark is None:
-            return PositionState(venue=self.venue, symbol=self.symbol, quantity=self.quantity,
-                                 average_price=self.average_price, realized_pnl=self.realized_pnl)
-        mid = mid_of(mark)
-        unrealized = self.quantity * (mid - self.average_price) if self.quantity else ZERO
-        return PositionState(venue=self.venue, symbol=self.symbol, quantity=self.quantity,
-                             average_price=self.average_price, realized_pnl=self.realized_pnl,
-                             mark_price=mid, unrealized_pnl=unrealized)
 
 
 class PositionKeeper(SupervisedActor):
@@ -199,7 +119,7 @@ class PositionKeeper(SupervisedActor):
         self.state_dir = Path(state_dir)
         self.journal_path = self.state_dir / config.journal_name
         self._clock = clock
-        self._log = logger.bind(channel="main", actor="position_keeper")
+        self._log = logger.bind(channel="main", actor=topics.POSITION_KEEPER)
         self._journal: Journal | None = None
         self._positions: dict[tuple[str, str], Position] = {}
         self._open: dict[str, set[str]] = {}
@@ -207,10 +127,7 @@ class PositionKeeper(SupervisedActor):
         self._marks: dict[str, dict[str, Quote]] = {}
         """Last usable quote per venue and symbol; the mid is taken only when publishing."""
         self._fills = 0
-        self._session_start = 0
-        self._daily_realized = ZERO
-        self._daily_notional = ZERO
-        self._traded_today: set[tuple[str, str]] = set()
+        self._day = DailyTotals()
         self._reconciliations: dict[str, Reconciliation] = {}
         self._marks_dirty = False
         self._last_publish = 0.0
@@ -220,7 +137,8 @@ class PositionKeeper(SupervisedActor):
     # ---- lifecycle ------------------------------------------------------------------
 
     def setup(self) -> None:
-        self._journal = Journal(self.journal_path, busy_timeout_s=self.config.journal_busy_timeout_s)
+        self._journal = Journal(self.journal_path, busy_timeout_s=self.config.journal_busy_timeout_s,
+                                writer=KEEPER_WRITER)
         self._replay()
         for topic in (topics.ORDERS, topics.SUBMITTED, topics.MARKET, topics.POSITIONS):
             bus.subscribe(topic, self.name)
@@ -282,7 +200,7 @@ class PositionKeeper(SupervisedActor):
             return
         self._fills += 1
         self._apply(fill, effect)
-        if (fill.ts_ns or recorded_ns) >= self._session_start:
+        if (fill.ts_ns or recorded_ns) >= self._day.start_ns:
             self._count_today(fill, effect.realized_pnl)
         self._publish()
 
@@ -297,9 +215,7 @@ class PositionKeeper(SupervisedActor):
         position = self._positions.get(key)
         if position is None:
             position = self._positions[key] = Position(venue=fill.venue, symbol=fill.symbol)
-        position.quantity = effect.quantity
-        position.average_price = effect.average_price
-        position.realized_pnl += effect.realized_pnl
+        position.apply(effect)
         held = self._open.setdefault(fill.venue, set())
         if effect.quantity:
             held.add(fill.symbol)
@@ -307,28 +223,23 @@ class PositionKeeper(SupervisedActor):
             held.discard(fill.symbol)
 
     def _count_today(self, fill: OrderFilled, realized: Decimal) -> None:
-        self._daily_realized += realized
-        self._daily_notional += abs(fill.quantity * fill.price)
-        self._traded_today.add((fill.venue, fill.symbol))
+        self._day.count(fill.venue, fill.symbol, fill.quantity, fill.price, realized)
 
     # ---- the trading session ------------------------------------------------------------
 
     def _roll_session(self, *, force: bool = False) -> None:
         """Move the daily totals to the session containing now, if it changed."""
         now = self._clock()
-        if not force and self._session_start <= now < self._session_start + DAY_NS:
+        if not force and self._day.contains(now):
             return
         start = session_start_ns(now, self.config.session_boundary)
-        self._session_start = start
-        self._daily_realized = ZERO
-        self._daily_notional = ZERO
-        self._traded_today.clear()
+        self._day.restart(start)
         for record in self.journal.fill_records(since_ns=start):
             self._count_today(record.fill, record.realized_pnl)
 
     def _schedule_rollover(self) -> None:
         now = self._clock()
-        next_start = session_start_ns(now, self.config.session_boundary) + DAY_NS
+        next_start = next_session_ns(now, self.config.session_boundary)
         self._rollover_timer = scheduler.call_later((next_start - now) / 1e9 + 0.001,
                                                     self._teller(_SessionRollover()))
 
@@ -344,7 +255,7 @@ class PositionKeeper(SupervisedActor):
         if marks is None:
             marks = self._marks[batch.venue] = {}
         for quote in batch.quotes:
-            if quote.bid > 0 and quote.ask > 0:  # a one-sided or broken quote is no mark
+            if is_valid_quote(quote):  # a one-sided, crossed or broken quote is no mark
                 marks[quote.symbol] = quote
         if self._open.get(batch.venue):
             self._marks_dirty = True
@@ -376,15 +287,15 @@ class PositionKeeper(SupervisedActor):
         realized = unrealized = ZERO
         for key, position in self._positions.items():
             realized += position.realized_pnl
-            if not position.quantity and key not in self._traded_today:
+            if not position.quantity and key not in self._day.traded:
                 continue
             state = position.state(self._marks.get(position.venue, {}).get(position.symbol))
             unrealized += state.unrealized_pnl
             states.append(state)
         return PortfolioSnapshot(
             positions=tuple(states), realized_pnl=realized, unrealized_pnl=unrealized,
-            daily_realized_pnl=self._daily_realized, daily_pnl=self._daily_realized + unrealized,
-            daily_traded_notional=self._daily_notional, fills=self._fills, ts_ns=self._clock(),
+            daily_realized_pnl=self._day.realized, daily_pnl=self._day.realized + unrealized,
+            daily_traded_notional=self._day.notional, fills=self._fills, ts_ns=self._clock(),
         )
 
     def _open_positions(self) -> list[Position]:
@@ -393,7 +304,10 @@ class PositionKeeper(SupervisedActor):
     # ---- orders -------------------------------------------------------------------------
 
     def _on_submitted(self, order: SubmitOrder) -> None:
-        self.journal.record_order(order, self._clock())
+        # The governor wrote its orders ahead; the failsafe's closing orders are ours to
+        # journal (the failsafe depends on neither the governor nor the journal).
+        if order.source == FAILSAFE_SOURCE:
+            self.journal.record_order(order, self._clock())
 
     def _on_order_event(self, event: OrderAccepted | OrderRejected | OrderCancelled | CancelAllDone) -> None:
         self.journal.record_order_event(event, self._clock())

@@ -1,18 +1,19 @@
-"""The risk governor: owner of the trading mode and of every pre-trade check.
+"""The risk governor: the actor shell over the mode machine and the pre-trade checks.
 
-Every order from a strategy or an operator comes here. An order that passes is published
-on ``submitted`` (the position keeper journals it) and then told to its connector; one
-that fails is answered with ``OrderRejected`` carrying a reason code. The governor also
-decides the mode: WARNING safety events, connector crashes and reconciliation mismatches
-degrade; CRITICAL events, too many degradations in a window, the connectors supervisor
-giving up, the daily loss limit and an operator flatten put it into FAILSAFE, which is
-latched until an operator resets it once the venues are confirmed flat.
+Every order from a strategy or an operator comes here. An order that passes
+``core.checks.PreTradeChecks`` is written ahead to the journal, published on ``submitted``
+(the position keeper journals its events) and then told to its connector; one that fails
+is answered with ``OrderRejected`` carrying the check's reason code. The mode is decided by
+``core.modes.ModeMachine`` (WARNING safety events and connector crashes degrade; CRITICAL
+events, too many degradations in a window, the connectors supervisor giving up, the daily
+loss limit and an operator flatten latch FAILSAFE until an operator resets it once the
+venues are confirmed flat); this actor journals, logs and publishes each transition it
+returns. Venue rejections feed one ``core.rejections.CircuitBreaker`` per venue.
 """
 
 from __future__ import annotations
 
 import time
-from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -23,17 +24,21 @@ from loguru import logger
 
 from actors import topics
 from actors.errors import JournalError, RiskError
-from actors.journal import Journal
+from actors.journal import GOVERNOR_WRITER, Journal
 from actors.log_budget import LogBudget
-from actors.position_keeper import session_start_ns
+from core.checks import Desk, Limits, PreTradeChecks
+from core.exposure import Exposure
+from core.modes import ForbiddenTransition, ModeChange, ModeMachine, ModeRules
+from core.pnl import session_start_ns
+from core.rejections import CircuitBreaker, is_venue_rejection
 from messages import (
-    FAILSAFE_SOURCE,
-    MODE_TRANSITIONS,
     ConnectorDown,
     ConnectorUp,
+    EnterFailsafe,
     Escalation,
     FailsafeReport,
     FlattenRequested,
+    GetRiskState,
     Mode,
     ModeChanged,
     OperatorCommand,
@@ -42,16 +47,14 @@ from messages import (
     OrderCancelled,
     OrderFilled,
     OrderRejected,
-    OrderType,
     PortfolioSnapshot,
     QuoteBatch,
     Reconciliation,
     RejectReason,
     SafetyEvent,
     Severity,
-    Side,
+    Shutdown,
     SubmitOrder,
-    TimeInForce,
     now_ns,
 )
 from supervision import (
@@ -66,7 +69,7 @@ from supervision import (
     scheduler,
 )
 
-ZERO = Decimal(0)
+__all__ = ["EnterFailsafe", "GetRiskState", "RiskConfig", "RiskGovernor", "Shutdown", "Tick"]
 
 
 JOURNAL_WAIT_S = 0.5
@@ -106,105 +109,14 @@ class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """How long an open circuit refuses orders before it lets one through (HALF_OPEN)."""
 
 
-class GetRiskState(msgspec.Struct, frozen=True):
-    """Ask: the governor's state as a dict (mode, paused, circuits, counters)."""
-
-
-class EnterFailsafe(msgspec.Struct, frozen=True):
-    """Tell: go to FAILSAFE (sent by the failsafe when it was triggered directly)."""
-
-    reason: str
-
-
-class Shutdown(msgspec.Struct, frozen=True):
-    """Ask: go to SHUTDOWN (the service is stopping)."""
-
-    reason: str = "service stopping"
-
-
 class Tick(msgspec.Struct, frozen=True):
     """Tell: run the timed rules now (DEGRADED -> LIVE recovery). The governor's own timer
     sends one every ``tick_s``."""
 
 
-class _WorkingTotals:
-    """The working orders of one (venue, symbol): how many, and their signed quantities
-    summed by side (``bought`` >= 0, ``sold`` <= 0)."""
-
-    __slots__ = ("bought", "orders", "sold")
-
-    def __init__(self) -> None:
-        self.orders = 0
-        self.bought = ZERO
-        self.sold = ZERO
-
-    def add(self, quantity: Decimal) -> None:
-        """A working order of signed ``quantity``."""
-        self.orders += 1
-        if quantity > 0:
-            self.bought += quantity
-        else:
-            self.sold += quantity
-
-    def remove(self, quantity: Decimal) -> None:
-        """A working order of signed ``quantity`` is no longer working."""
-        self.orders -= 1
-        if not self.orders:
-            self.bought = self.sold = ZERO
-        elif quantity > 0:
-            self.bought -= quantity
-        else:
-            self.sold -= quantity
-
-
-class CircuitBreaker:
-    """CLOSED -> OPEN after too many venue rejections -> HALF_OPEN after a cool-down, where
-    one order is let through: its acceptance closes the circuit, its rejection reopens it."""
-
-    def __init__(self, rejections: int, window_s: float, cooldown_s: float) -> None:
-        self.rejections = rejections
-        self.window_s = window_s
-        self.cooldown_s = cooldown_s
-        self.state = "CLOSED"
-        self._times: deque[float] = deque()
-        self._opened_at = 0.0
-        self._probe_at: float | None = None
-
-    def allow(self, now: float) -> bool:
-        """May an order go to the venue now? In HALF_OPEN one probe is let through; if the
-        venue never answers it (the session dropped), another goes after a further cool-down."""
-        if self.state == "OPEN" and now - self._opened_at >= self.cooldown_s:
-            self.state, self._probe_at = "HALF_OPEN", None
-        if self.state == "OPEN":
-            return False
-        if self.state == "HALF_OPEN":
-            if self._probe_at is not None and now - self._probe_at < self.cooldown_s:
-                return False
-            self._probe_at = now
-        return True
-
-    def on_rejection(self, now: float) -> None:
-        """A venue rejection."""
-        if self.rejections <= 0:
-            return
-        if self.state == "HALF_OPEN":
-            self.state, self._opened_at = "OPEN", now
-            return
-        self._times.append(now)
-        while self._times and now - self._times[0] > self.window_s:
-            self._times.popleft()
-        if len(self._times) >= self.rejections:
-            self.state, self._opened_at = "OPEN", now
-            self._times.clear()
-
-    def on_success(self) -> None:
-        """An acceptance or fill."""
-        if self.state == "HALF_OPEN":
-            self.state = "CLOSED"
-
-
 class RiskGovernor(SupervisedActor):
-    """Owns the mode machine and runs the pre-trade checks."""
+    """The shell: subscribes, hands each message to the core objects, journals and publishes
+    what they decide, and schedules the timed rules."""
 
     def __init__(
         self,
@@ -229,37 +141,46 @@ class RiskGovernor(SupervisedActor):
         self.tick_s = tick_s
         self._journal_path = Path(state_dir) / journal_name
         self._journal: Journal | None = None
-        self.mode = Mode.STARTUP
-        self.paused = False
         self.log = logger.bind(channel="governance")
-        self._up: set[str] = set()
-        self._mids: dict[tuple[str, str], Decimal] = {}
-        self._positions: dict[tuple[str, str], Decimal] = {}
-        self._working: dict[str, tuple[str, str, Decimal]] = {}
-        self._working_totals: dict[tuple[str, str], _WorkingTotals] = {}
-        """Per (venue, symbol): the working orders summed by side, kept with ``_working`` by
-        ``_set_working`` and ``_drop_working`` so no check walks every working order."""
-        self._client_ids: set[str] = set()
-        self._fill_ids: set[tuple[str, str]] = set()
-        self._unreported: deque[tuple[int, Decimal]] = deque()
-        """(fill number, notional) of fills the last PortfolioSnapshot does not count yet."""
-        self._unreported_notional = ZERO
-        """The sum of the notionals in ``_unreported``."""
-        self._own_rejections: dict[int, OrderRejected] = {}
-        """Rejections this governor published, until they come back on ORDERS (by identity)."""
-        self._order_times: deque[float] = deque()
-        self._degradations: deque[float] = deque()
-        self._last_degradation = 0.0
-        self._portfolio = PortfolioSnapshot()
-        self._failsafe_flat = False
+        self.modes = ModeMachine(ModeRules(
+            degradations_to_failsafe=config.degradations_to_failsafe,
+            degradation_window_s=config.degradation_window_s,
+            recover_after_s=config.recover_after_s,
+        ))
+        self.exposure = Exposure()
         self._circuits = {
             venue: CircuitBreaker(config.circuit_rejections, config.circuit_window_s,
                                   config.circuit_cooldown_s)
             for venue in venues
         }
+        self.desk = Desk(venues=venues, exposure=self.exposure, modes=self.modes, circuits=self._circuits)
+        self.checks = PreTradeChecks(Limits(
+            max_order_quantity=config.max_order_quantity, max_order_notional=config.max_order_notional,
+            max_position=config.max_position, max_open_positions=config.max_open_positions,
+            max_daily_notional=config.max_daily_notional, daily_loss_limit=config.daily_loss_limit,
+            max_orders_per_s=config.max_orders_per_s, price_band_pct=config.price_band_pct,
+        ))
+        self._own_rejections: dict[int, OrderRejected] = {}
+        """Rejections this governor published, until they come back on ORDERS (by identity)."""
         self.counts = {"checked": 0, "passed": 0, "rejected": 0}
         self._refusal_log = LogBudget(burst=5, window_s=10.0)
         self._tick: TimerHandle | None = None
+
+    # ---- the state the status and the tests read --------------------------------------
+
+    @property
+    def mode(self) -> Mode:
+        """The current trading mode."""
+        return self.modes.mode
+
+    @mode.setter
+    def mode(self, value: Mode) -> None:
+        self.modes.mode = value
+
+    @property
+    def paused(self) -> bool:
+        """True while an operator paused trading."""
+        return self.desk.paused
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -269,29 +190,22 @@ class RiskGovernor(SupervisedActor):
             bus.subscribe(topic, self.name)
         # A short busy timeout: an order the journal cannot take at once is refused rather
         # than left waiting behind another writer.
-        self._journal = Journal(self._journal_path, busy_timeout_s=JOURNAL_WAIT_S)
-        self._client_ids = self._journal.client_order_ids()
+        self._journal = Journal(self._journal_path, busy_timeout_s=JOURNAL_WAIT_S, writer=GOVERNOR_WRITER)
+        self.desk.client_ids = self._journal.client_order_ids()
         for fill in self._journal.fills():
-            self._apply_fill(fill)
+            self.exposure.apply_fill(fill)
         # Until the position keeper publishes again, the day so far comes from the journal.
         session = session_start_ns(now_ns(), self.session_boundary)
         realized = self._journal.realized_pnl_since(session)
-        self._portfolio = PortfolioSnapshot(
+        self.exposure.portfolio = PortfolioSnapshot(
             daily_realized_pnl=realized, daily_pnl=realized,
-            daily_traded_notional=self._journal.traded_notional_since(session), fills=len(self._fill_ids),
+            daily_traded_notional=self._journal.traded_notional_since(session), fills=self.exposure.fills,
         )
         history = self._journal.mode_history(limit=1)
-        # FAILSAFE -> SHUTDOWN (a stop while latched) still leaves the latch set.
-        last = history[-1] if history else None
-        if last is not None and (last.current is Mode.FAILSAFE or (
-                last.current is Mode.SHUTDOWN and last.previous is Mode.FAILSAFE)):
-            # The latch survives a restart: only an operator reset leaves FAILSAFE, and only
-            # once the failsafe has confirmed (again) that every venue is flat.
-            reason = "restored: FAILSAFE is latched until an operator reset"
-            self._set_mode(Mode.FAILSAFE, reason, validate=False)
-            self._request_flatten(reason)
-        else:
-            self._set_mode(Mode.READY, "started")
+        change = self.modes.start(history[-1] if history else None)
+        self._made(change)
+        if change.current is Mode.FAILSAFE:
+            self._request_flatten(change.reason)
         self._schedule_tick()
 
     def teardown(self) -> None:
@@ -326,19 +240,22 @@ class RiskGovernor(SupervisedActor):
             Tick: self._on_tick,
         }
 
-    # ---- modes ----------------------------------------------------------------------
+    # ---- modes: the machine decides, the shell journals, logs and publishes ------------
 
     def transition(self, target: Mode, reason: str) -> None:
-        """Move to ``target``; raises ``RiskError`` for a transition the design forbids."""
-        if target not in MODE_TRANSITIONS[self.mode]:
-            raise RiskError(f"mode transition {self.mode} -> {target} is not allowed ({reason})")
-        self._set_mode(target, reason)
+        """Move to ``target``; raises ``RiskError`` for a transition the table forbids."""
+        try:
+            change = self.modes.transition(target, reason)
+        except ForbiddenTransition as exc:
+            raise RiskError(str(exc)) from None
+        self._made(change)
 
-    def _set_mode(self, target: Mode, reason: str, *, validate: bool = True) -> None:
-        previous = self.mode
-        if validate and target not in MODE_TRANSITIONS[previous]:
-            raise RiskError(f"mode transition {previous} -> {target} is not allowed ({reason})")
-        self.mode = target
+    def _made(self, change: ModeChange | None) -> None:
+        """Journal, log and publish a transition the machine made, then its follow-up
+        (READY -> LIVE when every venue is already up)."""
+        if change is None:
+            return
+        previous, target, reason = change.previous, change.current, change.reason
         ts = now_ns()
         if self._journal is not None:
             try:
@@ -351,54 +268,35 @@ class RiskGovernor(SupervisedActor):
             level, f"mode {previous} -> {target}: {reason}"
         )
         bus.publish(topics.MODE, ModeChanged(previous=previous, current=target, reason=reason, ts_ns=ts))
-        if target is Mode.READY and self._all_up():
-            self._set_mode(Mode.LIVE, "every connector is up")
+        self._made(self.modes.venues_up(self._all_up()))
 
     def _all_up(self) -> bool:
-        return bool(self.venues) and all(v in self._up for v in self.venues)
+        return bool(self.venues) and all(v in self.desk.up for v in self.venues)
 
     def degrade(self, reason: str) -> None:
-        """Count a degradation; DEGRADED from LIVE, FAILSAFE when too many in the window."""
-        if self.mode not in (Mode.LIVE, Mode.DEGRADED):
-            return
-        now = self.clock()
-        self._last_degradation = now
-        self._degradations.append(now)
-        while self._degradations and now - self._degradations[0] > self.config.degradation_window_s:
-            self._degradations.popleft()
-        limit = self.config.degradations_to_failsafe
-        if limit > 0 and len(self._degradations) >= limit:
-            self.enter_failsafe(
-                f"{len(self._degradations)} degradations within {self.config.degradation_window_s}s; "
-                f"last: {reason}", source=self.name,
-            )
-            return
-        if self.mode is Mode.LIVE:
-            self.transition(Mode.DEGRADED, reason)
-        else:
+        """Count a degradation (the machine's degradation rule)."""
+        outcome = self.modes.degrade(reason, self.clock())
+        if outcome.escalate:
+            self.enter_failsafe(outcome.escalate, source=self.name)
+        elif outcome.noted:
             self.log.warning(f"degradation while DEGRADED: {reason}")
+        self._made(outcome.change)
 
     def enter_failsafe(self, reason: str, *, source: str, notify: bool = True,
                        rerun: bool = False) -> None:
         """Latch FAILSAFE and start the flatten procedure (``notify``). Once latched, a
         further trigger only re-runs the procedure when asked to (``rerun``: an operator)."""
-        if self.mode is Mode.SHUTDOWN:
-            return
-        newly = self.mode is not Mode.FAILSAFE
-        if newly:
-            # FAILSAFE is reachable from LIVE and DEGRADED; from STARTUP or READY (nothing
-            # trades there yet) an emergency still latches it rather than being ignored.
-            self._set_mode(Mode.FAILSAFE, reason, validate=self.mode in (Mode.LIVE, Mode.DEGRADED))
-            self._failsafe_flat = False
-        elif notify:
+        entry = self.modes.enter_failsafe(reason, notify=notify, rerun=rerun)
+        if entry.already and notify:
             self.log.warning(f"already FAILSAFE; further trigger: {reason}")
-        if notify and (newly or rerun):
+        self._made(entry.change)
+        if entry.flatten:
             self._request_flatten(reason, source=source)
 
-    def _request_flatten(self, reason: str, *, source: str = "risk_governor") -> None:
-        registry.tell("failsafe", FlattenRequested(reason=reason, source=source, ts_ns=now_ns()))
+    def _request_flatten(self, reason: str, *, source: str = topics.RISK_GOVERNOR) -> None:
+        registry.tell(topics.FAILSAFE_ACTOR, FlattenRequested(reason=reason, source=source, ts_ns=now_ns()))
 
-    # ---- pre-trade checks -----------------------------------------------------------
+    # ---- orders -----------------------------------------------------------------------
 
     def _on_submit(self, order: SubmitOrder) -> OrderRejected | None:
         self.counts["checked"] += 1
@@ -430,14 +328,19 @@ class RiskGovernor(SupervisedActor):
             self.log.critical(f"order refused: the journal cannot record it: {exc}")
             return self._reject(order, RejectReason.JOURNAL, f"the journal cannot record the order: {exc}")
         self.counts["passed"] += 1
-        self._client_ids.add(order.client_order_id)
-        self._order_times.append(self.clock())
-        self._set_working(order.client_order_id, (order.venue, order.symbol, order.signed_quantity))
+        self.desk.client_ids.add(order.client_order_id)
+        self.checks.note_passed(self.desk.now)
+        self.exposure.add_order(order)
         bus.publish(topics.SUBMITTED, order)
         if not registry.tell(order.venue, order):
-            self._drop_working(order.client_order_id)
+            self.exposure.drop_working(order.client_order_id)
             return self._reject(order, RejectReason.VENUE_DOWN, f"connector {order.venue} is down")
         return None
+
+    def check(self, order: SubmitOrder) -> tuple[RejectReason, str] | None:
+        """Every pre-trade check, in order; the first failure is the answer."""
+        self.desk.now = self.clock()
+        return self.checks.run(order, self.desk)
 
     def _reject(self, order: SubmitOrder, reason: RejectReason, text: str) -> OrderRejected:
         """Publish the refusal of ``order`` on ORDERS (every field made safe to encode)."""
@@ -453,166 +356,14 @@ class RiskGovernor(SupervisedActor):
         bus.publish(topics.ORDERS, event)
         return event
 
-    def check(self, order: SubmitOrder) -> tuple[RejectReason, str] | None:
-        """Every pre-trade check, in order; the first failure is the answer."""
-        cfg = self.config
-        malformed = _malformed(order)
-        if malformed is not None:
-            return RejectReason.MALFORMED, malformed
-        key = (order.venue, order.symbol)
-        if order.venue not in self.venues:
-            return RejectReason.UNKNOWN_VENUE, f"unknown venue {order.venue!r}"
-        if self.venues[order.venue] and order.symbol not in self.venues[order.venue]:
-            return RejectReason.UNKNOWN_SYMBOL, f"unknown symbol {order.symbol!r} at {order.venue}"
-        if order.client_order_id in self._client_ids or order.client_order_id in self._working:
-            return RejectReason.DUPLICATE_ID, f"client order id {order.client_order_id} already used"
-        failsafe = order.source == FAILSAFE_SOURCE
-        if self.mode is Mode.FAILSAFE and not failsafe:
-            return RejectReason.MODE, "FAILSAFE: only the failsafe's own orders pass"
-        if failsafe:
-            if not order.reduce_only:
-                return RejectReason.REDUCE_ONLY, "the failsafe's orders must be reduce-only"
-            return None
-        if self.mode not in (Mode.LIVE, Mode.DEGRADED):
-            return RejectReason.MODE, f"not trading in mode {self.mode}"
-        if self.paused:
-            return RejectReason.PAUSED, "trading is paused by an operator"
-        if order.venue not in self._up:
-            return RejectReason.VENUE_DOWN, f"connector {order.venue} is not connected"
-        position = self._positions.get(key, ZERO)
-        reduces = position != 0 and (position > 0) != (order.side.sign > 0) \
-            and order.quantity <= abs(position) - self._working_reducing(key, position)
-        if order.reduce_only and not reduces:
-            return RejectReason.REDUCE_ONLY, "reduce-only order would not reduce the position"
-        if self.mode is Mode.DEGRADED and not reduces:
-            return RejectReason.REDUCE_ONLY, "DEGRADED: only orders that reduce a position pass"
-        now = self.clock()
-        while self._order_times and now - self._order_times[0] >= 1.0:
-            self._order_times.popleft()
-        if cfg.max_orders_per_s > 0 and len(self._order_times) >= cfg.max_orders_per_s:
-            return RejectReason.RATE_LIMIT, f"more than {cfg.max_orders_per_s} orders in one second"
-        if cfg.max_order_quantity > 0 and order.quantity > cfg.max_order_quantity:
-            return RejectReason.MAX_QUANTITY, f"quantity {order.quantity} above {cfg.max_order_quantity}"
-        mid = self._mids.get(key)
-        for label, price in (("limit", order.limit_price), ("stop", order.stop_price)):
-            if price is not None and mid is not None and cfg.price_band_pct > 0:
-                off_pct = abs(price - mid) / mid * 100
-                if off_pct > cfg.price_band_pct:
-                    return RejectReason.PRICE_BAND, (
-                        f"{label} price {price} is {off_pct:.2f}% from mid {mid} "
-                        f"(band {cfg.price_band_pct}%)"
-                    )
-        price = order.limit_price or mid
-        if price is None:
-            return RejectReason.NO_MARKET, f"no market for {order.symbol} at {order.venue} to price the order"
-        notional = order.quantity * price
-        if cfg.max_order_notional > 0 and notional > cfg.max_order_notional:
-            return RejectReason.MAX_NOTIONAL, f"notional {notional} above {cfg.max_order_notional}"
-        # Worst case: every working order on the order's side fills, none on the other side.
-        exposure = position + self._working_on_side(key, order.side) + order.signed_quantity
-        if cfg.max_position > 0 and abs(exposure) > cfg.max_position and not reduces:
-            return RejectReason.MAX_POSITION, f"position could reach {exposure} (max {cfg.max_position})"
-        if cfg.max_open_positions > 0 and position == 0 and key not in self._working_keys():
-            open_keys = self._working_keys() | {k for k, q in self._positions.items() if q != 0}
-            if len(open_keys) >= cfg.max_open_positions:
-                return RejectReason.MAX_OPEN_POSITIONS, (
-                    f"{len(open_keys)} positions open or being opened (max {cfg.max_open_positions})"
-                )
-        if cfg.max_daily_notional > 0:
-            traded = (self._portfolio.daily_traded_notional + self._unreported_notional
-                      + self._working_notional() + notional)
-            if traded > cfg.max_daily_notional:
-                return RejectReason.MAX_DAILY_NOTIONAL, (
-                    f"daily notional would reach {traded} (max {cfg.max_daily_notional})"
-                )
-        if cfg.daily_loss_limit > 0 and self._portfolio.daily_pnl <= -cfg.daily_loss_limit:
-            return RejectReason.DAILY_LOSS, (
-                f"daily P&L {self._portfolio.daily_pnl} at or below -{cfg.daily_loss_limit}"
-            )
-        circuit = self._circuits.get(order.venue)
-        if circuit is not None and not circuit.allow(now):
-            return RejectReason.CIRCUIT_OPEN, f"circuit breaker for {order.venue} is {circuit.state}"
-        return None
-
-    def _set_working(self, client_order_id: str, entry: tuple[str, str, Decimal]) -> None:
-        """Record (or update) a working order and its per-symbol totals."""
-        self._drop_working(client_order_id)
-        self._working[client_order_id] = entry
-        venue, symbol, quantity = entry
-        totals = self._working_totals.get((venue, symbol))
-        if totals is None:
-            totals = self._working_totals[(venue, symbol)] = _WorkingTotals()
-        totals.add(quantity)
-
-    def _drop_working(self, client_order_id: str) -> None:
-        """Forget a working order (no effect when it is not working)."""
-        entry = self._working.pop(client_order_id, None)
-        if entry is None:
-            return
-        venue, symbol, quantity = entry
-        totals = self._working_totals[(venue, symbol)]
-        totals.remove(quantity)
-        if not totals.orders:
-            del self._working_totals[(venue, symbol)]
-
-    def _working_on_side(self, key: tuple[str, str], side: Side) -> Decimal:
-        """Signed quantity of the working orders for ``key`` on ``side``."""
-        totals = self._working_totals.get(key)
-        if totals is None:
-            return ZERO
-        return totals.bought if side is Side.BUY else totals.sold
-
-    def _working_keys(self) -> set[tuple[str, str]]:
-        return set(self._working_totals)
-
-    def _working_reducing(self, key: tuple[str, str], position: Decimal) -> Decimal:
-        """Quantity already working against ``position`` (so two reducing orders cannot flip it)."""
-        totals = self._working_totals.get(key)
-        if totals is None:
-            return ZERO
-        return -totals.sold if position > 0 else totals.bought
-
-    def _working_notional(self) -> Decimal:
-        total = ZERO
-        for key, totals in self._working_totals.items():
-            mid = self._mids.get(key)
-            if mid is not None:
-                total += (totals.bought - totals.sold) * mid
-        return total
-
     # ---- what happens ---------------------------------------------------------------
 
     def _on_quotes(self, batch: QuoteBatch) -> None:
-        mids = self._mids
-        for quote in batch.quotes:
-            if quote.bid > 0 and quote.ask >= quote.bid:
-                mids[(batch.venue, quote.symbol)] = (quote.bid + quote.ask) / 2
-
-    def _apply_fill(self, fill: OrderFilled) -> bool:
-        key = (fill.venue, fill.fill_id)
-        if key in self._fill_ids:
-            return False
-        self._fill_ids.add(key)
-        pos_key = (fill.venue, fill.symbol)
-        self._positions[pos_key] = self._positions.get(pos_key, ZERO) + fill.signed_quantity
-        return True
+        self.exposure.on_quotes(batch.venue, batch.quotes)
 
     def _on_filled(self, fill: OrderFilled) -> None:
-        if not self._apply_fill(fill):
+        if not self.exposure.on_fill(fill):
             return
-        # Counted in the daily notional until a PortfolioSnapshot includes it: the order
-        # stops counting as working now, the keeper's snapshot comes a moment later.
-        notional = abs(fill.quantity * fill.price)
-        self._unreported.append((len(self._fill_ids), notional))
-        self._unreported_notional += notional
-        working = self._working.get(fill.client_order_id)
-        if working is not None:
-            if fill.leaves_quantity <= 0:
-                self._drop_working(fill.client_order_id)
-            else:
-                venue, symbol, qty = working
-                sign = 1 if qty > 0 else -1
-                self._set_working(fill.client_order_id, (venue, symbol, fill.leaves_quantity * sign))
         circuit = self._circuits.get(fill.venue)
         if circuit is not None:
             circuit.on_success()
@@ -625,57 +376,50 @@ class RiskGovernor(SupervisedActor):
     def _on_rejected(self, event: OrderRejected) -> None:
         if self._own_rejections.pop(id(event), None) is event:
             return  # our own refusal coming back: it must not touch an order of the same id
-        self._drop_working(event.client_order_id)
-        if event.reason is RejectReason.VENUE:
+        self.exposure.drop_working(event.client_order_id)
+        # Anything else on ORDERS comes from a connector: the order was sent.
+        if is_venue_rejection(event, sent=True):
             circuit = self._circuits.get(event.venue)
-            if circuit is not None:
-                before = circuit.state
-                circuit.on_rejection(self.clock())
-                if circuit.state == "OPEN" and before != "OPEN":
-                    self.log.warning(f"circuit breaker for {event.venue} opened after venue rejections")
+            if circuit is not None and circuit.on_rejection(self.clock()):
+                self.log.warning(f"circuit breaker for {event.venue} opened after venue rejections")
 
     def _on_cancelled(self, event: OrderCancelled) -> None:
-        self._drop_working(event.client_order_id)
+        self.exposure.drop_working(event.client_order_id)
 
     def _on_safety(self, event: SafetyEvent) -> None:
         where = f" {event.venue}/{event.symbol}" if event.venue else ""
         reason = f"{event.severity.name} {event.kind}{where}: {event.detail}"
         if event.severity >= Severity.CRITICAL:
-            self.enter_failsafe(reason, source="safety_monitor")
+            self.enter_failsafe(reason, source=topics.SAFETY_MONITOR)
         elif event.severity >= Severity.WARNING:
             self.degrade(reason)  # a reconciliation mismatch degrades here, once
 
     def _on_connector_up(self, event: ConnectorUp) -> None:
         if event.name not in self.venues:
             return
-        self._up.add(event.name)
-        if self.mode is Mode.READY and self._all_up():
-            self.transition(Mode.LIVE, "every connector is up")
+        self.desk.up.add(event.name)
+        self._made(self.modes.venues_up(self._all_up()))
 
     def _on_connector_down(self, event: ConnectorDown) -> None:
-        self._up.discard(event.name)
+        self.desk.up.discard(event.name)
 
     def _on_child_exited(self, event: ChildExited) -> None:
         if event.name in self.venues:
-            self._up.discard(event.name)
+            self.desk.up.discard(event.name)
             if event.abnormal:
                 self.degrade(f"connector {event.name} down: {event.reason}")
 
     def _on_child_started(self, event: ChildStarted) -> None:
-        if event.name == "failsafe" and self.mode is Mode.FAILSAFE and not self._failsafe_flat:
+        if event.name == topics.FAILSAFE_ACTOR and self.modes.latched and not self.modes.failsafe_flat:
             # A restarted failsafe has forgotten its run: the venues are not confirmed flat yet.
             self._request_flatten("the failsafe restarted before the venues were confirmed flat")
 
     def _on_gave_up(self, event: SupervisorGaveUp) -> None:
-        if event.supervisor == "connectors":
+        if event.supervisor == topics.CONNECTORS_SUPERVISOR:
             self.enter_failsafe(f"connectors supervisor gave up: {event.reason}", source="supervision")
 
     def _on_portfolio(self, snapshot: PortfolioSnapshot) -> None:
-        self._portfolio = snapshot
-        while self._unreported and self._unreported[0][0] <= snapshot.fills:
-            self._unreported_notional -= self._unreported.popleft()[1]
-        if not self._unreported:
-            self._unreported_notional = ZERO
+        self.exposure.on_portfolio(snapshot)
         limit = self.config.daily_loss_limit
         if limit > 0 and snapshot.daily_pnl <= -limit and self.mode in (Mode.LIVE, Mode.DEGRADED):
             self.enter_failsafe(f"daily loss limit: P&L {snapshot.daily_pnl} <= -{limit}", source=self.name)
@@ -687,7 +431,7 @@ class RiskGovernor(SupervisedActor):
             self.log.warning(f"reconciliation mismatch at {event.venue}: {'; '.join(event.mismatches)}")
 
     def _on_failsafe_report(self, report: FailsafeReport) -> None:
-        self._failsafe_flat = report.flat
+        self.modes.on_failsafe_report(report.flat)
 
     def _on_operator(self, command: OperatorCommand) -> str:
         self.log.bind(operator=command.operator, verb=str(command.verb)).warning(
@@ -695,37 +439,32 @@ class RiskGovernor(SupervisedActor):
         )
         verb = command.verb
         if verb is OperatorVerb.PAUSE:
-            self.paused = True
+            self.desk.paused = True
             return "paused: new orders are refused"
         if verb is OperatorVerb.RESUME:
-            self.paused = False
+            self.desk.paused = False
             return "resumed"
         if verb is OperatorVerb.FLATTEN:
             self.enter_failsafe(f"operator flatten by {command.operator}: {command.reason}".rstrip(": "),
                                 source="operator", rerun=True)
             return "FAILSAFE: flattening every venue"
         if verb is OperatorVerb.RESET:
-            if self.mode is not Mode.FAILSAFE:
-                return f"nothing to reset: mode is {self.mode}"
-            if not self._failsafe_flat:
-                return "refused: the venues are not confirmed flat yet"
-            self._degradations.clear()
-            self.transition(Mode.READY, f"operator reset by {command.operator}")
+            reset = self.modes.reset(command.operator)
+            if reset.change is None:
+                return reset.refusal
+            self._made(reset.change)
             return f"reset: mode is {self.mode}"
         return str(self.mode)
 
     def _on_shutdown(self, command: Shutdown) -> str:
-        if self.mode is not Mode.SHUTDOWN:
-            self._set_mode(Mode.SHUTDOWN, command.reason, validate=False)
+        self._made(self.modes.shutdown(command.reason))
         return str(self.mode)
 
     def _on_tick(self, _tick: Tick) -> None:
         summary = self._refusal_log.summary(self.clock())
         if summary is not None:
             self.log.info(f"order refused: {summary}")
-        if (self.mode is Mode.DEGRADED and self._all_up()
-                and self.clock() - self._last_degradation >= self.config.recover_after_s):
-            self.transition(Mode.LIVE, f"no degradation for {self.config.recover_after_s}s")
+        self._made(self.modes.recover(self.clock(), self._all_up()))
         self._schedule_tick()
 
     def _schedule_tick(self) -> None:
@@ -746,41 +485,10 @@ class RiskGovernor(SupervisedActor):
         return {
             "mode": str(self.mode),
             "paused": self.paused,
-            "connectors_up": sorted(self._up),
-            "circuits": {venue: c.state for venue, c in self._circuits.items()},
-            "working_orders": len(self._working),
-            "degradations_in_window": len(self._degradations),
-            "failsafe_flat": self._failsafe_flat,
+            "connectors_up": sorted(self.desk.up),
+            "circuits": {venue: str(c.state) for venue, c in self._circuits.items()},
+            "working_orders": len(self.exposure.working),
+            "degradations_in_window": self.modes.degradations_in_window,
+            "failsafe_flat": self.modes.failsafe_flat,
             **self.counts,
         }
-
-
-def _positive(value: object) -> bool:
-    return isinstance(value, Decimal) and value.is_finite() and value > 0
-
-
-def _malformed(order: SubmitOrder) -> str | None:
-    """Why ``order`` is not a well-formed order, or None. The struct validates itself when
-    built or decoded; this also holds for one that was not (the governor must survive it)."""
-    for name in ("client_order_id", "venue", "symbol"):
-        value = getattr(order, name, None)
-        if not isinstance(value, str) or not value:
-            return f"{name} must be a non-empty string, got {value!r}"
-    if not isinstance(order.source, str):
-        return f"source must be a string, got {order.source!r}"
-    for name, kind in (("side", Side), ("order_type", OrderType), ("time_in_force", TimeInForce)):
-        if not isinstance(getattr(order, name, None), kind):
-            return f"{name} must be a {kind.__name__}, got {getattr(order, name, None)!r}"
-    if not _positive(order.quantity):
-        return f"quantity must be a positive finite number, got {order.quantity}"
-    for name in ("limit_price", "stop_price"):
-        value = getattr(order, name)
-        if value is not None and not _positive(value):
-            return f"{name} must be a positive finite number, got {value}"
-    if order.order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) and order.limit_price is None:
-        return f"a {order.order_type} order needs a limit price"
-    if order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT) and order.stop_price is None:
-        return f"a {order.order_type} order needs a stop price"
-    if not isinstance(order.reduce_only, bool):
-        return f"reduce_only must be a bool, got {order.reduce_only!r}"
-    return None

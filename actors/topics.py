@@ -1,4 +1,4 @@
-"""Bus topics, one per kind of traffic."""
+"""Bus topics, one per kind of traffic, and the names of the actors."""
 
 from __future__ import annotations
 
@@ -24,3 +24,20 @@ FAILSAFE = "failsafe"
 """FailsafeReport from the failsafe."""
 DASHBOARD = "dashboard"
 """Everything the dashboard shows (alerts and state)."""
+
+# ---- actor names (the registry names actors address each other by) -------------------------
+
+RISK_GOVERNOR = "risk_governor"
+"""The risk governor: orders in, ``GetRiskState``, ``EnterFailsafe``, ``Shutdown``."""
+POSITION_KEEPER = "position_keeper"
+"""The position keeper: ``GetPortfolio``, ``GetReconciliations``."""
+FAILSAFE_ACTOR = "failsafe"
+"""The failsafe: ``FlattenRequested``, ``GetFailsafeState``."""
+SAFETY_MONITOR = "safety_monitor"
+"""The safety monitor: ``GetSafetyStats``."""
+DASHBOARD_ACTOR = "dashboard"
+"""The dashboard."""
+CONNECTORS_SUPERVISOR = "connectors"
+"""The supervisor of the connectors (its giving up means FAILSAFE)."""
+STRATEGIES_SUPERVISOR = "strategies"
+"""The supervisor of the strategies."""

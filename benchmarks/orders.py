@@ -16,8 +16,8 @@ import msgspec
 
 from actors import topics
 from actors.position_keeper import KeeperConfig, PositionKeeper
-from actors.risk_governor import GetRiskState, RiskGovernor
-from actors.safety_monitor import GetSafetyStats, SafetyChecks, SafetyConfig
+from actors.risk_governor import RiskGovernor
+from actors.safety_monitor import SafetyChecks, SafetyConfig
 from benchmarks.harness import (
     BENCH_RISK,
     VENUE,
@@ -34,7 +34,19 @@ from benchmarks.harness import (
     symbols,
     wait_until,
 )
-from messages import ConnectorUp, Mode, OrderFilled, OrderType, Quote, QuoteBatch, Side, SubmitOrder, now_ns
+from messages import (
+    ConnectorUp,
+    GetRiskState,
+    GetSafetyStats,
+    Mode,
+    OrderFilled,
+    OrderType,
+    Quote,
+    QuoteBatch,
+    Side,
+    SubmitOrder,
+    now_ns,
+)
 from supervision import ChildSpec, SupervisedActor, bus, registry
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import pykka
 
 from actors import topics
-from actors.safety_monitor import GetSafetyStats, SafetyChecks, SafetyConfig, SafetyMonitor
+from actors.safety_monitor import SafetyChecks, SafetyConfig, SafetyMonitor
 from benchmarks.harness import (
     VENUE,
     Barrier,
@@ -33,7 +33,7 @@ from benchmarks.harness import (
     start_tree,
     symbols,
 )
-from messages import Quote, QuoteBatch, SafetyEvent
+from messages import GetSafetyStats, Quote, QuoteBatch, SafetyEvent
 
 ZERO = Decimal(0)
 _TICK = Decimal("0.01")

@@ -1,5 +1,51 @@
-"""tradeguard's trading logic, free of actors, threads, sockets, SQLite and clocks."""
+"""tradeguard's trading logic, free of actors, threads, sockets, SQLite and clocks: the
+mode machine, exposure, pre-trade checks, rejection loops, the order lifecycle, the
+failsafe's rounds, P&L, and the safety checks. Time is always passed in."""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from core.checks import Desk, Limits, PreTradeChecks, Refusal
+from core.exposure import Exposure, is_valid_quote, mid_of, valid_mid
+from core.flatten import FlattenPlan, RoundStart, VenueState
+from core.lifecycle import OrderLifecycle, VenueEvent, event_of
+from core.modes import TRANSITIONS, ForbiddenTransition, ModeChange, ModeMachine, ModeRules, latched_in
+from core.pnl import DAY_NS, DailyTotals, FillEffect, Position, apply_fill, parse_boundary, session_start_ns
+from core.rejections import CircuitBreaker, CircuitState, RejectionLoop, is_venue_rejection
+from core.safety import Finding, SafetyChecks, SafetyRules
+
+__all__ = [
+    "DAY_NS",
+    "TRANSITIONS",
+    "CircuitBreaker",
+    "CircuitState",
+    "DailyTotals",
+    "Desk",
+    "Exposure",
+    "FillEffect",
+    "Finding",
+    "FlattenPlan",
+    "ForbiddenTransition",
+    "Limits",
+    "ModeChange",
+    "ModeMachine",
+    "ModeRules",
+    "OrderLifecycle",
+    "Position",
+    "PreTradeChecks",
+    "Refusal",
+    "RejectionLoop",
+    "RoundStart",
+    "SafetyChecks",
+    "SafetyRules",
+    "VenueEvent",
+    "VenueState",
+    "apply_fill",
+    "event_of",
+    "is_valid_quote",
+    "is_venue_rejection",
+    "latched_in",
+    "mid_of",
+    "parse_boundary",
+    "session_start_ns",
+    "valid_mid",
+]

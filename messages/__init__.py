@@ -55,6 +55,16 @@ from messages.orders import (
     VenuePositions,
 )
 from messages.portfolio import PortfolioSnapshot, PositionState, Reconciliation
+from messages.requests import (
+    EnterFailsafe,
+    GetFailsafeState,
+    GetPortfolio,
+    GetReconciliations,
+    GetRiskState,
+    GetSafetyStats,
+    SafetyStats,
+    Shutdown,
+)
 
 __all__ = [
     "DONE_STATES",
@@ -75,9 +85,15 @@ __all__ = [
     "CancelOrder",
     "ConnectorDown",
     "ConnectorUp",
+    "EnterFailsafe",
     "Escalation",
     "FailsafeReport",
     "FlattenRequested",
+    "GetFailsafeState",
+    "GetPortfolio",
+    "GetReconciliations",
+    "GetRiskState",
+    "GetSafetyStats",
     "HealthReport",
     "Message",
     "MessageError",
@@ -101,7 +117,9 @@ __all__ = [
     "RejectReason",
     "RequestPositions",
     "SafetyEvent",
+    "SafetyStats",
     "Severity",
+    "Shutdown",
     "Side",
     "SubmitOrder",
     "TimeInForce",

@@ -90,6 +90,8 @@ class OrderStatus(enum.StrEnum):
     FILLED = "filled"
     CANCELLED = "cancelled"
     REJECTED = "rejected"
+    EXPIRED = "expired"
+    """Its time in force ended at the venue with quantity unfilled."""
 
     def is_done(self) -> bool:
         """True when the order can change no more."""
@@ -97,7 +99,7 @@ class OrderStatus(enum.StrEnum):
 
 
 DONE_STATES: frozenset[OrderStatus] = frozenset(
-    {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED}
+    {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED}
 )
 """Terminal order states."""
 

@@ -37,7 +37,7 @@ def _exchange(state_dir: Path, verb: str, *, reason: str, operator: str | None, 
     try:
         body = msgspec.json.encode(request)
     except UnicodeError as exc:  # a lone surrogate in a reason or name is no text to send
-        raise ControlError(f"the request is not valid text: {exc.reason}") from exc
+        raise ControlError(f"the request is not valid text: {exc}") from exc
     context: zmq.Context[zmq.Socket[bytes]] = zmq.Context.instance()
     sock = context.socket(zmq.REQ)
     sock.setsockopt(zmq.LINGER, 0)

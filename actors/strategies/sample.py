@@ -142,7 +142,7 @@ class SampleStrategy(SupervisedActor):
             created_ns=now_ns(),
         )
         self.sent += 1
-        registry.tell("risk_governor", order)
+        registry.tell(topics.RISK_GOVERNOR, order)
 
     def _schedule(self) -> None:
         ref = self.actor_ref

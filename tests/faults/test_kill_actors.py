@@ -20,11 +20,17 @@ from typing import Any
 import pytest
 
 from actors.dashboard import GetDashboardState
-from actors.failsafe import GetFailsafeState
-from actors.position_keeper import GetPortfolio
-from actors.risk_governor import GetRiskState
-from actors.safety_monitor import GetSafetyStats
-from messages import FailsafeReport, Mode, ModeChanged, QuoteBatch, SafetyEvent
+from messages import (
+    FailsafeReport,
+    GetFailsafeState,
+    GetPortfolio,
+    GetRiskState,
+    GetSafetyStats,
+    Mode,
+    ModeChanged,
+    QuoteBatch,
+    SafetyEvent,
+)
 from supervision import ChildExited, Ping, SupervisorGaveUp, registry
 from tests.helpers import wait_for
 from tests.recorder import Recorder

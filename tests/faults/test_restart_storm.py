@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from actors import topics
-from actors.risk_governor import GetRiskState
-from messages import FailsafeReport, Mode, ModeChanged, QuoteBatch, Side, SubmitOrder
+from messages import FailsafeReport, GetRiskState, Mode, ModeChanged, QuoteBatch, Side, SubmitOrder
 from supervision import SUPERVISION_TOPIC, SupervisorGaveUp, registry
 from tests.helpers import wait_for
 from tests.recorder import Recorder

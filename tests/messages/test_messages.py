@@ -40,6 +40,7 @@ from tests.messages.samples import QUOTE, SAMPLES
         (OrderStatus.FILLED, True),
         (OrderStatus.CANCELLED, True),
         (OrderStatus.REJECTED, True),
+        (OrderStatus.EXPIRED, True),
     ],
 )
 def test_order_status_is_done(status: OrderStatus, done: bool) -> None:
@@ -48,7 +49,7 @@ def test_order_status_is_done(status: OrderStatus, done: bool) -> None:
 
 def test_done_states_cover_exactly_the_terminal_statuses() -> None:
     assert {s for s in OrderStatus if s.is_done()} == DONE_STATES
-    assert len(OrderStatus) == 6  # a new status must be classified here
+    assert len(OrderStatus) == 7  # a new status must be classified here
 
 
 def test_side_sign_and_opposite() -> None:

@@ -55,12 +55,13 @@ def test_status_json_of_a_running_service_validates_against_the_schema(tmp_path:
     state = tmp_path / "state"
     validator = jsonschema.Draft202012Validator(status_schema())
     with running("run", "--state-dir", str(state)) as proc:
-        wait_status(state, lambda s: s["mode"] == "LIVE" and s["positions"] and s["alerts"], 60.0,
-                    what="LIVE with a position and an alert")
+        wait_status(state, lambda s: s["mode"] == "LIVE" and s["positions"], 60.0,
+                    what="LIVE with a position")
         live = _status_json(state)
         validator.validate(live)
         for part, names in PROMISED.items():
-            assert names <= _keys(live, part), part
+            if part != "alerts":  # a quiet start may have none yet: checked after the flatten
+                assert names <= _keys(live, part), part
         assert isinstance(STATUS_DECODER.decode(json.dumps(live)), StatusDocument)
 
         flatten = subprocess.run([str(BIN / "tradeguard"), "flatten", "--state-dir", str(state),
@@ -69,6 +70,7 @@ def test_status_json_of_a_running_service_validates_against_the_schema(tmp_path:
         flat = _status_json(state)
         validator.validate(flat)
         assert flat["mode"] == "FAILSAFE" and flat["failsafe"]["last_report"]["flat"] is True
+        assert PROMISED["alerts"] <= _keys(flat, "alerts")  # entering FAILSAFE is an alert
         assert proc.poll() is None
 
     # The schema catches what it should: a renamed field, a number where a string belongs.

@@ -15,6 +15,7 @@ import pytest
 from actors import topics
 from actors.errors import RiskError
 from actors.risk_governor import RiskGovernor, Shutdown, Tick
+from core.modes import TRANSITIONS
 from messages import (
     MODE_TRANSITIONS,
     ConnectorDown,
@@ -93,7 +94,7 @@ def test_every_transition_of_the_table(tmp_path: Path, source: Mode, target: Mod
         governor.mode = source          # where this case starts
         before = mode_log(tmp_path)
         mark = recorder.count()
-        if target in MODE_TRANSITIONS[source]:
+        if target in TRANSITIONS[source]:
             governor.transition(target, "case")
             assert governor.mode is target
             assert mode_log(tmp_path) == [*before, (source, target, "case")]
@@ -112,6 +113,16 @@ def test_every_transition_of_the_table(tmp_path: Path, source: Mode, target: Mod
 
 
 def test_the_table_is_the_design() -> None:
+    """The governor's table is the design's plus the latch's two ways into FAILSAFE: restored
+    at start (STARTUP) and an emergency before trading (READY)."""
+    assert {m: set(t) for m, t in TRANSITIONS.items()} == {
+        Mode.STARTUP: {Mode.READY, Mode.FAILSAFE, Mode.SHUTDOWN},
+        Mode.READY: {Mode.LIVE, Mode.FAILSAFE, Mode.SHUTDOWN},
+        Mode.LIVE: {Mode.DEGRADED, Mode.FAILSAFE, Mode.SHUTDOWN},
+        Mode.DEGRADED: {Mode.LIVE, Mode.FAILSAFE, Mode.SHUTDOWN},
+        Mode.FAILSAFE: {Mode.READY, Mode.SHUTDOWN},
+        Mode.SHUTDOWN: set(),
+    }
     assert {m: set(t) for m, t in MODE_TRANSITIONS.items()} == {
         Mode.STARTUP: {Mode.READY, Mode.SHUTDOWN},
         Mode.READY: {Mode.LIVE, Mode.SHUTDOWN},

@@ -11,11 +11,12 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from actors import topics
 from actors.errors import JournalError
-from actors.journal import Journal
+from actors.journal import GOVERNOR_WRITER, KEEPER_WRITER, TABLE_OWNERS, Journal
 from actors.position_keeper import (
     GetPortfolio,
     GetReconciliations,
@@ -25,6 +26,7 @@ from actors.position_keeper import (
     session_start_ns,
 )
 from messages import (
+    FAILSAFE_SOURCE,
     Mode,
     OrderAccepted,
     OrderCancelled,
@@ -353,12 +355,20 @@ def test_reconciliation(tmp_path: Path, recorder: Recorder) -> None:
 
 
 def test_orders_and_their_events_are_journaled(tmp_path: Path, recorder: Recorder) -> None:
+    """The governor writes its orders ahead; the keeper journals the failsafe's (from
+    SUBMITTED), every order event, and the status each event implies."""
     start_keeper(tmp_path)
     order = SubmitOrder(client_order_id="c1", venue="paper", symbol="ES", side=Side.BUY, quantity=D(5),
                         source="sample", created_ns=7)
-    other = SubmitOrder(client_order_id="c2", venue="paper", symbol="ES", side=Side.SELL, quantity=D(1))
-    bus.publish(topics.SUBMITTED, order)
-    bus.publish(topics.SUBMITTED, other)
+    other = SubmitOrder(client_order_id="c2", venue="paper", symbol="ES", side=Side.SELL, quantity=D(1),
+                        source=FAILSAFE_SOURCE, reduce_only=True)
+    stray = SubmitOrder(client_order_id="c3", venue="paper", symbol="ES", side=Side.SELL, quantity=D(1),
+                        source="sample")
+    with Journal(tmp_path / "journal.sqlite3", writer=GOVERNOR_WRITER) as governor_journal:
+        assert governor_journal.record_order(order)   # written ahead, as the governor does
+    bus.publish(topics.SUBMITTED, order)   # already journaled: nothing more
+    bus.publish(topics.SUBMITTED, other)   # the failsafe's: the keeper journals it
+    bus.publish(topics.SUBMITTED, stray)   # a strategy order the governor did not write: not the keeper's
     bus.publish(topics.ORDERS,
                 OrderAccepted(client_order_id="c1", venue="paper", symbol="ES", venue_order_id="v1"))
     bus.publish(topics.ORDERS, OrderCancelled(client_order_id="c2", venue="paper", text="user"))
@@ -368,7 +378,7 @@ def test_orders_and_their_events_are_journaled(tmp_path: Path, recorder: Recorde
 
     with Journal(tmp_path / "journal.sqlite3") as journal:
         records = {r.order.client_order_id: r for r in journal.orders()}
-        assert journal.client_order_ids() == {"c1", "c2"}
+        assert journal.client_order_ids() == {"c1", "c2"}   # c3 never passed the governor
         assert [type(e).__name__ for e in journal.order_events("c2")] == ["OrderCancelled", "OrderAccepted"]
     assert records["c1"].order == order
     assert (records["c1"].status, records["c1"].filled_quantity) == (OrderStatus.PARTIALLY_FILLED, D(2))
@@ -377,6 +387,31 @@ def test_orders_and_their_events_are_journaled(tmp_path: Path, recorder: Recorde
 
 
 # ---- the journal on its own ---------------------------------------------------------------
+
+
+def test_each_table_has_one_writer(tmp_path: Path) -> None:
+    """A writer that does not own a table is refused before anything is written."""
+    path = tmp_path / "j.sqlite3"
+    order = SubmitOrder(client_order_id="w1", venue="paper", symbol="ES", side=Side.BUY, quantity=D(1))
+    assert set(TABLE_OWNERS) >= {"orders", "mode_log", "fills", "order_events", "reconciliations"}
+    with Journal(path, writer=KEEPER_WRITER) as keeper, Journal(path, writer=GOVERNOR_WRITER) as governor:
+        with pytest.raises(JournalError, match="mode_log is written by risk_governor"):
+            keeper.record_mode(Mode.STARTUP, Mode.READY, "x", 1)
+        with pytest.raises(JournalError, match="orders is written by risk_governor"):
+            keeper.record_order(order)
+        with pytest.raises(JournalError, match="fills is written by position_keeper"):
+            governor.record_fill(fill("g1", Side.BUY, "1", "10"), D(0))
+        with pytest.raises(JournalError, match="reconciliations is written by position_keeper"):
+            governor.record_reconciliation(Reconciliation(venue="paper", reconciled=True))
+        assert governor.record_order(order)
+        assert keeper.record_fill(fill("k1", Side.BUY, "1", "10", order="w1"), D(0))
+        # The failsafe's closing orders are the one kind of order row the keeper writes.
+        assert keeper.record_order(msgspec.structs.replace(order, client_order_id="fs-1",
+                                                           source=FAILSAFE_SOURCE, reduce_only=True))
+        assert governor.fill_count() == 1 and keeper.client_order_ids() == {"w1", "fs-1"}
+    with pytest.raises(JournalError, match="unknown writer"):
+        Journal(path, writer="dashboard")
+
 
 
 def test_journal_api(tmp_path: Path) -> None:

@@ -643,8 +643,29 @@ def test_circuit_stays_closed_when_rejections_are_spread_out(governor: Callable[
     gov.venue_rejects()                      # the first two left the window
     assert gov.state()["circuits"][VENUE] == "CLOSED"
     assert gov.submit(order()) is None
-    gov.publish(topics.ORDERS, OrderRejected(client_order_id="x", venue=VENUE, reason=R.REDUCE_ONLY))
-    assert gov.state()["circuits"][VENUE] == "CLOSED"   # only the venue's own refusals count
+
+
+def test_every_venue_rejection_counts_whatever_its_reason(governor: Callable[..., Harness]) -> None:
+    """A venue answering "unknown symbol" again and again is a loop as much as plain
+    refusals; the governor's own refusals and a connector that is down never count."""
+    clock = Clock()
+    gov = governor(limits(circuit_rejections=3, circuit_window_s=10.0, circuit_cooldown_s=5.0,
+                          max_order_quantity=5), clock)
+    gov.live()
+    for _ in range(5):                       # the governor's own refusals, published on ORDERS
+        assert gov.submit(order(quantity="6")) is R.MAX_QUANTITY
+    for _ in range(3):                       # a connector refusing while its session is down
+        gov.publish(topics.ORDERS, OrderRejected(client_order_id=f"d-{next(_ids)}", venue=VENUE,
+                                                 reason=R.VENUE_DOWN))
+    assert gov.state()["circuits"][VENUE] == "CLOSED"
+    for reason in (R.UNKNOWN_SYMBOL, R.DUPLICATE_ID):
+        gov.publish(topics.ORDERS, OrderRejected(client_order_id=f"u-{next(_ids)}", venue=VENUE,
+                                                 reason=reason, text="venue says no"))
+    assert gov.state()["circuits"][VENUE] == "CLOSED"
+    gov.publish(topics.ORDERS, OrderRejected(client_order_id=f"u-{next(_ids)}", venue=VENUE,
+                                             reason=R.REDUCE_ONLY, text="venue says no"))
+    assert gov.state()["circuits"][VENUE] == "OPEN"
+    assert gov.submit(order(quantity="1")) is R.CIRCUIT_OPEN
 
 
 def test_circuit_opens_then_half_opens_then_closes(governor: Callable[..., Harness]) -> None:
@@ -655,7 +676,7 @@ def test_circuit_opens_then_half_opens_then_closes(governor: Callable[..., Harne
         clock.at(offset)
         gov.venue_rejects()
     assert gov.state()["circuits"][VENUE] == "OPEN"
-    assert gov.submit(order()) is R.CIRCUIT_OPEN
+    assert gov.submit(order(quantity="1")) is R.CIRCUIT_OPEN
     clock.at(14.99)
     assert gov.submit(order()) is R.CIRCUIT_OPEN
     clock.at(15.0)                            # cool-down over: HALF_OPEN lets one probe through
@@ -680,7 +701,7 @@ def test_circuit_reopens_when_the_probe_is_rejected(governor: Callable[..., Harn
     assert gov.submit(probe) is None
     gov.venue_rejects(probe.client_order_id)
     assert gov.state()["circuits"][VENUE] == "OPEN"
-    assert gov.submit(order()) is R.CIRCUIT_OPEN
+    assert gov.submit(order(quantity="1")) is R.CIRCUIT_OPEN
     clock.advance(5.0)
     assert gov.submit(order()) is None        # the next probe
 

@@ -141,17 +141,22 @@ def test_five_venue_rejections_within_the_window_are_critical(
 ) -> None:
     start_monitor()
 
-    def reject(reason: RejectReason) -> None:
-        bus.publish(topics.ORDERS, OrderRejected(client_order_id="x", venue=VENUE, reason=reason,
-                                                 text="201: order rejected"))
+    def reject(reason: RejectReason, client_order_id: str = "x") -> None:
+        bus.publish(topics.ORDERS, OrderRejected(client_order_id=client_order_id, venue=VENUE,
+                                                 reason=reason, text="201: order rejected"))
 
     for _ in range(3):
-        reject(RejectReason.MAX_NOTIONAL)  # tradeguard's own rejections do not count
-    for _ in range(4):
-        reject(RejectReason.VENUE)
+        reject(RejectReason.MAX_NOTIONAL)  # tradeguard's own rejections (never sent) do not count
+    bus.publish(topics.SUBMITTED, SubmitOrder(client_order_id="sent", venue=VENUE, symbol="AAPL",
+                                              side=Side.BUY, quantity=D(1)))
+    for _ in range(3):
+        reject(RejectReason.VENUE_DOWN, "sent")   # the connector was down: not the venue
+    for reason in (RejectReason.VENUE, RejectReason.UNKNOWN_SYMBOL, RejectReason.VENUE,
+                   RejectReason.DUPLICATE_ID):
+        reject(reason, "sent")                    # the venue's, whatever its reason
     assert stats().raised == {}
     assert recorder.messages(SafetyEvent) == []
-    reject(RejectReason.VENUE)
+    reject(RejectReason.REDUCE_ONLY, "sent")
     event = recorder.wait_for(lambda m: isinstance(m, SafetyEvent))
     assert (event.kind, event.severity, event.venue) == ("venue_rejections", Severity.CRITICAL, VENUE)
 

@@ -480,7 +480,7 @@ def test_the_tracker_forgets_the_oldest_orders_first() -> None:
 )
 def test_venue_rejection_table(times: list[float], trips_at: int | None) -> None:
     rule = RejectionRule(max_count=5, window_s=60.0)
-    results = [rule.on_rejected(rejected(), now) for now in times]
+    results = [rule.on_rejected(rejected(), now, sent=True) for now in times]
     tripped = [i for i, r in enumerate(results) if r is not None]
     if trips_at is None:
         assert tripped == []
@@ -491,18 +491,28 @@ def test_venue_rejection_table(times: list[float], trips_at: int | None) -> None
         assert (finding.kind, finding.severity, finding.venue) == (VENUE_REJECTIONS, Severity.CRITICAL, VENUE)
 
 
-def test_only_the_venues_own_rejections_count() -> None:
+def test_every_venue_rejection_counts_whatever_its_reason() -> None:
+    """The policy of ``core.rejections``: any reason the venue gives counts (an "unknown
+    symbol" loop is a loop); an order never sent (a pre-trade refusal) and a connector that
+    is down do not."""
     rule = RejectionRule(max_count=5, window_s=60.0)
-    for reason in (RejectReason.MAX_QUANTITY, RejectReason.MODE, RejectReason.VENUE_DOWN,
-                   RejectReason.REDUCE_ONLY, RejectReason.RATE_LIMIT, RejectReason.VENUE):
-        assert rule.on_rejected(rejected(reason=reason), 0.0) is None
+    for reason in (RejectReason.MAX_QUANTITY, RejectReason.MODE, RejectReason.RATE_LIMIT):
+        assert rule.on_rejected(rejected(reason=reason), 0.0, sent=False) is None
+    for _ in range(5):
+        assert rule.on_rejected(rejected(reason=RejectReason.VENUE_DOWN), 0.0, sent=True) is None
+    reasons = (RejectReason.UNKNOWN_SYMBOL, RejectReason.DUPLICATE_ID, RejectReason.REDUCE_ONLY,
+               RejectReason.VENUE)
+    assert all(rule.on_rejected(rejected(reason=r), 1.0, sent=True) is None for r in reasons)
+    finding = rule.on_rejected(rejected(reason=RejectReason.UNKNOWN_SYMBOL), 2.0, sent=True)
+    assert finding is not None and (finding.kind, finding.severity) == (VENUE_REJECTIONS, Severity.CRITICAL)
 
 
 def test_rejections_are_counted_per_venue() -> None:
     rule = RejectionRule(max_count=5, window_s=60.0)
-    results = [rule.on_rejected(rejected(venue=v), 1.0) for v in ("a", "b", "a", "b", "a", "b", "a")]
+    venues = ("a", "b", "a", "b", "a", "b", "a")
+    results = [rule.on_rejected(rejected(venue=v), 1.0, sent=True) for v in venues]
     assert all(r is None for r in results)
-    finding = rule.on_rejected(rejected(venue="a"), 2.0)
+    finding = rule.on_rejected(rejected(venue="a"), 2.0, sent=True)
     assert finding is not None and finding.venue == "a"
 
 
@@ -539,7 +549,7 @@ def test_feed_stale_from_health_reports(name: str, age_ns: int, last_message_ns:
     t0 = 1_700_000_000 * S
     last = t0 if last_message_ns else 0
     report = HealthReport(name=name, connected=True, last_message_ns=last, ts_ns=t0 + age_ns)
-    finding = rule.on_health(report)
+    finding = rule.on_health(report, t0)   # the report's own time wins over the wall clock
     assert (finding is not None) is stale
     if finding is not None:
         assert (finding.kind, finding.venue, finding.value) == (FEED_STALE, VENUE, D(age_ns) / S)
@@ -632,7 +642,7 @@ def test_a_zero_or_none_threshold_disables_its_check(overrides: dict[str, object
         "time_gap_s": [batch(quote("1", "1.01", ts_ns=S)), batch(quote("1", "1.01", ts_ns=100 * S))],
         "spread_multiple": [batch(*[quote("100", "100.01")] * 30), batch(quote("100", "100.50"))],
         "slippage_threshold": [batch(around_mid("100")), order(), fill(price="110")],
-        "max_venue_rejections": [rejected() for _ in range(5)],
+        "max_venue_rejections": [order(coid="x"), *[rejected() for _ in range(5)]],
         "feed_stale_s": [batch(around_mid("100")), "tick"],
         "check_crossed": [batch(quote("2", "1"))],
         "check_prices": [batch(quote("-1", "1"))],

@@ -1,0 +1,224 @@
+"""The trading mode machine: every transition, the FAILSAFE latch and the degradation rule.
+
+This file is the one statement of how the mode moves. ``TRANSITIONS`` lists every allowed
+transition; ``ModeMachine`` applies them and holds the rules that decide them:
+
+- Start: STARTUP goes to READY, unless the journal's last transition left FAILSAFE latched
+  (the last mode was FAILSAFE, or SHUTDOWN straight from FAILSAFE); then STARTUP goes to
+  FAILSAFE and the flatten procedure runs again.
+- READY goes to LIVE as soon as every configured venue is up.
+- Degradation: in LIVE or DEGRADED, each degradation is counted in a sliding window of
+  ``degradation_window_s``; the ``degradations_to_failsafe``-th within the window goes to
+  FAILSAFE, any other one takes LIVE to DEGRADED (and is only noted while DEGRADED). In any
+  other mode a degradation is ignored.
+- Recovery: DEGRADED returns to LIVE once every venue is up and no degradation came for
+  ``recover_after_s``.
+- The latch: FAILSAFE is entered from every mode but SHUTDOWN (from STARTUP and READY too:
+  an emergency before trading starts still latches it). Once latched, a further trigger
+  changes nothing but may re-run the flatten procedure when asked to (an operator).
+- The reset rule: only an operator reset leaves FAILSAFE, only to READY, and only once the
+  failsafe has reported every venue flat after the latch was set. A reset clears the
+  degradation window.
+- SHUTDOWN is reachable from every mode and leads nowhere.
+
+Time is passed in (monotonic seconds); the machine has no clock, no I/O and no actors. The
+caller journals, logs and publishes each ``ModeChange`` it returns, in order.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from messages import Mode, ModeChanged
+
+TRANSITIONS: Mapping[Mode, frozenset[Mode]] = {
+    Mode.STARTUP: frozenset({Mode.READY, Mode.FAILSAFE, Mode.SHUTDOWN}),
+    Mode.READY: frozenset({Mode.LIVE, Mode.FAILSAFE, Mode.SHUTDOWN}),
+    Mode.LIVE: frozenset({Mode.DEGRADED, Mode.FAILSAFE, Mode.SHUTDOWN}),
+    Mode.DEGRADED: frozenset({Mode.LIVE, Mode.FAILSAFE, Mode.SHUTDOWN}),
+    Mode.FAILSAFE: frozenset({Mode.READY, Mode.SHUTDOWN}),
+    Mode.SHUTDOWN: frozenset(),
+}
+"""Every allowed transition: ``TRANSITIONS[a]`` holds the modes reachable from ``a``.
+STARTUP -> FAILSAFE restores a latch found in the journal; READY -> FAILSAFE is an
+emergency before any venue is up; FAILSAFE -> READY is the operator reset (see
+``ModeMachine.reset``)."""
+
+TRADING_MODES: frozenset[Mode] = frozenset({Mode.LIVE, Mode.DEGRADED})
+"""Modes in which strategies' orders may pass (DEGRADED: only those that reduce)."""
+
+
+class ForbiddenTransition(ValueError):
+    """A transition ``TRANSITIONS`` does not allow."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModeChange:
+    """One transition made: to be journaled, logged and published, in order."""
+
+    previous: Mode
+    """Mode before."""
+    current: Mode
+    """Mode after."""
+    reason: str
+    """Why, in words."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModeRules:
+    """The numbers of the degradation rule. A ``degradations_to_failsafe`` of 0 never
+    escalates."""
+
+    degradations_to_failsafe: int = 3
+    """Degradations within the window that go to FAILSAFE."""
+    degradation_window_s: float = 300.0
+    """Window of the degradation count, seconds (inclusive)."""
+    recover_after_s: float = 10.0
+    """Quiet time before DEGRADED returns to LIVE, seconds."""
+
+
+@dataclass(slots=True)
+class Degradation:
+    """What one degradation did."""
+
+    change: ModeChange | None = None
+    """LIVE -> DEGRADED, when it happened."""
+    escalate: str = ""
+    """Non-empty: the window is full; the caller enters FAILSAFE with this reason."""
+    noted: bool = False
+    """Counted while already DEGRADED (no transition)."""
+
+
+@dataclass(slots=True)
+class FailsafeEntry:
+    """What a FAILSAFE trigger did."""
+
+    change: ModeChange | None = None
+    """The transition into FAILSAFE, when the latch was newly set."""
+    flatten: bool = False
+    """True: the caller asks the failsafe to run its procedure."""
+    already: bool = False
+    """True: FAILSAFE was already latched."""
+
+
+@dataclass(slots=True)
+class Reset:
+    """The answer to an operator reset."""
+
+    change: ModeChange | None
+    """FAILSAFE -> READY when the reset was allowed."""
+    refusal: str = ""
+    """Why the reset was refused, when it was."""
+
+
+def latched_in(last: ModeChanged | None) -> bool:
+    """True when ``last`` (the journal's last transition) leaves FAILSAFE latched: the mode
+    was FAILSAFE, or the service stopped straight from FAILSAFE."""
+    if last is None:
+        return False
+    return last.current is Mode.FAILSAFE or (last.current is Mode.SHUTDOWN and last.previous is Mode.FAILSAFE)
+
+
+@dataclass(slots=True)
+class ModeMachine:
+    """The trading mode and the rules that move it (see the module text)."""
+
+    rules: ModeRules = field(default_factory=ModeRules)
+    """The degradation rule's numbers."""
+    mode: Mode = Mode.STARTUP
+    """The current mode."""
+    failsafe_flat: bool = False
+    """True once the failsafe reported every venue flat since FAILSAFE was last entered."""
+    _degradations: deque[float] = field(default_factory=deque)
+    _last_degradation: float = 0.0
+
+    @property
+    def latched(self) -> bool:
+        """True while FAILSAFE holds."""
+        return self.mode is Mode.FAILSAFE
+
+    @property
+    def degradations_in_window(self) -> int:
+        """Degradations counted in the current window (as of the last one)."""
+        return len(self._degradations)
+
+    def can(self, target: Mode) -> bool:
+        """True when the table allows the current mode -> ``target``."""
+        return target in TRANSITIONS[self.mode]
+
+    def transition(self, target: Mode, reason: str) -> ModeChange:
+        """Move to ``target``; ``ForbiddenTransition`` when the table does not allow it."""
+        if target not in TRANSITIONS[self.mode]:
+            raise ForbiddenTransition(f"mode transition {self.mode} -> {target} is not allowed ({reason})")
+        change = ModeChange(previous=self.mode, current=target, reason=reason)
+        self.mode = target
+        if target is Mode.FAILSAFE:
+            self.failsafe_flat = False
+        return change
+
+    def start(self, last: ModeChanged | None) -> ModeChange:
+        """Leave STARTUP: to FAILSAFE when ``last`` leaves the latch set, else to READY."""
+        if latched_in(last):
+            return self.transition(Mode.FAILSAFE, "restored: FAILSAFE is latched until an operator reset")
+        return self.transition(Mode.READY, "started")
+
+    def venues_up(self, all_up: bool) -> ModeChange | None:
+        """READY -> LIVE once every venue is up."""
+        if self.mode is Mode.READY and all_up:
+            return self.transition(Mode.LIVE, "every connector is up")
+        return None
+
+    def degrade(self, reason: str, now: float) -> Degradation:
+        """Count one degradation at ``now`` (see the degradation rule)."""
+        if self.mode not in TRADING_MODES:
+            return Degradation()
+        self._last_degradation = now
+        window = self._degradations
+        window.append(now)
+        while window and now - window[0] > self.rules.degradation_window_s:
+            window.popleft()
+        limit = self.rules.degradations_to_failsafe
+        if limit > 0 and len(window) >= limit:
+            return Degradation(escalate=(f"{len(window)} degradations within "
+                                         f"{self.rules.degradation_window_s}s; last: {reason}"))
+        if self.mode is Mode.LIVE:
+            return Degradation(change=self.transition(Mode.DEGRADED, reason))
+        return Degradation(noted=True)
+
+    def recover(self, now: float, all_up: bool) -> ModeChange | None:
+        """DEGRADED -> LIVE when every venue is up and no degradation came for
+        ``recover_after_s``."""
+        if (self.mode is Mode.DEGRADED and all_up
+                and now - self._last_degradation >= self.rules.recover_after_s):
+            return self.transition(Mode.LIVE, f"no degradation for {self.rules.recover_after_s}s")
+        return None
+
+    def enter_failsafe(self, reason: str, *, notify: bool = True, rerun: bool = False) -> FailsafeEntry:
+        """Latch FAILSAFE. ``notify``: the flatten procedure should run (newly latched, or
+        ``rerun`` asked for); nothing happens in SHUTDOWN."""
+        if self.mode is Mode.SHUTDOWN:
+            return FailsafeEntry()
+        if self.mode is Mode.FAILSAFE:
+            return FailsafeEntry(flatten=notify and rerun, already=True)
+        return FailsafeEntry(change=self.transition(Mode.FAILSAFE, reason), flatten=notify)
+
+    def on_failsafe_report(self, flat: bool) -> None:
+        """The failsafe's latest outcome: every venue flat or not."""
+        self.failsafe_flat = flat
+
+    def reset(self, operator: str) -> Reset:
+        """The reset rule: FAILSAFE -> READY only once every venue was reported flat."""
+        if self.mode is not Mode.FAILSAFE:
+            return Reset(None, f"nothing to reset: mode is {self.mode}")
+        if not self.failsafe_flat:
+            return Reset(None, "refused: the venues are not confirmed flat yet")
+        self._degradations.clear()
+        return Reset(self.transition(Mode.READY, f"operator reset by {operator}"))
+
+    def shutdown(self, reason: str) -> ModeChange | None:
+        """Go to SHUTDOWN (allowed from every mode); None when already there."""
+        if self.mode is Mode.SHUTDOWN:
+            return None
+        return self.transition(Mode.SHUTDOWN, reason)
