@@ -16,7 +16,9 @@ from actors.dashboard import Dashboard
 from actors.errors import JournalError
 from actors.failsafe import Failsafe, GetFailsafeState
 from actors.journal import Journal
-from actors.order_entry import CLIENT_API_ACTOR, ClientApi, FixGateway
+from actors.order_entry import CLIENT_API_ACTOR, FIX_GATEWAY_ACTOR
+from actors.order_entry.api import ClientApi
+from actors.order_entry.fix_gateway import FixGateway
 from actors.position_keeper import GetPortfolio, PositionKeeper
 from actors.risk_governor import GetRiskState, RiskGovernor, Shutdown
 from actors.safety_monitor import SafetyMonitor
@@ -54,7 +56,7 @@ def build_tree(settings: Settings, state_dir: Path, *, on_escalation: Any = None
     if settings.order_entry.api:
         order_entry.append(ChildSpec(name=CLIENT_API_ACTOR, actor_class=ClientApi, args=(state_dir,)))
     if settings.order_entry.fix is not None:
-        order_entry.append(ChildSpec(name="fix_gateway", actor_class=FixGateway,
+        order_entry.append(ChildSpec(name=FIX_GATEWAY_ACTOR, actor_class=FixGateway,
                                      args=(settings.order_entry.fix, state_dir, venues)))
     children = [
         ChildSpec(name="position_keeper", actor_class=PositionKeeper,

@@ -33,7 +33,7 @@ import msgspec
 import zmq
 
 from actors.dashboard import CONTROL_SOCKET, control_endpoint, read_token
-from actors.order_entry.api import (
+from actors.order_entry.protocol import (
     API_SOURCE_PREFIX,
     BEAT_TOPIC,
     ApiFill,

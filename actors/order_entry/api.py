@@ -25,6 +25,20 @@ import zmq
 from loguru import logger
 
 from actors import topics
+from actors.order_entry.protocol import (
+    API_SOURCE_PREFIX,
+    BEAT_S,
+    BEAT_TOPIC,
+    FILLS_SOCKET,
+    ApiCancel,
+    ApiFill,
+    ApiOrder,
+    ApiPosition,
+    ApiSubmit,
+    GetApiOrders,
+    GetApiPositions,
+    fills_endpoint,
+)
 from core.order_entry import SessionBook, SessionLimits
 from messages import (
     CancelOrder,
@@ -34,116 +48,17 @@ from messages import (
     OrderRejected,
     PortfolioSnapshot,
     RejectReason,
-    SubmitOrder,
 )
 from supervision import SupervisedActor, TimerHandle, bus, registry, scheduler
 
-__all__ = [
-    "API_SOURCE_PREFIX",
-    "BEAT_S",
-    "BEAT_TOPIC",
-    "FILLS_SOCKET",
-    "ApiCancel",
-    "ApiFill",
-    "ApiOrder",
-    "ApiPosition",
-    "ApiSubmit",
-    "ClientApi",
-    "GetApiOrders",
-    "GetApiPositions",
-    "fills_endpoint",
-]
+__all__ = ["ClientApi"]
 
-FILLS_SOCKET = "fills.pub"
-BEAT_TOPIC = b"\x00beat"
-"""Topic of the beats on ``fills.pub`` (no source starts with a NUL)."""
-BEAT_S = 0.2
-"""Time between beats."""
-API_SOURCE_PREFIX = "api:"
 _UNLIMITED = SessionLimits(max_order_quantity=Decimal("Infinity"), max_order_notional=Decimal("Infinity"),
                            max_position=Decimal("Infinity"), max_orders_per_s=1_000_000)
 
 
-def fills_endpoint(state_dir: Path) -> str:
-    """The fills socket's ZeroMQ address."""
-    return f"ipc://{Path(state_dir) / FILLS_SOCKET}"
-
-
-class ApiSubmit(msgspec.Struct, frozen=True, kw_only=True):
-    """Ask: send ``order`` (its ``source`` is set here) for ``user``; answers an ``ApiOrder``."""
-
-    order: SubmitOrder
-    """The order as the client described it."""
-    user: str
-    """Who sends it, as the operating system says."""
-
-
-class ApiCancel(msgspec.Struct, frozen=True, kw_only=True):
-    """Ask: cancel one of ``user``'s working orders; answers an ``ApiOrder`` or None."""
-
-    client_order_id: str
-    """The order."""
-    user: str
-    """Who asks; only their own orders can be cancelled."""
-
-
-class GetApiOrders(msgspec.Struct, frozen=True, kw_only=True):
-    """Ask: ``user``'s orders, oldest first (a list of ``ApiOrder``)."""
-
-    user: str
-    """Whose orders."""
-    working_only: bool = False
-    """Only those not yet done."""
-
-
-class GetApiPositions(msgspec.Struct, frozen=True, kw_only=True):
-    """Ask: the positions (a list of ``ApiPosition``): the journal's, from the last
-    portfolio snapshot."""
-
-
 class _Beat(msgspec.Struct, frozen=True):
     """Tell (from the timer): publish a beat."""
-
-
-class ApiOrder(msgspec.Struct, frozen=True, kw_only=True):
-    """One order as the client API reports it."""
-
-    client_order_id: str
-    venue: str
-    symbol: str
-    side: str
-    quantity: str
-    status: str
-    """pending, accepted, partially_filled, filled, cancelled or rejected."""
-    filled_quantity: str
-    average_price: str
-    leaves_quantity: str
-    text: str = ""
-    """On a rejection: ``<reason code>: <words>``."""
-
-
-class ApiFill(msgspec.Struct, frozen=True, kw_only=True):
-    """One fill of an API order, as published on ``fills.pub``."""
-
-    client_order_id: str
-    venue: str
-    symbol: str
-    side: str
-    quantity: str
-    price: str
-    leaves_quantity: str
-    fill_id: str
-    source: str
-    ts_ns: int
-
-
-class ApiPosition(msgspec.Struct, frozen=True, kw_only=True):
-    """One position of the journal."""
-
-    venue: str
-    symbol: str
-    quantity: str
-    average_price: str
 
 
 def _text(value: Decimal) -> str:

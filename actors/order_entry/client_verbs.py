@@ -16,13 +16,11 @@ from typing import Any
 
 import msgspec
 
-from actors.order_entry.api import ApiCancel, ApiSubmit, GetApiOrders, GetApiPositions
+from actors.order_entry.protocol import CLIENT_API_ACTOR, ApiCancel, ApiSubmit, GetApiOrders, GetApiPositions
 from messages import MessageError, OrderType, Side, SubmitOrder, TimeInForce
 
 __all__ = ["CLIENT_API_ACTOR", "CLIENT_VERBS", "ClientOrder", "ClientRequest", "handle_client_request"]
 
-CLIENT_API_ACTOR = "client_api"
-"""The client API actor's name in the tree."""
 CLIENT_VERBS = frozenset({"submit", "cancel", "orders", "positions"})
 """Verbs served by the client API."""
 

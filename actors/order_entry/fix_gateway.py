@@ -42,6 +42,7 @@ from loguru import logger
 from actors import topics
 from actors.order_entry._quickfix import dictionary_settings, listen_on_host, native_accept_host, spare_port
 from actors.order_entry.config import FixGatewayConfig, FixSessionConfig
+from actors.order_entry.protocol import GatewayState, GetGatewayState
 from core.order_entry import ExecReport, SessionBook, SessionLimits, credentials_match
 from messages import (
     CancelOrder,
@@ -58,7 +59,7 @@ from messages import (
 from messages.fix_spec import ORD_TYPES, SIDE_CODES, SIDES, TIFS, Tag, format_decimal, utc_timestamp
 from supervision import SupervisedActor, bus, registry
 
-__all__ = ["FixGateway", "GatewayState", "GetGatewayState"]
+__all__ = ["FixGateway"]
 
 _USERNAME = 553
 _PASSWORD = 554
@@ -66,27 +67,6 @@ _EX_DESTINATION = 100
 _BUSINESS_REJECT_REF_ID = 379
 _ORD_REJ_OTHER = "99"
 _log = logger.bind(channel="main", component="fix_gateway")
-
-
-class GetGatewayState(msgspec.Struct, frozen=True):
-    """Ask: the gateway's sessions and counters (a ``GatewayState``)."""
-
-
-class GatewayState(msgspec.Struct, frozen=True, kw_only=True):
-    """What the gateway can say about itself."""
-
-    logged_on: tuple[str, ...]
-    """SenderCompIDs logged on now."""
-    working: dict[str, int]
-    """SenderCompID to the number of its working orders."""
-    refused_logons: int
-    """Logons refused for bad credentials."""
-    received: int
-    """Application messages received."""
-    rejected_requests: int
-    """Application messages answered by a BusinessMessageReject."""
-    callback_errors: int
-    """Exceptions caught in quickfix callbacks."""
 
 
 class _Inbound(msgspec.Struct, frozen=True):
