@@ -364,6 +364,9 @@ class FixGateway(SupervisedActor):
             handler(request)
         except (_BadRequest, MessageError, InvalidOperation, ValueError, KeyError) as exc:
             self._business_reject(request, str(exc) or type(exc).__name__)
+        except Exception as exc:  # one bad request must not take the gateway down
+            self.log.exception(f"fix gateway: {request.sender} {request.msg_type} could not be handled")
+            self._business_reject(request, f"internal error: {type(exc).__name__}")
 
     def _on_new_order(self, request: _Inbound) -> None:
         sender, fields = request.sender, request.fields
@@ -466,7 +469,11 @@ class FixGateway(SupervisedActor):
         entry = book.orders.get(event.client_order_id)
         if entry is None:
             return
-        outcome = book.apply(event)
+        try:
+            outcome = book.apply(event)
+        except Exception:  # an event that cannot be applied is logged, never fatal
+            self.log.exception(f"fix gateway: {type(event).__name__} for {event.client_order_id} not applied")
+            return
         if isinstance(outcome, ExecReport):
             self._send_report(sender, entry.order, outcome)
         elif outcome is not None:

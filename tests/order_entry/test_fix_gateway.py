@@ -249,3 +249,21 @@ def test_a_session_over_its_rate_is_refused_without_affecting_another(
     assert len(refused) <= 7
     calm_order = calm.new_order("AAPL", "buy", 1)
     calm.wait(lambda m: m.get(11) == calm_order and m.get(39) == "2", what="the calm session's fill")
+
+
+@pytest.mark.timeout(90)
+def test_an_order_that_is_no_order_is_refused_and_the_gateway_serves_on(
+        service: Callable[..., Service], clients: Callable[..., FixClient], passwords: None) -> None:
+    port = start(service)
+    client = clients(port)
+    client.logon()
+    client.send("D", {11: "bad-1", 55: "AAPL", 54: "1", 38: "-5", 40: "1", 60: "20250101-00:00:00.000"})
+    refused = client.wait(lambda m: m.get(35) == "j" and m.get(379) == "bad-1", what="a business reject")
+    assert "quantity" in refused[58]
+    client.send("D", {11: "bad-2", 55: "AAPL", 54: "7", 38: "5", 40: "1", 60: "20250101-00:00:00.000"})
+    client.wait(lambda m: m.get(35) == "j" and m.get(379) == "bad-2", what="unsupported side refused")
+    good = client.new_order("AAPL", "buy", 1)
+    client.wait(lambda m: m.get(11) == good and m.get(39) == "2", what="the next order filled")
+    state = registry.lookup("fix_gateway").ask(GetGatewayState(), timeout=5)
+    assert state.rejected_requests == 2 and state.callback_errors == 0
+    assert paper_venue("paper").engine.positions(ACCOUNT)[0].quantity == 1
