@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import pykka
 import quickfix as fix
 from loguru import logger
 
@@ -232,7 +233,10 @@ class FixGateway(SupervisedActor):
         ref = self.actor_ref
 
         def tell(message: Any) -> None:
-            ref.tell(message)
+            try:
+                ref.tell(message)
+            except pykka.ActorDeadError:
+                pass  # the gateway is stopping: its sessions end with it
 
         self._bridge = _Bridge(tell, credentials)
         bus.subscribe(topics.ORDERS, self.name)
