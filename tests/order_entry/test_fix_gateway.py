@@ -4,6 +4,8 @@ governor and the venue, and the execution reports that come back."""
 
 from __future__ import annotations
 
+import socket
+import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -12,6 +14,7 @@ from typing import Any
 import pytest
 
 from actors.order_entry import GetGatewayState
+from messages.fix_spec import utc_timestamp
 from supervision import registry
 from tests.helpers import wait_for
 from tests.order_entry.fix_client import FixClient
@@ -267,3 +270,39 @@ def test_an_order_that_is_no_order_is_refused_and_the_gateway_serves_on(
     state = registry.lookup("fix_gateway").ask(GetGatewayState(), timeout=5)
     assert state.rejected_requests == 2 and state.callback_errors == 0
     assert paper_venue("paper").engine.positions(ACCOUNT)[0].quantity == 1
+
+
+def _raw(seq: int, msg_type: str, fields: list[tuple[int, str]], sender: str = "STRAT1") -> bytes:
+    """One FIX 4.4 message written by hand (for a client that goes silent on purpose)."""
+    body = "".join(f"{tag}={value}\x01" for tag, value in [
+        (35, msg_type), (49, sender), (56, "TRADEGUARD"), (34, str(seq)), (52, utc_timestamp()),
+        *fields])
+    head = f"8=FIX.4.4\x019={len(body.encode())}\x01"
+    checksum = sum((head + body).encode()) % 256
+    return f"{head}{body}10={checksum:03d}\x01".encode()
+
+
+@pytest.mark.timeout(90)
+def test_missed_heartbeats_end_the_session_and_cancel_its_orders(
+        service: Callable[..., Service], passwords: None) -> None:
+    port = start(service)
+    engine = paper_venue("paper").engine
+    received = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+        conn.sendall(_raw(1, "A", [(98, "0"), (108, "1"), (141, "Y"), (553, "STRAT1"),
+                                   (554, PASSWORDS["STRAT1"])]))
+        conn.sendall(_raw(2, "D", [(11, "hb-1"), (54, "1"), (60, utc_timestamp()), (38, "2"),
+                                   (40, "2"), (44, resting_buy_price("AAPL")), (55, "AAPL")]))
+        deadline = time.monotonic() + 15
+        while b"\x01150=0\x01" not in received and time.monotonic() < deadline:
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            received += chunk
+        assert b"\x0135=A\x01" in received and b"\x01150=0\x01" in received, received
+        assert len(engine.open_orders(ACCOUNT)) == 1
+        # Silent from now on: no heartbeat, no answer to the TestRequest, connection open.
+        wait_for(lambda: engine.open_orders(ACCOUNT) == [], timeout_s=20,
+                 what="the silent session's order cancelled at the venue")
+        state = registry.lookup("fix_gateway").ask(GetGatewayState(), timeout=5)
+        assert state.logged_on == () and state.working["STRAT1"] == 0
