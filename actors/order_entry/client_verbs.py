@@ -5,7 +5,7 @@ A request is the control channel's JSON object (``token``, ``verb``, ``operator`
 the verb's own fields: ``submit`` takes ``order`` (``ClientOrder``), ``cancel`` takes
 ``client_order_id``, ``orders`` takes ``working_only``, ``positions`` takes nothing. The
 answer's ``result`` is a JSON text: an order, a list of orders or a list of positions
-(``actors.order_entry.api``).
+(``actors.order_entry.protocol``).
 """
 
 from __future__ import annotations
