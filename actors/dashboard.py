@@ -37,12 +37,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import msgspec
 import pykka
 import zmq
 from loguru import logger
+from msgspec import Meta
 
 from actors import topics
 from actors.errors import TradeguardError
@@ -71,6 +72,7 @@ from messages import (
     SubmitOrder,
     now_ns,
 )
+from messages.bounds import Interval
 from messages.status import (
     Alert,
     ConnectorHealth,
@@ -271,9 +273,9 @@ def control_health(state_dir: Path) -> ControlHealth:
 class DashboardConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """The dashboard actor and the control channel."""
 
-    publish_interval_s: float = 0.5
+    publish_interval_s: Interval = 0.5
     """How often a state snapshot is published."""
-    alerts: int = 50
+    alerts: Annotated[int, Meta(ge=1, le=100_000)] = 50
     """Alerts kept."""
 
 

@@ -18,10 +18,11 @@ import time
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from loguru import logger
+from msgspec import Meta
 
 from actors import topics
 from core.flatten import FlattenPlan, RoundStart, VenueState
@@ -29,6 +30,7 @@ from messages import (
     FAILSAFE_SOURCE,
     CancelAll,
     CancelAllDone,
+    ConnectorDown,
     ConnectorUp,
     EnterFailsafe,
     FailsafeReport,
@@ -63,11 +65,11 @@ __all__ = ["Failsafe", "FailsafeConfig", "GetFailsafeState"]
 class FailsafeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How hard the failsafe tries."""
 
-    max_attempts: int = 5
+    max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 5
     """Closing rounds per venue before the run reports the venue not flat."""
-    round_timeout_s: float = 3.0
+    round_timeout_s: Annotated[float, Meta(ge=0.01, le=3600.0)] = 3.0
     """How long a round waits for the venue's answers before it re-reads the venue."""
-    timeline_size: int = 200
+    timeline_size: Annotated[int, Meta(ge=1, le=1_000_000)] = 200
     """Events kept for the incident report's timeline."""
 
 
@@ -94,6 +96,7 @@ class Failsafe(SupervisedActor):
         self._started_ns = 0
         self._plan: FlattenPlan | None = None
         self._timers: dict[str, TimerHandle] = {}
+        self._disconnected: set[str] = set()  # connectors running without their venue session
         self._timeline: deque[dict[str, Any]] = deque(maxlen=config.timeline_size)
         self._actions: list[dict[str, Any]] = []
         self.last_report: FailsafeReport | None = None
@@ -116,6 +119,7 @@ class Failsafe(SupervisedActor):
             OrderRejected: self._on_order_done,
             OrderCancelled: self._on_order_done,
             ConnectorUp: self._on_connector_up,
+            ConnectorDown: self._on_connector_down,
             SafetyEvent: lambda m: self._remember("safety", f"{m.severity.name} {m.kind} "
                                                   f"{m.venue}/{m.symbol}: {m.detail}"),
             ModeChanged: self._on_mode,
@@ -170,9 +174,10 @@ class Failsafe(SupervisedActor):
         self._timers[venue] = self._after(self.config.round_timeout_s,
                                           _RoundTimeout(venue=venue, round=start.round))
 
-    @staticmethod
-    def _send_round(start: RoundStart) -> bool:
+    def _send_round(self, start: RoundStart) -> bool:
         venue, request_id = start.venue, start.request_id
+        if venue in self._disconnected:
+            return False
         return registry.tell(venue, CancelAll(venue=venue, source=FAILSAFE_SOURCE, request_id=request_id)) \
             and registry.tell(venue, RequestPositions(venue=venue, request_id=request_id))
 
@@ -228,7 +233,24 @@ class Failsafe(SupervisedActor):
             self._note("round_timeout", venue=timeout.venue, round=timeout.round)
             self._start_round(timeout.venue)
 
+    def _on_connector_down(self, event: ConnectorDown) -> None:
+        """A connector lost its venue (it keeps running and reconnects): a round under way
+        there ends as down without spending its attempt; ConnectorUp resumes it."""
+        self._remember("connector_down", f"{event.name}: {event.reason}")
+        self._disconnected.add(event.name)
+        plan = self._plan
+        if not self.running or plan is None or event.name not in plan.runs:
+            return
+        if plan.runs[event.name].state in (VenueState.WAITING, VenueState.CLOSING):
+            timer = self._timers.pop(event.name, None)
+            if timer is not None:
+                timer.cancel()
+            plan.venue_down(event.name)
+            self._note("venue_down", venue=event.name)
+            self._check_done()
+
     def _on_connector_up(self, event: ConnectorUp) -> None:
+        self._disconnected.discard(event.name)
         self._remember("connector_up", f"{event.name} generation {event.generation}")
         plan = self._plan
         if not self.latched or plan is None:

@@ -26,10 +26,11 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from loguru import logger
+from msgspec import Meta
 
 from actors import topics
 from actors.journal import KEEPER_WRITER, Journal
@@ -64,6 +65,7 @@ from messages import (
     VenuePositions,
     now_ns,
 )
+from messages.bounds import FileName
 from supervision import SupervisedActor, TimerHandle, bus, scheduler
 
 __all__ = [
@@ -80,13 +82,13 @@ Clock = Callable[[], int]
 class KeeperConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Settings of the position keeper."""
 
-    session_boundary: str = "00:00"
+    session_boundary: Annotated[str, Meta(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")] = "00:00"
     """Time of day, ``HH:MM`` UTC, at which the trading day (and daily P&L) starts."""
-    publish_interval_s: float = 0.25
+    publish_interval_s: Annotated[float, Meta(ge=0.0, le=3600.0)] = 0.25
     """Least time between two snapshots published because marks moved (fills publish at once)."""
-    journal_name: str = "journal.sqlite3"
+    journal_name: FileName = "journal.sqlite3"
     """File name of the journal inside the state directory."""
-    journal_busy_timeout_s: float = 5.0
+    journal_busy_timeout_s: Annotated[float, Meta(ge=0.001, le=3600.0)] = 5.0
     """How long a journal write waits for another writer before it fails (and the keeper
     crashes, to be restarted and replay the journal)."""
 

@@ -4,11 +4,14 @@ Every order from a strategy or an operator comes here. An order that passes
 ``core.checks.PreTradeChecks`` is written ahead to the journal, published on ``submitted``
 (the position keeper journals its events) and then told to its connector; one that fails
 is answered with ``OrderRejected`` carrying the check's reason code. The mode is decided by
-``core.modes.ModeMachine`` (WARNING safety events and connector crashes degrade; CRITICAL
-events, too many degradations in a window, the connectors supervisor giving up, the daily
-loss limit and an operator flatten latch FAILSAFE until an operator resets it once the
-venues are confirmed flat); this actor journals, logs and publishes each transition it
-returns. Venue rejections feed one ``core.rejections.CircuitBreaker`` per venue.
+``core.modes.ModeMachine`` (a new WARNING incident degrades, a new venue outage is counted;
+CRITICAL events, too many incidents in a window, a venue outage past ``max_outage_s``, the
+connectors supervisor giving up, the daily loss limit and an operator flatten latch FAILSAFE
+until an operator resets it once the venues are confirmed flat); this actor journals, logs
+and publishes each transition it returns. Signals are grouped into incidents by
+``core.incidents.IncidentBook`` (one degradation per incident), and each venue's trading
+state (ACTIVE, REDUCING, HALTED) is ``core.venues.VenueBook``'s. Venue rejections feed one
+``core.rejections.CircuitBreaker`` per venue.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from loguru import logger
@@ -28,9 +31,11 @@ from actors.journal import GOVERNOR_WRITER, Journal
 from actors.log_budget import LogBudget
 from core.checks import Desk, Limits, PreTradeChecks
 from core.exposure import Exposure
+from core.incidents import RECONCILIATION_MISMATCH, VENUE_DOWN, IncidentBook, IncidentKey
 from core.modes import ForbiddenTransition, ModeChange, ModeMachine, ModeRules
 from core.pnl import session_start_ns
 from core.rejections import CircuitBreaker, is_venue_rejection
+from core.venues import VenueBook, VenueChange
 from messages import (
     ConnectorDown,
     ConnectorUp,
@@ -57,6 +62,7 @@ from messages import (
     SubmitOrder,
     now_ns,
 )
+from messages.bounds import Amount, Duration, Tally, decimal_range
 from supervision import (
     SUPERVISION_TOPIC,
     ChildExited,
@@ -79,33 +85,44 @@ JOURNAL_WAIT_S = 0.5
 class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Pre-trade limits and mode rules. A limit of 0 disables that check."""
 
-    max_order_quantity: Decimal = Decimal(1000)
+    max_order_quantity: Amount = Decimal(1000)
     """Largest quantity of one order."""
-    max_order_notional: Decimal = Decimal(250_000)
+    max_order_notional: Amount = Decimal(250_000)
     """Largest quantity x price of one order (price: the limit, else the last mid)."""
-    max_position: Decimal = Decimal(2000)
+    max_position: Amount = Decimal(2000)
     """Largest absolute position per venue and symbol, counting working orders."""
-    max_open_positions: int = 10
+    max_open_positions: Tally = 10
     """Most non-flat (venue, symbol) positions at once."""
-    max_daily_notional: Decimal = Decimal(5_000_000)
+    max_daily_notional: Amount = Decimal(5_000_000)
     """Most notional traded in one session, counting working orders."""
-    daily_loss_limit: Decimal = Decimal(10_000)
+    daily_loss_limit: Amount = Decimal(10_000)
     """Daily P&L (realized + unrealized) at or below minus this triggers FAILSAFE."""
-    max_orders_per_s: int = 50
+    max_orders_per_s: Tally = 50
     """Most orders accepted by the governor in any one-second window."""
-    price_band_pct: Decimal = Decimal(5)
+    price_band_pct: Annotated[Decimal, decimal_range(ge=0, le=1000)] = Decimal(5)
     """Limit and stop prices more than this far (percent) from the last mid are refused."""
-    degradations_to_failsafe: int = 3
+    degradations_to_failsafe: Tally = 3
     """Degradations within ``degradation_window_s`` that trigger FAILSAFE."""
-    degradation_window_s: float = 300.0
+    degradation_window_s: Duration = 300.0
     """Window for counting degradations."""
-    recover_after_s: float = 10.0
-    """DEGRADED returns to LIVE after this long with no degradation and every connector up."""
-    circuit_rejections: int = 5
+    recover_after_s: Duration = 10.0
+    """DEGRADED returns to LIVE after this long with no new incident, the venues ready
+    (``live_when``) and none unreconciled."""
+    live_when: Literal["any", "all"] = "any"
+    """READY goes LIVE (and LIVE stays LIVE) when ``any`` venue, or ``all`` of them, are
+    connected and reconciled; the others are HALTED and refuse their orders."""
+    max_outage_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 300.0
+    """A venue that was up and stays down longer than this escalates to FAILSAFE; 0 never.
+    A shorter outage halts only that venue and counts as one incident."""
+    incident_quiet_s: Annotated[float, msgspec.Meta(ge=0, le=86_400)] = 30.0
+    """An incident without a recovery signal of its own (a price spike, slippage, ...)
+    closes after this long without being raised again; while open it counts once and keeps
+    its venue REDUCING."""
+    circuit_rejections: Tally = 5
     """Venue rejections within ``circuit_window_s`` that open a venue's circuit breaker."""
-    circuit_window_s: float = 60.0
+    circuit_window_s: Duration = 60.0
     """Window for counting venue rejections."""
-    circuit_cooldown_s: float = 30.0
+    circuit_cooldown_s: Duration = 30.0
     """How long an open circuit refuses orders before it lets one through (HALF_OPEN)."""
 
 
@@ -153,7 +170,13 @@ class RiskGovernor(SupervisedActor):
                                   config.circuit_cooldown_s)
             for venue in venues
         }
-        self.desk = Desk(venues=venues, exposure=self.exposure, modes=self.modes, circuits=self._circuits)
+        self.venue_book = VenueBook(tuple(venues), max_outage_s=config.max_outage_s,
+                                    live_when=config.live_when)
+        self.incidents = IncidentBook(config.incident_quiet_s)
+        self._watch_quotes: set[str] = set()
+        """Venues with an incident that quotes clear (a stale feed, a crossed book)."""
+        self.desk = Desk(venues=venues, exposure=self.exposure, modes=self.modes, circuits=self._circuits,
+                         venue_book=self.venue_book)
         self.checks = PreTradeChecks(Limits(
             max_order_quantity=config.max_order_quantity, max_order_notional=config.max_order_notional,
             max_position=config.max_position, max_open_positions=config.max_open_positions,
@@ -268,14 +291,43 @@ class RiskGovernor(SupervisedActor):
             level, f"mode {previous} -> {target}: {reason}"
         )
         bus.publish(topics.MODE, ModeChanged(previous=previous, current=target, reason=reason, ts_ns=ts))
-        self._made(self.modes.venues_up(self._all_up()))
+        self._made(self.modes.venues_up(self.venue_book.ready(), self._ready_text()))
 
-    def _all_up(self) -> bool:
-        return bool(self.venues) and all(v in self.desk.up for v in self.venues)
+    def _ready_text(self) -> str:
+        open_ = [name for name, state in self.venue_book.states().items() if state != "HALTED"]
+        return f"venues trading ({self.config.live_when}): {', '.join(open_)}"
 
-    def degrade(self, reason: str) -> None:
+    def _venue_changed(self, change: VenueChange | None) -> None:
+        """Log a venue's new state, then what it means for the global mode."""
+        if change is not None:
+            level = "WARNING" if change.current != "ACTIVE" else "INFO"
+            self.log.bind(venue=change.venue, previous=str(change.previous), current=str(change.current)).log(
+                level, f"venue {change.venue} {change.previous} -> {change.current}: {change.reason}")
+        if self.venue_book.ready():
+            self._made(self.modes.venues_up(True, self._ready_text()))
+        else:
+            self._made(self.modes.venues_lost(f"no longer trading on {self.config.live_when} venue(s)"))
+
+    def _refresh_findings(self, venue: str) -> None:
+        """Hand the venue's open safety incidents to the venue book (REDUCING while any)."""
+        if self.incidents.watches_quotes(venue):
+            self._watch_quotes.add(venue)
+        else:
+            self._watch_quotes.discard(venue)
+        self._venue_changed(self.venue_book.set_findings(venue, self.incidents.findings(venue)))
+
+    def incident(self, key: IncidentKey, reason: str, *, enter: bool = True) -> bool:
+        """One signal of an incident: a new one is one degradation (``enter=False``: counted
+        without leaving LIVE); a signal of an open one changes nothing. True when new."""
+        if self.incidents.signal(key, self.clock(), reason) is None:
+            self.log.debug(f"incident continues: {reason}")
+            return False
+        self.degrade(reason, enter=enter)
+        return True
+
+    def degrade(self, reason: str, *, enter: bool = True) -> None:
         """Count a degradation (the machine's degradation rule)."""
-        outcome = self.modes.degrade(reason, self.clock())
+        outcome = self.modes.degrade(reason, self.clock(), enter=enter)
         if outcome.escalate:
             self.enter_failsafe(outcome.escalate, source=self.name)
         elif outcome.noted:
@@ -360,6 +412,18 @@ class RiskGovernor(SupervisedActor):
 
     def _on_quotes(self, batch: QuoteBatch) -> None:
         self.exposure.on_quotes(batch.venue, batch.quotes)
+        if batch.venue in self._watch_quotes:
+            self._quotes_recovery(batch)
+
+    def _quotes_recovery(self, batch: QuoteBatch) -> None:
+        """Fresh quotes end a stale-feed incident; an uncrossed quote ends its symbol's
+        crossed-book incident."""
+        closed = self.incidents.on_quotes(batch)
+        if closed:
+            for incident in closed:
+                self.log.info(f"incident cleared: {incident.describe()} "
+                              f"after {self.clock() - incident.opened:.3f}s, {incident.signals} signal(s)")
+            self._refresh_findings(batch.venue)
 
     def _on_filled(self, fill: OrderFilled) -> None:
         if not self.exposure.on_fill(fill):
@@ -392,22 +456,42 @@ class RiskGovernor(SupervisedActor):
         if event.severity >= Severity.CRITICAL:
             self.enter_failsafe(reason, source=topics.SAFETY_MONITOR)
         elif event.severity >= Severity.WARNING:
-            self.degrade(reason)  # a reconciliation mismatch degrades here, once
+            # A reconciliation mismatch degrades here, once per incident; a venue's feed
+            # going stale while its connector is down is part of that outage.
+            self.incident(self.incidents.key_for(event.kind, event.venue, event.symbol), reason)
+            if event.venue in self.venue_book.venues:
+                self._refresh_findings(event.venue)
 
     def _on_connector_up(self, event: ConnectorUp) -> None:
         if event.name not in self.venues:
             return
         self.desk.up.add(event.name)
-        self._made(self.modes.venues_up(self._all_up()))
+        for incident in self.incidents.clear(VENUE_DOWN, event.name):
+            self.log.info(f"venue {event.name} back after {self.clock() - incident.opened:.3f}s "
+                          f"({incident.signals} down signal(s), one incident)")
+        self._venue_changed(self.venue_book.on_up(event.name))
 
     def _on_connector_down(self, event: ConnectorDown) -> None:
-        self.desk.up.discard(event.name)
+        # A notice with a reason is a lost session; one without is a connector stopping
+        # (its own crash comes as an abnormal ChildExited, a stop the tree ordered is no
+        # incident of the venue's).
+        if event.name in self.venues:
+            self._venue_down(event.name, f"connector {event.name} down: {event.reason}",
+                             incident=bool(event.reason))
 
     def _on_child_exited(self, event: ChildExited) -> None:
         if event.name in self.venues:
-            self.desk.up.discard(event.name)
-            if event.abnormal:
-                self.degrade(f"connector {event.name} down: {event.reason}")
+            self._venue_down(event.name, f"connector {event.name} down: {event.reason}",
+                             incident=event.abnormal)
+
+    def _venue_down(self, venue: str, reason: str, *, incident: bool) -> None:
+        """The venue is down: HALTED, in an outage (``max_outage_s``), and the mode leaves
+        LIVE only when the venues are no longer ready. ``incident``: the outage counts, once
+        however many restarts it takes."""
+        self.desk.up.discard(venue)
+        self._venue_changed(self.venue_book.on_down(venue, self.clock()))
+        if incident:
+            self.incident(IncidentKey(VENUE_DOWN, venue), reason, enter=False)
 
     def _on_child_started(self, event: ChildStarted) -> None:
         if event.name == topics.FAILSAFE_ACTOR and self.modes.latched and not self.modes.failsafe_flat:
@@ -426,9 +510,16 @@ class RiskGovernor(SupervisedActor):
 
     def _on_reconciliation(self, event: Reconciliation) -> None:
         # The keeper raises a WARNING SafetyEvent for the same mismatch, which degrades;
-        # degrading here too would count one mismatch twice.
+        # degrading here too would count one mismatch twice. The venue halts until a
+        # reconciliation matches.
+        if event.venue not in self.venues:
+            return
         if not event.reconciled:
             self.log.warning(f"reconciliation mismatch at {event.venue}: {'; '.join(event.mismatches)}")
+        else:
+            for incident in self.incidents.clear(RECONCILIATION_MISMATCH, event.venue):
+                self.log.info(f"incident cleared: {incident.describe()}: the venue reconciles")
+        self._venue_changed(self.venue_book.on_reconciliation(event.venue, event.reconciled))
 
     def _on_failsafe_report(self, report: FailsafeReport) -> None:
         self.modes.on_failsafe_report(report.flat)
@@ -464,7 +555,16 @@ class RiskGovernor(SupervisedActor):
         summary = self._refusal_log.summary(self.clock())
         if summary is not None:
             self.log.info(f"order refused: {summary}")
-        self._made(self.modes.recover(self.clock(), self._all_up()))
+        now = self.clock()
+        expired = self.incidents.expire(now)
+        for venue in {i.key.venue for i in expired if i.key.venue in self.venue_book.venues}:
+            self._refresh_findings(venue)
+        for venue, lasted in self.venue_book.overdue(now):
+            limit = self.config.max_outage_s
+            self.enter_failsafe(f"venue {venue} down for {lasted:.1f}s (max_outage_s = {limit})",
+                                source=self.name)
+        blocking = self.venue_book.blocking_recovery()
+        self._made(self.modes.recover(now, self.venue_book.ready() and not blocking))
         self._schedule_tick()
 
     def _schedule_tick(self) -> None:
@@ -490,5 +590,12 @@ class RiskGovernor(SupervisedActor):
             "working_orders": len(self.exposure.working),
             "degradations_in_window": self.modes.degradations_in_window,
             "failsafe_flat": self.modes.failsafe_flat,
+            "live_when": self.config.live_when,
+            "venue_states": {name: str(state) for name, state in self.venue_book.states().items()},
+            "venue_reasons": dict(self.venue_book.reasons()),
+            "venue_outages_s": {name: round(lasted, 3) for name in self.venues
+                                if (lasted := self.venue_book.outage_s(name, self.clock())) is not None},
+            "open_incidents": [i.describe() for i in self.incidents.open()],
+            "incidents_opened": self.incidents.opened_total,
             **self.counts,
         }

@@ -15,10 +15,11 @@ import time
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from loguru import logger
+from msgspec import Meta
 
 from actors import topics
 from core.safety import (
@@ -66,6 +67,7 @@ from messages import (
     SafetyStats,
     SubmitOrder,
 )
+from messages.bounds import Duration, Interval, Name, OffDuration, Tally, decimal_range
 from supervision import SupervisedActor, TimerHandle, bus, scheduler
 
 __all__ = [
@@ -124,31 +126,37 @@ class SafetyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     priced below or at zero. Such quotes are never fed to the other checks, even when this
     is off."""
     check_crossed: bool = True
-    """Raise WARNING ``crossed_market`` for a quote whose bid is above its ask (bid equal to
-    ask, a locked market, is not crossed), CRITICAL once the crossing persists."""
-    crossed_persist_s: float | None = 2.0
+    """Raise WARNING ``crossed_market`` for a book whose bid stays above its ask past
+    ``crossed_grace_ms`` (bid equal to ask, a locked market, is not crossed), CRITICAL once
+    the crossing persists."""
+    crossed_grace_ms: Annotated[float, msgspec.Meta(ge=0, le=60_000)] = 300.0
+    """A crossed book is judged only once it has stayed crossed for more than this many
+    milliseconds (a book caught between two updates is not an anomaly): WARNING then,
+    CRITICAL once ``crossed_persist_s`` or ``crossed_persist_quotes`` is reached. 0 judges
+    every crossed quote at once."""
+    crossed_persist_s: OffDuration | None = 2.0
     """A symbol still crossed more than this many seconds (monitor clock) after it crossed
     is CRITICAL; checked on each crossed quote and on every tick, so a feed that stops
     while crossed is caught too."""
-    crossed_persist_quotes: int | None = 10
-    """The N-th consecutive crossed quote of a symbol is CRITICAL."""
-    spike_threshold: Decimal | None = Decimal("0.20")
+    crossed_persist_quotes: Tally | None = 10
+    """The N-th consecutive crossed quote of a symbol after the grace is CRITICAL."""
+    spike_threshold: Annotated[Decimal, decimal_range(ge=0, le=100)] | None = Decimal("0.20")
     """Raise WARNING ``price_spike`` when a mid moves, either way, by more than this fraction
     of the previous mid of the same venue and symbol (0.20 = 20 %)."""
-    time_gap_s: float | None = 30.0
+    time_gap_s: OffDuration | None = 30.0
     """Raise WARNING ``time_gap`` when two consecutive quotes of a symbol are more than this
     many seconds apart by their venue timestamps (the batch's ``recv_ns`` stands in for a
     quote without one; a quote with neither is not timed)."""
-    spread_multiple: Decimal | None = Decimal(10)
+    spread_multiple: Annotated[Decimal, decimal_range(ge=0, le=1_000_000)] | None = Decimal(10)
     """Raise WARNING ``wide_spread`` when a spread is more than this multiple of the symbol's
     running normal spread. An abnormal spread is not folded into the normal."""
-    spread_alpha: Decimal = Decimal("0.05")
+    spread_alpha: Annotated[Decimal, decimal_range(gt=0, le=1)] = Decimal("0.05")
     """Weight of the newest spread in the running normal (an exponentially weighted mean);
     above 0, at most 1."""
-    spread_warmup_quotes: int = 20
+    spread_warmup_quotes: Tally = 20
     """Spreads folded into a symbol's normal before its spread check starts (the first
     quote seeds the normal)."""
-    slippage_threshold: Decimal | None = Decimal("0.05")
+    slippage_threshold: Annotated[Decimal, decimal_range(ge=0, le=100)] | None = Decimal("0.05")
     """Raise WARNING ``slippage`` when a fill is worse than its reference price by more
     than this fraction of it (0.05 = 5 %); only the adverse direction counts (a buy filled
     above, a sell below). The reference is the mid at submission for a market order, the
@@ -156,25 +164,26 @@ class SafetyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     check_overfill: bool = True
     """Raise CRITICAL ``overfill`` when the fills of an order (cumulative over partial
     fills, each venue fill id counted once) exceed its quantity."""
-    max_tracked_orders: int = 100_000
+    max_tracked_orders: Annotated[int, Meta(ge=1, le=10_000_000)] = 100_000
     """Submitted orders remembered for the fill checks; the oldest are forgotten first."""
-    max_venue_rejections: int | None = 5
+    max_venue_rejections: Tally | None = 5
     """Raise CRITICAL ``venue_rejections`` when this many orders are rejected by one venue
     (whatever reason the venue gives; tradeguard's own pre-trade rejections and a connector
     refusing while its session is down do not count) within ``rejection_window_s``."""
-    rejection_window_s: float = 60.0
+    rejection_window_s: Duration = 60.0
     """Window of the venue rejection count, seconds (inclusive: rejections exactly this far
     apart are within it)."""
-    feed_stale_s: float | None = 10.0
+    feed_stale_s: OffDuration | None = 10.0
     """Raise WARNING ``feed_stale`` when a watched venue has sent no market data for more
     than this many seconds: checked on every tick (monitor clock), and on every
     ``HealthReport`` from the age of its ``last_message_ns``. A venue is watched once it
-    has sent a batch, or from the start when listed in ``watched_venues``."""
-    watched_venues: tuple[str, ...] = ()
+    has sent a batch, or from the start when listed in ``watched_venues``. One WARNING per
+    silence: raised again only after market data came back and stopped again."""
+    watched_venues: tuple[Name, ...] = ()
     """Venues expected to send market data from the start."""
-    tick_interval_s: float = 1.0
+    tick_interval_s: Interval = 1.0
     """How often the timed checks (stale feeds, persisting crossed markets) run."""
-    cooldown_s: float = 5.0
+    cooldown_s: OffDuration = 5.0
     """Findings of one (kind, venue, symbol) are raised at most once per this many seconds,
     unless more severe than the last one raised; 0 raises every finding."""
 

@@ -43,6 +43,7 @@ from messages import (
     OrderType,
     Quote,
     QuoteBatch,
+    Reconciliation,
     Side,
     SubmitOrder,
     now_ns,
@@ -205,6 +206,8 @@ class _RestingVenue(SupervisedActor):
 
     def setup(self) -> None:
         bus.publish(topics.CONNECTORS, ConnectorUp(name=self.name, ts_ns=now_ns()))
+        # No position keeper here: the venue is reconciled as the keeper would say (flat).
+        bus.publish(topics.PORTFOLIO, Reconciliation(venue=self.name, reconciled=True, ts_ns=now_ns()))
         quotes = tuple(Quote(venue=self.name, symbol=s, bid=start_mid(i) - Decimal("0.01"),
                              ask=start_mid(i) + Decimal("0.01"), bid_size=Decimal(100), ask_size=Decimal(100),
                              ts_ns=now_ns()) for i, s in enumerate(self.symbol_names))

@@ -7,6 +7,7 @@ from __future__ import annotations
 from core.checks import Desk, Limits, PreTradeChecks, Refusal
 from core.exposure import Exposure, is_valid_quote, mid_of, valid_mid
 from core.flatten import FlattenPlan, RoundStart, VenueState
+from core.l1_book import L1Book, L1Books
 from core.lifecycle import OrderLifecycle, VenueEvent, event_of
 from core.modes import TRANSITIONS, ForbiddenTransition, ModeChange, ModeMachine, ModeRules, latched_in
 from core.pnl import DAY_NS, DailyTotals, FillEffect, Position, apply_fill, parse_boundary, session_start_ns
@@ -25,6 +26,8 @@ __all__ = [
     "Finding",
     "FlattenPlan",
     "ForbiddenTransition",
+    "L1Book",
+    "L1Books",
     "Limits",
     "ModeChange",
     "ModeMachine",

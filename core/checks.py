@@ -8,8 +8,9 @@ None when the order may go. The order of the lists is the order of the checks:
    order id, and in FAILSAFE only the failsafe's own orders.
 2. The failsafe's own orders then only need to be reduce-only; nothing else applies.
 3. The trading checks, built from the limits (a limit of 0 leaves its check out):
-   trading mode, pause, venue up, reduce-only, DEGRADED reduces only, order rate, order
-   quantity, price band, a market to price the order, order notional, position, open
+   trading mode, pause, venue up, venue not HALTED (``core.venues``), reduce-only, DEGRADED
+   reduces only, venue not REDUCING unless the order reduces, order rate, order quantity,
+   price band, a market to price the order, order notional, position, open
    positions, daily notional, daily loss, circuit breaker.
 
 A check returns the refusal's text, or None. Checks only read, except the order-rate
@@ -29,6 +30,7 @@ from typing import NamedTuple, Protocol
 from core.exposure import Exposure
 from core.modes import TRADING_MODES, ModeMachine
 from core.rejections import CircuitBreaker
+from core.venues import TradingState, VenueBook
 from messages import FAILSAFE_SOURCE, Mode, OrderType, RejectReason, Side, SubmitOrder, TimeInForce
 
 ZERO = Decimal(0)
@@ -77,6 +79,8 @@ class Desk:
     """True while an operator paused trading."""
     now: float = 0.0
     """Monotonic seconds: the time of the check."""
+    venue_book: VenueBook | None = None
+    """Per-venue trading states; None: no per-venue check."""
 
 
 class OrderView:
@@ -241,6 +245,35 @@ class VenueUp:
 
     def __call__(self, order: SubmitOrder, view: OrderView, desk: Desk) -> str | None:
         return None if order.venue in desk.up else f"connector {order.venue} is not connected"
+
+
+class VenueTrading:
+    """The venue's trading state: HALTED refuses every order, REDUCING every order that
+    would not reduce a position (``core.venues``)."""
+
+    reason: RejectReason = RejectReason.VENUE_HALTED
+
+    def __call__(self, order: SubmitOrder, view: OrderView, desk: Desk) -> str | None:
+        book = desk.venue_book
+        if book is None:
+            return None
+        state = book.state(order.venue)
+        if state is TradingState.HALTED:
+            return f"venue {order.venue} is HALTED: {book.venues[order.venue].reason}"
+        return None
+
+
+class VenueReducing:
+    """A REDUCING venue takes only orders that reduce a position."""
+
+    reason: RejectReason = RejectReason.VENUE_REDUCING
+
+    def __call__(self, order: SubmitOrder, view: OrderView, desk: Desk) -> str | None:
+        book = desk.venue_book
+        if book is None or view.reduces or book.state(order.venue) is not TradingState.REDUCING:
+            return None
+        why = book.venues[order.venue].reason
+        return f"venue {order.venue} is REDUCING ({why}): only orders that reduce pass"
 
 
 class ReduceOnly:
@@ -436,7 +469,8 @@ class PreTradeChecks:
         self.limits = limits
         self.rate = OrderRate(limits.max_orders_per_s) if limits.max_orders_per_s > 0 else None
         trading: list[TradingCheck] = [
-            TradingMode(), NotPaused(), VenueUp(), ReduceOnly(), DegradedReducesOnly(),
+            TradingMode(), NotPaused(), VenueUp(), VenueTrading(), ReduceOnly(), DegradedReducesOnly(),
+            VenueReducing(),
         ]
         if self.rate is not None:
             trading.append(self.rate)

@@ -6,13 +6,17 @@ transition; ``ModeMachine`` applies them and holds the rules that decide them:
 - Start: STARTUP goes to READY, unless the journal's last transition left FAILSAFE latched
   (the last mode was FAILSAFE, or SHUTDOWN straight from FAILSAFE); then STARTUP goes to
   FAILSAFE and the flatten procedure runs again.
-- READY goes to LIVE as soon as every configured venue is up.
-- Degradation: in LIVE or DEGRADED, each degradation is counted in a sliding window of
-  ``degradation_window_s``; the ``degradations_to_failsafe``-th within the window goes to
-  FAILSAFE, any other one takes LIVE to DEGRADED (and is only noted while DEGRADED). In any
-  other mode a degradation is ignored.
-- Recovery: DEGRADED returns to LIVE once every venue is up and no degradation came for
-  ``recover_after_s``.
+- READY goes to LIVE as soon as the venues are ready (``core.venues.VenueBook.ready``: by
+  default at least one venue connected and reconciled).
+- Degradation: in LIVE or DEGRADED, each degradation (one incident, see ``core.incidents``)
+  is counted in a sliding window of ``degradation_window_s``; the
+  ``degradations_to_failsafe``-th within the window goes to FAILSAFE, any other one takes
+  LIVE to DEGRADED (and is only noted while DEGRADED). An incident that only halts its own
+  venue (an outage) is counted without leaving LIVE (``enter=False``). In any other mode a
+  degradation is ignored.
+- Venues lost: LIVE goes to DEGRADED, without counting, when the venues stop being ready.
+- Recovery: DEGRADED returns to LIVE once the venues are ready, none is unreconciled, and no
+  degradation came for ``recover_after_s``.
 - The latch: FAILSAFE is entered from every mode but SHUTDOWN (from STARTUP and READY too:
   an emergency before trading starts still latches it). Once latched, a further trigger
   changes nothing but may re-run the flatten procedure when asked to (an operator).
@@ -164,14 +168,21 @@ class ModeMachine:
             return self.transition(Mode.FAILSAFE, "restored: FAILSAFE is latched until an operator reset")
         return self.transition(Mode.READY, "started")
 
-    def venues_up(self, all_up: bool) -> ModeChange | None:
-        """READY -> LIVE once every venue is up."""
-        if self.mode is Mode.READY and all_up:
-            return self.transition(Mode.LIVE, "every connector is up")
+    def venues_up(self, ready: bool, why: str = "venues connected and reconciled") -> ModeChange | None:
+        """READY -> LIVE once the venues are ``ready``."""
+        if self.mode is Mode.READY and ready:
+            return self.transition(Mode.LIVE, why)
         return None
 
-    def degrade(self, reason: str, now: float) -> Degradation:
-        """Count one degradation at ``now`` (see the degradation rule)."""
+    def venues_lost(self, reason: str) -> ModeChange | None:
+        """LIVE -> DEGRADED when the venues are no longer ready (not a counted degradation)."""
+        if self.mode is Mode.LIVE:
+            return self.transition(Mode.DEGRADED, reason)
+        return None
+
+    def degrade(self, reason: str, now: float, *, enter: bool = True) -> Degradation:
+        """Count one degradation at ``now`` (see the degradation rule); ``enter=False``
+        counts it (and may escalate) without taking LIVE to DEGRADED."""
         if self.mode not in TRADING_MODES:
             return Degradation()
         self._last_degradation = now
@@ -183,14 +194,14 @@ class ModeMachine:
         if limit > 0 and len(window) >= limit:
             return Degradation(escalate=(f"{len(window)} degradations within "
                                          f"{self.rules.degradation_window_s}s; last: {reason}"))
-        if self.mode is Mode.LIVE:
+        if self.mode is Mode.LIVE and enter:
             return Degradation(change=self.transition(Mode.DEGRADED, reason))
         return Degradation(noted=True)
 
-    def recover(self, now: float, all_up: bool) -> ModeChange | None:
-        """DEGRADED -> LIVE when every venue is up and no degradation came for
-        ``recover_after_s``."""
-        if (self.mode is Mode.DEGRADED and all_up
+    def recover(self, now: float, ready: bool) -> ModeChange | None:
+        """DEGRADED -> LIVE when the venues are ``ready`` (the caller also requires none
+        unreconciled) and no degradation came for ``recover_after_s``."""
+        if (self.mode is Mode.DEGRADED and ready
                 and now - self._last_degradation >= self.rules.recover_after_s):
             return self.transition(Mode.LIVE, f"no degradation for {self.rules.recover_after_s}s")
         return None

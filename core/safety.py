@@ -48,7 +48,7 @@ NEGATIVE_PRICE = "negative_price"
 ZERO_PRICE = "zero_price"
 """A quote or trade priced at zero (CRITICAL)."""
 CROSSED_MARKET = "crossed_market"
-"""Bid above ask (WARNING; CRITICAL when it persists)."""
+"""Bid above ask past a grace period (WARNING; CRITICAL when it persists)."""
 PRICE_SPIKE = "price_spike"
 """A mid that jumped against the previous mid (WARNING)."""
 TIME_GAP = "time_gap"
@@ -77,6 +77,8 @@ class SafetyRules(Protocol):
     def check_prices(self) -> bool: ...
     @property
     def check_crossed(self) -> bool: ...
+    @property
+    def crossed_grace_ms(self) -> float: ...
     @property
     def crossed_persist_s(self) -> float | None: ...
     @property
@@ -174,21 +176,25 @@ def _venue_state(states: dict[str, dict[str, Any]], venue: str) -> dict[str, Any
 
 
 class _Crossing:
-    __slots__ = ("count", "escalated", "since")
+    __slots__ = ("count", "escalated", "since", "warned")
 
     def __init__(self, since: float) -> None:
         self.since = since
         self.count = 1
+        self.warned = False
         self.escalated = False
 
 
 class CrossedRule:
-    """Bid above ask: WARNING, CRITICAL once it persists for more than ``persist_s`` seconds
-    or for ``persist_quotes`` consecutive quotes. A quote that is not crossed ends it."""
+    """Bid above ask. Nothing within ``grace_s`` of the crossing (a book between two
+    updates); WARNING once it lasts longer; CRITICAL once it persists for more than
+    ``persist_s`` seconds, or for ``persist_quotes`` consecutive quotes past the grace. A
+    quote that is not crossed ends it."""
 
-    def __init__(self, persist_s: float | None, persist_quotes: int | None) -> None:
+    def __init__(self, persist_s: float | None, persist_quotes: int | None, grace_s: float = 0.0) -> None:
         self._persist_s = persist_s or None
         self._persist_quotes = persist_quotes or None
+        self._grace_s = grace_s
         self._crossed: dict[str, dict[str, _Crossing]] = {}
 
     def check(self, venue: str, quotes: Sequence[Quote], now: float, recv_ns: int = 0) -> list[Finding]:
@@ -197,37 +203,57 @@ class CrossedRule:
         found: list[Finding] = []
         for q in quotes:
             if q.bid > q.ask:
-                found.append(self._on_crossed(crossed, venue, q, now))
+                finding = self._on_crossed(crossed, venue, q, now)
+                if finding is not None:
+                    found.append(finding)
             elif crossed:
                 crossed.pop(q.symbol, None)
         return found
 
     def check_time(self, now: float) -> list[Finding]:
-        """CRITICAL for every crossing that outlived ``persist_s`` without a new quote."""
+        """For every crossing without a new quote: WARNING once it outlived the grace,
+        CRITICAL once it outlived ``persist_s``."""
         found: list[Finding] = []
-        if self._persist_s is None:
-            return found
         for venue, crossed in self._crossed.items():
             for symbol, crossing in crossed.items():
-                if not crossing.escalated and now - crossing.since > self._persist_s:
-                    crossing.escalated = True
+                lasted = now - crossing.since
+                if crossing.escalated or (self._grace_s and lasted <= self._grace_s):
+                    continue
+                if self._persist_s is not None and lasted > self._persist_s:
+                    crossing.escalated = crossing.warned = True
                     found.append(Finding(
                         kind=CROSSED_MARKET, severity=Severity.CRITICAL, venue=venue, symbol=symbol,
-                        detail=f"crossed for {now - crossing.since:.3f}s with no new quote",
+                        detail=f"crossed for {lasted:.3f}s with no new quote",
+                    ))
+                elif not crossing.warned:
+                    crossing.warned = True
+                    found.append(Finding(
+                        kind=CROSSED_MARKET, severity=Severity.WARNING, venue=venue, symbol=symbol,
+                        detail=f"crossed for {lasted:.3f}s (grace {self._grace_s:.3f}s) with no new quote",
                     ))
         return found
+
+    @property
+    def timed(self) -> bool:
+        """True when the rule has something to judge on a timer (a grace or ``persist_s``)."""
+        return self._persist_s is not None or self._grace_s > 0
 
     def is_crossed(self, venue: str, symbol: str) -> bool:
         """True while the last quote of ``symbol`` at ``venue`` was crossed."""
         return symbol in self._crossed.get(venue, {})
 
-    def _on_crossed(self, crossed: dict[str, _Crossing], venue: str, q: Quote, now: float) -> Finding:
+    def _on_crossed(self, crossed: dict[str, _Crossing], venue: str, q: Quote, now: float) -> Finding | None:
         crossing = crossed.get(q.symbol)
         if crossing is None:
             crossing = crossed[q.symbol] = _Crossing(now)
         else:
             crossing.count += 1
         lasted = now - crossing.since
+        if self._grace_s and lasted <= self._grace_s:
+            return None  # within the grace: a book between two updates
+        if not crossing.warned:
+            crossing.warned = True
+            crossing.count = 1  # the consecutive quotes count from the end of the grace
         if not crossing.escalated and (
             (self._persist_quotes is not None and crossing.count >= self._persist_quotes)
             or (self._persist_s is not None and lasted > self._persist_s)
@@ -363,23 +389,33 @@ class LastQuotes:
 
 
 class FeedStaleRule:
-    """A watched venue that has sent no market data for more than ``stale_s`` seconds."""
+    """A watched venue that has sent no market data for more than ``stale_s`` seconds: one
+    WARNING per silence (a quiet market is one incident, not a finding per cool-down),
+    raised again only after market data came back and stopped again."""
 
     def __init__(self, stale_s: float, watched: Iterable[str] = (), now: float = 0.0) -> None:
         self._stale_s = stale_s
         self._stale_ns = int(stale_s * _NS_PER_S)
         self._last: dict[str, float] = dict.fromkeys(watched, now)
+        self._raised: set[str] = set()
 
     def note(self, venue: str, now: float) -> None:
         """``venue`` sent market data at ``now`` (monitor clock)."""
         self._last[venue] = now
+        if self._raised:
+            self._raised.discard(venue)
+
+    def is_stale(self, venue: str) -> bool:
+        """True while the silence of ``venue`` has been raised and no data came since."""
+        return venue in self._raised
 
     def check(self, now: float) -> list[Finding]:
-        """A WARNING for every watched venue silent for too long."""
+        """A WARNING for every watched venue that fell silent for too long."""
         found: list[Finding] = []
         for venue, last in self._last.items():
             silent = now - last
-            if silent > self._stale_s:
+            if silent > self._stale_s and venue not in self._raised:
+                self._raised.add(venue)
                 found.append(Finding(
                     kind=FEED_STALE, severity=Severity.WARNING, venue=venue, value=_seconds(silent),
                     detail=f"no market data for {silent:.3f}s",
@@ -388,12 +424,14 @@ class FeedStaleRule:
 
     def on_health(self, report: HealthReport, now_ns: int) -> Finding | None:
         """A WARNING when a watched venue's connector last heard from it too long ago (by the
-        report's time, else ``now_ns``, wall clock)."""
-        if report.name not in self._last or not report.last_message_ns:
+        report's time, else ``now_ns``, wall clock); none while its silence is already
+        raised."""
+        if report.name not in self._last or not report.last_message_ns or report.name in self._raised:
             return None
         age_ns = (report.ts_ns or now_ns) - report.last_message_ns
         if age_ns <= self._stale_ns:
             return None
+        self._raised.add(report.name)
         silent = Decimal(age_ns) / _NS_PER_S
         return Finding(
             kind=FEED_STALE, severity=Severity.WARNING, venue=report.name, value=silent,
@@ -576,7 +614,8 @@ class SafetyChecks:
         self._clock = clock
         self._wall_ns = wall_ns
         self._cooldown = Cooldown(config.cooldown_s)
-        self.crossed = CrossedRule(config.crossed_persist_s, config.crossed_persist_quotes)
+        self.crossed = CrossedRule(config.crossed_persist_s, config.crossed_persist_quotes,
+                                   config.crossed_grace_ms / 1000)
         self.last_quotes = LastQuotes() if config.slippage_threshold else None
         self.orders = OrderTracker(config.max_tracked_orders)
         self.feed: FeedStaleRule | None = None
@@ -608,7 +647,7 @@ class SafetyChecks:
         """Checks run on every new fill of a tracked order."""
 
         timed_rules: list[Callable[[float], list[Finding]]] = []
-        if config.check_crossed and config.crossed_persist_s:
+        if config.check_crossed and self.crossed.timed:
             timed_rules.append(self.crossed.check_time)
         if self.feed is not None:
             timed_rules.append(self.feed.check)

@@ -151,6 +151,19 @@ class RiskStatus(Record, frozen=True, kw_only=True):
     """Distinct degradation incidents inside the escalation window."""
     failsafe_flat: bool = False
     """The failsafe confirmed every venue flat (a reset is allowed)."""
+    live_when: str = "any"
+    """LIVE needs ``any`` venue, or ``all`` of them, connected and reconciled."""
+    venue_states: dict[str, str] = {}
+    """Per venue, its trading state: ACTIVE (trading), REDUCING (only orders that reduce a
+    position), HALTED (no new order: connector down, not reconciled, or a mismatch)."""
+    venue_reasons: dict[str, str] = {}
+    """Per venue, why it is in its trading state, in words."""
+    venue_outages_s: dict[str, float] = {}
+    """Per venue in an outage (its connector was up and is down), seconds so far."""
+    open_incidents: list[str] = []
+    """Open incidents (``kind venue/symbol``): each counted once, until it clears."""
+    incidents_opened: int = 0
+    """Incidents opened since the governor started."""
     checked: int = 0
     """Orders the pre-trade checks looked at."""
     passed: int = 0

@@ -3,7 +3,8 @@ registry and the publish/subscribe bus. It knows nothing about trading."""
 
 from __future__ import annotations
 
-from supervision._actor import ChildContext, SupervisedActor
+from supervision._actor import ChildContext, FatalError, SupervisedActor
+from supervision._fence import Fence, TreeFate, bind_fence, current_fence, new_token
 from supervision._messages import (
     SUPERVISION_TOPIC,
     ChildAbandoned,
@@ -15,11 +16,15 @@ from supervision._messages import (
     Ping,
     Pong,
     SupervisorGaveUp,
+    SupervisorStatus,
+    TreeHealth,
 )
 from supervision._registry import Bus, Registry, bus, registry
 from supervision._scheduler import Scheduler, TimerHandle, scheduler
 from supervision._spec import NO_BACKOFF, Backoff, ChildSpec, Restart, Strategy
 from supervision._supervisor import (
+    RESTART_LOG_LIMIT,
+    GetSupervisorStatus,
     HealthCheck,
     ListChildren,
     RequestStop,
@@ -32,6 +37,7 @@ from supervision._tree import Tree
 
 __all__ = [
     "NO_BACKOFF",
+    "RESTART_LOG_LIMIT",
     "SUPERVISION_TOPIC",
     "Backoff",
     "Bus",
@@ -43,6 +49,9 @@ __all__ = [
     "ChildSpec",
     "ChildStarted",
     "ChildState",
+    "FatalError",
+    "Fence",
+    "GetSupervisorStatus",
     "HealthCheck",
     "ListChildren",
     "Ping",
@@ -58,9 +67,15 @@ __all__ = [
     "Supervisor",
     "SupervisorGaveUp",
     "SupervisorGaveUpError",
+    "SupervisorStatus",
     "TimerHandle",
     "Tree",
+    "TreeFate",
+    "TreeHealth",
+    "bind_fence",
     "bus",
+    "current_fence",
+    "new_token",
     "registry",
     "scheduler",
 ]

@@ -123,3 +123,45 @@ class ChildInfo(KernelMessage, frozen=True, kw_only=True):
     """permanent, transient or temporary."""
     is_supervisor: bool
     """True when the child is itself a supervisor."""
+
+
+class SupervisorStatus(KernelMessage, frozen=True, kw_only=True):
+    """A supervisor's answer to ``GetSupervisorStatus``: what health and readiness are
+    judged on."""
+
+    supervisor: str
+    """Name of the supervisor."""
+    running: bool
+    """True while it supervises: not stopping, not given up, its tree not fatal."""
+    not_running: tuple[str, ...]
+    """Permanent children that are not running, each as ``name (state): last exit``."""
+    supervisors: tuple[str, ...]
+    """Children that are themselves supervisors and are running (to look at in turn)."""
+    restarts_in_period: int
+    """Restarts within the last ``period_s``."""
+    intensity: int
+    """Restarts allowed within ``period_s`` before it gives up."""
+    period_s: float
+    """The intensity window, seconds."""
+    crash_looping: bool
+    """More than half of ``intensity`` used within the current period."""
+    last_restarted: str
+    """The child restarted last; empty if none was."""
+
+
+class TreeHealth(KernelMessage, frozen=True, kw_only=True):
+    """The whole tree, judged from outside it (``Tree.health``)."""
+
+    ready: bool
+    """Every supervisor runs and every permanent child below the root is running."""
+    crash_looping: tuple[str, ...]
+    """Supervisors that used more than half their restart intensity in the current period."""
+    problems: tuple[str, ...]
+    """Why the tree is not ready or not healthy, in words; empty when healthy."""
+    fatal: str = ""
+    """The ``BaseException`` that ended the tree (what and where); empty if none did."""
+
+    @property
+    def healthy(self) -> bool:
+        """Ready, not fatal and nothing crash-looping: the condition for feeding a watchdog."""
+        return self.ready and not self.crash_looping and not self.fatal

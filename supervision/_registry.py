@@ -3,6 +3,11 @@
 Actors never keep references to siblings: a restart changes the ``ActorRef``. They address
 each other by name, and the registry resolves a name to the current generation's ref. A
 message for a name that is down is a dead letter: counted and logged, never raised.
+
+Each registration carries a token unique in the process (``supervision._fence``); removing
+a registration by token is a no-op once the name points at a newer one. A thread whose
+generation was given up on (its fence is closed) is refused: it cannot register, look up,
+tell or publish any more.
 """
 
 from __future__ import annotations
@@ -14,37 +19,63 @@ from typing import Any
 import pykka
 from loguru import logger
 
+from supervision._fence import caller_fenced, new_token
+
 
 class Registry:
     """Maps names to the current ``ActorRef`` and generation."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._refs: dict[str, tuple[pykka.ActorRef[Any], int]] = {}
+        self._refs: dict[str, tuple[pykka.ActorRef[Any], int, int]] = {}
         self.dead_letters: Counter[str] = Counter()
         """Dead letters per target name."""
-        self.fatal = threading.Event()
-        """Set when a BaseException escaped an actor: Pykka is stopping every actor, and
-        supervisors must not restart anything."""
+        self.refused = 0
+        """Calls refused because the caller's generation was given up on (fenced)."""
 
-    def register(self, name: str, ref: pykka.ActorRef[Any], generation: int = 0) -> None:
-        """Point ``name`` at ``ref`` (replacing any older generation)."""
-        with self._lock:
-            self._refs[name] = (ref, generation)
-
-    def unregister(self, name: str, generation: int | None = None) -> None:
-        """Forget ``name``; with ``generation``, only if that generation is still current."""
+    def register(self, name: str, ref: pykka.ActorRef[Any], generation: int = 0,
+                 *, token: int | None = None) -> int:
+        """Point ``name`` at ``ref`` (replacing any older registration); returns the
+        registration's token (a new one unless given), or 0 when refused: the caller is
+        fenced, or ``name`` already holds a newer token."""
+        if caller_fenced():
+            self._refuse("register", name)
+            return 0
+        token = new_token() if token is None else token
         with self._lock:
             current = self._refs.get(name)
-            if current is not None and (generation is None or current[1] == generation):
-                del self._refs[name]
+            if current is not None and current[2] > token:
+                return 0
+            self._refs[name] = (ref, generation, token)
+        return token
+
+    def unregister(self, name: str, generation: int | None = None, *, token: int | None = None) -> None:
+        """Forget ``name``; with ``generation`` or ``token``, only if that registration is
+        still the current one (otherwise a no-op: the name has moved on)."""
+        with self._lock:
+            current = self._refs.get(name)
+            if current is None:
+                return
+            if generation is not None and current[1] != generation:
+                return
+            if token is not None and current[2] != token:
+                return
+            del self._refs[name]
 
     def lookup(self, name: str) -> pykka.ActorRef[Any] | None:
-        """The live ref registered under ``name``, or None."""
+        """The live ref registered under ``name``, or None (also for a fenced caller)."""
+        if caller_fenced():
+            self._refuse("lookup", name)
+            return None
         entry = self._refs.get(name)
         if entry is None or not entry[0].is_alive():
             return None
         return entry[0]
+
+    def token(self, name: str) -> int | None:
+        """Token of the registration under ``name``, or None."""
+        entry = self._refs.get(name)
+        return None if entry is None else entry[2]
 
     def generation(self, name: str) -> int | None:
         """Generation registered under ``name``, or None."""
@@ -57,7 +88,12 @@ class Registry:
             return list(self._refs)
 
     def tell(self, name: str, message: Any) -> bool:
-        """Send ``message`` to ``name``; False (and a dead letter) when it is down."""
+        """Send ``message`` to ``name``; False (and a dead letter) when it is down, or
+        when the caller is fenced."""
+        if caller_fenced():
+            self._refuse("tell", name)
+            self.dead_letter(name, message)
+            return False
         entry = self._refs.get(name)
         if entry is not None:
             try:
@@ -75,6 +111,10 @@ class Registry:
             "dead letter"
         )
 
+    def _refuse(self, what: str, name: str) -> None:
+        self.refused += 1
+        logger.bind(channel="main", target=name).warning(f"{what} by a fenced generation refused")
+
     def total_dead_letters(self) -> int:
         """Dead letters counted since the last reset."""
         return sum(self.dead_letters.values())
@@ -84,7 +124,7 @@ class Registry:
         with self._lock:
             self._refs.clear()
             self.dead_letters.clear()
-            self.fatal.clear()
+            self.refused = 0
 
 
 class Bus:
@@ -96,7 +136,11 @@ class Bus:
         self._topics: dict[str, tuple[str, ...]] = {}
 
     def subscribe(self, topic: str, name: str) -> None:
-        """Deliver what is published on ``topic`` to the actor named ``name``."""
+        """Deliver what is published on ``topic`` to the actor named ``name`` (refused for
+        a fenced caller)."""
+        if caller_fenced():
+            self._names._refuse("subscribe", name)
+            return
         with self._lock:
             current = self._topics.get(topic, ())
             if name not in current:
@@ -114,7 +158,11 @@ class Bus:
 
     def publish(self, topic: str, message: Any) -> int:
         """Tell every subscriber of ``topic``; returns how many got it. A subscriber that is
-        down gets a dead letter (its subscription stays: it comes back after a restart)."""
+        down gets a dead letter (its subscription stays: it comes back after a restart).
+        Nothing is delivered for a fenced caller."""
+        if caller_fenced():
+            self._names._refuse("publish", topic)
+            return 0
         delivered = 0
         for name in self._topics.get(topic, ()):
             delivered += self._names.tell(name, message)

@@ -6,17 +6,25 @@ restart is a timer that tells the supervisor, so it keeps answering during backo
 Stopping is the only blocking step: children are stopped in reverse order, each given
 its shutdown timeout, and one that overruns is abandoned.
 
-A ``BaseException`` escaping any actor makes Pykka stop every actor in the process. The
-kernel does not hide that: the failing actor reports an abnormal exit and raises the
-registry's ``fatal`` flag before Pykka's stop-all begins, so no supervisor restarts
-anything while the process goes down, and a root supervisor whose stop was not asked
-for calls its escalation handler, so the application can exit non-zero and let its
-service manager restart it.
+A ``BaseException`` in any actor of a tree is fatal to that tree (not to the process):
+the actor declares it on the tree's ``TreeFate``, the root calls its escalation handler at
+once from that thread (naming the exception and the actor), no supervisor restarts
+anything from then on, and the root stops its children in reverse order, each within its
+shutdown timeout (a hung one is abandoned), then itself. Nothing waits on Pykka's
+stop-all, which would wait forever for a hung actor.
+
+Every generation has a fence (``supervision._fence``): drained when its supervisor asks it
+to stop, so queued messages become dead letters, and closed once it stopped or was
+abandoned, so a thread that wakes up later can no longer reach the registry or the bus.
+Registration tokens are unique in the process, so an old generation (or an old
+supervisor's late clean-up) can never unregister a newer one.
 """
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -26,6 +34,7 @@ import pykka
 from loguru import logger
 
 from supervision._actor import ChildContext, Handler, SupervisedActor, _set_starting_context
+from supervision._fence import Fence, TreeFate, new_token
 from supervision._messages import (
     SUPERVISION_TOPIC,
     ChildAbandoned,
@@ -38,6 +47,7 @@ from supervision._messages import (
     Ping,
     Pong,
     SupervisorGaveUp,
+    SupervisorStatus,
 )
 from supervision._registry import bus, registry
 from supervision._scheduler import TimerHandle, scheduler
@@ -63,6 +73,18 @@ class RestartLog(KernelMessage, frozen=True, kw_only=True):
 
 class HealthCheck(KernelMessage, frozen=True, kw_only=True):
     """Ask: True while the supervisor is running and has not given up."""
+
+
+class GetSupervisorStatus(KernelMessage, frozen=True, kw_only=True):
+    """Ask: the supervisor's ``SupervisorStatus``."""
+
+
+RESTART_LOG_LIMIT = 1_000
+"""Restarts kept in a supervisor's restart log (the oldest are forgotten)."""
+
+
+class _Fatal(KernelMessage, frozen=True, kw_only=True):
+    reason: str
 
 
 class _Poll(KernelMessage, frozen=True, kw_only=True):
@@ -108,6 +130,8 @@ class _Child:
     ping_seq: int = 0
     pong_seq: int = 0
     restart_token: int = 0
+    token: int = 0
+    fence: Fence | None = None
     silent_since: float | None = None
     timers: list[TimerHandle] = field(default_factory=list)
 
@@ -139,10 +163,14 @@ class Supervisor(SupervisedActor):
         name: str = "root",
         on_escalation: Callable[[str], None] | None = None,
         on_started: Callable[[], None] | None = None,
+        fate: TreeFate | None = None,
+        fence: Fence | None = None,
     ) -> None:
         super().__init__()
         if self.context.supervisor_ref is None:
-            self.context = ChildContext(name=name)
+            # A root: ``fate`` and ``fence`` let its owner (a ``Tree``) see them.
+            self.context = ChildContext(name=name, fate=fate or TreeFate(), fence=fence or Fence())
+            self.context.fate.listen(self._on_fate_declared)
         names = [spec.name for spec in children]
         if len(set(names)) != len(names):
             raise SupervisionError(f"duplicate child names in {self.name}: {names}")
@@ -158,9 +186,12 @@ class Supervisor(SupervisedActor):
         self._barrier: list[str] = []
         self._initial_barrier = True
         self._restart_times: list[float] = []
-        self._restart_log: list[tuple[str, int, float]] = []
+        self._restart_log: deque[tuple[str, int, float]] = deque(maxlen=RESTART_LOG_LIMIT)
+        self._last_restarted = ""
         self._stopping = False
         self._gave_up = False
+        self._escalated = False
+        self._escalation_lock = threading.Lock()
         self._poll_timer: TimerHandle | None = None
         self._log = logger.bind(channel="main", supervisor=self.name)
 
@@ -168,7 +199,7 @@ class Supervisor(SupervisedActor):
 
     def setup(self) -> None:
         if self.context.supervisor_ref is None:
-            registry.register(self.name, self.actor_ref, 0)
+            registry.register(self.name, self.actor_ref, 0, token=self.context.token)
         self._barrier = list(self._order)
         self._advance_barrier()
         self._schedule_poll()
@@ -179,7 +210,7 @@ class Supervisor(SupervisedActor):
             self._poll_timer.cancel()
         self._stop_children(list(reversed(self._order)))
         if self.context.supervisor_ref is None:
-            registry.unregister(self.name)
+            registry.unregister(self.name, token=self.context.token)
 
     def on_stop(self) -> None:
         unexpected = not self._stopping and self.context.supervisor_ref is None
@@ -212,9 +243,14 @@ class Supervisor(SupervisedActor):
             _HeartbeatDeadline: self._on_heartbeat_deadline,
             ListChildren: self._on_list_children,
             RestartLog: lambda _m: list(self._restart_log),
-            HealthCheck: lambda _m: not self._gave_up and not self._stopping,
+            HealthCheck: lambda _m: self._running(),
+            GetSupervisorStatus: self._on_status,
             RequestStop: self._on_request_stop,
+            _Fatal: self._on_fatal,
         }
+
+    def _running(self) -> bool:
+        return not self._gave_up and not self._stopping and not self.context.fate.is_set()
 
     def _on_request_stop(self, _message: RequestStop) -> bool:
         self._stopping = True
@@ -245,12 +281,17 @@ class Supervisor(SupervisedActor):
         child.cancel_timers()
         child.silent_since = None
         child.generation += 1
+        child.token = new_token()
+        child.fence = Fence(parent=self.context.fence)
         child.ping_seq = child.pong_seq = 0
         context = ChildContext(
             name=spec.name,
             generation=child.generation,
             supervisor=self.name,
             supervisor_ref=self.actor_ref,
+            token=child.token,
+            fence=child.fence,
+            fate=self.context.fate,
         )
         _set_starting_context(context)
         try:
@@ -262,7 +303,7 @@ class Supervisor(SupervisedActor):
             self._child_down(child, abnormal=True, reason=f"constructor failed: {exc!r}")
             return False
         _set_starting_context(None)
-        registry.register(spec.name, child.ref, child.generation)
+        registry.register(spec.name, child.ref, child.generation, token=child.token)
         child.state = ChildState.STARTING
         deadline = _StartDeadline(name=spec.name, generation=child.generation)
         self._after(child, spec.start_timeout_s, deadline)
@@ -305,7 +346,9 @@ class Supervisor(SupervisedActor):
         child.cancel_timers()
         child.state = ChildState.STOPPED
         child.last_exit_reason = reason
-        registry.unregister(name, child.generation)
+        if child.fence is not None:
+            child.fence.close(f"exited: {reason}")
+        registry.unregister(name, token=child.token)
         self._log.bind(child=name, generation=child.generation, abnormal=abnormal).log(
             "WARNING" if abnormal else "INFO", f"child {name} exited: {reason}"
         )
@@ -314,8 +357,8 @@ class Supervisor(SupervisedActor):
             ChildExited(supervisor=self.name, name=name, generation=child.generation,
                         abnormal=abnormal, reason=reason),
         )
-        if registry.fatal.is_set():
-            # A BaseException made Pykka stop every actor: restarting would fight it.
+        if self.context.fate.is_set():
+            # A BaseException ended the tree: it is going down, nothing is restarted.
             self._drop_from_barrier([name])
             return
         if not self._should_restart(child.spec, abnormal):
@@ -332,13 +375,16 @@ class Supervisor(SupervisedActor):
             return
         child.attempt = 1 if was_up_s >= self.backoff.reset_after_s else child.attempt + 1
         delay = self.backoff.delay(child.attempt)
-        group = self._restart_group(name)
-        self._stop_children([n for n in reversed(group) if n != name])
-        self._drop_from_barrier(group)
+        affected = self._restart_group(name)
+        # Temporary siblings are stopped with the others, never started again.
+        group = [n for n in affected if n == name or self._children[n].spec.restart != Restart.TEMPORARY]
+        self._stop_children([n for n in reversed(affected) if n != name])
+        self._drop_from_barrier(affected)
         token = child.restart_token = child.restart_token + 1
         for member in group:
             self._children[member].state = ChildState.BACKOFF
         self._restart_log.append((name, child.attempt, delay))
+        self._last_restarted = name
         bus.publish(
             SUPERVISION_TOPIC,
             ChildRestarting(supervisor=self.name, name=name, delay_s=delay, attempt=child.attempt),
@@ -355,14 +401,10 @@ class Supervisor(SupervisedActor):
         if self.strategy is Strategy.ONE_FOR_ONE:
             return [name]
         index = self._order.index(name)
-        members = self._order if self.strategy is Strategy.ONE_FOR_ALL else self._order[index:]
-        return [
-            n for n in members
-            if n == name or self._children[n].spec.restart != Restart.TEMPORARY
-        ]
+        return list(self._order if self.strategy is Strategy.ONE_FOR_ALL else self._order[index:])
 
     def _on_restart_due(self, due: _RestartDue) -> None:
-        if self._stopping or self._gave_up or registry.fatal.is_set():
+        if self._stopping or self._gave_up or self.context.fate.is_set():
             return
         if self._children[due.owner].restart_token != due.token:
             return  # superseded by a later restart
@@ -390,6 +432,11 @@ class Supervisor(SupervisedActor):
         self.actor_ref.tell(pykka.messages._ActorStop())  # stop after this handler
 
     def _escalate(self, reason: str) -> None:
+        """Call the escalation handler, once for the life of this root (any thread)."""
+        with self._escalation_lock:
+            if self._escalated:
+                return
+            self._escalated = True
         if self._on_escalation is None:
             self._log.critical(f"root supervisor {self.name} escalates with no handler: {reason}")
             return
@@ -409,24 +456,30 @@ class Supervisor(SupervisedActor):
                     child.state = ChildState.STOPPED
                 continue
             ref, child.state = child.ref, ChildState.STOPPED
+            if child.fence is not None:
+                child.fence.drain("stopped by its supervisor")
             try:
                 ref.stop(block=False).get(timeout=child.spec.shutdown_timeout_s)
             except pykka.Timeout:
                 self._abandon(child, f"did not stop within {child.spec.shutdown_timeout_s}s", restart=False)
             except pykka.ActorDeadError:
                 pass
-            registry.unregister(name, child.generation)
+            if child.fence is not None:
+                child.fence.close("stopped by its supervisor")
+            registry.unregister(name, token=child.token)
 
     def _abandon(self, child: _Child, reason: str, *, restart: bool = True) -> None:
         """Give up on a thread that cannot be killed: forget it and (maybe) replace it."""
         ref = child.ref
+        if child.fence is not None:
+            child.fence.close(f"abandoned: {reason}")
         if ref is not None:
             pykka.ActorRegistry.unregister(ref)
             try:
                 ref.tell(pykka.messages._ActorStop())  # runs if it ever wakes
             except pykka.ActorDeadError:
                 pass
-        registry.unregister(child.spec.name, child.generation)
+        registry.unregister(child.spec.name, token=child.token)
         self._log.bind(child=child.spec.name).error(f"child {child.spec.name} abandoned: {reason}")
         bus.publish(
             SUPERVISION_TOPIC,
@@ -489,7 +542,43 @@ class Supervisor(SupervisedActor):
             self._abandon(child, f"hung: no heartbeat answer within {child.spec.heartbeat_timeout_s}s")
             self._advance_barrier()
 
+    # ---- a fatal tree -----------------------------------------------------------------
+
+    def _on_fate_declared(self, reason: str) -> None:
+        """A root's listener on its tree's fate, in the thread that met the exception."""
+        self._escalate(f"fatal: {reason}")
+        self._teller(_Fatal(reason=reason))()
+
+    def _on_fatal(self, message: _Fatal) -> None:
+        if self._stopping:
+            return
+        self._log.critical(f"tree {self.name} is going down: {message.reason}")
+        self._stopping = True
+        if self._poll_timer is not None:
+            self._poll_timer.cancel()
+        self._stop_children(list(reversed(self._order)))
+        self.actor_ref.tell(pykka.messages._ActorStop())  # stop after this handler
+
     # ---- queries --------------------------------------------------------------------
+
+    def _on_status(self, _message: GetSupervisorStatus) -> SupervisorStatus:
+        now = time.monotonic()
+        recent = sum(1 for t in self._restart_times if now - t <= self.period_s)
+        not_running = tuple(
+            f"{name} ({child.state}): {child.last_exit_reason or 'not started yet'}"
+            for name, child in self._children.items()
+            if child.spec.restart == Restart.PERMANENT and child.state is not ChildState.RUNNING
+        )
+        supervisors = tuple(
+            name for name, child in self._children.items()
+            if child.state is ChildState.RUNNING and issubclass(child.spec.actor_class, Supervisor)
+        )
+        return SupervisorStatus(
+            supervisor=self.name, running=self._running(), not_running=not_running,
+            supervisors=supervisors, restarts_in_period=recent, intensity=self.intensity,
+            period_s=self.period_s, crash_looping=recent * 2 > self.intensity,
+            last_restarted=self._last_restarted,
+        )
 
     def _on_list_children(self, _message: ListChildren) -> list[ChildInfo]:
         return [

@@ -3,9 +3,14 @@ behind the start barrier, watches its health and stops it with the shutdown poli
 
 from __future__ import annotations
 
+import errno
+import fcntl
+import os
+import tempfile
 import threading
 import time
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 import pykka
@@ -13,7 +18,7 @@ from loguru import logger
 
 from actors.connectors.plugins import connector_class
 from actors.dashboard import Dashboard
-from actors.errors import JournalError
+from actors.errors import JournalError, TradeguardError
 from actors.failsafe import Failsafe, GetFailsafeState
 from actors.journal import Journal
 from actors.order_entry import CLIENT_API_ACTOR, FIX_GATEWAY_ACTOR
@@ -24,12 +29,116 @@ from actors.risk_governor import GetRiskState, RiskGovernor, Shutdown
 from actors.safety_monitor import SafetyMonitor
 from actors.strategies.sample import SampleStrategy
 from messages import CancelAll, FlattenRequested, Mode, now_ns
-from supervision import Backoff, ChildSpec, Restart, Strategy, Supervisor, Tree, registry
+from supervision import (
+    Backoff,
+    ChildSpec,
+    Restart,
+    Strategy,
+    SupervisionError,
+    Supervisor,
+    Tree,
+    registry,
+)
 from tradeguard import systemd
+from tradeguard.control import send_command
 from tradeguard.settings import Settings
 from venues.paper import stop_paper_venues
 
 log = logger.bind(channel="main")
+
+LOCK_FILE = "tradeguard.lock"
+"""Held (``flock``) by the one running instance of a state directory; holds its pid."""
+
+
+class StateDirError(TradeguardError):
+    """The state directory cannot be used: it cannot be created or written to."""
+
+
+class StateDirLocked(StateDirError):
+    """Another running instance holds the state directory."""
+
+    def __init__(self, state_dir: Path, pid: int | None) -> None:
+        holder = f"pid {pid}" if pid is not None else "another process (its pid is not written yet)"
+        super().__init__(f"state directory {state_dir} is in use by {holder}; "
+                         f"one instance per state directory")
+        self.pid = pid
+
+
+class StateLock:
+    """The exclusive lock of one state directory, for the life of the running service.
+
+    ``acquire`` creates the directory (owner only), proves it writable, and takes an
+    ``flock`` on its lock file, which then holds our pid. The kernel drops the lock when
+    the process ends, however it ends (SIGKILL included), so a stale lock file never
+    blocks a restart. Two services on one directory would both trade one account and
+    fight over its control socket and journal; the second is refused instead.
+    """
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = Path(state_dir)
+        self.path = self.state_dir / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> StateLock:
+        """Take the lock; raises ``StateDirLocked`` naming the holder's pid, or
+        ``StateDirError`` when the directory cannot be created or written."""
+        where = self.state_dir
+        try:
+            where.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StateDirError(f"state directory {where}: cannot create it: {_why(exc)}") from exc
+        if not where.is_dir():
+            raise StateDirError(f"state directory {where}: not a directory")
+        try:
+            probe, probe_path = tempfile.mkstemp(prefix=".write-probe-", dir=where)
+            os.close(probe)
+            os.unlink(probe_path)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except OSError as exc:
+            raise StateDirError(f"state directory {where}: not writable: {_why(exc)}") from exc
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            os.close(fd)
+            if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise StateDirLocked(where, self._wait_for_holder()) from exc
+            raise StateDirError(f"state directory {where}: cannot lock {LOCK_FILE}: {_why(exc)}") from exc
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def holder(self) -> int | None:
+        """The pid written in the lock file, if any."""
+        try:
+            text = self.path.read_text(errors="replace").strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def _wait_for_holder(self, within_s: float = 1.0) -> int | None:
+        # The holder writes its pid just after it takes the lock: give it a moment.
+        deadline = time.monotonic() + within_s
+        while (pid := self.holder()) is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return pid
+
+    def release(self) -> None:
+        """Drop the lock (the file stays: removing it would race with a new holder)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> StateLock:
+        return self.acquire()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.release()
+
+
+def _why(exc: OSError) -> str:
+    return exc.strerror or str(exc)
 
 
 def build_tree(settings: Settings, state_dir: Path, *, on_escalation: Any = None,
@@ -96,8 +205,13 @@ class Service:
         self.state_dir = Path(state_dir)
         self.escalated = threading.Event()
         self.escalation_reason = ""
+        self._probe_lock = threading.Lock()
+        self._control_ok = False
+        self._control_checked = 0.0
+        # The status the dashboard serves reports the tree's health: that it is answering
+        # already shows its socket does (and probing it from its own thread would deadlock).
         self.tree = build_tree(settings, self.state_dir, on_escalation=self._on_escalation,
-                               health_check=self.healthy)
+                               health_check=self.tree_healthy)
 
     def _on_escalation(self, reason: str) -> None:
         self.escalation_reason = reason
@@ -119,15 +233,46 @@ class Service:
             log.critical(f"the FAILSAFE latch could not be journaled: {exc}")
 
     def start(self) -> None:
-        """Start the tree; returns once every child passed the start barrier."""
+        """Start the tree; returns once every permanent child runs and the control socket
+        answers (what READY=1 promises), else raises ``SupervisionError``."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.state_dir.chmod(0o700)
-        self.tree.start(timeout_s=self.settings.service.start_timeout_s)
+        timeout_s = self.settings.service.start_timeout_s
+        deadline = time.monotonic() + timeout_s
+        self.tree.start(timeout_s=timeout_s)
+        while not self.control_answers(max_age_s=0.0):
+            if time.monotonic() >= deadline:
+                raise SupervisionError(f"the control socket did not answer within {timeout_s}s")
+            time.sleep(0.05)  # outside the actor system: the process's own start sequence
         log.info(f"tradeguard started (state {self.state_dir})")
 
     def healthy(self) -> bool:
-        """The root answers a health check in time and the tree has not given up."""
+        """What the watchdog is fed on: not escalated, every permanent child running,
+        nothing crash-looping (``Tree.health``), and the control socket answers."""
+        return self.tree_healthy() and self.control_answers()
+
+    def tree_healthy(self) -> bool:
+        """Not escalated, and ``Tree.health`` says healthy: every permanent child runs,
+        nothing crash-loops, no ``BaseException`` ended the tree."""
         return not self.escalated.is_set() and self.tree.healthy(timeout_s=1.0)
+
+    def control_answers(self, max_age_s: float = 0.5) -> bool:
+        """The operator control socket answers a status request (a result at most
+        ``max_age_s`` old is reused). Called while another probe is under way, it returns
+        the last result rather than wait."""
+        if not self._probe_lock.acquire(blocking=False):
+            return self._control_ok
+        try:
+            if time.monotonic() - self._control_checked > max_age_s:
+                try:
+                    send_command(self.state_dir, "status", timeout_s=2.0)
+                    self._control_ok = True
+                except Exception:  # any failure to get an answer is "does not answer"
+                    self._control_ok = False
+                self._control_checked = time.monotonic()
+            return self._control_ok
+        finally:
+            self._probe_lock.release()
 
     def ask(self, name: str, message: Any, timeout_s: float = 2.0) -> Any:
         """Ask an actor by name from outside the actor system; None when it is down."""
@@ -162,7 +307,11 @@ class Service:
         finally:
             remaining = max(5.0, deadline - time.monotonic())
             systemd.extend_timeout(2 * remaining + 5.0)  # the stop asks, then waits, each up to this
-            self.tree.stop(timeout_s=remaining)
+            try:
+                self.tree.stop(timeout_s=remaining)
+            except SupervisionError as exc:
+                # Its actors are fenced and run on daemon threads: the process still exits.
+                log.critical(f"the supervision tree did not stop cleanly: {exc}")
             stop_paper_venues()
             log.info("tradeguard stopped")
 

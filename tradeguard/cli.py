@@ -22,15 +22,19 @@ from actors.errors import ConfigError
 from messages.status import StatusDocument
 from tradeguard import systemd
 from tradeguard.control import ControlError, fetch_status, send_command
-from tradeguard.settings import STATE_DIR_ENV, load_settings, resolve_state_dir
+from tradeguard.settings import STATE_DIR_ENV, disabled_checks, load_settings, resolve_state_dir
 
 if TYPE_CHECKING:
     from tradeguard.app import Service
+    from tradeguard.settings import Settings
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_CONFIG = 2
 EXIT_ESCALATED = 3
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+"""The reader of our output went away (``tradeguard status | head -1``): quietly, as a
+command killed by SIGPIPE would."""
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
@@ -136,7 +140,7 @@ def watchdog_loop(service: Service, stop: threading.Event, notify: Callable[...,
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Run the service in the foreground until a stop signal or the tree gives up."""
-    from tradeguard.app import Service
+    from tradeguard.app import StateDirError, StateLock
     from tradeguard.logs import setup_logging, shutdown_logging
 
     try:
@@ -145,27 +149,44 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"tradeguard: bad configuration: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     state_dir = resolve_state_dir(settings, args.state_dir)
-    state_dir.mkdir(parents=True, exist_ok=True)
-    setup_logging(state_dir / "logs", level=settings.service.log_level)
+    lock = StateLock(state_dir)
+    try:
+        lock.acquire()
+        setup_logging(state_dir / "logs", level=settings.service.log_level)
+    except StateDirError as exc:
+        print(f"tradeguard: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except OSError as exc:
+        lock.release()
+        print(f"tradeguard: state directory {state_dir}: cannot write the logs: "
+              f"{exc.strerror or exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    try:
+        return _run_service(settings, state_dir)
+    finally:
+        shutdown_logging()
+        lock.release()
+
+
+def _run_service(settings: Settings, state_dir: Path) -> int:
+    from tradeguard.app import Service
+
     stop = threading.Event()
     SignalWatcher(stop).install()
     service = Service(settings, state_dir)
     try:
-        try:
-            service.start()
-        except Exception as exc:
-            logger.bind(channel="main").exception(f"tradeguard failed to start: {exc}")
-            systemd.status(f"failed to start: {exc}")
-            service.stop("leave")
-            return EXIT_FAILURE
-        systemd.ready()
-        code = watchdog_loop(service, stop, watchdog_s=systemd.watchdog_interval_s())
-        systemd.stopping()
-        logger.bind(channel="main").info(f"stopping (exit code {code})")
-        service.stop()
-        return code
-    finally:
-        shutdown_logging()
+        service.start()
+    except Exception as exc:
+        logger.bind(channel="main").exception(f"tradeguard failed to start: {exc}")
+        systemd.status(f"failed to start: {exc}")
+        service.stop("leave")
+        return EXIT_FAILURE
+    systemd.ready()
+    code = watchdog_loop(service, stop, watchdog_s=systemd.watchdog_interval_s())
+    systemd.stopping()
+    logger.bind(channel="main").info(f"stopping (exit code {code})")
+    service.stop()
+    return code
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -177,6 +198,9 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     kinds = ", ".join(f"{c.name} ({c.kind})" for c in settings.connector_configs())
     print(f"ok: mode {settings.service.mode}; connectors: {kinds}; "
           f"strategies: {', '.join(s.name for s in settings.strategies) or 'none'}")
+    off = disabled_checks(settings)
+    if off:
+        print(f"note: set to 0, so switched off: {', '.join(off)}")
     return EXIT_OK
 
 
@@ -258,6 +282,21 @@ def _simple(verb: str) -> Any:
     return run
 
 
+def cmd_reset(args: argparse.Namespace) -> int:
+    """Leave FAILSAFE; exits 1 unless the service did (it refuses while the venues are not
+    confirmed flat, and there is nothing to reset outside FAILSAFE)."""
+    try:
+        result = str(_control(args, "reset", args.reason))
+    except ControlError as exc:
+        print(f"tradeguard: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    if not result.startswith("reset:"):
+        print(f"tradeguard: reset refused: {result}", file=sys.stderr)
+        return EXIT_FAILURE
+    print(result)
+    return EXIT_OK
+
+
 def cmd_dashboard(args: argparse.Namespace) -> int:
     from tradeguard.tui import run_dashboard
 
@@ -276,20 +315,33 @@ def cmd_venue(args: argparse.Namespace) -> int:
     return int(venue_main(argv) or 0)
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` shows each option's default; an option without one (None, off, empty)
+    says in its own help text what happens when it is left out."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False, "") or action.default is argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="tradeguard", description="An always-on safety supervisor for live trading.")
+        prog="tradeguard", description="An always-on safety supervisor for live trading.",
+        formatter_class=_HelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_state(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--state-dir", help=f"state directory (default: {STATE_DIR_ENV} or the config's)")
-        p.add_argument("--config", help="configuration file, to find its state directory")
+        p.add_argument("--config", help="configuration file, to find its state directory "
+                       "(default: the embedded paper config)")
         p.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer")
         return p
 
     run = sub.add_parser("run", help="run the service in the foreground")
     run.add_argument("--config", help="configuration file (default: the embedded paper config)")
-    run.add_argument("--state-dir", help=f"state directory (overrides {STATE_DIR_ENV} and the config)")
+    run.add_argument("--state-dir", help=f"state directory (default: {STATE_DIR_ENV}, else the "
+                     "config's service.state_dir)")
     run.set_defaults(func=cmd_run)
 
     check = sub.add_parser("check-config", help="check a configuration file (exit 2 if bad)")
@@ -310,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
                        ("reset", "leave FAILSAFE once the venues are confirmed flat")):
         p = with_state(sub.add_parser(verb, help=text))
         p.add_argument("--reason", default="", help="why (audited)")
-        p.set_defaults(func=_simple(verb))
+        p.set_defaults(func=cmd_reset if verb == "reset" else _simple(verb))
 
     dash = with_state(sub.add_parser("dashboard", help="terminal dashboard of the running service"))
     dash.set_defaults(func=cmd_dashboard)
@@ -322,12 +374,24 @@ def build_parser() -> argparse.ArgumentParser:
     venue.add_argument("options", nargs=argparse.REMAINDER,
                        help="further options of that venue (e.g. --begin-string FIX.4.2 for fix)")
     venue.set_defaults(func=cmd_venue)
+    for command in sub.choices.values():
+        command.formatter_class = _HelpFormatter
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        code = int(args.func(args))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (``tradeguard status | head -1``). Point stdout at
+        # /dev/null so that the interpreter's own flush at exit cannot fail again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
+    return code
 
 
 if __name__ == "__main__":

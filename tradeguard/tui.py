@@ -106,11 +106,14 @@ def mode_color(snapshot: StatusDocument | None, reachable: bool = True) -> str:
 
 
 def connector_summary(snapshot: StatusDocument) -> str:
-    """Each venue's state in a few words: ``paper up ok``, ``fix DOWN``, ``ib up MISMATCH``."""
+    """Each venue's state in a few words: connection, reconciliation and trading state, e.g.
+    ``paper up ok ACTIVE``, ``fix DOWN unreconciled HALTED``, ``ib up ok REDUCING``."""
+    trading = snapshot.risk.venue_states if snapshot.risk is not None else {}
     parts = []
     for row in snapshot.connectors:
         recon = {None: "unreconciled", True: "ok", False: "MISMATCH"}[row.reconciled]
-        parts.append(f"{row.name} {'up' if row.connected else 'DOWN'} {recon}")
+        state = trading.get(row.name, "")
+        parts.append(f"{row.name} {'up' if row.connected else 'DOWN'} {recon} {state}".rstrip())
     return "  ".join(parts) or "no connectors"
 
 

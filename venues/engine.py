@@ -29,8 +29,10 @@ from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
+from msgspec import Meta
 
 from messages import (
     OrderAccepted,
@@ -46,6 +48,7 @@ from messages import (
     TimeInForce,
     VenuePosition,
 )
+from messages.bounds import PositiveAmount, Probability, Symbol, decimal_range
 from venues.store import EngineStore, StoreBatch, StoredState
 
 __all__ = [
@@ -115,17 +118,17 @@ def _check_probability(field: str, value: float) -> None:
 class AnomalyConfig(msgspec.Struct, frozen=True, kw_only=True):
     """How often the venue publishes faulty market data, per step and per symbol."""
 
-    spike_probability: float = 0.0
+    spike_probability: Probability = 0.0
     """Chance that the mid jumps by ``spike_size_pct`` (up or down, at random)."""
-    spike_size_pct: Decimal = Decimal(30)
+    spike_size_pct: Annotated[Decimal, decimal_range(gt=0, le=1000)] = Decimal(30)
     """Size of a spike in percent of the mid."""
-    crossed_probability: float = 0.0
+    crossed_probability: Probability = 0.0
     """Chance that a quote is published with bid above ask (the book itself stays sane)."""
-    negative_probability: float = 0.0
+    negative_probability: Probability = 0.0
     """Chance that a quote is published with a negative bid (the book itself stays sane)."""
-    stall_probability: float = 0.0
+    stall_probability: Probability = 0.0
     """Chance that a symbol stops publishing for ``stall_steps`` steps (the market moves on)."""
-    stall_steps: int = 50
+    stall_steps: Annotated[int, Meta(ge=1, le=1_000_000)] = 50
     """Length of a stall in steps."""
 
     def __post_init__(self) -> None:
@@ -147,21 +150,21 @@ def _default_symbols() -> dict[str, Decimal]:
 class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Everything that shapes a simulated venue."""
 
-    symbols: dict[str, Decimal] = msgspec.field(default_factory=_default_symbols)
+    symbols: dict[Symbol, PositiveAmount] = msgspec.field(default_factory=_default_symbols)
     """Symbols the venue trades, each with its starting mid."""
     seed: int = 7
     """Seed of every random draw; the same seed gives the same quotes."""
-    volatility_bps: Decimal = Decimal(5)
+    volatility_bps: Annotated[Decimal, decimal_range(ge=0, le=10_000)] = Decimal(5)
     """Standard deviation of one step's return, in basis points."""
-    tick_size: Decimal = Decimal("0.01")
+    tick_size: Annotated[Decimal, decimal_range(gt=0, le=1_000_000)] = Decimal("0.01")
     """Price increment; every price the venue shows or trades at is a multiple of it."""
-    spread_ticks: int = 2
+    spread_ticks: Annotated[int, Meta(ge=1, le=1_000_000)] = 2
     """Width of the displayed spread in ticks."""
-    depth: Decimal = Decimal(1000)
+    depth: PositiveAmount = Decimal(1000)
     """Size shown at the bid and at the ask each step; orders take liquidity from it."""
-    latency_ms: int = 0
+    latency_ms: Annotated[int, Meta(ge=0, le=60_000)] = 0
     """Orders and cancels take effect this long after they are sent, in ``step()``/``pump()``."""
-    reject_rate: float = 0.0
+    reject_rate: Probability = 0.0
     """Probability that the venue refuses a new order."""
     anomalies: AnomalyConfig = AnomalyConfig()
     """Faulty market data to publish."""

@@ -2,9 +2,29 @@
 
 A connector owns one venue session. Its I/O runs in a thread it owns (quickfix's own
 threads, a ZeroMQ poller, an asyncio loop for ib_insync); that thread hands inbound
-events to the actor with ``inbound`` and the actor's mailbox serialises all state. Losing
-the session is a crash: ``session_lost`` makes the actor fail, the supervisor restarts it
-with backoff, and ``setup`` reconnects, resynchronises and resubscribes.
+events to the actor through a ``SessionLink`` (``inbound``, ``session_up``,
+``session_lost``) and the actor's mailbox serialises all state.
+
+A connector that cannot reach its venue is running and disconnected. ``setup`` only
+starts the first connection attempt and returns at once, so a venue that is down never
+holds up the supervision tree. Each attempt is ``connect`` (start opening the session,
+without waiting for it), then ``session_up`` from the I/O side within
+``connect_timeout_s``; then ``resync`` and ``subscribe`` run and ``ConnectorUp`` is
+published. An attempt that fails (``connect`` raises ``ConnectorError``, the I/O side
+calls ``session_lost``, or the deadline passes) is closed with ``disconnect`` and the
+next one is scheduled after a backoff delay (tenacity's exponential wait with jitter,
+capped; a timer, never a sleep in a handler).
+
+Losing the session while connected is handled the same way, inside the actor: the
+session is closed, ``ConnectorDown`` is published and reconnection starts with backoff.
+``ConnectorDown`` is published once per outage (when an up session is lost, or when the
+first attempt of a connector that was never up fails) and ``ConnectorUp`` once when it
+ends, so an outage is one incident however many attempts it takes. Only a crash of the
+actor itself (an exception in a handler) ends the actor; its supervisor restarts it.
+
+While disconnected, orders are refused at once (``VENUE_DOWN``); cancels, mass cancels
+and position requests are counted as errors and logged (nothing is answered, as for a
+venue that does not answer).
 
 Every connector implements ``connect``, ``disconnect``, ``resync``, ``subscribe``,
 ``submit``, ``cancel``, ``cancel_all`` and ``request_positions``. The base routes told
@@ -14,16 +34,20 @@ the health counters and publishes a ``HealthReport`` every ``health_interval_s``
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
+import pykka
 from loguru import logger
+from msgspec import Meta
 
 from actors import topics
+from actors.connectors._io import SessionLink, SessionLost, SessionUp
 from actors.errors import ConnectorError
 from messages import (
     CancelAll,
@@ -37,6 +61,7 @@ from messages import (
     OrderFilled,
     OrderRejected,
     QuoteBatch,
+    RejectReason,
     RequestPositions,
     SafetyEvent,
     Severity,
@@ -44,30 +69,75 @@ from messages import (
     VenuePositions,
     now_ns,
 )
-from supervision import SupervisedActor, TimerHandle, bus, scheduler
+from messages.bounds import Interval, Name, Symbol
+from supervision import Backoff, SupervisedActor, TimerHandle, bus, scheduler
 
 
 class ConnectorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """Settings every connector has; each connector extends it with its own fields."""
 
-    name: str
+    name: Name
     """Instance name: the ``venue`` of every message it emits and its registry name."""
     kind: str
     """Which connector: ``paper``, ``zmq``, ``fix``, ``ibkr`` or a plug-in's kind."""
-    symbols: tuple[str, ...] = ()
+    symbols: tuple[Symbol, ...] = ()
     """Symbols subscribed on every (re)connect."""
-    connect_timeout_s: float = 5.0
-    """How long ``connect`` may take before the start counts as failed."""
-    health_interval_s: float = 1.0
-    """How often a ``HealthReport`` is published."""
+    connect_timeout_s: Annotated[float, Meta(ge=0.1, le=3600.0)] = 5.0
+    """How long one connection attempt may take before it counts as failed (and the next
+    one is scheduled with backoff). At least 0.1."""
+    health_interval_s: Interval = 1.0
+    """How often a ``HealthReport`` is published. At least 0.01."""
+    reconnect_initial_s: float = 0.5
+    """Delay before the first reconnection attempt of an outage (before jitter). 0.01 to
+    ``reconnect_max_s``."""
+    reconnect_max_s: float = 30.0
+    """Cap on a reconnection delay. At least 0.01."""
+    reconnect_multiplier: float = 2.0
+    """Growth of the delay per consecutive failed attempt. 1 to 10."""
+    reconnect_jitter_s: float = 0.25
+    """Random jitter added to each delay, up to this many seconds (the cap still holds).
+    0 or more."""
+    reconnect_reset_after_s: float = 30.0
+    """A session up this long before it is lost reconnects from ``reconnect_initial_s``
+    again; a shorter one continues the growing delays (a flapping venue backs off). Above 0."""
+
+    def __post_init__(self) -> None:
+        _check_range("connect_timeout_s", self.connect_timeout_s, 0.1)
+        _check_range("health_interval_s", self.health_interval_s, 0.01)
+        _check_range("reconnect_max_s", self.reconnect_max_s, 0.01)
+        _check_range("reconnect_initial_s", self.reconnect_initial_s, 0.01, self.reconnect_max_s)
+        _check_range("reconnect_multiplier", self.reconnect_multiplier, 1.0, 10.0)
+        _check_range("reconnect_jitter_s", self.reconnect_jitter_s, 0.0)
+        _check_range("reconnect_reset_after_s", self.reconnect_reset_after_s, 0.001)
+
+    def reconnect_backoff(self) -> Backoff:
+        """The reconnection delays as the supervision kernel's backoff policy (tenacity)."""
+        return Backoff(initial_s=self.reconnect_initial_s, maximum_s=self.reconnect_max_s,
+                       multiplier=self.reconnect_multiplier, jitter_s=self.reconnect_jitter_s,
+                       reset_after_s=self.reconnect_reset_after_s)
 
 
-class _SessionLost(msgspec.Struct, frozen=True):
-    reason: str
+def _check_range(field: str, value: float, low: float, high: float | None = None) -> None:
+    if not math.isfinite(value) or value < low or (high is not None and value > high):
+        bound = f"within {low}..{high}" if high is not None else f"at least {low}"
+        raise ValueError(f"{field}: must be finite and {bound}, got {value}")
+
+
+class _ConnectDeadline(msgspec.Struct, frozen=True):
+    attempt: int
+
+
+class _Reconnect(msgspec.Struct, frozen=True):
+    attempt: int
 
 
 class _HealthTick(msgspec.Struct, frozen=True):
     pass
+
+
+Phase = Literal["connecting", "up", "waiting", "stopped"]
+"""Where the connector is: an attempt under way, the session up, waiting for the next
+attempt, or stopped."""
 
 
 class Connector(SupervisedActor):
@@ -88,16 +158,36 @@ class Connector(SupervisedActor):
         self._connected = False
         self._seen_fills: set[str] = set()
         self._health_timer: TimerHandle | None = None
+        # Connection state (actor thread).
+        self.link = SessionLink(None, 0)
+        """The hand-off of the current connection attempt. ``connect`` gives it to the I/O
+        thread it starts; a closed link (an old session's) reaches nobody."""
+        self.phase: Phase = "waiting"
+        self._attempt = 0
+        self._failures = 0
+        self._outage_reported = False
+        self._outage_since = 0.0
+        self._up_since = 0.0
+        self._timer: TimerHandle | None = None
+        self._backoff = config.reconnect_backoff()
 
     @property
     def name(self) -> str:
         """The connector's name (also the venue name in its messages)."""
         return self.config.name
 
+    @property
+    def connected(self) -> bool:
+        """True while the venue session is up and synchronised."""
+        return self._connected
+
     # ---- the contract: implemented by each connector (actor thread) -----------------
 
     def connect(self) -> None:
-        """Open the session within ``connect_timeout_s``; raise ``ConnectorError`` on failure."""
+        """Start opening the session and return without waiting for it: the I/O side calls
+        ``session_up`` when it is open, ``session_lost`` when it cannot be; raise
+        ``ConnectorError`` when the attempt fails at once. The base gives up on the attempt
+        after ``connect_timeout_s``."""
         raise NotImplementedError
 
     def disconnect(self) -> None:
@@ -128,38 +218,40 @@ class Connector(SupervisedActor):
         """Ask the venue for its positions; deliver ``VenuePositions`` with ``request_id``."""
         raise NotImplementedError
 
+    def timeout_reason(self) -> str:
+        """Why an attempt that reached its deadline failed, for the log (override to name
+        the venue's address)."""
+        return f"no session within {self.config.connect_timeout_s}s"
+
     # ---- lifecycle ------------------------------------------------------------------
 
     def setup(self) -> None:
-        self.connect()
-        self._connected = True
-        self.resync()
-        if self.config.symbols:
-            self.subscribe(self.config.symbols)
-        bus.publish(
-            topics.CONNECTORS,
-            ConnectorUp(name=self.name, generation=self.context.generation, ts_ns=now_ns()),
-        )
-        self.log.info(f"connector {self.name} up (generation {self.context.generation})")
+        bus.publish(topics.HEALTH, self.health())  # disconnected until the session is up
         self._schedule_health()
+        self._outage_since = time.monotonic()
+        self._begin_attempt()
 
     def teardown(self) -> None:
+        self.phase = "stopped"
         was_connected, self._connected = self._connected, False
-        if self._health_timer is not None:
-            self._health_timer.cancel()
+        for timer in (self._health_timer, self._timer):
+            if timer is not None:
+                timer.cancel()
+        self.link.close()
         try:
             self.disconnect()
         finally:
             if was_connected:
-                bus.publish(topics.CONNECTORS, ConnectorDown(name=self.name, ts_ns=now_ns()))
+                bus.publish(topics.CONNECTORS, ConnectorDown(name=self.name, reason="connector stopped",
+                                                             ts_ns=now_ns()))
                 bus.publish(topics.HEALTH, self.health())
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
             SubmitOrder: self._on_submit,
             CancelOrder: self._on_cancel,
-            CancelAll: lambda m: self.cancel_all(m.request_id),
-            RequestPositions: lambda m: self.request_positions(m.request_id),
+            CancelAll: self._on_cancel_all,
+            RequestPositions: self._on_request_positions,
             QuoteBatch: self.deliver,
             OrderAccepted: self.deliver,
             OrderRejected: self.deliver,
@@ -168,25 +260,193 @@ class Connector(SupervisedActor):
             CancelAllDone: self.deliver,
             VenuePositions: self.deliver,
             SafetyEvent: self.deliver,
-            _SessionLost: self._on_session_lost,
+            SessionUp: self._on_session_up,
+            SessionLost: self._on_session_lost,
+            _ConnectDeadline: self._on_connect_deadline,
+            _Reconnect: self._on_reconnect,
             _HealthTick: self._on_health_tick,
         }
 
+    # ---- connecting, reconnecting (actor thread) -------------------------------------
+
+    def _begin_attempt(self) -> None:
+        """Start connection attempt number ``_attempt + 1``."""
+        self._attempt += 1
+        self.link = SessionLink(self.actor_ref, self._attempt, self._note_inbound)
+        self.phase = "connecting"
+        try:
+            self.connect()
+        except ConnectorError as exc:
+            self._attempt_failed(str(exc))
+            return
+        # Armed once connect() returned: loading what the session needs (a FIX data
+        # dictionary, say) does not eat into the time the venue has to answer.
+        self._arm(self.config.connect_timeout_s, _ConnectDeadline(self._attempt))
+
+    def _on_session_up(self, message: SessionUp) -> None:
+        if message.attempt != self._attempt or self.phase != "connecting":
+            return  # a late word from an attempt already given up
+        self._cancel_timer()
+        self.phase = "up"
+        self._connected = True
+        self._up_since = time.monotonic()
+        # Every session re-reads the venue's executions and publishes them again (the journal
+        # drops those it has): a fill a subscriber missed gets another chance.
+        self._seen_fills.clear()
+        try:
+            self.resync()
+            if self.config.symbols:
+                self.subscribe(self.config.symbols)
+        except ConnectorError as exc:
+            self._lose_session(f"resynchronisation failed: {exc}")
+            return
+        bus.publish(topics.CONNECTORS,
+                    ConnectorUp(name=self.name, generation=self.context.generation, ts_ns=now_ns()))
+        if self._outage_reported:
+            self.log.warning(f"connector {self.name} up after an outage of "
+                             f"{time.monotonic() - self._outage_since:.1f}s "
+                             f"(attempt {self._attempt}, generation {self.context.generation})")
+        else:
+            self.log.info(f"connector {self.name} up (generation {self.context.generation})")
+        self._outage_reported = False
+        bus.publish(topics.HEALTH, self.health())
+
+    def _on_session_lost(self, message: SessionLost) -> None:
+        if message.attempt != self._attempt:
+            return
+        if self.phase == "up":
+            self._lose_session(message.reason)
+        elif self.phase == "connecting":
+            self._attempt_failed(message.reason)
+
+    def _on_connect_deadline(self, message: _ConnectDeadline) -> None:
+        if message.attempt == self._attempt and self.phase == "connecting":
+            self._attempt_failed(self.timeout_reason())
+
+    def _on_reconnect(self, message: _Reconnect) -> None:
+        if message.attempt == self._attempt and self.phase == "waiting":
+            self._begin_attempt()
+
+    def _lose_session(self, reason: str) -> None:
+        """The up session is gone: an outage begins; reconnect with backoff."""
+        if time.monotonic() - self._up_since >= self.config.reconnect_reset_after_s:
+            self._failures = 0
+        self._connected = False
+        self._outage_since = time.monotonic()
+        self._outage_reported = True
+        self.log.warning(f"connector {self.name} lost its session: {reason}")
+        bus.publish(topics.CONNECTORS, ConnectorDown(name=self.name, reason=reason, ts_ns=now_ns()))
+        self._close_session()
+        bus.publish(topics.HEALTH, self.health())
+        self._retry_later()
+
+    def _attempt_failed(self, reason: str) -> None:
+        """A connection attempt failed: close what it opened; try again with backoff."""
+        self._cancel_timer()
+        self._close_session()
+        self._failures += 1
+        delay = self._backoff.delay(self._failures)
+        if not self._outage_reported:
+            self._outage_reported = True
+            self.log.warning(f"connector {self.name} cannot reach its venue: {reason}; "
+                             f"retrying in {delay:.2f}s")
+            bus.publish(topics.CONNECTORS, ConnectorDown(name=self.name, reason=reason, ts_ns=now_ns()))
+            bus.publish(topics.HEALTH, self.health())
+        else:
+            self.log.info(f"connector {self.name}: attempt {self._attempt} failed: {reason}; "
+                          f"retrying in {delay:.2f}s")
+        self._schedule_attempt(delay)
+
+    def _retry_later(self) -> None:
+        self._failures += 1
+        self._schedule_attempt(self._backoff.delay(self._failures))
+
+    def _schedule_attempt(self, delay_s: float) -> None:
+        self.phase = "waiting"
+        self._arm(delay_s, _Reconnect(self._attempt))
+
+    def _close_session(self) -> None:
+        self.link.close()
+        try:
+            self.disconnect()
+        except Exception:  # a failed close must not stop the reconnecting
+            self.count_error()
+            self.log.exception(f"connector {self.name}: disconnect failed")
+
+    def _arm(self, delay_s: float, message: Any) -> None:
+        """Tell this actor ``message`` after ``delay_s`` (replaces the pending timer)."""
+        self._cancel_timer()
+        self._timer = scheduler.call_later(delay_s, _teller(self.actor_ref, message))
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    # ---- commands (actor thread) ------------------------------------------------------
+
     def _on_submit(self, order: SubmitOrder) -> None:
-        self.submit(order)
+        if not self._connected:
+            self.deliver(OrderRejected(client_order_id=order.client_order_id, venue=self.name,
+                                       reason=RejectReason.VENUE_DOWN,
+                                       text=f"connector {self.name} is not connected to its venue",
+                                       symbol=order.symbol, source=order.source, ts_ns=now_ns()))
+            return
+        try:
+            self.submit(order)
+        except ConnectorError as exc:
+            self.deliver(OrderRejected(client_order_id=order.client_order_id, venue=self.name,
+                                       reason=RejectReason.VENUE_DOWN, text=str(exc),
+                                       symbol=order.symbol, source=order.source, ts_ns=now_ns()))
+            self._command_failed("submit", exc)
+            return
         self.count_out()
 
     def _on_cancel(self, order: CancelOrder) -> None:
-        self.cancel(order)
+        if self._refused_while_down(f"cancel of {order.client_order_id}"):
+            return
+        try:
+            self.cancel(order)
+        except ConnectorError as exc:
+            self._command_failed("cancel", exc)
+            return
         self.count_out()
 
-    def _on_session_lost(self, lost: _SessionLost) -> None:
-        raise ConnectorError(f"session lost: {lost.reason}", venue=self.name)
+    def _on_cancel_all(self, message: CancelAll) -> None:
+        if self._refused_while_down(f"mass cancel {message.request_id!r}"):
+            return
+        try:
+            self.cancel_all(message.request_id)
+        except ConnectorError as exc:
+            self._command_failed("cancel_all", exc)
+
+    def _on_request_positions(self, message: RequestPositions) -> None:
+        if self._refused_while_down(f"positions request {message.request_id!r}"):
+            return
+        try:
+            self.request_positions(message.request_id)
+        except ConnectorError as exc:
+            self._command_failed("request_positions", exc)
+
+    def _refused_while_down(self, what: str) -> bool:
+        if self._connected:
+            return False
+        self.count_error()
+        self.log.warning(f"connector {self.name}: {what} not sent: not connected to the venue")
+        return True
+
+    def _command_failed(self, what: str, exc: ConnectorError) -> None:
+        """The session refused a command: it is gone (reconnect), not the actor."""
+        self.count_error()
+        self.log.warning(f"connector {self.name}: {what} failed: {exc}")
+        if self.phase == "up":
+            self._lose_session(f"{what} failed: {exc}")
 
     # ---- what the venue says --------------------------------------------------------
 
     def deliver(self, message: Any) -> None:
-        """Publish a venue message on its topic (actor thread only); drops duplicate fills."""
+        """Publish a venue message on its topic (actor thread only); drops fills already
+        published in this session."""
         if isinstance(message, QuoteBatch):
             bus.publish(topics.MARKET, message)
         elif isinstance(message, OrderFilled):
@@ -207,18 +467,22 @@ class Connector(SupervisedActor):
             self.count_malformed(f"cannot deliver {type(message).__name__}")
 
     def inbound(self, message: Any) -> None:
-        """Hand a decoded venue message to the actor; safe from any thread."""
-        self._last_message_ns = now_ns()
-        self.count_in()
-        self.actor_ref.tell(message)
+        """Hand a decoded venue message to the actor through the current link; any thread.
+        An I/O thread should keep the link ``connect`` gave it and call ``link.tell``."""
+        self.link.tell(message)
+
+    def session_up(self) -> None:
+        """The session of the current attempt is open; any thread."""
+        self.link.up()
 
     def session_lost(self, reason: str) -> None:
-        """The venue session died: make the actor fail so it is restarted. Any thread."""
-        self.log.warning(f"connector {self.name} lost its session: {reason}")
-        try:
-            self.actor_ref.tell(_SessionLost(reason))
-        except Exception:  # the actor is already gone
-            pass
+        """The session of the current attempt is gone (or could not be opened); any thread.
+        The actor closes it and reconnects with backoff."""
+        self.link.lost(reason)
+
+    def _note_inbound(self) -> None:
+        self._last_message_ns = now_ns()
+        self.count_in()
 
     # ---- counters -------------------------------------------------------------------
 
@@ -249,14 +513,18 @@ class Connector(SupervisedActor):
 
     def report_gap(self, symbol: str, expected: int, got: int) -> None:
         """A sequence gap in market data: counted and raised as a WARNING safety event."""
+        self.report_sequence_problem("sequence_gap", symbol, f"expected seq {expected}, got {got}")
+
+    def report_sequence_problem(self, kind: str, symbol: str, detail: str) -> None:
+        """A market data sequence problem (``kind``: ``sequence_gap``, ``sequence_reset``):
+        counted as a gap, logged, and raised as a WARNING safety event. Any thread."""
         self._count("gaps")
-        event = SafetyEvent(
-            kind="sequence_gap", severity=Severity.WARNING, venue=self.name, symbol=symbol,
-            detail=f"expected seq {expected}, got {got}", ts_ns=now_ns(),
-        )
+        self.log.bind(symbol=symbol, detail=detail).warning(f"connector {self.name}: {kind} on {symbol}")
+        event = SafetyEvent(kind=kind, severity=Severity.WARNING, venue=self.name, symbol=symbol,
+                            detail=detail, ts_ns=now_ns())
         try:
             self.actor_ref.tell(event)
-        except Exception:
+        except pykka.ActorDeadError:
             pass
 
     def note_latency(self, ms: float) -> None:
@@ -275,22 +543,27 @@ class Connector(SupervisedActor):
         )
 
     def _schedule_health(self) -> None:
-        ref = self.actor_ref
-
-        def tick() -> None:
-            try:
-                ref.tell(_HealthTick())
-            except Exception:
-                pass
-
-        self._health_timer = scheduler.call_later(self.config.health_interval_s, tick)
+        self._health_timer = scheduler.call_later(self.config.health_interval_s,
+                                                  _teller(self.actor_ref, _HealthTick()))
 
     def _on_health_tick(self, _tick: _HealthTick) -> None:
         bus.publish(topics.HEALTH, self.health())
-        if self._connected:
+        if self.phase != "stopped":
             self._schedule_health()
 
     @staticmethod
     def elapsed_ms(start: float) -> float:
         """Milliseconds since ``start`` (a ``time.perf_counter()`` reading)."""
         return (time.perf_counter() - start) * 1000.0
+
+
+def _teller(ref: pykka.ActorRef[Any], message: Any) -> Callable[[], None]:
+    """A timer callback that tells ``ref`` ``message`` (nothing once the actor is gone)."""
+
+    def tell() -> None:
+        try:
+            ref.tell(message)
+        except pykka.ActorDeadError:
+            pass
+
+    return tell

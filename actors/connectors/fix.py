@@ -7,17 +7,21 @@ connector gets every ExecutionReport it missed by an ordinary ResendRequest. App
 messages of our own are never resent after a reconnect (a stale order must not reach
 the venue late): ``toApp`` turns their resend into a gap fill.
 
-The quickfix thread decodes each application message through a dispatch table and hands
-the result to the actor with ``inbound``; one bad message is counted as malformed and
-skipped. A message that quickfix itself refuses (bad field value, missing required
+``connect`` starts the initiator and returns; quickfix connects once and the logon is the
+session coming up. An attempt without a logon within ``connect_timeout_s`` is stopped and
+the next one scheduled with the connector's backoff. The quickfix thread decodes
+each application message through a dispatch table and hands the result to the actor
+through the connection attempt's ``SessionLink``; one bad message is counted as malformed
+and skipped. A message that quickfix itself refuses (bad field value, missing required
 field) never reaches the application: the session Reject quickfix sends back is counted
 as malformed instead. No callback lets a Python exception escape into quickfix, which
 would end the process.
 
 Message flow (docs/fix.md has the whole subset):
 
-- ``subscribe``: one MarketDataRequest (V) per symbol; every W or X becomes one
-  ``QuoteBatch``.
+- ``subscribe``: one MarketDataRequest (V) per symbol; the entries of every W or X are
+  applied to the symbols' level-1 books (``core.l1_book``) and the books they changed
+  go out as one ``QuoteBatch``; a book without both sides sends nothing.
 - ``submit``: NewOrderSingle (D). ExecutionReports (8) become ``OrderAccepted``,
   ``OrderFilled`` (partial and full), ``OrderCancelled`` and ``OrderRejected`` (the
   venue's OrdRejReason code and Text).
@@ -29,8 +33,9 @@ Message flow (docs/fix.md has the whole subset):
 - ``resync``: OrderMassStatusRequest (AF): one order-status report per working order
   (``OrderAccepted``) and a replay of the day's executions (``OrderFilled``; the base
   and the journal drop fill ids they already have), then AN for the positions.
-- A Logout or a dropped connection after logon is a lost session: the actor fails and
-  its supervisor restarts it.
+- A Logout or a dropped connection after logon is a lost session, and a Logout answering
+  our Logon a failed attempt: the connector stops the initiator and reconnects with
+  backoff.
 
 Versions: ``FIX.4.4`` (the default) and ``FIX.4.2``. FIX 4.2 has no AN/AO/AP, q/r or AF;
 on 4.2 the same bodies travel under user-defined message types (``U`` + the 4.4 type),
@@ -57,13 +62,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import ClassVar, TypeVar
+from typing import Annotated, ClassVar, Literal, TypeVar
 
-import pykka
 import quickfix as fix
+from msgspec import Meta
 
+from actors.connectors._io import SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
 from actors.errors import ConnectorError
+from core.l1_book import L1Book, L1Books
 from messages import (
     PRICE_BOUNDS,
     CancelAllDone,
@@ -72,7 +79,6 @@ from messages import (
     OrderCancelled,
     OrderFilled,
     OrderRejected,
-    Quote,
     QuoteBatch,
     RejectReason,
     SubmitOrder,
@@ -81,11 +87,11 @@ from messages import (
     check_decimal,
     now_ns,
 )
+from messages.bounds import Host, Label, Port, RelativePath
 from messages.fix_spec import (
     BEGIN_STRINGS,
     EXTENDED_42_TYPES,
     FIX42,
-    FIX44,
     ORD_TYPE_CODES,
     SIDE_CODES,
     SIDES,
@@ -102,27 +108,28 @@ class FixConfig(ConnectorConfig, frozen=True, kw_only=True):
 
     kind: str = "fix"
     """Always ``fix``."""
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     """The venue's acceptor host."""
-    port: int = 9878
+    port: Port = 9878
     """The venue's acceptor port."""
-    begin_string: str = FIX44
+    begin_string: Literal["FIX.4.4", "FIX.4.2", "FIXT.1.1"] = "FIX.4.4"
     """``FIX.4.4``, ``FIX.4.2`` or ``FIXT.1.1`` (FIX 5.0 SP2)."""
-    sender_comp_id: str = "TRADEGUARD"
+    sender_comp_id: Annotated[Label, Meta(min_length=1)] = "TRADEGUARD"
     """Our SenderCompID (the venue's TargetCompID)."""
-    target_comp_id: str = "VENUE"
+    target_comp_id: Annotated[Label, Meta(min_length=1)] = "VENUE"
     """The venue's SenderCompID."""
-    account: str = ""
+    account: Label = ""
     """Account (tag 1) on position requests; the SenderCompID when empty."""
-    heartbeat_s: int = 5
+    heartbeat_s: Annotated[int, Meta(ge=1, le=3600)] = 5
     """HeartBtInt proposed at logon, in whole seconds."""
-    store_dir: str = "fix"
+    store_dir: RelativePath = "fix"
     """quickfix store and log directory, relative to the connector's state directory."""
     reset_on_logon: bool = False
     """Start both sides' sequence numbers at 1 on every logon (loses resend of missed
     executions; for venues that require it)."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.begin_string not in BEGIN_STRINGS:
             raise ValueError(
                 f"begin_string: expected one of {sorted(BEGIN_STRINGS)}, got {self.begin_string!r}"
@@ -206,6 +213,8 @@ def _timestamp_ns(text: str | None) -> int:
 
 _REJECT_REASONS = {"1": RejectReason.UNKNOWN_SYMBOL, "6": RejectReason.DUPLICATE_ID}
 _WORKING = frozenset({"0", "1", "A", "6", "E"})  # new, partial, pending new/cancel/replace
+_RECONNECT_INTERVAL_S = 3600
+"""quickfix's own reconnect interval: longer than any attempt, so it never reconnects."""
 _MAX_PENDING = 256  # position / mass cancel requests remembered while unanswered
 _V = TypeVar("_V")
 
@@ -227,14 +236,6 @@ class _PositionRequest:
     expected: int | None = None
     received: int = 0
     positions: list[VenuePosition] = field(default_factory=list)
-
-
-@dataclass
-class _Book:
-    bid: Decimal | None = None
-    ask: Decimal | None = None
-    bid_size: Decimal = Decimal(0)
-    ask_size: Decimal = Decimal(0)
 
 
 class _Application(fix.Application):  # type: ignore[misc]
@@ -294,6 +295,8 @@ class FixConnector(Connector):
         self._account = config.account or config.sender_comp_id
         self._initiator: fix.SocketInitiator | None = None
         self._application: _Application | None = None
+        self._keep: tuple[object, ...] = ()
+        self._link = SessionLink(None, 0)
         self._logged_on = threading.Event()
         self._closing = False
         self._logout_text = ""
@@ -301,7 +304,7 @@ class FixConnector(Connector):
         self._orders: dict[str, _Order] = {}
         self._position_requests: dict[str, _PositionRequest] = {}
         self._mass_cancels: dict[str, str] = {}  # ClOrdID -> CancelAll.request_id
-        self._books: dict[str, _Book] = {}  # quickfix thread only
+        self._books = L1Books(config.name)  # quickfix thread only; every change published
         self._ids = itertools.count(1)
         self._handlers: dict[str, Callable[[fix.Message], None]] = {
             "8": self._on_execution_report,
@@ -318,34 +321,30 @@ class FixConnector(Connector):
     # ---- the connector contract (actor thread) ----------------------------------------------
 
     def connect(self) -> None:
-        """Start the initiator and wait for the logon, at most ``connect_timeout_s``."""
+        """Start the initiator; the logon (``onLogon``) is the session coming up."""
         cfg = self.fix_config
         directory = self.state_dir / cfg.store_dir
+        self._link = self.link
+        self._books = L1Books(self.name)  # refilled by the new session's snapshots: nothing stale
         self._closing = False
         self._logout_text = ""
         try:
             directory.mkdir(parents=True, exist_ok=True)
             settings = self._settings(directory)
             self._application = _Application(self)
+            # The initiator keeps references to these C++ objects: they must outlive it.
+            self._keep = (settings, fix.FileStoreFactory(settings), fix.FileLogFactory(settings))
             self._initiator = fix.SocketInitiator(
-                self._application,
-                fix.FileStoreFactory(settings),
-                settings,
-                fix.FileLogFactory(settings),
+                self._application, self._keep[1], settings, self._keep[2],
             )
             self._initiator.start()
         except (fix.ConfigError, fix.RuntimeError, OSError) as exc:
             self.disconnect()
             raise ConnectorError(f"cannot start the FIX session: {exc}", venue=self.name) from exc
-        if not self._logged_on.wait(cfg.connect_timeout_s):
-            text = self._logout_text
-            self.disconnect()
-            raise ConnectorError(
-                f"no FIX logon at {cfg.host}:{cfg.port} within {cfg.connect_timeout_s}s",
-                venue=self.name,
-                venue_text=text,
-            )
-        self.log.info(f"connector {self.name}: logged on as {self.session_id}")
+
+    def timeout_reason(self) -> str:
+        cfg = self.fix_config
+        return f"no FIX logon at {cfg.host}:{cfg.port} within {cfg.connect_timeout_s}s"
 
     def disconnect(self) -> None:
         """Stop the initiator (its thread is joined) and free the session; idempotent."""
@@ -354,6 +353,7 @@ class FixConnector(Connector):
         if initiator is not None:
             initiator.stop(True)
             del initiator  # the last reference: quickfix frees the session and its socket
+        self._keep = ()
         self._application = None
         self._logged_on.clear()
 
@@ -478,7 +478,9 @@ class FixConnector(Connector):
             "SocketConnectPort": str(cfg.port),
             "SocketNodelay": "Y",
             "HeartBtInt": str(cfg.heartbeat_s),
-            "ReconnectInterval": "1",
+            # One TCP connection per attempt: the connector's backoff, not quickfix, decides
+            # when to try again (and an initiator is never stopped with a connection pending).
+            "ReconnectInterval": str(_RECONNECT_INTERVAL_S),
             "LogonTimeout": str(max(1, int(cfg.connect_timeout_s))),
             "FileStorePath": str(directory / "store"),
             "FileLogPath": str(directory / "log"),
@@ -535,21 +537,25 @@ class FixConnector(Connector):
         """Run a callback body; an exception is logged and counted, never raised."""
         try:
             handler(*args)
-        except pykka.ActorDeadError:  # a late callback after the actor stopped
-            self.log.debug(f"connector {self.name}: {where} after the actor stopped")
         except BaseException as exc:  # an exception escaping into quickfix ends the process
             self.count_error()
             self.log.exception(f"connector {self.name}: {where} failed: {exc!r}")
 
     def _on_logon(self) -> None:
         self._logged_on.set()
+        self.log.info(f"connector {self.name}: logged on as {self.session_id}")
+        self._link.up()
 
     def _on_logout(self) -> None:
         was_logged_on = self._logged_on.is_set()
         self._logged_on.clear()
-        if was_logged_on and not self._closing:
+        if self._closing:
+            return
+        if was_logged_on:
             reason = f"logout: {self._logout_text}" if self._logout_text else "disconnected"
-            self.session_lost(reason)
+            self._link.lost(reason)
+        elif self._logout_text:  # the venue answered our Logon with a Logout
+            self._link.lost(f"logon refused: {self._logout_text}")
 
     def _on_outgoing_admin(self, message: fix.Message) -> None:
         if message.getHeader().getField(Tag.MSG_TYPE) == "3":
@@ -616,16 +622,16 @@ class FixConnector(Connector):
             )  # fmt: skip
             if not fill.leaves_quantity:
                 self._forget(coid)
-            self.inbound(fill)
+            self._link.tell(fill)
         elif exec_type == "0":
-            self.inbound(OrderAccepted(
+            self._link.tell(OrderAccepted(
                 client_order_id=coid, venue=self.name, symbol=symbol,
                 venue_order_id=order_id, ts_ns=ts,
             ))  # fmt: skip
         elif exec_type == "8":
             code = _get(message, Tag.ORD_REJ_REASON)
             self._forget(coid)
-            self.inbound(OrderRejected(
+            self._link.tell(OrderRejected(
                 client_order_id=coid, venue=self.name,
                 reason=_REJECT_REASONS.get(code or "", RejectReason.VENUE),
                 text=f"OrdRejReason {code}: {text}" if code is not None else text,
@@ -634,7 +640,7 @@ class FixConnector(Connector):
         elif exec_type in ("4", "C"):  # canceled, expired
             cancelled = _get(message, Tag.ORIG_CL_ORD_ID) or coid
             self._forget(cancelled)
-            self.inbound(OrderCancelled(
+            self._link.tell(OrderCancelled(
                 client_order_id=cancelled, venue=self.name, symbol=symbol, text=text, ts_ns=ts,
             ))  # fmt: skip
         else:
@@ -650,13 +656,13 @@ class FixConnector(Connector):
                     message.getField(Tag.SIDE),
                     format_decimal(_decimal(message, Tag.ORDER_QTY, "0")),
                 )
-            self.inbound(OrderAccepted(
+            self._link.tell(OrderAccepted(
                 client_order_id=coid, venue=self.name, symbol=symbol, venue_order_id=order_id,
                 ts_ns=ts,
             ))  # fmt: skip
         elif status == "4":
             self._forget(coid)
-            self.inbound(OrderCancelled(
+            self._link.tell(OrderCancelled(
                 client_order_id=coid, venue=self.name, symbol=symbol,
                 text=_get(message, Tag.TEXT) or "cancelled (order status)", ts_ns=ts,
             ))  # fmt: skip
@@ -673,55 +679,44 @@ class FixConnector(Connector):
         )
 
     def _on_snapshot(self, message: fix.Message) -> None:
-        symbol = message.getField(Tag.SYMBOL)
-        book = self._books.setdefault(symbol, _Book())
+        sent_ns = _timestamp_ns(_get(message.getHeader(), Tag.SENDING_TIME))
+        book = self._books.book(message.getField(Tag.SYMBOL))
         for entry in _groups(message, Tag.NO_MD_ENTRIES, Tag.MD_ENTRY_TYPE):
-            self._apply(book, entry)
-        self._publish(message, [symbol])
+            self._apply(book, entry, sent_ns)
+        self._publish(sent_ns)
 
     def _on_incremental(self, message: fix.Message) -> None:
-        touched: dict[str, None] = {}
+        sent_ns = _timestamp_ns(_get(message.getHeader(), Tag.SENDING_TIME))
         for entry in _groups(message, Tag.NO_MD_ENTRIES, Tag.MD_UPDATE_ACTION):
-            symbol = entry.getField(Tag.SYMBOL)
-            book = self._books.setdefault(symbol, _Book())
+            book = self._books.book(entry.getField(Tag.SYMBOL))
             if entry.getField(Tag.MD_UPDATE_ACTION) == "2":  # delete: no quote until refilled
                 entry_type = _get(entry, Tag.MD_ENTRY_TYPE)
                 if entry_type == "0":
-                    book.bid = None
+                    book.clear_bid(sent_ns)
                 elif entry_type == "1":
-                    book.ask = None
+                    book.clear_ask(sent_ns)
                 continue
-            self._apply(book, entry)
-            touched[symbol] = None
-        self._publish(message, list(touched))
+            self._apply(book, entry, sent_ns)
+        self._publish(sent_ns)
 
     @staticmethod
-    def _apply(book: _Book, entry: fix.Group) -> None:
+    def _apply(book: L1Book, entry: fix.Group, sent_ns: int) -> None:
         entry_type = entry.getField(Tag.MD_ENTRY_TYPE)
         price = _decimal(entry, Tag.MD_ENTRY_PX)
         size = _decimal(entry, Tag.MD_ENTRY_SIZE, "0")
         if entry_type == "0":
-            book.bid, book.bid_size = price, size
+            book.set_bid(price, size, sent_ns)
         elif entry_type == "1":
-            book.ask, book.ask_size = price, size
+            book.set_ask(price, size, sent_ns)
 
-    def _publish(self, message: fix.Message, symbols: list[str]) -> None:
-        """One ``QuoteBatch`` with the touched symbols' top of book."""
-        sent_ns = _timestamp_ns(_get(message.getHeader(), Tag.SENDING_TIME))
+    def _publish(self, sent_ns: int) -> None:
+        """One ``QuoteBatch`` with the top of every book this message changed."""
         recv_ns = now_ns()
-        quotes = []
-        for symbol in symbols:
-            book = self._books[symbol]
-            if book.bid is None or book.ask is None:
-                continue
-            quotes.append(Quote(
-                venue=self.name, symbol=symbol, bid=book.bid, ask=book.ask,
-                bid_size=book.bid_size, ask_size=book.ask_size, ts_ns=sent_ns,
-            ))  # fmt: skip
+        quotes = self._books.take(recv_ns)
         if quotes:
             if sent_ns and recv_ns >= sent_ns:
                 self.note_latency((recv_ns - sent_ns) / 1e6)
-            self.inbound(QuoteBatch(venue=self.name, quotes=tuple(quotes), recv_ns=recv_ns))
+            self._link.tell(QuoteBatch(venue=self.name, quotes=tuple(quotes), recv_ns=recv_ns))
 
     def _on_market_data_reject(self, message: fix.Message) -> None:
         self.count_error()
@@ -748,7 +743,7 @@ class FixConnector(Connector):
             return
         if request_id is None:
             raise ValueError("mass cancel report for an unknown request")
-        self.inbound(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=now_ns()))
+        self._link.tell(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=now_ns()))
 
     def _on_position_ack(self, message: fix.Message) -> None:
         pos_req_id = message.getField(Tag.POS_REQ_ID)
@@ -801,7 +796,7 @@ class FixConnector(Connector):
             if request.received < request.expected:
                 return
             del self._position_requests[pos_req_id]
-        self.inbound(VenuePositions(
+        self._link.tell(VenuePositions(
             venue=self.name, positions=tuple(request.positions), request_id=request.request_id,
             ts_ns=now_ns(),
         ))  # fmt: skip

@@ -9,20 +9,22 @@ the ``IB`` client is created in that thread, a fresh one on every connect (``dis
 does not clear ib_insync's cached orders and positions), and only that thread ever calls
 into ib_insync. The actor thread hands work to the loop with ``call_soon_threadsafe``:
 commands (orders, cancels, requests, subscriptions) go into one queue that a worker task
-runs in order, so a cancel never overtakes its order. Only ``connect`` and ``disconnect``
-wait for the loop, each within a bounded time. ib_insync's events are turned into
-tradeguard messages in the loop thread and handed to the actor with ``inbound``; every
-event handler is wrapped so that one bad message cannot stop the reader.
+runs in order, so a cancel never overtakes its order. Only ``disconnect`` waits for the
+loop, within a bounded time; ``connect`` starts the thread and the opening of the session
+and returns, and the loop thread says through the connection attempt's ``SessionLink``
+when the session is up or could not be opened. ib_insync's events are turned into
+tradeguard messages in the loop thread and handed to the actor through the same link;
+every event handler is wrapped so that one bad message cannot stop the reader.
 
 Session
 -------
 ``connect`` opens the API session within ``connect_timeout_s`` and picks the account
 (``account``, or the first managed account when empty). Error 326 (client id already in
-use) fails the connect at once with a ``ConnectorError`` carrying code 326, and the
-supervisor retries with backoff; the usual cause is a previous session of the same
+use) fails the attempt at once with a ``ConnectorError`` carrying code 326, and the
+connector retries with backoff; the usual cause is a previous session of the same
 client id that TWS has not dropped yet. If it persists, another program uses that id:
-configure a different ``client_id``. The session is lost (the actor fails and is
-restarted, which reconnects and resynchronises) when the socket closes, on error 1100
+configure a different ``client_id``. The session is lost (the connector closes it and
+reconnects with backoff, then resynchronises) when the socket closes, on error 1100
 (TWS lost its connection to IB), and when ``reqCurrentTime``, sent every
 ``health_interval_s`` to measure latency, goes unanswered for ``request_timeout_s``.
 Error 1102 (connection restored) is logged; 1101 (restored, market data lost) is logged
@@ -48,11 +50,14 @@ Mapping
   quantity seen for that order (the last one gets zero).
 * Positions -> ``VenuePositions``, in answer to ``request_positions`` and after every
   (re)connect; ``avgCost`` is the average price (stocks).
-* Market data: each ``pendingTickersEvent`` (one socket read) becomes at most one
-  ``QuoteBatch`` of the quotes whose bid or ask changed and the trades printed (tick
-  LAST). A tick with a non-finite price, or a size that is negative or not finite, is
-  counted as malformed and its symbol skipped for that read; a quote whose other side
-  has not arrived yet is not sent.
+* Market data: the ticks of every symbol (bid and ask prices with their sizes, size-only
+  ticks, LAST) are applied to the symbol's level-1 book (``core.l1_book``), and quotes
+  are published only from the book: each ``pendingTickersEvent`` (one socket read)
+  becomes at most one ``QuoteBatch`` of the books that changed and the trades printed.
+  A book without both sides sends nothing; a book crossed by one side's tick is held up
+  to ``book_settle_s`` for the other side's tick (TWS writes them separately), then
+  published as it is. A tick with a non-finite price, or a size that is negative or not
+  finite, is counted as malformed and changes nothing; price -1 clears its side.
 
 Back pressure: at most ``max_batches_in_flight`` batches wait in the actor's mailbox.
 Beyond that, market data is held in the I/O thread, the newest quote per symbol and a
@@ -83,15 +88,17 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Annotated, Any, ClassVar, TypeVar
 
-import pykka
 from ib_insync import IB, Contract, ExecutionFilter, Fill, Order, Stock, Ticker
 from ib_insync import OrderStatus as IbOrderStatus
 from ib_insync import Trade as IbTrade
+from msgspec import Meta
 
+from actors.connectors._io import IoThread, SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
 from actors.errors import ConnectorError
+from core.l1_book import L1Books
 from messages import (
     CancelAllDone,
     CancelOrder,
@@ -111,6 +118,7 @@ from messages import (
     VenuePositions,
     now_ns,
 )
+from messages.bounds import Host, Label, Port
 
 __all__ = ["IbkrConfig", "IbkrConnector"]
 
@@ -145,14 +153,16 @@ _LIVE = frozenset({"PendingSubmit", "ApiPending", "PreSubmitted", "Submitted", "
 _CANCELLED = frozenset({"Cancelled", "ApiCancelled"})
 
 # IB tick types: price ticks carry a size, size ticks only a size; delayed variants too.
-_QUOTE_PRICE_TICKS = frozenset({1, 2, 66, 67})
-_QUOTE_SIZE_TICKS = frozenset({0, 3, 69, 70})
+_BID_PRICE_TICKS = frozenset({1, 66})
+_ASK_PRICE_TICKS = frozenset({2, 67})
+_BID_SIZE_TICKS = frozenset({0, 69})
+_ASK_SIZE_TICKS = frozenset({3, 70})
 _LAST_TICKS = frozenset({4, 68})
+_NO_PRICE = -1.0
+"""The price IB sends for a side that has no quote."""
 
 _CLOSE_TIMEOUT_S = 2.0
 """How long ``disconnect`` waits for the session to close and for the thread to end."""
-_CONNECT_GRACE_S = 2.0
-"""Added to ``connect_timeout_s`` for the actor's own wait on the loop."""
 _MAX_HELD_TRADES = 1000
 """Trades held while the actor catches up; older ones beyond this are dropped."""
 
@@ -164,24 +174,28 @@ class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
 
     kind: str = "ibkr"
     """Always ``ibkr``."""
-    host: str = "127.0.0.1"
+    host: Host = "127.0.0.1"
     """Host of TWS or IB Gateway."""
-    port: int = 7497
+    port: Port = 7497
     """API port (TWS paper trading listens on 7497 by default)."""
-    client_id: int = 17
+    client_id: Annotated[int, Meta(ge=0, le=2_147_483_647)] = 17
     """API client id; unique among the programs connected to the same TWS."""
-    account: str = ""
+    account: Label = ""
     """Account to trade; empty means the first managed account."""
-    exchange: str = "SMART"
+    exchange: Annotated[Label, Meta(min_length=1)] = "SMART"
     """Exchange of the stock contracts."""
-    currency: str = "USD"
+    currency: Annotated[Label, Meta(min_length=1)] = "USD"
     """Currency of the stock contracts."""
-    request_timeout_s: float = 5.0
+    request_timeout_s: Annotated[float, Meta(ge=0.001, le=3600.0)] = 5.0
     """Longest wait for the answer to a request (contracts, positions, open orders)."""
-    max_batches_in_flight: int = 8
+    max_batches_in_flight: Annotated[int, Meta(ge=1, le=100_000)] = 8
     """Market data batches allowed in the actor's mailbox before quotes are conflated."""
+    book_settle_s: float = 0.1
+    """How long a book crossed by one side's tick waits for the other side's tick before it
+    is published crossed (TWS sends bid and ask separately). 0 to 5."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.host:
             raise ValueError("host: must not be empty")
         if not 0 < self.port < 65536:
@@ -192,6 +206,8 @@ class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
             raise ValueError("exchange, currency: must not be empty")
         if self.request_timeout_s <= 0:
             raise ValueError(f"request_timeout_s: must be positive, got {self.request_timeout_s}")
+        if not 0 <= self.book_settle_s <= 5:
+            raise ValueError(f"book_settle_s: must be within 0..5, got {self.book_settle_s}")
         if self.max_batches_in_flight < 1:
             raise ValueError(f"max_batches_in_flight: must be at least 1, got {self.max_batches_in_flight}")
 
@@ -285,10 +301,6 @@ def _is_price(value: float) -> bool:
     return isinstance(value, (int, float)) and math.isfinite(value)
 
 
-def _is_size(value: float) -> bool:
-    return isinstance(value, (int, float)) and math.isfinite(value) and value >= 0
-
-
 def _order_name(order_ref: str, client_id: int, order_id: int) -> str:
     """tradeguard's name for an IB order: its orderRef, else made from its IB ids."""
     return order_ref or f"ib-{client_id}-{order_id}"
@@ -318,8 +330,11 @@ class IbkrConnector(Connector):
         self.account = ""
         """The account traded, known once connected."""
         self._gate = _QuoteGate(config.max_batches_in_flight)
+        self._books = L1Books(config.name, settle_ns=int(config.book_settle_s * 1e9))
+        self._book_timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._thread: threading.Thread | None = None
+        self._thread: IoThread | None = None
+        self._link = SessionLink(None, 0)
         # Loop-thread state.
         self._ib: IB | None = None
         self._closing = False
@@ -339,36 +354,45 @@ class IbkrConnector(Connector):
     # ---- the contract (actor thread) -------------------------------------------------------
 
     def connect(self) -> None:
-        """Start the I/O thread and open the API session within ``connect_timeout_s``."""
-        cfg = self.ib_config
+        """Start the I/O thread and the opening of the API session; the loop thread says
+        ``up`` (or ``lost``) through the link."""
+        link = self._link = self.link
+        # A new session starts from what it reads itself: its resync re-reads the orders,
+        # its subscriptions are made again, and no side of a book pairs with a new one.
+        self._orders.clear()
+        self._order_ids.clear()
+        self._subscribed.clear()
+        self._gate = _QuoteGate(self.ib_config.max_batches_in_flight)
+        self._books = L1Books(self.name, settle_ns=self._books.settle_ns)
+        self._book_timer = None
         loop = asyncio.new_event_loop()
-        thread = threading.Thread(
-            target=self._run_loop, args=(loop,), name=f"ibkr-{self.name}", daemon=True
-        )
+        thread = IoThread(f"ibkr-{self.name}", functools.partial(self._run_loop, loop),
+                          lambda exc: link.lost(f"I/O thread failed: {type(exc).__name__}: {exc}"))
         self._loop, self._thread = loop, thread
         thread.start()
         opening = asyncio.run_coroutine_threadsafe(self._open(), loop)
-        try:
-            opening.result(timeout=cfg.connect_timeout_s + _CONNECT_GRACE_S)
-        except ConnectorError:
-            self.disconnect()
-            raise
-        except concurrent.futures.TimeoutError:
-            opening.cancel()
-            self.disconnect()
-            raise ConnectorError(
-                f"no IB API session with {cfg.host}:{cfg.port} within {cfg.connect_timeout_s}s",
-                venue=self.name,
-            ) from None
-        except Exception as exc:
-            self.disconnect()
-            raise ConnectorError(
-                f"cannot connect to {cfg.host}:{cfg.port}: {type(exc).__name__}: {exc}", venue=self.name
-            ) from exc
-        self.log.info(
-            f"connector {self.name}: IB API session up with {cfg.host}:{cfg.port} "
-            f"(client id {cfg.client_id}, account {self.account})"
-        )
+        opening.add_done_callback(functools.partial(self._opened, link))
+
+    def _opened(self, link: SessionLink, opening: concurrent.futures.Future[None]) -> None:
+        """The opening finished (loop thread): say whether the session is up."""
+        cfg = self.ib_config
+        if opening.cancelled():
+            return  # disconnect() gave up on it
+        exc = opening.exception()
+        if exc is None:
+            self.log.info(
+                f"connector {self.name}: IB API session up with {cfg.host}:{cfg.port} "
+                f"(client id {cfg.client_id}, account {self.account})"
+            )
+            link.up()
+        elif isinstance(exc, ConnectorError):
+            link.lost(str(exc))
+        else:
+            link.lost(f"cannot connect to {cfg.host}:{cfg.port}: {type(exc).__name__}: {exc}")
+
+    def timeout_reason(self) -> str:
+        cfg = self.ib_config
+        return f"no IB API session with {cfg.host}:{cfg.port} within {cfg.connect_timeout_s}s"
 
     def disconnect(self) -> None:
         """Cancel subscriptions, close the session, stop the loop and join the thread."""
@@ -385,8 +409,7 @@ class IbkrConnector(Connector):
                 loop.call_soon_threadsafe(loop.stop)
             except RuntimeError:
                 pass  # the loop is already closed
-            thread.join(_CLOSE_TIMEOUT_S)
-            if thread.is_alive():
+            if not thread.join(_CLOSE_TIMEOUT_S):
                 self.log.error(f"connector {self.name}: I/O thread did not stop")
                 return  # never touch the loop's state under a live thread
         self._refuse_unanswered()
@@ -478,10 +501,7 @@ class IbkrConnector(Connector):
 
     def _tell(self, message: Any) -> None:
         """Hand a message to the actor (loop thread)."""
-        try:
-            self.inbound(message)
-        except pykka.ActorDeadError:
-            pass  # the actor is stopping; disconnect() is about to join this thread
+        self._link.tell(message)
 
     # ---- the I/O thread --------------------------------------------------------------------
 
@@ -621,7 +641,7 @@ class IbkrConnector(Connector):
         if self._closing or self._lost:
             return
         self._lost = True
-        self.session_lost(reason)
+        self._link.lost(reason)
 
     async def _request(self, awaitable: Awaitable[T]) -> T:
         """Wait for one answer within ``request_timeout_s``, noting the round trip."""
@@ -880,17 +900,31 @@ class IbkrConnector(Connector):
 
     @_guarded
     def _on_pending_tickers(self, tickers: Iterable[Ticker]) -> None:
-        quotes: list[Quote] = []
         trades: list[Trade] = []
+        received = now_ns()
         for ticker in tickers:
             symbol = self._symbols_by_con_id.get(ticker.contract.conId) if ticker.contract else None
             if symbol is not None:
-                self._read_ticker(symbol, ticker, quotes, trades)
+                self._read_ticker(symbol, ticker, received, trades)
+        self._publish_books(trades)
+
+    def _publish_books(self, trades: list[Trade]) -> None:
+        """Offer what the books say now (and ``trades``); come back when a held book is due."""
+        quotes = self._books.take(now_ns())
         if quotes or trades:
             dropped = self._gate.offer(quotes, trades)
             if dropped:
                 self.count_drop(dropped)
             self._flush_quotes()
+        due = self._books.next_due_ns()
+        if due is not None and self._book_timer is None and self._loop is not None:
+            delay_s = max(0.0, (due - now_ns()) / 1e9)
+            self._book_timer = asyncio.get_running_loop().call_later(delay_s, self._on_book_due)
+
+    @_guarded
+    def _on_book_due(self) -> None:
+        self._book_timer = None
+        self._publish_books([])
 
     def _flush_quotes(self) -> None:
         batch = self._gate.take()
@@ -900,49 +934,28 @@ class IbkrConnector(Connector):
 
     # ---- conversions (loop thread) ---------------------------------------------------------
 
-    def _read_ticker(self, symbol: str, ticker: Ticker, quotes: list[Quote], trades: list[Trade]) -> None:
-        """The quote (if bid or ask changed) and the trades of one ticker's ticks of this read."""
-        received = now_ns()
-        quote_changed = quote_bad = False
+    def _read_ticker(self, symbol: str, ticker: Ticker, received: int, trades: list[Trade]) -> None:
+        """Apply one ticker's ticks of this read to the symbol's book; collect its trades."""
+        book = self._books.book(symbol)
         for tick in ticker.ticks:
-            if tick.tickType in _QUOTE_PRICE_TICKS or tick.tickType in _QUOTE_SIZE_TICKS:
-                quote_changed = True
-                price_ok = tick.tickType in _QUOTE_SIZE_TICKS or _is_price(tick.price)
-                if not price_ok or not _is_size(tick.size):
-                    quote_bad = True
-                    self.count_malformed(f"{symbol}: tick type {tick.tickType} price {tick.price} "
-                                         f"size {tick.size}")
-            elif tick.tickType in _LAST_TICKS:
-                trade = self._trade(symbol, tick.price, tick.size, received)
-                if trade is not None:
-                    trades.append(trade)
-        if quote_changed and not quote_bad:
-            quote = self._quote(symbol, ticker, received)
-            if quote is not None:
-                quotes.append(quote)
-
-    def _quote(self, symbol: str, ticker: Ticker, received: int) -> Quote | None:
-        values = (ticker.bid, ticker.ask, ticker.bidSize, ticker.askSize)
-        if any(not isinstance(v, (int, float)) or math.isnan(v) for v in values):
-            return None  # the other side has not arrived yet
-        try:
-            return Quote(venue=self.name, symbol=symbol, bid=_decimal(ticker.bid), ask=_decimal(ticker.ask),
-                         bid_size=_decimal(ticker.bidSize), ask_size=_decimal(ticker.askSize),
-                         ts_ns=received)
-        except ValueError as exc:
-            self.count_malformed(f"{symbol}: quote {values}: {exc}")
-            return None
-
-    def _trade(self, symbol: str, price: float, size: float, received: int) -> Trade | None:
-        if not _is_price(price) or price <= 0 or not _is_size(size):
-            self.count_malformed(f"{symbol}: last {price} size {size}")
-            return None
-        try:
-            return Trade(venue=self.name, symbol=symbol, price=_decimal(price), size=_decimal(size),
-                         ts_ns=received)
-        except ValueError as exc:  # MessageError: an absurd price or size
-            self.count_malformed(f"{symbol}: last {price} size {size}: {exc}")
-            return None
+            kind, price, size = tick.tickType, tick.price, tick.size
+            try:
+                if kind in _BID_PRICE_TICKS or kind in _ASK_PRICE_TICKS:
+                    bid = kind in _BID_PRICE_TICKS
+                    if price == _NO_PRICE:  # IB: no bid (ask) at the moment
+                        (book.clear_bid if bid else book.clear_ask)(received)
+                    else:
+                        (book.set_bid if bid else book.set_ask)(_decimal(price), _decimal(size), received)
+                elif kind in _BID_SIZE_TICKS:
+                    book.set_bid_size(_decimal(size), received)
+                elif kind in _ASK_SIZE_TICKS:
+                    book.set_ask_size(_decimal(size), received)
+                elif kind in _LAST_TICKS:
+                    if not _is_price(price) or price <= 0:
+                        raise ValueError(f"last price {price}")
+                    trades.append(book.trade(_decimal(price), _decimal(size), received))
+            except (ValueError, ArithmeticError, TypeError) as exc:
+                self.count_malformed(f"{symbol}: tick type {kind} price {price} size {size}: {exc}")
 
     def _adopt(self, trade: IbTrade) -> _Order:
         """This session's record of an IB order, made when first seen."""

@@ -4,8 +4,10 @@ The venue's engine is named after the connector, so its events already carry the
 connector's name as their venue.
 
 Quotes arrive once per engine step as one ``QuoteBatch``; order events arrive from the
-engine's listener. Both are handed to the actor with ``inbound``, as a network connector's
-reader thread would.
+engine's listener. Both are handed to the actor through the attempt's ``SessionLink``, as
+a network connector's reader thread would. The session is up as soon as the connector is
+attached; a venue that is down refuses the attachment (the attempt fails and is retried
+with backoff), and a venue that goes down under an attached connector loses the session.
 """
 
 from __future__ import annotations
@@ -13,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Decimal
 from pathlib import Path
+from typing import Annotated
 
 import msgspec
+from msgspec import Meta
 
+from actors.connectors._io import SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
 from actors.errors import ConnectorError
 from messages import (
@@ -29,6 +34,7 @@ from messages import (
     VenuePositions,
     now_ns,
 )
+from messages.bounds import Interval, Label
 from venues.engine import EngineConfig, VenueEngine
 from venues.paper import PaperVenue, paper_venue
 
@@ -36,9 +42,9 @@ from venues.paper import PaperVenue, paper_venue
 class PaperConfig(ConnectorConfig, frozen=True, kw_only=True):
     """The paper venue: an engine in this process."""
 
-    account: str = "PAPER-1"
+    account: Annotated[Label, Meta(min_length=1)] = "PAPER-1"
     """Account at the simulated venue."""
-    quote_interval_s: float = 0.05
+    quote_interval_s: Interval = 0.05
     """Time between market steps (one QuoteBatch per step)."""
     persist: bool = True
     """Save the venue's account under the state directory after every order event."""
@@ -58,7 +64,7 @@ class PaperConnector(Connector):
         self.venue: PaperVenue | None = None
         self._symbols: set[str] = set()
         self._attached = False
-        self._lost = False
+        self._link = SessionLink(None, 0)
         self._executions_delivered = 0
         """Executions of the account this generation already delivered from the venue's
         (append-only) list; the next positions request delivers only the ones after them."""
@@ -71,20 +77,22 @@ class PaperConnector(Connector):
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         venue = paper_venue(cfg.name, cfg.engine, interval_s=cfg.quote_interval_s, state_path=path)
+        link = self._link = self.link
         try:
-            venue.attach(self.session_lost)
+            venue.attach(link.lost)
         except ConnectionRefusedError as exc:
             raise ConnectorError(str(exc), venue=cfg.name) from exc
         self.venue = venue
         venue.engine.add_order_listener(self._on_engine_event)
         venue.engine.add_quote_listener(self._on_engine_quotes)
         self._attached = True
+        link.up()
 
     def disconnect(self) -> None:
         if self.venue is not None and self._attached:
             self.venue.engine.remove_order_listener(self._on_engine_event)
             self.venue.engine.remove_quote_listener(self._on_engine_quotes)
-            self.venue.detach(self.session_lost)
+            self.venue.detach(self._link.lost)
         self._attached = False
 
     def resync(self) -> None:
@@ -140,7 +148,7 @@ class PaperConnector(Connector):
 
     def _on_engine_event(self, account: str, event: OrderEvent) -> None:
         if account == self.paper_config.account and self._attached and not self._venue_down():
-            self.inbound(event)
+            self._link.tell(event)
 
     def _on_engine_quotes(self, quotes: list[Quote]) -> None:
         if not self._attached or self._venue_down():
@@ -148,15 +156,13 @@ class PaperConnector(Connector):
         wanted = self._symbols
         batch = tuple(q for q in quotes if q.symbol in wanted)
         if batch:
-            self.inbound(QuoteBatch(venue=self.name, quotes=batch, recv_ns=now_ns()))
+            self._link.tell(QuoteBatch(venue=self.name, quotes=batch, recv_ns=now_ns()))
 
     def _venue_down(self) -> bool:
         """True when the venue went down under the session; the session is lost (once)."""
         if self.venue is None or not self.venue.down:
             return False
-        if not self._lost:
-            self._lost = True
-            self.session_lost("paper venue is down")
+        self._link.lost("paper venue is down")
         return True
 
     def _engine(self) -> VenueEngine:

@@ -4,16 +4,24 @@ Both sockets belong to one poller thread owned by the connector. The actor threa
 touches them: its commands (orders, cancels, requests, subscriptions) go through a queue
 and a wake-up socket. Each poll cycle the thread reads what is waiting on both sockets,
 hands the quotes of the cycle to the actor as ONE ``QuoteBatch``, and each order event as
-its own message.
+its own message, through the connection attempt's ``SessionLink``.
+
+``connect`` opens the sockets, starts the thread and returns; the session is up (the
+thread says so through the link) once a heartbeat and a pong of the same venue session
+have arrived.
 
 Market data is checked before it is trusted: a frame that is not ``[topic, JSON]``, has
 unknown fields, NaN, a negative size, or whose topic does not match its symbol is counted
 as malformed and skipped. Sequence numbers are per topic; a frame ahead of the expected
 number is held in a bounded reorder window, and when the window overflows (or holds a
 frame too long) the gap is reported and the stream moves on. Frames behind the expected
-number are duplicates and are dropped. A venue whose heartbeat stops for
-``stale_after_s``, whose pings go unanswered, or whose session identifier changes (a
-restart) is a lost session: the actor fails and its supervisor restarts it.
+number are duplicates and are dropped, except that ``resync_after`` consecutive frames
+behind it that are in sequence with each other mean the stream is there and the expected
+number is wrong (a burst of far-ahead numbers was taken for the stream): the topic is
+resynchronised to them and the reset is counted, logged and raised as a WARNING
+``sequence_reset`` safety event, so no burst can blind a symbol. A venue whose heartbeat
+stops for ``stale_after_s``, whose pings go unanswered, or whose session identifier
+changes (a restart) is a lost session: the connector closes it and reconnects.
 
 The wire protocol is described in docs/zmq-protocol.md; its frames are in
 ``messages.zmq_wire``, shared with the simulated venue.
@@ -27,12 +35,13 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import msgspec
-import pykka
 import zmq
+from msgspec import Meta
 
+from actors.connectors._io import IoThread, SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
 from actors.errors import ConnectorError
 from messages import (
@@ -51,6 +60,7 @@ from messages import (
     now_ns,
 )
 from messages import zmq_wire as wire
+from messages.bounds import Endpoint, Interval
 
 _ENDPOINT_PREFIXES = ("ipc://", "tcp://")
 
@@ -60,24 +70,29 @@ class ZmqConfig(ConnectorConfig, frozen=True, kw_only=True):
 
     kind: str = "zmq"
     """Always ``zmq``."""
-    market_endpoint: str = "tcp://127.0.0.1:5601"
+    market_endpoint: Endpoint = "tcp://127.0.0.1:5601"
     """The venue's market data (PUB) endpoint."""
-    order_endpoint: str = "tcp://127.0.0.1:5600"
+    order_endpoint: Endpoint = "tcp://127.0.0.1:5600"
     """The venue's order gateway (ROUTER) endpoint."""
-    stale_after_s: float = 2.0
+    stale_after_s: Annotated[float, Meta(ge=0.01, le=3600.0)] = 2.0
     """No venue heartbeat (or no answer to pings) for this long means the session is lost."""
-    ping_interval_s: float = 1.0
+    ping_interval_s: Interval = 1.0
     """How often the order channel is pinged (round-trip latency and liveness)."""
-    reorder_window: int = 16
+    reorder_window: Annotated[int, Meta(ge=0, le=100_000)] = 16
     """Out-of-order frames held per topic before the missing ones count as a gap."""
-    reorder_timeout_s: float = 0.5
+    reorder_timeout_s: Annotated[float, Meta(ge=0.001, le=3600.0)] = 0.5
     """Longest an out-of-order frame is held before the missing ones count as a gap."""
-    poll_interval_s: float = 0.05
+    poll_interval_s: Interval = 0.05
     """Longest the poller thread sleeps between cycles."""
-    max_batch: int = 2000
+    max_batch: Annotated[int, Meta(ge=1, le=1_000_000)] = 2000
     """Most market data frames read in one cycle (one ``QuoteBatch``)."""
+    resync_after: int = 5
+    """Consecutive frames of a topic behind its expected sequence number, each following
+    the one before, after which the topic is resynchronised to them (and an alert raised).
+    At least 1."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         for field in ("market_endpoint", "order_endpoint"):
             endpoint = getattr(self, field)
             if not endpoint.startswith(_ENDPOINT_PREFIXES) or endpoint.endswith((":", "//")):
@@ -89,6 +104,8 @@ class ZmqConfig(ConnectorConfig, frozen=True, kw_only=True):
             raise ValueError("reorder_window: must not be negative")
         if self.max_batch < 1:
             raise ValueError("max_batch: must be at least 1")
+        if self.resync_after < 1:
+            raise ValueError("resync_after: must be at least 1")
 
 
 # Request ids say what a request was for, so a reply or an error needs no lookup table.
@@ -103,12 +120,16 @@ _RESYNC = "resync"
 class _TopicState:
     """Sequence tracking of one market data topic."""
 
-    __slots__ = ("expected", "held", "held_since")
+    __slots__ = ("behind_last", "behind_run", "expected", "held", "held_since")
 
     def __init__(self) -> None:
         self.expected: int | None = None
         self.held: dict[int, Quote] = {}
         self.held_since = 0.0
+        self.behind_run = 0
+        """Consecutive frames behind ``expected``, each following the one before."""
+        self.behind_last = 0
+        """Sequence number of the last of them."""
 
 
 class ZmqConnector(Connector):
@@ -131,7 +152,8 @@ class ZmqConnector(Connector):
         self._wake_push: zmq.Socket[bytes] | None = None
         self._wake_lock = threading.Lock()
         self._commands: queue.SimpleQueue[tuple[str, Any]] = queue.SimpleQueue()
-        self._thread: threading.Thread | None = None
+        self._thread: IoThread | None = None
+        self._link = SessionLink(None, 0)
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._lost = threading.Event()
@@ -146,8 +168,9 @@ class ZmqConnector(Connector):
     # ---- the contract (actor thread) -------------------------------------------------------
 
     def connect(self) -> None:
-        """Open both sockets and wait for a heartbeat and a pong within the connect timeout."""
+        """Open both sockets and start the poller; it says ``up`` on a heartbeat and a pong."""
         cfg = self.zmq_config
+        self._link = self.link
         self._stopping.clear()
         self._ready.clear()
         self._lost.clear()
@@ -179,18 +202,15 @@ class ZmqConnector(Connector):
         except zmq.ZMQError as exc:
             self.disconnect()
             raise ConnectorError(f"cannot open sockets: {exc}", venue=self.name) from exc
-        self._thread = threading.Thread(
-            target=self._run, name=f"zmq-connector-{self.name}", daemon=True
-        )
+        link = self._link
+        self._thread = IoThread(f"zmq-connector-{self.name}", self._run,
+                                lambda exc: link.lost(f"poller failed: {type(exc).__name__}: {exc}"))
         self._thread.start()
-        if not self._ready.wait(self.config.connect_timeout_s) or self._lost.is_set():
-            self.disconnect()
-            raise ConnectorError(
-                f"no heartbeat and pong from {cfg.order_endpoint} / {cfg.market_endpoint} "
-                f"within {self.config.connect_timeout_s}s",
-                venue=self.name,
-            )
-        self.log.info(f"connector {self.name}: connected to venue session {self.session}")
+
+    def timeout_reason(self) -> str:
+        cfg = self.zmq_config
+        return (f"no heartbeat and pong from {cfg.order_endpoint} / {cfg.market_endpoint} "
+                f"within {cfg.connect_timeout_s}s")
 
     def disconnect(self) -> None:
         """Stop and join the poller thread, close every socket (linger 0); idempotent."""
@@ -198,8 +218,7 @@ class ZmqConnector(Connector):
         self._stopping.set()
         if thread is not None:
             self._wake()
-            thread.join(max(2.0, self.zmq_config.poll_interval_s * 10))
-            if thread.is_alive():
+            if not thread.join(max(2.0, self.zmq_config.poll_interval_s * 10)):
                 self.log.error(f"connector {self.name}: poller thread did not stop")
                 return  # never close sockets under a live thread; the context leaks
         with self._wake_lock:
@@ -309,9 +328,10 @@ class ZmqConnector(Connector):
     def _run(self) -> None:
         try:
             self._poll_loop()
-        except Exception as exc:  # the thread's last word: the session is gone
+        except Exception:  # the thread's last word (IoThread tells the link): the session is gone
             self.log.exception(f"connector {self.name}: poller failed")
-            self._lose(f"poller failed: {type(exc).__name__}: {exc}")
+            self._lost.set()
+            raise
         finally:
             with self._wake_lock:
                 for sock in (self._sub, self._dealer, self._wake_pull):
@@ -367,17 +387,10 @@ class ZmqConnector(Connector):
         if self._lost.is_set():
             return
         self._lost.set()
-        if self._ready.is_set():
-            self.session_lost(reason)
-        else:
-            self.log.warning(f"connector {self.name}: {reason}")
-            self._ready.set()  # wake connect(), which sees _lost and fails
+        self._link.lost(reason)
 
     def _tell(self, message: Any) -> None:
-        try:
-            self.inbound(message)
-        except pykka.ActorDeadError:
-            pass  # the actor is stopping; disconnect() is about to join this thread
+        self._link.tell(message)
 
     def _ping(self, dealer: zmq.Socket[bytes]) -> None:
         request = wire.PingRequest(req_id=f"{_PING}{next(self._ping_ids)}", ts_ns=now_ns())
@@ -473,8 +486,10 @@ class ZmqConnector(Connector):
             state.expected = quote.seq
         seq = quote.seq
         if seq < state.expected or seq in state.held:
-            self.count_drop()
+            if not self._behind(quote, state, out):
+                self.count_drop()
             return
+        state.behind_run = 0
         if seq > state.expected:
             if not state.held:
                 state.held_since = time.monotonic()
@@ -485,6 +500,32 @@ class ZmqConnector(Connector):
         out.append(quote)
         state.expected = seq + 1
         self._release(state, out)
+
+    def _behind(self, quote: Quote, state: _TopicState, out: list[Quote]) -> bool:
+        """A frame behind the expected number: a duplicate, unless it completes a run of
+        ``resync_after`` frames in sequence, which resynchronises the topic (True)."""
+        seq = quote.seq
+        if seq in state.held:
+            return False
+        if state.behind_run and seq == state.behind_last + 1:
+            state.behind_run += 1
+        else:
+            state.behind_run = 1
+        state.behind_last = seq
+        if state.behind_run < self.zmq_config.resync_after:
+            return False
+        expected = state.expected
+        self.report_sequence_problem(
+            "sequence_reset", quote.symbol,
+            f"{state.behind_run} consecutive frames up to seq {seq} behind the expected seq "
+            f"{expected}: resynchronised to the stream ({len(state.held)} held frames dropped)",
+        )
+        self.count_drop(len(state.held))
+        state.held.clear()
+        state.behind_run = 0
+        state.expected = seq + 1
+        out.append(quote)
+        return True
 
     def _release(self, state: _TopicState, out: list[Quote]) -> None:
         assert state.expected is not None
@@ -651,6 +692,8 @@ class ZmqConnector(Connector):
     def _mark_ready_if_complete(self) -> None:
         if self._last_heartbeat and self._last_pong and not self._ready.is_set():
             self._ready.set()
+            self.log.info(f"connector {self.name}: connected to venue session {self.session}")
+            self._link.up()
 
 
 def _fill_message(venue: str, frame: wire.FilledEvent) -> OrderFilled:

@@ -14,10 +14,11 @@ import random
 import time
 from collections.abc import Callable
 from decimal import Decimal
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 from loguru import logger
+from msgspec import Meta
 
 from actors import topics
 from messages import (
@@ -30,27 +31,28 @@ from messages import (
     TimeInForce,
     now_ns,
 )
+from messages.bounds import Amount, Interval, Name, PositiveAmount, Probability, Symbol
 from supervision import SupervisedActor, TimerHandle, bus, registry, scheduler
 
 
 class SampleConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     """How the sample strategy trades."""
 
-    name: str = "sample"
+    name: Name = "sample"
     """Strategy name; also the ``source`` of its orders."""
-    kind: str = "sample"
+    kind: Literal["sample"] = "sample"
     """Strategy kind."""
-    venue: str = "paper"
+    venue: Name = "paper"
     """Connector it trades through."""
-    symbols: tuple[str, ...] = ("AAPL", "MSFT")
+    symbols: Annotated[tuple[Symbol, ...], Meta(min_length=1)] = ("AAPL", "MSFT")
     """Symbols it trades, in turn."""
-    interval_s: float = 0.5
+    interval_s: Interval = 0.5
     """Time between orders."""
-    quantity: Decimal = Decimal(10)
+    quantity: PositiveAmount = Decimal(10)
     """Size of each order."""
-    max_position: Decimal = Decimal(50)
+    max_position: Amount = Decimal(50)
     """Target position swings between plus and minus this."""
-    limit_ratio: float = 0.2
+    limit_ratio: Probability = 0.2
     """Share of orders sent as immediate-or-cancel limit orders a few ticks through the mid."""
     seed: int = 11
     """Seed of its random choices."""

@@ -9,7 +9,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from actors.connectors.base import Connector, ConnectorConfig
+from actors.connectors import Connector, ConnectorConfig, SessionLink
 from actors.errors import ConnectorError
 from messages import CancelAllDone, CancelOrder, SubmitOrder, VenuePositions, now_ns
 
@@ -37,14 +37,18 @@ class MyVenueConnector(Connector):
         self._reader: threading.Thread | None = None
         self._closing = threading.Event()  # never call an attribute ``_stop``: Pykka uses it
         self._session = None
+        self._link = SessionLink(None, 0)
 
     def connect(self) -> None:
-        # TODO: open the session within self.config.connect_timeout_s, or raise
-        # ConnectorError (the supervisor retries with backoff). Start the reader thread;
-        # it decodes each inbound message through a dispatch table and calls
-        # self.inbound(message) (a typed message from messages/), self.count_malformed(...)
-        # for anything it cannot decode, and self.session_lost(reason) when the session
-        # dies. It never touches the actor's state directly.
+        # TODO: start opening the session and return without waiting for it; raise
+        # ConnectorError only when the attempt fails at once (the base retries with
+        # backoff, and gives up on an attempt after self.config.connect_timeout_s).
+        # Give the attempt's link to the reader thread you start; it decodes each inbound
+        # message through a dispatch table and calls link.tell(message) (a typed message
+        # from messages/), self.count_malformed(...) for anything it cannot decode,
+        # link.up() once the session is open and link.lost(reason) when it dies (or cannot
+        # be opened). It never touches the actor's state directly.
+        self._link = self.link
         raise ConnectorError("TODO: connect", venue=self.name)
 
     def disconnect(self) -> None:

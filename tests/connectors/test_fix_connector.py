@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -15,7 +16,6 @@ import quickfix as fix
 
 from actors import topics
 from actors.connectors.fix import FixConfig, FixConnector
-from actors.errors import ConnectorError
 from messages import (
     CancelAll,
     CancelAllDone,
@@ -108,7 +108,8 @@ def engine() -> VenueEngine:
 def make_config(port: int, **overrides: Any) -> FixConfig:
     settings: dict[str, Any] = {
         "name": NAME, "port": port, "symbols": ("AAPL", "MSFT"), "connect_timeout_s": 2.0,
-        "health_interval_s": 0.1, "heartbeat_s": 5, **overrides,
+        "health_interval_s": 0.1, "heartbeat_s": 5, "reconnect_initial_s": 0.05,
+        "reconnect_max_s": 0.5, **overrides,
     }  # fmt: skip
     return FixConfig(**settings)
 
@@ -307,9 +308,11 @@ def test_garbage_from_the_venue_is_counted_and_the_connector_keeps_running(
 # ---- session loss and recovery ----------------------------------------------------------------
 
 
-def test_venue_stop_fails_the_actor_and_a_new_instance_reconciles(
+def test_venue_stop_loses_the_session_and_the_connector_reconnects_and_reconciles(
     engine: VenueEngine, inbox: Inbox, tmp_path: Path
 ) -> None:
+    timers_running = any(t.name == "tg-timers" for t in threading.enumerate())
+    baseline = native_threads() + (0 if timers_running else 1)  # the kernel's timer thread stays
     running = Session(engine, tmp_path)
     second: FixVenue | None = None
     try:
@@ -318,7 +321,6 @@ def test_venue_stop_fails_the_actor_and_a_new_instance_reconciles(
         [fill] = inbox.wait(OrderFilled, coid_is("keep-1"))
         tell(resting("rest-1"))
         inbox.wait(OrderAccepted, coid_is("rest-1"))
-        threads_up = native_threads()
 
         running.venue.stop(graceful=False)  # the venue dies
         [down] = inbox.wait(ConnectorDown)
@@ -326,11 +328,12 @@ def test_venue_stop_fails_the_actor_and_a_new_instance_reconciles(
         mark = inbox.mark()
         wait_for(lambda: venue_sockets(running.port) == 0, what="connector socket closed")
 
-        # the supervisor keeps restarting the connector; the venue comes back
+        # the connector keeps reconnecting with backoff; the venue comes back
         second = FixVenue(engine, running.port, tmp_path / "venue")
         second.start()
         up = wait_for(lambda: inbox.since(mark, ConnectorUp), 10, what="connector up again")
-        assert isinstance(up, list) and up[0].generation >= 1
+        assert isinstance(up, list) and up[0].generation == 0  # reconnected inside, not restarted
+        assert len(inbox.all(ConnectorDown)) == 1  # one outage, one incident
         positions = wait_for(
             lambda: [p for p in inbox.since(mark, VenuePositions) if p.request_id == ""], 5,
             what="positions after the restart",
@@ -342,12 +345,10 @@ def test_venue_stop_fails_the_actor_and_a_new_instance_reconciles(
         assert [f.fill_id for f in inbox.since(mark, OrderFilled)] == [fill.fill_id]
         assert [m.client_order_id for m in inbox.since(mark, OrderAccepted)] == ["rest-1"]
 
-        # the new instance cancels the order it only knows from the resync
+        # the new session cancels the order it only knows from the resync
         tell(CancelOrder(client_order_id="rest-1", venue=NAME, source="test"))
         inbox.wait(OrderCancelled, coid_is("rest-1"))
         assert engine.open_orders(ACCOUNT) == []
-        # the failed generations left no thread behind (others may still be winding down)
-        wait_for(lambda: native_threads() <= threads_up, what="no extra thread")
         assert venue_sockets(running.port) == 3  # listener + one connection, both ends
     finally:
         running.tree.stop()
@@ -355,16 +356,31 @@ def test_venue_stop_fails_the_actor_and_a_new_instance_reconciles(
             second.stop()
         running.venue.stop()
     assert venue_sockets(running.port) == 0
+    # the failed attempts left no thread behind
+    wait_for(lambda: native_threads() <= baseline, what="every thread joined")
 
 
-def test_connect_fails_when_no_venue_answers(tmp_path: Path) -> None:
+def test_an_unreachable_venue_is_a_running_disconnected_connector(inbox: Inbox, tmp_path: Path) -> None:
     port = free_port()
     before = native_threads()
-    actor = FixConnector(make_config(port, connect_timeout_s=0.5), tmp_path)
-    with pytest.raises(ConnectorError, match="no FIX logon"):
-        actor.connect()
-    actor.disconnect()
-    wait_for(lambda: native_threads() <= before, what="quickfix thread joined")
+    started = time.monotonic()
+    tree = start_tree(make_config(port, connect_timeout_s=0.5), tmp_path)
+    try:
+        assert time.monotonic() - started < 2.0  # the start does not wait for the venue
+        [down] = inbox.wait(ConnectorDown)
+        assert down.name == NAME and "no FIX logon" in down.reason
+        wait_for(lambda: inbox.all(HealthReport, lambda h: h.name == NAME and not h.connected),
+                 what="health says disconnected")
+        tell(order("while-down", "1"))
+        [rejected] = inbox.wait(OrderRejected, coid_is("while-down"))
+        assert rejected.reason is RejectReason.VENUE_DOWN
+        wait_for(lambda: latest_health(inbox).ts_ns > down.ts_ns + 1_500_000_000, 5,
+                 what="several attempts")
+        assert len(inbox.all(ConnectorDown)) == 1  # one outage, one incident
+        assert registry.generation(NAME) == 0  # never restarted by its supervisor
+    finally:
+        tree.stop()
+    wait_for(lambda: native_threads() <= before, what="quickfix threads joined")
     assert venue_sockets(port) == 0
 
 

@@ -15,7 +15,6 @@ import pytest
 
 from actors import topics
 from actors.connectors.zmq import ZmqConfig, ZmqConnector
-from actors.errors import ConnectorError
 from messages import (
     CancelAll,
     CancelAllDone,
@@ -129,9 +128,23 @@ def make_config(venue: ZmqVenue, **overrides: Any) -> ZmqConfig:
         "ping_interval_s": 0.2,
         "reorder_window": 4,
         "reorder_timeout_s": 5.0,
+        "reconnect_initial_s": 0.05,
+        "reconnect_max_s": 0.5,
         **overrides,
     }
     return ZmqConfig(**settings)
+
+
+def make_unreachable_config(tmp_path: Path, **overrides: Any) -> ZmqConfig:
+    """Endpoints nobody listens on (ipc paths in the test's directory)."""
+    endpoints = {"market_endpoint": f"ipc://{tmp_path}/none-m", "order_endpoint": f"ipc://{tmp_path}/none-o"}
+    return ZmqConfig(**{"name": NAME, "symbols": ("AAPL",), "connect_timeout_s": 0.3,
+                        "health_interval_s": 0.1, "reconnect_initial_s": 0.05,
+                        "reconnect_max_s": 0.2, **endpoints, **overrides})
+
+
+def pollers() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name == f"zmq-connector-{NAME}"]
 
 
 def start_tree(config: ZmqConfig, state_dir: Path) -> Tree:
@@ -283,6 +296,48 @@ def test_out_of_order_frames_are_reordered_and_duplicates_dropped(
     assert inbox.all(SafetyEvent, lambda e: e.kind == "sequence_gap") == []
 
 
+def test_a_burst_of_far_ahead_sequence_numbers_does_not_blind_the_symbol(
+    tree: Tree, venue: ZmqVenue, engine: VenueEngine, inbox: Inbox
+) -> None:
+    prime(engine, inbox)
+    last = quotes_of(inbox, "AAPL")[-1]
+    far = last + 1_000_000
+    for seq in range(far, far + 5):  # one more than the reorder window: taken for the stream
+        venue.publish_raw(raw_quote(venue, seq))
+    inbox.wait(SafetyEvent, lambda e: e.kind == "sequence_gap")
+    wait_for(lambda: quotes_of(inbox, "AAPL")[-1] == far + 4, what="the burst released")
+
+    # The genuine stream goes on behind the burst: it is taken back after resync_after frames.
+    step_until(engine, lambda: inbox.all(SafetyEvent, lambda e: e.kind == "sequence_reset"))
+    reset = inbox.all(SafetyEvent, lambda e: e.kind == "sequence_reset")[0]
+    assert (reset.venue, reset.symbol, reset.severity.name) == (NAME, "AAPL", "WARNING")
+    assert f"behind the expected seq {far + 5}" in reset.detail
+    seen = len(quotes_of(inbox, "AAPL"))
+    for _ in range(3):
+        engine.step()
+    current = (engine.quote("AAPL") or pytest.fail("no quote")).seq
+    wait_for(lambda: quotes_of(inbox, "AAPL")[-1] == current, what="genuine quotes flowing again")
+    assert len(quotes_of(inbox, "AAPL")) >= seen + 3
+    assert current < far  # the quotes after the reset are the venue's own numbers
+    wait_for(lambda: latest_health(inbox).gaps == 2, what="gap and reset counted")
+
+
+def test_a_replayed_old_frame_is_a_duplicate_not_a_reset(
+    tree: Tree, venue: ZmqVenue, engine: VenueEngine, inbox: Inbox
+) -> None:
+    for _ in range(6):
+        engine.step()
+    prime(engine, inbox)
+    last = quotes_of(inbox, "AAPL")[-1]
+    assert last >= 4
+    for seq in (last - 3, last - 1, last - 3, last - 1):  # duplicates, not a stream
+        venue.publish_raw(raw_quote(venue, seq))
+    engine.step()
+    wait_for(lambda: latest_health(inbox).drops >= 4, what="duplicates dropped")
+    step_until(engine, lambda: quotes_of(inbox, "AAPL")[-1] > last + 1)
+    assert inbox.all(SafetyEvent, lambda e: e.kind == "sequence_reset") == []
+
+
 # ---- orders -----------------------------------------------------------------------------------
 
 
@@ -303,7 +358,7 @@ def test_submit_fills_and_positions_are_reported(
         (NAME, "AAPL", Decimal(10))
     ]
     wait_for(lambda: latest_health(inbox).latency_ms > 0, what="ping round trip measured")
-    assert latest_health(inbox).fills == 1
+    wait_for(lambda: latest_health(inbox).fills == 1, what="the fill counted")
 
 
 def test_partial_fill_then_completion(tree: Tree, engine: VenueEngine, inbox: Inbox) -> None:
@@ -349,7 +404,9 @@ def test_venue_reject_is_delivered(tree: Tree, inbox: Inbox) -> None:
 # ---- session loss and recovery ----------------------------------------------------------------
 
 
-def test_venue_restart_new_connector_reconciles_positions(tmp_path: Path, inbox: Inbox) -> None:
+def test_venue_restart_the_connector_reconnects_and_reconciles_positions(
+    tmp_path: Path, inbox: Inbox
+) -> None:
     state = tmp_path / "venue.json"
     config = EngineConfig(depth=Decimal(100))
     first = ZmqVenue(VenueEngine("sim", config), state_path=state, heartbeat_s=0.1)
@@ -376,7 +433,8 @@ def test_venue_restart_new_connector_reconciles_positions(tmp_path: Path, inbox:
         )
         assert second.start() == (market_port, order_port)
         up = wait_for(lambda: inbox.since(mark, ConnectorUp), 10, what="connector up again")
-        assert isinstance(up, list) and up[0].generation >= 1
+        assert isinstance(up, list) and up[0].generation == 0  # reconnected inside, not restarted
+        assert len(inbox.all(ConnectorDown)) == 1  # one outage, one incident
 
         positions = wait_for(
             lambda: [p for p in inbox.since(mark, VenuePositions) if p.request_id == ""], 5,
@@ -389,8 +447,7 @@ def test_venue_restart_new_connector_reconciles_positions(tmp_path: Path, inbox:
         working = [m.client_order_id for m in inbox.since(mark, OrderAccepted)]
         assert working == ["rest-1"]  # open orders re-read
 
-        threads = [t for t in threading.enumerate() if t.name == f"zmq-connector-{NAME}"]
-        assert len(threads) == 1  # the failed generations left no poller behind
+        assert len(pollers()) == 1  # the failed attempts left no poller behind
     finally:
         tree.stop()
         if second is not None:
@@ -423,16 +480,53 @@ def test_order_while_the_gateway_is_unreachable_is_rejected_not_queued(
         tree.stop()
 
 
-def test_connect_fails_when_no_venue_answers(tmp_path: Path) -> None:
-    config = ZmqConfig(
-        name=NAME, market_endpoint=f"ipc://{tmp_path}/none-m",
-        order_endpoint=f"ipc://{tmp_path}/none-o", connect_timeout_s=0.3,
-    )
-    actor = ZmqConnector(config, tmp_path)
-    with pytest.raises(ConnectorError, match="no heartbeat and pong"):
-        actor.connect()
-    actor.disconnect()
-    assert not [t for t in threading.enumerate() if t.name == f"zmq-connector-{NAME}"]
+def test_an_unreachable_venue_is_a_running_disconnected_connector(tmp_path: Path, inbox: Inbox) -> None:
+    config = make_unreachable_config(tmp_path)
+    started = time.monotonic()
+    tree = start_tree(config, tmp_path)
+    try:
+        assert time.monotonic() - started < 2.0  # the start does not wait for the venue
+        down = inbox.wait(ConnectorDown)
+        assert down.name == NAME and "no heartbeat" in down.reason
+        wait_for(lambda: inbox.all(HealthReport, lambda h: h.name == NAME and not h.connected),
+                 what="health says disconnected")
+        tell(order("while-down", "1"))
+        rejected = inbox.wait(OrderRejected, lambda m: m.client_order_id == "while-down")
+        assert rejected.reason is RejectReason.VENUE_DOWN
+        # Attempts go on (with backoff) and each one's poller is gone before the next.
+        wait_for(lambda: latest_health(inbox).ts_ns > down.ts_ns + 1_000_000_000, 5,
+                 what="a second of retrying")
+        assert len(pollers()) <= 1
+        assert len(inbox.all(ConnectorDown)) == 1  # one outage, one incident
+        assert registry.generation(NAME) == 0  # never restarted by its supervisor
+    finally:
+        tree.stop()
+    wait_for(lambda: not pollers(), 2.0, what="poller joined")
+
+
+def test_a_venue_that_appears_later_is_connected_to(tmp_path: Path, inbox: Inbox,
+                                                   engine: VenueEngine) -> None:
+    from tests.system.processes import free_port
+
+    market, orders = free_port(pair=True), 0
+    orders = market + 1
+    config = make_unreachable_config(tmp_path, market_endpoint=f"tcp://127.0.0.1:{market}",
+                                     order_endpoint=f"tcp://127.0.0.1:{orders}")
+    tree = start_tree(config, tmp_path)
+    front: ZmqVenue | None = None
+    try:
+        inbox.wait(ConnectorDown)
+        front = ZmqVenue(engine, market_port=market, order_port=orders, heartbeat_s=0.1)
+        front.start()
+        up = inbox.wait(ConnectorUp, timeout_s=10)
+        assert up.generation == 0
+        wait_for(lambda: latest_health(inbox).connected, what="health says connected")
+        tell(order("after-up", "1"))
+        inbox.wait(OrderFilled, lambda m: m.client_order_id == "after-up")
+    finally:
+        tree.stop()
+        if front is not None:
+            front.stop()
 
 
 @pytest.mark.parametrize("endpoint", ["udp://127.0.0.1:5601", "tcp://", "ipc://", "127.0.0.1:5601"])

@@ -17,6 +17,8 @@ ENGINE = EngineConfig(symbols={"AAPL": Decimal("190"), "MSFT": Decimal("410")}, 
                       depth=Decimal(5), volatility_bps=Decimal(1))
 """Shallow displayed depth (5) so that an order for 12 fills in parts."""
 STEP_S = 0.02
+RECONNECT: dict[str, float] = {"reconnect_initial_s": 0.05, "reconnect_max_s": 0.5}
+"""Reconnection delays short enough for tests."""
 VENUE_NAME = "venue"
 """The connector's name in every kit (the ``venue`` of what it emits)."""
 
@@ -95,7 +97,8 @@ class PaperKit(Kit):
         from actors.connectors.paper import PaperConfig
 
         return PaperConfig(name=VENUE_NAME, kind="paper", symbols=SYMBOLS, persist=False,
-                           quote_interval_s=STEP_S, engine=ENGINE, health_interval_s=0.2)
+                           quote_interval_s=STEP_S, engine=ENGINE, health_interval_s=0.2,
+                           **RECONNECT)
 
 
 class ZmqKit(Kit):
@@ -129,7 +132,7 @@ class ZmqKit(Kit):
         return ZmqConfig(name=VENUE_NAME, symbols=SYMBOLS, health_interval_s=0.2,
                          market_endpoint=f"tcp://127.0.0.1:{self.ports[0]}",
                          order_endpoint=f"tcp://127.0.0.1:{self.ports[1]}",
-                         stale_after_s=1.0, ping_interval_s=0.2)
+                         stale_after_s=1.0, ping_interval_s=0.2, **RECONNECT)
 
 
 class FixKit(Kit):
@@ -160,7 +163,7 @@ class FixKit(Kit):
         from actors.connectors.fix import FixConfig
 
         return FixConfig(name=VENUE_NAME, symbols=SYMBOLS, port=self.port, heartbeat_s=1,
-                         health_interval_s=0.2)
+                         health_interval_s=0.2, **RECONNECT)
 
 
 class IbkrKit(Kit):
@@ -189,7 +192,7 @@ class IbkrKit(Kit):
         from actors.connectors.ibkr import IbkrConfig
 
         return IbkrConfig(name=VENUE_NAME, symbols=SYMBOLS, port=self.port, client_id=7,
-                          health_interval_s=0.2)
+                          health_interval_s=0.2, **RECONNECT)
 
 
 KITS: dict[str, Callable[[Path], Kit]] = {

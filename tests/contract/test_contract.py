@@ -21,14 +21,17 @@ from messages import (
     CancelAll,
     CancelAllDone,
     CancelOrder,
+    ConnectorDown,
     ConnectorUp,
     FailsafeReport,
     FlattenRequested,
     HealthReport,
     OrderCancelled,
     OrderFilled,
+    OrderRejected,
     OrderType,
     QuoteBatch,
+    RejectReason,
     RequestPositions,
     Side,
     SubmitOrder,
@@ -186,16 +189,41 @@ def test_reconnect_after_the_venue_restarts(kit: Kit, recorder: Recorder) -> Non
                       and m.leaves_quantity == 0, timeout_s=10)
     mark = recorder.count()
     kit.stop_venue()
-    wait_for(lambda: registry.lookup(VENUE_NAME) is None or registry.generation(VENUE_NAME) != 0,
-             timeout_s=10, what="the connector notices the venue is gone")
+    recorder.wait_for(lambda m: isinstance(m, ConnectorDown) and m.name == VENUE_NAME, timeout_s=10,
+                      after=mark)  # the connector notices the venue is gone
+    recorder.wait_for(lambda m: isinstance(m, HealthReport) and m.name == VENUE_NAME
+                      and not m.connected, timeout_s=10, after=mark)
     kit.restart_venue()
-    connected(recorder, generation=1, after=mark)
+    connected(recorder, after=mark)
+    assert registry.generation(VENUE_NAME) == 0  # reconnected by the connector, not restarted
+    downs = [m for m in recorder.messages(ConnectorDown) if m.name == VENUE_NAME]
+    assert len(downs) == 1  # one outage, one incident
     registry.tell(VENUE_NAME, RequestPositions(venue=VENUE_NAME, request_id="after"))
     report = recorder.wait_for(lambda m: isinstance(m, VenuePositions) and m.request_id == "after",
                                timeout_s=10)
     assert {p.symbol: p.quantity for p in report.positions if p.quantity} == {"AAPL": Decimal(2)}
     after = recorder.wait_for(lambda m: isinstance(m, QuoteBatch), timeout_s=10, after=mark)
     assert after.venue == VENUE_NAME
+
+
+def test_an_unreachable_venue_leaves_the_connector_running_and_disconnected(
+        kit: Kit, recorder: Recorder) -> None:
+    kit.stop_venue()
+    start(kit)  # returns without waiting for the venue
+    down = recorder.wait_for(lambda m: isinstance(m, ConnectorDown) and m.name == VENUE_NAME, timeout_s=10)
+    assert down.reason
+    recorder.wait_for(lambda m: isinstance(m, HealthReport) and m.name == VENUE_NAME and not m.connected,
+                      timeout_s=10)
+    refused = order()
+    registry.tell(VENUE_NAME, refused)
+    rejected = recorder.wait_for(lambda m: isinstance(m, OrderRejected)
+                                 and m.client_order_id == refused.client_order_id, timeout_s=10)
+    assert rejected.reason is RejectReason.VENUE_DOWN
+    mark = recorder.count()
+    kit.restart_venue()
+    connected(recorder, after=mark)
+    recorder.wait_for(lambda m: isinstance(m, QuoteBatch), timeout_s=10, after=mark)
+    assert registry.generation(VENUE_NAME) == 0
 
 
 def test_failsafe_flattens_through_the_connector(kit: Kit, recorder: Recorder, tmp_path: Path) -> None:

@@ -80,9 +80,9 @@ def test_degradations_outside_the_window_do_not_add_up() -> None:
 def test_recovery_needs_quiet_time_and_every_venue() -> None:
     machine = live()
     machine.degrade("spike", now=100.0)
-    assert machine.recover(109.99, all_up=True) is None
-    assert machine.recover(110.0, all_up=False) is None
-    change = machine.recover(110.0, all_up=True)
+    assert machine.recover(109.99, ready=True) is None
+    assert machine.recover(110.0, ready=False) is None
+    change = machine.recover(110.0, ready=True)
     assert change is not None and machine.mode is Mode.LIVE
 
 
@@ -128,3 +128,23 @@ def test_shutdown_from_anywhere_and_nothing_after() -> None:
         change = machine.shutdown("stop")
         assert machine.mode is Mode.SHUTDOWN and (change is None) is (mode is Mode.SHUTDOWN)
         assert machine.enter_failsafe("late").change is None
+
+
+def test_an_outage_is_counted_without_leaving_live() -> None:
+    machine = live()
+    outcome = machine.degrade("venue fix down", 0.0, enter=False)
+    assert outcome.change is None and outcome.noted and machine.mode is Mode.LIVE
+    assert machine.degradations_in_window == 1
+    machine.degrade("venue zmq down", 1.0, enter=False)
+    third = machine.degrade("venue ib down", 2.0, enter=False)       # distinct incidents still escalate
+    assert third.escalate.startswith("3 degradations")
+
+
+def test_losing_the_venues_leaves_live_without_counting() -> None:
+    machine = live()
+    change = machine.venues_lost("no venue trading")
+    assert change is not None and machine.mode is Mode.DEGRADED
+    assert machine.degradations_in_window == 0
+    assert machine.venues_lost("again") is None
+    assert machine.recover(1000.0, ready=False) is None
+    assert machine.recover(1000.0, ready=True) is not None and machine.mode is Mode.LIVE

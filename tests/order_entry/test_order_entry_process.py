@@ -13,9 +13,8 @@ import pytest
 from tests.order_entry.fix_client import FixClient
 from tests.system.processes import free_port, running, stop, wait_status
 from tradeguard.client import Client
-from tradeguard.settings import DEFAULT_CONFIG
 
-SHIPPED = DEFAULT_CONFIG.parent / "order-entry.toml"
+SHIPPED = Path(__file__).resolve().parents[2] / "config" / "order-entry.toml"
 
 
 @pytest.mark.timeout(120)

@@ -4,6 +4,7 @@ configuration checks."""
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from messages import (
     Side,
     SubmitOrder,
 )
-from tradeguard.settings import parse_settings
+from tradeguard.settings import load_settings, parse_settings
 
 LIMITS = SessionLimits(max_order_quantity=Decimal(100), max_order_notional=Decimal(10_000),
                        max_position=Decimal(150), max_orders_per_s=3)
@@ -159,8 +160,8 @@ def test_bad_gateway_settings_are_refused_naming_the_field(change: dict[str, Any
 
 
 def test_the_shipped_order_entry_config_is_valid() -> None:
-    from tradeguard.settings import DEFAULT_CONFIG, load_settings
-    settings = load_settings(DEFAULT_CONFIG.parent / "order-entry.toml",
+    shipped = Path(__file__).resolve().parents[2] / "config" / "order-entry.toml"
+    settings = load_settings(shipped,
                              environ={"TRADEGUARD_FIX_STRAT1_PASSWORD": "x"})
     gateway = settings.order_entry.fix
     assert gateway is not None

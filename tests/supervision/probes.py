@@ -134,6 +134,29 @@ class RaiseSystemExit:
     """Tell: raise ``SystemExit`` (a ``BaseException``)."""
 
 
+@dataclass(frozen=True)
+class RaiseKeyboardInterrupt:
+    """Ask or tell: raise ``KeyboardInterrupt`` (a ``BaseException``)."""
+
+
+@dataclass(frozen=True)
+class Note:
+    """Tell: journal ``note:<tag>`` (shows whether a queued message ever ran)."""
+
+    tag: str
+
+
+@dataclass(frozen=True)
+class BlockThenReach:
+    """Tell: block on ``event`` (a hang), then try to reach others through the registry
+    and the bus, recording each outcome in ``outcomes``."""
+
+    event: threading.Event
+    entered: threading.Event = field(default_factory=threading.Event)
+    done: threading.Event = field(default_factory=threading.Event)
+    outcomes: dict[str, object] = field(default_factory=dict)
+
+
 class Probe(SupervisedActor):
     """A child that journals its life and fails on demand."""
 
@@ -146,6 +169,8 @@ class Probe(SupervisedActor):
         hang_setup: Countdown | None = None,
         release: threading.Event | None = None,
         teardown_s: float = 0.0,
+        exit_setup: Countdown | None = None,
+        fail_teardown: bool = False,
     ) -> None:
         super().__init__()
         if fail_init is not None and fail_init.take():
@@ -155,11 +180,15 @@ class Probe(SupervisedActor):
         self.hang_setup = hang_setup
         self.release = release or threading.Event()
         self.teardown_s = teardown_s
+        self.exit_setup = exit_setup
+        self.fail_teardown = fail_teardown
 
     def setup(self) -> None:
         self.journal.add("setup", self.name, self.context.generation)
         if self.fail_setup is not None and self.fail_setup.take():
             raise RuntimeError("injected setup fault")
+        if self.exit_setup is not None and self.exit_setup.take():
+            raise SystemExit("injected SystemExit in setup")
         if self.hang_setup is not None and self.hang_setup.take():
             self.release.wait(timeout=10.0)  # bounded: a forgotten release cannot hang the suite
         self.journal.add("start", self.name, self.context.generation)
@@ -169,6 +198,8 @@ class Probe(SupervisedActor):
             # A slow release of resources (joining an I/O thread, closing a session).
             threading.Event().wait(self.teardown_s)
         self.journal.add("teardown", self.name, self.context.generation)
+        if self.fail_teardown:
+            raise RuntimeError("injected teardown fault")
 
     def handlers(self) -> dict[type, Handler]:
         return {
@@ -178,6 +209,9 @@ class Probe(SupervisedActor):
             Vanish: self._vanish,
             Block: self._block,
             RaiseSystemExit: self._system_exit,
+            RaiseKeyboardInterrupt: self._keyboard_interrupt,
+            Note: lambda m: self.journal.add(f"note:{m.tag}", self.name, self.context.generation),
+            BlockThenReach: self._block_then_reach,
         }
 
     def on_receive(self, message: Any) -> Any:
@@ -198,6 +232,20 @@ class Probe(SupervisedActor):
 
     def _system_exit(self, _message: RaiseSystemExit) -> None:
         raise SystemExit("injected SystemExit")
+
+    def _keyboard_interrupt(self, _message: RaiseKeyboardInterrupt) -> None:
+        raise KeyboardInterrupt("injected KeyboardInterrupt")
+
+    def _block_then_reach(self, message: BlockThenReach) -> None:
+        message.entered.set()
+        message.event.wait(timeout=10.0)  # bounded: a forgotten release cannot hang the suite
+        try:
+            message.outcomes["tell"] = registry.tell("bystander", Note(tag="from-the-past"))
+            message.outcomes["publish"] = bus.publish("news", Note(tag="from-the-past"))
+            message.outcomes["lookup"] = registry.lookup("bystander")
+            message.outcomes["register"] = registry.register(self.name, self.actor_ref)
+        finally:
+            message.done.set()
 
 
 class Recorder(pykka.ThreadingActor):

@@ -141,7 +141,9 @@ def test_supervisor_answers_while_a_child_waits_out_a_long_backoff(start_tree: S
         assert time.monotonic() - began < 0.5
         assert rows["slow"].state == ChildState.BACKOFF
         assert rows["other"].state == ChildState.RUNNING
-    assert tree.healthy(timeout_s=0.5)
+    health = tree.health(timeout_s=0.5)  # answered at once, and honest: a child is down
+    assert not health.healthy
+    assert [p.split(" ")[0] for p in health.problems] == ["root/slow"]
     assert tree.restart_log() == [("slow", 1, 30.0)]
     assert echo("other") == ("other", 0)
     assert not registry.tell("slow", Crash())  # down during backoff: a dead letter

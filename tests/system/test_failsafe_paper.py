@@ -33,7 +33,7 @@ from messages import (
     SubmitOrder,
     TimeInForce,
 )
-from supervision import SUPERVISION_TOPIC, ChildExited, registry
+from supervision import SUPERVISION_TOPIC, registry
 from tests.helpers import wait_for
 from tests.recorder import Recorder
 from tradeguard.app import Service
@@ -309,7 +309,8 @@ def test_a_venue_that_is_down_is_flattened_when_it_comes_back(
     hold_a_position()
     mark = recorder.count()
     venue().down = True                               # the venue drops the session
-    recorder.wait_for(lambda m: isinstance(m, ChildExited) and m.name == VENUE and m.abnormal, after=mark)
+    wait_for(lambda: VENUE not in (svc.ask("risk_governor", GetRiskState()) or {}).get(
+        "connectors_up", [VENUE]), what="the connector down")
 
     send_command(svc.state_dir, "flatten", reason="venue outage")
     failsafe_at = mode_index(recorder, Mode.FAILSAFE, after=mark)

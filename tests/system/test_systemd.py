@@ -4,8 +4,11 @@ path, and an abstract name) and reads what ``tradeguard run`` sends it."""
 from __future__ import annotations
 
 import itertools
+import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -14,14 +17,15 @@ from functools import partial
 from pathlib import Path
 
 import pytest
+from pykka.messages import ProxyCall
 
-from supervision import RequestStop
+from supervision import RequestStop, registry
 from tests.helpers import wait_for
 from tests.system.processes import running, wait_status
 from tradeguard import systemd
 from tradeguard.app import Service
-from tradeguard.cli import EXIT_ESCALATED, EXIT_OK, watchdog_loop
-from tradeguard.settings import load_settings
+from tradeguard.cli import EXIT_ESCALATED, EXIT_FAILURE, EXIT_OK, watchdog_loop
+from tradeguard.settings import DEFAULT_CONFIG, load_settings
 
 
 class NotifyListener:
@@ -165,3 +169,136 @@ def test_watchdog_loop_ends_with_exit_3_when_the_root_dies(service: Service,
     assert not service.healthy()
     messages = listener.drain()
     assert messages[-1].startswith("STATUS=the supervision tree gave up")
+
+
+def test_ready_is_never_sent_while_a_permanent_child_fails_to_start(
+        listener: NotifyListener, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The position keeper cannot open its journal (a directory stands at its path): it is
+    restarted with backoff, never runs, and the service must neither send READY=1 nor feed
+    the watchdog; it gives up at its start timeout and exits 1 naming the keeper."""
+    monkeypatch.setenv("NOTIFY_SOCKET", listener.address)
+    monkeypatch.setenv("WATCHDOG_USEC", "400000")
+    monkeypatch.delenv("WATCHDOG_PID", raising=False)
+    state = tmp_path / "state"
+    (state / "journal.sqlite3").mkdir(parents=True)
+    config = tmp_path / "tradeguard.toml"
+    text = DEFAULT_CONFIG.read_text()
+    config.write_text(text.replace("[service]\n", "[service]\nstart_timeout_s = 4.0\n", 1))
+    with running("run", "--config", str(config), "--state-dir", str(state)) as proc:
+        code = proc.wait(30)
+    messages = listener.drain()
+    assert code == EXIT_FAILURE
+    assert "READY=1" not in messages
+    assert "WATCHDOG=1" not in messages
+    failed = [m for m in messages if m.startswith("STATUS=failed to start")]
+    assert failed and "position_keeper" in failed[0], messages
+
+
+HUNG_SERVICE = """
+import os, signal, sys, threading, time
+from pathlib import Path
+from supervision import registry
+from tradeguard import cli
+from tradeguard.control import send_command
+
+state = Path(sys.argv[1])
+then = sys.argv[2]
+
+def inject():
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            send_command(state, "status", timeout_s=1.0)
+            break
+        except Exception:
+            time.sleep(0.1)
+    hung = registry.lookup("safety_monitor").proxy()
+    hung.hang = threading.Event().wait  # no timeout: this actor never answers again
+    registry.lookup("safety_monitor").proxy().hang()
+    if then == "sigterm":
+        print("injected", flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
+    boom = registry.lookup("risk_governor").proxy()
+    boom.boom = sys.exit
+    print("injected", flush=True)
+    registry.lookup("risk_governor").proxy().boom("the operator's code called sys.exit")
+
+threading.Thread(target=inject, daemon=True).start()
+sys.exit(cli.main(["run", "--state-dir", str(state)]))
+"""
+
+
+def _run_with_a_hung_actor(listener: NotifyListener, tmp_path: Path,
+                           then: str) -> subprocess.CompletedProcess[str]:
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "NOTIFY_SOCKET": listener.address}
+    env.pop("WATCHDOG_USEC", None)
+    done = subprocess.run([sys.executable, "-c", HUNG_SERVICE, str(tmp_path / "state"), then],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=90)
+    assert "injected" in done.stdout, done.stdout + done.stderr[-3000:]
+    return done
+
+
+def test_run_stops_and_exits_0_on_sigterm_with_a_hung_actor(listener: NotifyListener,
+                                                           tmp_path: Path) -> None:
+    """The hung actor is abandoned after its shutdown timeout; its thread (a daemon
+    thread) does not keep the process alive."""
+    began = time.monotonic()
+    done = _run_with_a_hung_actor(listener, tmp_path, "sigterm")
+    assert done.returncode == EXIT_OK, done.stderr[-3000:]
+    assert time.monotonic() - began < 60.0
+    assert "STOPPING=1" in listener.drain()
+
+
+def test_run_exits_with_its_code_when_a_base_exception_meets_a_hung_actor(
+        listener: NotifyListener, tmp_path: Path) -> None:
+    """``tradeguard run`` with one actor hung for good and a SystemExit in another: the
+    tree escalates at once, the hung actor is abandoned, and the process exits 3."""
+    began = time.monotonic()
+    done = _run_with_a_hung_actor(listener, tmp_path, "exit")
+    assert done.returncode == EXIT_ESCALATED, done.stderr[-3000:]
+    assert time.monotonic() - began < 60.0
+    messages = listener.drain()
+    gave_up = [m for m in messages if m.startswith("STATUS=the supervision tree gave up")]
+    assert gave_up and "SystemExit" in gave_up[0] and "risk_governor" in gave_up[0], messages
+
+
+def _crash(name: str) -> None:
+    """Make the actor ``name`` fail in a told call (as a bug in one of its handlers would)."""
+    ref = registry.lookup(name)
+    assert ref is not None, f"{name} is not running"
+
+    def bug() -> None:
+        raise RuntimeError("injected handler fault")
+
+    ref.proxy().bug = bug
+    ref.tell(ProxyCall(attr_path=("bug",), args=(), kwargs={}))
+
+
+def test_watchdog_pings_stop_while_a_child_crash_loops(service: Service, listener: NotifyListener) -> None:
+    """The strategies supervisor allows 3 restarts in 5 s: two restarts of the strategy is
+    more than half of that, a crash loop, and the watchdog goes unfed until they age out."""
+    stop = threading.Event()
+    result: list[int] = []
+    thread = _loop_in_thread(service, listener, stop, result)
+    try:
+        listener.wait(lambda m: m.count("WATCHDOG=1") >= 3, 5.0, "pings while healthy")
+        for generation in (1, 2):
+            _crash("sample")
+            wait_for(lambda g=generation: registry.generation("sample") == g
+                     and registry.lookup("sample") is not None, timeout_s=10.0,
+                     what=f"the strategy restarted ({generation})")
+        looping = time.monotonic()
+        wait_for(lambda: not service.healthy(), timeout_s=2.0, what="unhealthy while crash-looping")
+        mark = len(listener.drain())
+        listener.wait(lambda m: sum(x.startswith("STATUS=UNHEALTHY") for x in m[mark:]) >= 2, 5.0,
+                      "UNHEALTHY statuses while crash-looping")
+        assert "WATCHDOG=1" not in listener.messages[mark:], "the watchdog was fed during a crash loop"
+        listener.wait(lambda m: "WATCHDOG=1" in m[mark:], 15.0, "pings again once the restarts aged out")
+        assert time.monotonic() - looping >= 2.0
+        assert service.healthy()
+    finally:
+        stop.set()
+        thread.join(5.0)
+    assert result == [EXIT_OK]

@@ -192,7 +192,7 @@ def test_the_banner_and_the_answer_stay_on_screen_and_fit(service: Service, size
                 assert banner.region.y == 0 and _visible(app, banner, width, height)
                 lines = str(banner.content).splitlines()
                 assert lines[0].startswith("LIVE") and lines[1].startswith("P&L daily")
-                assert lines[2] == "paper up ok"
+                assert lines[2] == "paper up ok ACTIVE"
                 assert banner.has_class("green")
                 assert all(len(line) <= width - 2 for line in lines)
                 assert app.screen.scroll_offset.y == 0

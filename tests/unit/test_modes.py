@@ -166,7 +166,7 @@ def test_degradations_within_the_window_reach_failsafe(governor: Callable[..., H
     assert gov.mode() is Mode.DEGRADED
     assert gov.flatten_requests() == []
     clock.at(60.0)                  # the first is exactly 60 s old: still in the window
-    gov.warning("feed_stale")
+    gov.warning("wide_spread")      # (a stale feed now would be part of the outage)
     assert gov.mode() is Mode.FAILSAFE
     request = gov.failsafe.wait_for(lambda m: isinstance(m, FlattenRequested))
     assert "3 degradations" in request.reason
@@ -178,15 +178,15 @@ def test_degradations_that_left_the_window_do_not_count(governor: Callable[..., 
     clock = Clock()
     gov = governor(limits(degradations_to_failsafe=3, degradation_window_s=60.0), clock)
     gov.live()
-    gov.warning()
+    gov.warning("price_spike")      # distinct incidents: each kind is one
     clock.at(30.0)
-    gov.warning()
+    gov.warning("wide_spread")
     clock.at(60.01)                 # the first left the window
-    gov.warning()
+    gov.warning("slippage")
     assert gov.mode() is Mode.DEGRADED
     assert gov.state()["degradations_in_window"] == 2
     clock.at(61.0)
-    gov.warning()
+    gov.warning("time_gap")
     assert gov.mode() is Mode.FAILSAFE
 
 
@@ -236,7 +236,7 @@ def test_degraded_returns_to_live_after_a_quiet_period(governor: Callable[..., H
     gov.ref.ask(Tick(), timeout=2)
     assert gov.mode() is Mode.DEGRADED
     clock.at(5.0)
-    gov.warning()                   # a new degradation restarts the quiet period
+    gov.warning("wide_spread")      # a new incident restarts the quiet period
     clock.at(14.99)
     gov.ref.ask(Tick(), timeout=2)
     assert gov.mode() is Mode.DEGRADED
@@ -270,6 +270,8 @@ def test_the_governors_own_timer_runs_the_recovery(tmp_path: Path) -> None:
     tree.start(timeout_s=5)
     try:
         bus.publish(topics.CONNECTORS, ConnectorUp(name=VENUE))
+        bus.publish(topics.PORTFOLIO, Reconciliation(venue=VENUE, reconciled=True))
+        recorder.wait_for(lambda m: isinstance(m, ModeChanged) and m.current is Mode.LIVE)
         bus.publish(topics.SAFETY, SafetyEvent(kind="price_spike", severity=Severity.WARNING))
         recorder.wait_for(lambda m: isinstance(m, ModeChanged) and m.current is Mode.DEGRADED)
         clock.at(10.0)

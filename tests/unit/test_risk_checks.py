@@ -20,7 +20,7 @@ import pytest
 
 from actors import topics
 from actors.journal import Journal
-from actors.risk_governor import GetRiskState, RiskConfig, RiskGovernor
+from actors.risk_governor import GetRiskState, RiskConfig, RiskGovernor, Tick
 from messages import (
     FAILSAFE_SOURCE,
     ConnectorDown,
@@ -36,6 +36,7 @@ from messages import (
     PortfolioSnapshot,
     Quote,
     QuoteBatch,
+    Reconciliation,
     RejectReason,
     SafetyEvent,
     Severity,
@@ -176,8 +177,10 @@ class Harness:
 
     # ---- playing the rest of the system -----------------------------------------------
 
-    def connector_up(self) -> None:
+    def connector_up(self, reconciled: bool = True) -> None:
+        """The connector comes up and the venue reconciles (matching, unless said)."""
         self.publish(topics.CONNECTORS, ConnectorUp(name=VENUE))
+        self.publish(topics.PORTFOLIO, Reconciliation(venue=VENUE, reconciled=reconciled))
 
     def quote(self, symbol: str, mid: str) -> None:
         price = D(mid)
@@ -210,6 +213,11 @@ class Harness:
 
     def warning(self, kind: str = "price_spike") -> None:
         self.publish(topics.SAFETY, SafetyEvent(kind=kind, severity=Severity.WARNING, venue=VENUE))
+
+    def tick(self) -> None:
+        """Run the governor's timed rules now."""
+        self.ref.tell(Tick())
+        self.state()
 
     def restart(self) -> None:
         """Stop the governor; its supervisor starts a new one (a new generation)."""
@@ -612,7 +620,11 @@ def test_venue_down_when_the_connector_is_not_up(governor: Callable[..., Harness
     assert gov.submit(order()) is None
     gov.publish(topics.CONNECTORS, ConnectorDown(name=VENUE, reason="session lost"))
     assert gov.submit(order()) is R.VENUE_DOWN
+    assert gov.mode() is Mode.DEGRADED                        # its only venue is gone
     gov.connector_up()
+    gov.clock.advance(UNLIMITED.recover_after_s)
+    gov.tick()
+    assert gov.mode() is Mode.LIVE
     assert gov.submit(order()) is None
     gov.publish(SUPERVISION_TOPIC, ChildExited(supervisor="connectors", name=VENUE, generation=0,
                                                abnormal=True, reason="crashed"))

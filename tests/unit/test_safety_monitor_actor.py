@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from actors import topics
-from actors.safety_monitor import GetSafetyStats, SafetyConfig, SafetyMonitor, SafetyStats
+from actors.safety_monitor import GetSafetyStats, SafetyConfig, SafetyMonitor, SafetyStats, _Tick
 from messages import (
     HealthReport,
     OrderAccepted,
@@ -100,7 +100,7 @@ def test_a_negative_price_is_a_critical_event_on_safety(recorder: Recorder, star
 def test_a_persisting_crossed_market_goes_from_warning_to_critical(
     recorder: Recorder, start_monitor: Any
 ) -> None:
-    start_monitor(SafetyConfig(crossed_persist_quotes=3, crossed_persist_s=None))
+    start_monitor(SafetyConfig(crossed_persist_quotes=3, crossed_persist_s=None, crossed_grace_ms=0))
     for _ in range(4):
         market(quote("100.05", "100.00"))
     recorder.wait_for(lambda m: isinstance(m, SafetyEvent) and m.severity is Severity.CRITICAL)
@@ -202,3 +202,39 @@ def test_stats_count_quotes_gaps_and_time_the_last_verdict(
     assert result.last_verdict_ns > sent_ns
     assert result.raised == {}
     assert recorder.messages(SafetyEvent) == []
+
+
+def test_a_crossed_book_past_the_grace_is_judged_on_the_monitors_timer(
+    recorder: Recorder, start_monitor: Any
+) -> None:
+    clock = FakeClock()
+    start_monitor(SafetyConfig(crossed_grace_ms=300, crossed_persist_s=2.0, crossed_persist_quotes=None,
+                               tick_interval_s=0.02, feed_stale_s=None), clock)
+    market(quote("100.05", "100.00"))                      # crossed, then no quote at all
+    assert stats().raised == {}                             # within the grace
+    clock.now += 0.31
+    recorder.wait_for(lambda m: isinstance(m, SafetyEvent) and m.severity is Severity.WARNING)
+    clock.now += 2.0
+    recorder.wait_for(lambda m: isinstance(m, SafetyEvent) and m.severity is Severity.CRITICAL)
+    assert safety_events(recorder) == [
+        ("crossed_market", Severity.WARNING), ("crossed_market", Severity.CRITICAL)]
+
+
+def test_a_quiet_market_raises_one_stale_feed_on_the_monitors_ticks(
+    recorder: Recorder, start_monitor: Any
+) -> None:
+    clock = FakeClock()
+    # The timer is slow: the test runs each tick itself, at a time it chose.
+    start_monitor(SafetyConfig(feed_stale_s=8.0, cooldown_s=5.0, tick_interval_s=3600.0), clock)
+    market(quote("100.00", "100.02"))
+    monitor = registry.lookup("safety_monitor")
+    assert monitor is not None
+    for _ in range(12):                                     # 60 s of silence in 5 s steps
+        clock.now += 5.0
+        # the connector's heartbeats: it hears its venue, only quotes are silent
+        bus.publish(topics.HEALTH, HealthReport(name=VENUE, connected=True, last_message_ns=time.time_ns(),
+                                                ts_ns=time.time_ns()))
+        monitor.tell(_Tick())
+        assert stats().batches == 1                         # a barrier: the tick has run
+    assert safety_events(recorder) == [("feed_stale", Severity.WARNING)]
+    assert stats().suppressed == {}                         # raised once, not held back by a cool-down

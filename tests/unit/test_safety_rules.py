@@ -220,6 +220,36 @@ def test_crossings_are_per_symbol() -> None:
         ("A", Severity.WARNING), ("B", Severity.WARNING), ("A", Severity.CRITICAL)]
 
 
+@pytest.mark.parametrize(("uncrossed_at", "raised"), [(0.29, []), (0.31, [Severity.WARNING])])
+def test_a_crossing_within_the_grace_is_not_judged(uncrossed_at: float, raised: list[Severity]) -> None:
+    rule = CrossedRule(persist_s=2.0, persist_quotes=10, grace_s=0.3)
+    crossed, fine = quote("100.02", "100.00"), quote("100.00", "100.02")
+    found = rule.check(VENUE, [crossed], now=0.0)
+    found += rule.check(VENUE, [crossed], now=uncrossed_at)
+    found += rule.check(VENUE, [fine], now=uncrossed_at + 0.01)
+    assert [f.severity for f in found] == raised
+    assert rule.check_time(100.0) == []          # the crossing ended: nothing more
+
+
+def test_a_crossing_past_the_grace_warns_once_then_is_critical_on_the_tick() -> None:
+    rule = CrossedRule(persist_s=2.0, persist_quotes=None, grace_s=0.3)
+    assert rule.check(VENUE, [quote("100.02", "100.00")], now=0.0) == []
+    assert rule.check_time(0.3) == []                                     # not past the grace yet
+    assert kinds(rule.check_time(0.31)) == [(CROSSED_MARKET, Severity.WARNING)]
+    assert rule.check_time(1.0) == []                                     # warned once
+    assert kinds(rule.check_time(2.01)) == [(CROSSED_MARKET, Severity.CRITICAL)]
+    assert rule.check_time(3.0) == []
+
+
+def test_quotes_past_the_grace_count_towards_persist_quotes() -> None:
+    rule = CrossedRule(persist_s=None, persist_quotes=3, grace_s=0.3)
+    crossed = quote("100.02", "100.00")
+    burst = [f for i in range(20) for f in rule.check(VENUE, [crossed], now=i * 0.01)]
+    assert burst == []                                       # 20 quotes within 0.2 s: the grace
+    later = [f.severity for t in (0.4, 0.5, 0.6) for f in rule.check(VENUE, [crossed], now=t)]
+    assert later == [Severity.WARNING, Severity.WARNING, Severity.CRITICAL]
+
+
 def test_a_locked_market_is_not_crossed() -> None:
     rule = CrossedRule(persist_s=2.0, persist_quotes=1)
     assert rule.check(VENUE, [quote("100", "100")], now=0.0) == []
@@ -526,8 +556,32 @@ def test_feed_stale_table(at: float, stale: bool) -> None:
     found = rule.check(100.0 + at)
     assert [f.venue for f in found] == (["watched"] if stale else [])
     found = rule.check(105.0 + at)
-    assert sorted(f.venue for f in found) == sorted(["watched", VENUE] if stale else ["watched"])
+    # "watched" stays silent: its silence was raised once, at the first check past the limit
+    assert [f.venue for f in found] == ([VENUE] if stale else ["watched"])
     assert all((f.kind, f.severity) == (FEED_STALE, Severity.WARNING) for f in found)
+
+
+def test_a_quiet_market_is_one_warning_until_data_returns() -> None:
+    rule = FeedStaleRule(10.0, watched=(VENUE,), now=0.0)
+    raised = [f for second in range(1, 61) for f in rule.check(float(second))]
+    assert [(f.kind, f.venue) for f in raised] == [(FEED_STALE, VENUE)]   # at 11 s, once
+    assert rule.is_stale(VENUE)
+    # heartbeats alive: the connector hears its venue, so the health path adds nothing
+    alive = HealthReport(name=VENUE, connected=True, last_message_ns=59 * S, ts_ns=60 * S)
+    assert rule.on_health(alive, 60 * S) is None
+    rule.note(VENUE, 61.0)                                                 # quotes again
+    assert not rule.is_stale(VENUE)
+    assert rule.check(71.0) == []
+    (again,) = rule.check(71.01)                                           # a new silence
+    assert again.venue == VENUE
+
+
+def test_the_health_path_and_the_tick_raise_one_silence_once() -> None:
+    rule = FeedStaleRule(10.0, watched=(VENUE,), now=0.0)
+    dead = HealthReport(name=VENUE, connected=True, last_message_ns=1 * S, ts_ns=30 * S)
+    assert rule.on_health(dead, 30 * S) is not None
+    assert rule.check(30.0) == []
+    assert rule.on_health(dead, 31 * S) is None
 
 
 def test_a_venue_never_heard_from_is_not_watched_unless_configured() -> None:
@@ -597,18 +651,20 @@ def test_cooldown_zero_lets_everything_through() -> None:
 
 def test_a_persisting_crossed_market_raises_warning_then_critical_then_waits() -> None:
     clock = FakeClock()
-    config = SafetyConfig(crossed_persist_quotes=3, crossed_persist_s=None, cooldown_s=5.0)
+    config = SafetyConfig(crossed_persist_quotes=3, crossed_persist_s=None, cooldown_s=5.0,
+                          crossed_grace_ms=250)
     checks = SafetyChecks(config, clock)
     crossed = quote("100.02", "100.00")
     raised = []
     for i in range(10):
         clock.now = i * 0.1
         raised += checks.on_quotes(batch(crossed))
+    # 0.0 to 0.2 within the grace; WARNING at 0.3; the third quote past the grace (0.5) CRITICAL
     assert kinds(raised) == [(CROSSED_MARKET, Severity.WARNING), (CROSSED_MARKET, Severity.CRITICAL)]
     stats = checks.stats()
     assert stats.raised == {CROSSED_MARKET: 2}
-    assert stats.suppressed == {CROSSED_MARKET: 8}
-    clock.now = 5.3  # the cool-down of the CRITICAL (raised at 0.2) is over
+    assert stats.suppressed == {CROSSED_MARKET: 5}
+    clock.now = 5.6  # the cool-down of the CRITICAL (raised at 0.5) is over
     assert kinds(checks.on_quotes(batch(crossed))) == [(CROSSED_MARKET, Severity.CRITICAL)]
 
 
@@ -644,7 +700,7 @@ def test_a_zero_or_none_threshold_disables_its_check(overrides: dict[str, object
         "slippage_threshold": [batch(around_mid("100")), order(), fill(price="110")],
         "max_venue_rejections": [order(coid="x"), *[rejected() for _ in range(5)]],
         "feed_stale_s": [batch(around_mid("100")), "tick"],
-        "check_crossed": [batch(quote("2", "1"))],
+        "check_crossed": [batch(quote("2", "1")), "short tick"],
         "check_prices": [batch(quote("-1", "1"))],
         "check_overfill": [order(quantity="1"), fill(quantity="2", price="100")],
     }
@@ -655,8 +711,8 @@ def test_a_zero_or_none_threshold_disables_its_check(overrides: dict[str, object
         checks = SafetyChecks(msgspec.structs.replace(config, cooldown_s=0), clock)
         events: list[SafetyEvent] = []
         for message in scenarios[field]:
-            if isinstance(message, str):  # "tick": 20 s later, the timed checks run
-                clock.now += 20.0
+            if isinstance(message, str):  # "tick": 20 s later, the timed checks run ("short": 3 s)
+                clock.now += 3.0 if message == "short tick" else 20.0
                 events += checks.on_tick()
             else:
                 events += checks.check(message)

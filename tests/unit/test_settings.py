@@ -26,12 +26,16 @@ PAPER = {"connectors": [{"name": "paper", "kind": "paper", "symbols": ["AAPL"]}]
 
 def test_embedded_default_is_the_paper_venue_with_the_sample_strategy() -> None:
     settings = load_settings()
-    assert DEFAULT_CONFIG == ROOT / "config" / "paper.toml"
+    assert Path(str(DEFAULT_CONFIG)).parent == ROOT / "tradeguard"
     assert settings.service.mode == "paper"
     [connector] = settings.connector_configs()
     assert isinstance(connector, PaperConfig)
     assert [s.name for s in settings.strategies] == ["sample"]
     assert settings.risk.max_position == Decimal("200")
+
+
+def test_the_example_paper_config_is_the_packaged_default() -> None:
+    assert (ROOT / "config" / "paper.toml").read_bytes() == DEFAULT_CONFIG.read_bytes()
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "config").glob("*.toml")))
@@ -96,3 +100,84 @@ def test_check_config_command_exit_codes(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-m", "tradeguard.cli", "check-config", str(broken)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "not valid TOML" in result.stderr
+
+
+BAD_FILES = {
+    "utf16": ('[[connectors]]\nname = "paper"\nkind = "paper"\n'.encode("utf-16"), "looks like UTF-16"),
+    "binary": (b"\x7fELF\x02\x01\x01\x00\x00\x00", "binary data"),
+    "latin1": ('# caf\xe9\n[[connectors]]\nname = "paper"\nkind = "paper"\n'.encode("latin-1"), "not UTF-8"),
+    "nan-alpha": (b'[safety]\nspread_alpha = "NaN"\n[[connectors]]\nname = "paper"\nkind = "paper"\n',
+                  "safety.spread_alpha: "),
+    "nan-interval": (b'[[connectors]]\nname = "z"\nkind = "zmq"\nstale_after_s = nan\n',
+                     "connectors[0].stale_after_s: "),
+    "watched": (b'[safety]\nwatched_venues = ["nowhere"]\n[[connectors]]\nname = "paper"\nkind = "paper"\n',
+                "safety.watched_venues[0]: no connector named 'nowhere'"),
+    "nested": (b"x = " + b"[" * 5000 + b"]" * 5000 + b"\n", "not valid TOML"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_FILES))
+def test_check_config_and_run_refuse_alike_in_one_line(tmp_path: Path, case: str) -> None:
+    content, expected = BAD_FILES[case]
+    path = tmp_path / "bad.toml"
+    path.write_bytes(content)
+    state = tmp_path / "state"
+    check = subprocess.run([sys.executable, "-m", "tradeguard.cli", "check-config", str(path)],
+                           capture_output=True, text=True, timeout=60)
+    run = subprocess.run([sys.executable, "-m", "tradeguard.cli", "run", "--config", str(path),
+                          "--state-dir", str(state)], capture_output=True, text=True, timeout=60)
+    assert check.returncode == run.returncode == 2
+    [check_line] = check.stderr.splitlines()
+    [run_line] = run.stderr.splitlines()
+    assert expected in check_line
+    assert check_line.removeprefix("invalid: ") == run_line.removeprefix("tradeguard: bad configuration: ")
+    assert not state.exists()  # refused before anything started
+
+
+@pytest.mark.parametrize(
+    ("data", "path"),
+    [
+        ({**PAPER, "service": {"log_level": "LOUD"}}, "service.log_level"),
+        ({**PAPER, "service": {"shutdown_timeout_s": float("inf")}}, "service.shutdown_timeout_s"),
+        ({**PAPER, "risk": {"max_position": "-1"}}, "risk.max_position"),
+        ({**PAPER, "risk": {"max_position": "1e999999999"}}, "risk.max_position"),
+        ({**PAPER, "risk": {"degradation_window_s": 0.0}}, "risk.degradation_window_s"),
+        ({**PAPER, "safety": {"spread_alpha": "NaN"}}, "safety.spread_alpha"),
+        ({**PAPER, "safety": {"slippage_threshold": "sNaN"}}, "safety.slippage_threshold"),
+        ({**PAPER, "failsafe": {"max_attempts": -1}}, "failsafe.max_attempts"),
+        ({**PAPER, "failsafe": {"round_timeout_s": float("nan")}}, "failsafe.round_timeout_s"),
+        ({**PAPER, "supervision": {"backoff_initial_s": 60.0}}, "supervision.backoff_initial_s"),
+        ({**PAPER, "keeper": {"session_boundary": "24:00"}}, "keeper.session_boundary"),
+        ({**PAPER, "keeper": {"journal_name": "../journal"}}, "keeper.journal_name"),
+        ({**PAPER, "strategies": [{"name": "", "venue": "paper", "symbols": ["AAPL"]}]},
+         "strategies[0].name"),
+        ({**PAPER, "strategies": [{"name": "s", "kind": "martingale", "venue": "paper",
+                                   "symbols": ["AAPL"]}]}, "strategies[0].kind"),
+        ({**PAPER, "safety": {"watched_venues": ["nowhere"]}}, "safety.watched_venues[0]"),
+        ({"connectors": [{"name": "f", "kind": "fix", "port": 65536}]}, "connectors[0].port"),
+        ({"connectors": [{"name": "f", "kind": "fix", "port": 0}]}, "connectors[0].port"),
+        ({"connectors": [{"name": "i", "kind": "ibkr", "port": 70000}]}, "connectors[0].port"),
+        ({"connectors": [{"name": "z", "kind": "zmq", "stale_after_s": float("nan")}]},
+         "connectors[0].stale_after_s"),
+        ({"connectors": [{"name": "p", "kind": "paper", "symbols": ["TSLA"]}]}, "connectors[0].symbols"),
+        ({"connectors": [{"name": "p", "kind": "paper", "engine": {"symbols": {"AAPL": "NaN"}}}]},
+         "connectors[0].engine.symbols.AAPL"),
+        ({"connectors": [{"name": "../x", "kind": "paper"}]}, "connectors[0].name"),
+        ({"connectors": [{"name": "p", "kind": "paper", "symbols": ["AA\x00PL"]}]},
+         "connectors[0].symbols[0]"),
+    ],
+)
+def test_out_of_range_values_are_refused_naming_the_field(data: dict[str, object], path: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        parse_settings(data, environ={})
+    assert str(raised.value).startswith(path + ":"), str(raised.value)
+
+
+def test_check_config_notes_the_limits_switched_off(tmp_path: Path) -> None:
+    path = tmp_path / "off.toml"
+    path.write_text('[risk]\nmax_position = "0"\nmax_orders_per_s = 0\n'
+                    '[[connectors]]\nname = "paper"\nkind = "paper"\n')
+    result = subprocess.run([sys.executable, "-m", "tradeguard.cli", "check-config", str(path)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "switched off: risk.max_position, risk.max_orders_per_s" in result.stdout
