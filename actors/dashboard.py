@@ -55,6 +55,7 @@ from messages import (
     FailsafeReport,
     FlattenRequested,
     GetFailsafeState,
+    GetOrderCounts,
     GetPortfolio,
     GetReconciliations,
     GetRiskState,
@@ -67,6 +68,7 @@ from messages import (
     OrderCancelled,
     OrderFilled,
     OrderRejected,
+    OrderTotals,
     SafetyEvent,
     Severity,
     SubmitOrder,
@@ -308,6 +310,7 @@ class Dashboard(SupervisedActor):
         self._health: dict[str, HealthReport] = {}
         self._up: dict[str, bool] = {venue: False for venue in venues}
         self._orders = {"submitted": 0, "filled": 0, "rejected": 0, "cancelled": 0, "fills": 0}
+        self._started_ns = now_ns()
         self._mode = str(Mode.STARTUP)
         self._serving = threading.Event()
         self._thread: threading.Thread | None = None
@@ -674,6 +677,11 @@ class Dashboard(SupervisedActor):
                                               f"with something unreadable: {exc}")
             return None
 
+    def _order_counts(self, mine: DashboardState | None) -> OrderCounts:
+        counts = mine.orders if mine is not None else OrderCounts()
+        totals = self._ask("position_keeper", GetOrderCounts(since_ns=self._started_ns))
+        return _journal_counts(counts, totals)
+
     def status(self) -> StatusDocument:
         """The full status document (``tradeguard status --json``)."""
         mine = self._ask(self.name, GetDashboardState())
@@ -707,6 +715,7 @@ class Dashboard(SupervisedActor):
             if recon is not None:
                 fields.update(
                     reconciled=recon.reconciled, reconciled_ns=recon.ts_ns,
+                    reconciled_since_ns=recon.since_ns or None,
                     venue_positions=[VenuePositionStatus(symbol=p.symbol, quantity=_num(p.quantity),
                                                          average_price=_num(p.average_price))
                                      for p in recon.venue_positions],
@@ -723,7 +732,7 @@ class Dashboard(SupervisedActor):
             positions=positions,
             pnl=pnl,
             connectors=connectors,
-            orders=mine.orders if mine is not None else OrderCounts(),
+            orders=self._order_counts(mine),
             risk=risk,
             failsafe=failsafe,
             alerts=list(mine.alerts[-10:]) if mine is not None else [],
@@ -731,6 +740,16 @@ class Dashboard(SupervisedActor):
             control=ControlStatus(healthy=self.health.healthy(), served=self.health.served,
                                   refused=self.health.refused),
         )
+
+
+def _journal_counts(counts: OrderCounts, totals: Any) -> OrderCounts:
+    """``counts`` with submitted, filled, cancelled and fills from the journal (a resync
+    never counts twice there); rejections stay the bus count (pre-trade refusals are not
+    journaled, and a resync repeats no rejection)."""
+    if not isinstance(totals, OrderTotals):
+        return counts
+    return msgspec.structs.replace(counts, submitted=totals.submitted, filled=totals.filled,
+                                   cancelled=totals.cancelled, fills=totals.fills)
 
 
 def _split_envelope(frames: list[zmq.Frame]) -> tuple[list[bytes], list[zmq.Frame]]:

@@ -2,18 +2,26 @@
 
 Latched and idempotent. The rounds are ``core.flatten.FlattenPlan``: for each venue,
 mass-cancel and read the positions the venue reports; send a reduce-only market order
-closing each one; when those orders are done (or the round times out) read the venue
-again; repeat until the venue reports no position and confirms the mass cancel, or the
-attempts are spent. A venue whose connector is down is retried when it comes back
-(connectors keep restarting under FAILSAFE). This actor sends what the plan says, times
-the rounds, keeps the timeline, and, when the run is over, writes an incident report (JSON
-and a readable summary) to the state directory and publishes the outcome. The closing
-orders go straight to the connectors, so the procedure does not depend on the governor.
+closing each one; when those orders are done (or the round times out) back off and read
+the venue again; repeat until the venue reports no position and no working order (the
+mass cancel confirmed, or every working order cancelled one by one when it was not), or
+the attempts are spent; then re-check slowly. A venue whose connector is down spends no
+attempt and is retried when it comes back (connectors keep restarting under FAILSAFE).
+
+This actor keeps the orders working at each venue (``core.lifecycle.WorkingOrders``, from
+the journal's acknowledged orders at start, every order passed to a connector and every
+venue event), sends what the plan says, arms
+one timer for the plan's next deadline, keeps the timeline, and, whenever the outcome
+changes, writes an incident report (JSON and a readable summary) to the state directory
+and publishes it. The closing orders go straight to the connectors, so the procedure
+does not depend on the governor. Stopping never cancels the closing orders; a run cut
+short by a stop is written down as interrupted.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -25,11 +33,14 @@ from loguru import logger
 from msgspec import Meta
 
 from actors import topics
-from core.flatten import FlattenPlan, RoundStart, VenueState
+from actors.errors import JournalError
+from actors.journal import READER, Journal
+from core.flatten import BUSY, Command, FlattenPlan, FlattenPolicy
+from core.lifecycle import WorkingOrders
 from messages import (
     FAILSAFE_SOURCE,
-    CancelAll,
     CancelAllDone,
+    CancelOrder,
     ConnectorDown,
     ConnectorUp,
     EnterFailsafe,
@@ -38,11 +49,13 @@ from messages import (
     GetFailsafeState,
     Mode,
     ModeChanged,
+    OrderAccepted,
     OrderCancelled,
     OrderFilled,
     OrderRejected,
-    RequestPositions,
+    OrderStatus,
     SafetyEvent,
+    SubmitOrder,
     VenuePosition,
     VenuePositions,
     now_ns,
@@ -63,27 +76,61 @@ __all__ = ["Failsafe", "FailsafeConfig", "GetFailsafeState"]
 
 
 class FailsafeConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
-    """How hard the failsafe tries."""
+    """How hard and how fast the failsafe tries (the rounds are ``core.flatten``)."""
 
-    max_attempts: Annotated[int, Meta(ge=1, le=1000)] = 5
-    """Closing rounds per venue before the run reports the venue not flat."""
-    round_timeout_s: Annotated[float, Meta(ge=0.01, le=3600.0)] = 3.0
-    """How long a round waits for the venue's answers before it re-reads the venue."""
-    timeline_size: Annotated[int, Meta(ge=1, le=1_000_000)] = 200
-    """Events kept for the incident report's timeline."""
+    max_attempts: Annotated[int, Meta(ge=1, le=100)] = 5
+    """Closing rounds per venue before the run reports the venue not flat (1..100; rounds
+    while the venue's connector is down do not count)."""
+    round_timeout_s: Annotated[float, Meta(ge=0.05, le=300.0)] = 3.0
+    """How long a round waits for the venue's answers and its closing orders (0.05..300)."""
+    cancel_timeout_s: Annotated[float, Meta(ge=0.01, le=300.0)] = 1.0
+    """How long a round waits for the mass cancel's confirmation before it cancels the
+    working orders one by one (0.01..300; capped at ``round_timeout_s``)."""
+    backoff_initial_s: Annotated[float, Meta(ge=0.01, le=60.0)] = 0.25
+    """Pause after a round that did not end flat; doubles each round (0.01..60)."""
+    backoff_max_s: Annotated[float, Meta(ge=0.01, le=600.0)] = 5.0
+    """Longest pause between two rounds (at least ``backoff_initial_s``, at most 600)."""
+    recheck_interval_s: Annotated[float, Meta(ge=1.0, le=3600.0)] = 30.0
+    """After the attempts are spent, how often a venue is re-checked (1..3600)."""
+    timeline_size: Annotated[int, Meta(ge=10, le=100_000)] = 200
+    """Events kept for the incident report's timeline (10..100000)."""
+
+    def __post_init__(self) -> None:
+        def within(name: str, low: float, high: float) -> None:
+            value = getattr(self, name)
+            if not math.isfinite(value) or not low <= value <= high:
+                raise ValueError(f"{name}: expected {low}..{high}, got {value}")
+
+        within("max_attempts", 1, 100)
+        within("round_timeout_s", 0.05, 300)
+        within("cancel_timeout_s", 0.01, 300)
+        within("backoff_initial_s", 0.01, 60)
+        within("backoff_max_s", self.backoff_initial_s, 600)
+        within("recheck_interval_s", 1, 3600)
+        within("timeline_size", 10, 100_000)
+
+    def policy(self) -> FlattenPolicy:
+        """The rounds' policy."""
+        return FlattenPolicy(
+            max_attempts=self.max_attempts, round_timeout_s=self.round_timeout_s,
+            cancel_timeout_s=self.cancel_timeout_s, backoff_initial_s=self.backoff_initial_s,
+            backoff_max_s=self.backoff_max_s, recheck_interval_s=self.recheck_interval_s,
+        )
 
 
-class _RoundTimeout(msgspec.Struct, frozen=True):
-    venue: str
-    round: int
+class _Wake(msgspec.Struct, frozen=True):
+    token: int
 
 
 class Failsafe(SupervisedActor):
-    """Runs the flatten procedure of ARCHITECTURE §5."""
+    """Runs the flatten procedure of ARCHITECTURE §6."""
 
     def __init__(self, config: FailsafeConfig, state_dir: Path, venues: tuple[str, ...],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, journal_path: Path | None = None) -> None:
+        """``journal_path``: the journal, read once at start for the orders it knows
+        acknowledged and not done (the failsafe works without it)."""
         super().__init__()
+        self.journal_path = journal_path
         self.config = config
         self.state_dir = Path(state_dir)
         self.venues = tuple(venues)
@@ -95,38 +142,72 @@ class Failsafe(SupervisedActor):
         self._trigger: FlattenRequested | None = None
         self._started_ns = 0
         self._plan: FlattenPlan | None = None
-        self._timers: dict[str, TimerHandle] = {}
-        self._disconnected: set[str] = set()  # connectors running without their venue session
+        self._working = WorkingOrders()
+        self._down: set[str] = set()
+        """Venues whose connector is known to be down (gone since its last ConnectorUp)."""
+        self._up_generation: dict[str, int] = {}
+        self._timer: TimerHandle | None = None
+        self._wake_token = 0
+        self._reported: bool | None = None
         self._timeline: deque[dict[str, Any]] = deque(maxlen=config.timeline_size)
         self._actions: list[dict[str, Any]] = []
         self.last_report: FailsafeReport | None = None
 
     def setup(self) -> None:
-        for topic in (topics.POSITIONS, topics.ORDERS, topics.CONNECTORS, topics.SAFETY,
-                      topics.MODE, SUPERVISION_TOPIC):
+        for topic in (topics.POSITIONS, topics.ORDERS, topics.SUBMITTED, topics.CONNECTORS,
+                      topics.SAFETY, topics.MODE, SUPERVISION_TOPIC):
             bus.subscribe(topic, self.name)
+        self._learn_working_orders()
+
+    def _learn_working_orders(self) -> None:
+        """The orders the journal holds acknowledged by their venue and not done: working
+        there as far as anyone knows (a restarted failsafe, or a restarted process whose
+        venues do not report open orders on reconnect). Orders never acknowledged are left
+        out: one lost in flight long ago must not block "flat" for ever."""
+        if self.journal_path is None or not self.journal_path.exists():
+            return
+        try:
+            with Journal(self.journal_path, writer=READER) as journal:
+                records = journal.open_orders()
+        except JournalError as exc:
+            self.log.warning(f"failsafe: working orders not read from the journal: {exc}")
+            return
+        for record in records:
+            if record.status is not OrderStatus.PENDING and record.order.venue in self.venues:
+                self._working.apply(OrderAccepted(client_order_id=record.order.client_order_id,
+                                                  venue=record.order.venue, symbol=record.order.symbol))
 
     def teardown(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
+        # Never cancels the closing orders: they are the point of the run. An unfinished
+        # run is written down so the incident is not lost with the process.
+        self._cancel_timer()
+        if self.running and self._plan is not None:
+            self._note("interrupted", venue="", detail="the failsafe stopped during a run")
+            try:
+                path = self._write_incident(False, {v: str(s) for v, s in self._plan.states().items()},
+                                            interrupted=True)
+                self.log.critical(f"FAILSAFE: run interrupted before every venue was flat; report {path}")
+            except OSError as exc:
+                self.log.critical(f"FAILSAFE: run interrupted; the incident report failed: {exc}")
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
             FlattenRequested: self._on_flatten,
             VenuePositions: self._on_positions,
             CancelAllDone: self._on_cancel_done,
-            OrderFilled: self._on_fill,
-            OrderRejected: self._on_order_done,
-            OrderCancelled: self._on_order_done,
+            SubmitOrder: self._on_submitted,
+            OrderAccepted: self._on_order_event,
+            OrderFilled: self._on_order_event,
+            OrderRejected: self._on_order_event,
+            OrderCancelled: self._on_order_event,
             ConnectorUp: self._on_connector_up,
             ConnectorDown: self._on_connector_down,
             SafetyEvent: lambda m: self._remember("safety", f"{m.severity.name} {m.kind} "
                                                   f"{m.venue}/{m.symbol}: {m.detail}"),
             ModeChanged: self._on_mode,
-            ChildExited: lambda m: self._remember(
-                "child_exited", f"{m.supervisor}/{m.name} gen {m.generation}: {m.reason}"),
+            ChildExited: self._on_child_exited,
             SupervisorGaveUp: lambda m: self._remember("gave_up", f"{m.supervisor}: {m.reason}"),
-            _RoundTimeout: self._on_round_timeout,
+            _Wake: self._on_wake,
             GetFailsafeState: lambda _m: self.state(),
         }
 
@@ -134,61 +215,86 @@ class Failsafe(SupervisedActor):
 
     def _on_flatten(self, request: FlattenRequested) -> None:
         self._remember("flatten_requested", f"{request.source}: {request.reason}")
-        if self.running:
-            return
+        if self.running and (self._plan is None or self._plan.outcome() is None):
+            return  # a run is under way and has no outcome yet
         if not self.latched:
             self.latched = True
             # The governor may have sent this, or may be down: telling it is idempotent.
             registry.tell(topics.RISK_GOVERNOR, EnterFailsafe(reason=request.reason))
         self.running = True
+        self._reported = None
         self._trigger = request
         self._started_ns = now_ns()
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         self._incident = f"{stamp}-{self._started_ns % 1_000_000:06d}"
         self._actions = []
-        self._cancel_timers()
-        self._plan = FlattenPlan(self._incident, self.venues, self.config.max_attempts)
+        self._plan = FlattenPlan(self._incident, self.venues, self.config.policy(), self._working.working)
         self.log.critical(f"FAILSAFE: flattening every venue ({request.source}: {request.reason})")
-        for venue in self.venues:
-            self._start_round(venue)
-        self._check_done()
+        self._send(self._plan.start(self.clock()))
+        self._after_change()
 
-    def _start_round(self, venue: str) -> None:
+    def _send(self, commands: list[tuple[str, Command]]) -> None:
+        plan = self._plan
+        down: set[str] = set()
+        closing: list[str] = []
+        for venue, command in commands:
+            if plan is None or venue in down:
+                continue
+            if venue in self._down:   # a starting connector would take the command and lose it
+                down.add(venue)
+                plan.delivery_failed(venue)
+                continue
+            if isinstance(command, SubmitOrder):
+                self._working.sent(venue, command.client_order_id)
+                bus.publish(topics.SUBMITTED, command)
+            if not registry.tell(venue, command):
+                down.add(venue)
+                plan.delivery_failed(venue)
+            elif isinstance(command, SubmitOrder):
+                closing.append(f"{command.side} {command.quantity} {command.symbol}")
+            elif isinstance(command, CancelOrder):
+                self._note("cancel_sent", venue=venue, order=command.client_order_id)
+        if closing:
+            self._note("closing_orders_sent", venue=commands[0][0], count=len(closing), orders=closing)
+
+    def _after_change(self) -> None:
+        """Take the plan's notes, re-arm the timer, publish a new outcome."""
         plan = self._plan
         if plan is None:
             return
-        timer = self._timers.pop(venue, None)
-        if timer is not None:
-            timer.cancel()
-        start = plan.next_round(venue)
-        if start is None:
-            self._note("attempts_spent", venue=venue, rounds=plan.runs[venue].round)
-            self._check_done()
-            return
-        if not self._send_round(start):
-            plan.venue_down(venue)
-            self._note("venue_down", venue=venue)
-            self._check_done()
-            return
-        self._note("cancel_all_and_read_positions", venue=venue, round=start.round)
-        self._timers[venue] = self._after(self.config.round_timeout_s,
-                                          _RoundTimeout(venue=venue, round=start.round))
+        for note in plan.take_notes():
+            self._note(note.action, venue=note.venue, detail=note.detail)
+        self._arm(plan.next_wakeup())
+        outcome = plan.outcome()
+        if outcome is not None and outcome != self._reported:
+            self._report(outcome)
 
-    def _send_round(self, start: RoundStart) -> bool:
-        venue, request_id = start.venue, start.request_id
-        if venue in self._disconnected:
-            return False
-        return registry.tell(venue, CancelAll(venue=venue, source=FAILSAFE_SOURCE, request_id=request_id)) \
-            and registry.tell(venue, RequestPositions(venue=venue, request_id=request_id))
+    def _arm(self, at: float | None) -> None:
+        self._cancel_timer()
+        if at is None:
+            return
+        self._wake_token += 1
+        self._timer = self._after(max(at - self.clock(), 0.0), _Wake(self._wake_token))
+
+    def _on_wake(self, wake: _Wake) -> None:
+        if wake.token != self._wake_token or self._plan is None:
+            return
+        self._send(self._plan.due(self.clock()))
+        self._after_change()
+
+    def _on_submitted(self, order: SubmitOrder) -> None:
+        if order.source != FAILSAFE_SOURCE:  # our own were tracked when sent
+            self._working.sent(order.venue, order.client_order_id)
 
     def _on_cancel_done(self, done: CancelAllDone) -> None:
         self._note("cancel_all_done", venue=done.venue)
-        if self.running and self._plan is not None and self._plan.on_cancel_done(done.venue, done.request_id):
-            self._venue_flat(done.venue)
+        if self._plan is not None:
+            self._plan.on_cancel_done(done.venue, done.request_id)
+            self._after_change()
 
     def _on_positions(self, report: VenuePositions) -> None:
         plan = self._plan
-        if not self.running or plan is None:
+        if plan is None:
             return
         orders = plan.on_positions(report, now_ns())
         if orders is None:
@@ -196,84 +302,57 @@ class Failsafe(SupervisedActor):
         run = plan.runs[report.venue]
         self._note("venue_positions", venue=report.venue, round=run.round,
                    positions=_positions(run.last_positions))
-        if not orders:
-            if run.state is VenueState.FLAT:
-                self._venue_flat(report.venue)
-            return
-        for order in orders:
-            bus.publish(topics.SUBMITTED, order)
-            if not registry.tell(report.venue, order):
-                plan.venue_down(report.venue)
-                self._note("venue_down", venue=report.venue)
-                return
-        self._note("closing_orders_sent", venue=report.venue, round=run.round, count=len(orders))
+        self._send(orders)
+        self._after_change()
 
-    def _venue_flat(self, venue: str) -> None:
-        timer = self._timers.pop(venue, None)
-        if timer is not None:
-            timer.cancel()
-        self._check_done()
-
-    def _on_fill(self, fill: OrderFilled) -> None:
-        self._on_order_done(fill)
-
-    def _on_order_done(self, event: OrderFilled | OrderRejected | OrderCancelled) -> None:
-        plan = self._plan
-        if not self.running or plan is None or not plan.is_closing_order(event.venue, event.client_order_id):
-            return
-        if isinstance(event, OrderRejected):
-            self._note("closing_order_rejected", venue=event.venue, order=event.client_order_id,
-                       text=event.text)
-        if plan.on_order_done(event):
-            self._start_round(event.venue)  # re-read the venue: flat, or another round
-
-    def _on_round_timeout(self, timeout: _RoundTimeout) -> None:
-        plan = self._plan
-        if self.running and plan is not None and plan.on_round_timeout(timeout.venue, timeout.round):
-            self._note("round_timeout", venue=timeout.venue, round=timeout.round)
-            self._start_round(timeout.venue)
-
-    def _on_connector_down(self, event: ConnectorDown) -> None:
-        """A connector lost its venue (it keeps running and reconnects): a round under way
-        there ends as down without spending its attempt; ConnectorUp resumes it."""
-        self._remember("connector_down", f"{event.name}: {event.reason}")
-        self._disconnected.add(event.name)
-        plan = self._plan
-        if not self.running or plan is None or event.name not in plan.runs:
-            return
-        if plan.runs[event.name].state in (VenueState.WAITING, VenueState.CLOSING):
-            timer = self._timers.pop(event.name, None)
-            if timer is not None:
-                timer.cancel()
-            plan.venue_down(event.name)
-            self._note("venue_down", venue=event.name)
-            self._check_done()
+    def _on_order_event(self, event: OrderAccepted | OrderFilled | OrderRejected | OrderCancelled) -> None:
+        self._working.apply(event)
+        if self._plan is not None:
+            self._plan.on_order_event(event, self.clock())
+            self._after_change()
 
     def _on_connector_up(self, event: ConnectorUp) -> None:
-        self._disconnected.discard(event.name)
         self._remember("connector_up", f"{event.name} generation {event.generation}")
-        plan = self._plan
-        if not self.latched or plan is None:
-            return
-        if plan.on_connector_up(event.name, self.running):
+        self._down.discard(event.name)
+        self._up_generation[event.name] = event.generation
+        if self.latched and self._plan is not None:
+            self._send(self._plan.on_connector_up(event.name, self.clock()))
             self.running = True
-            self._start_round(event.name)
+            self._after_change()
+
+    def _on_child_exited(self, event: ChildExited) -> None:
+        self._remember("child_exited",
+                       f"{event.supervisor}/{event.name} gen {event.generation}: {event.reason}")
+        if event.name in self.venues and event.generation >= self._up_generation.get(event.name, -1):
+            self._connector_gone(event.name)   # (a late notice of an older generation is not news)
+
+    def _on_connector_down(self, event: ConnectorDown) -> None:
+        self._remember("connector_down", event.name)
+        self._connector_gone(event.name)
+
+    def _connector_gone(self, venue: str) -> None:
+        self._down.add(venue)
+        if self._plan is not None:
+            self._plan.on_connector_down(venue)
+            self._after_change()
 
     def _on_mode(self, event: ModeChanged) -> None:
         self._remember("mode", f"{event.previous} -> {event.current}: {event.reason}")
         if event.previous is Mode.FAILSAFE and event.current is Mode.READY:
             self.latched = False
             self.running = False
-            self._cancel_timers()
+            self._cancel_timer()
             self._plan = None
             self.log.warning("failsafe unlatched by an operator reset")
 
-    def _check_done(self) -> None:
+    def _report(self, flat: bool) -> None:
         plan = self._plan
-        if not self.running or plan is None or not plan.finished():
+        if plan is None:
             return
-        self.running = False
-        flat = plan.flat()
+        self._reported = flat
+        # A flat outcome ends the run; a NOT FLAT one keeps re-checking (running stays
+        # true for the venues still down or out of attempts).
+        self.running = not flat
         states = {venue: str(state) for venue, state in plan.states().items()}
         try:
             path: Path | str = self._write_incident(flat, states)
@@ -288,13 +367,15 @@ class Failsafe(SupervisedActor):
         if flat:
             self.log.critical(f"FAILSAFE: every venue reports flat ({detail}); report {path}")
         else:
-            self.log.critical(f"FAILSAFE: NOT FLAT ({detail}); retrying venues as they return; report {path}")
+            self.log.critical(f"FAILSAFE: NOT FLAT ({detail}); re-checking every "
+                              f"{self.config.recheck_interval_s}s and retrying venues as they return; "
+                              f"report {path}")
         bus.publish(topics.FAILSAFE, report)
 
-    def _cancel_timers(self) -> None:
-        for timer in self._timers.values():
-            timer.cancel()
-        self._timers.clear()
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
     # ---- records --------------------------------------------------------------------
 
@@ -306,7 +387,7 @@ class Failsafe(SupervisedActor):
         self._actions.append(entry)
         self.log.bind(action=action).info(f"failsafe {action} {fields}")
 
-    def _write_incident(self, flat: bool, states: dict[str, str]) -> Path:
+    def _write_incident(self, flat: bool, states: dict[str, str], *, interrupted: bool = False) -> Path:
         directory = self.state_dir / "incidents"
         directory.mkdir(parents=True, exist_ok=True)
         base = directory / f"incident-{self._incident}"
@@ -317,6 +398,7 @@ class Failsafe(SupervisedActor):
             "started_ns": self._started_ns,
             "finished_ns": now_ns(),
             "flat": flat,
+            "interrupted": interrupted,
             "venues": {
                 venue: {"state": str(run.state), "rounds": run.round,
                         "last_positions": _positions(run.last_positions)}
@@ -340,7 +422,8 @@ class Failsafe(SupervisedActor):
         trigger = document["trigger"] or {}
         lines = [
             f"tradeguard incident {document['incident']}",
-            f"outcome:  {'FLAT at every venue' if document['flat'] else 'NOT FLAT'}",
+            f"outcome:  {'FLAT at every venue' if document['flat'] else 'NOT FLAT'}"
+            + (" (interrupted: the service stopped during the run)" if document.get("interrupted") else ""),
             f"trigger:  {trigger.get('source', '?')}: {trigger.get('reason', '?')}",
             f"started:  {stamp(document['started_ns'])}",
             f"finished: {stamp(document['finished_ns'])}",
@@ -380,6 +463,8 @@ class Failsafe(SupervisedActor):
             "venues": ({venue: str(state) for venue, state in self._plan.states().items()}
                        if self._plan is not None else {}),
             "last_report": to_builtins(self.last_report) if self.last_report else None,
+            "rounds_under_way": (sorted(v for v, s in self._plan.states().items() if s in BUSY)
+                                 if self._plan is not None else []),
         }
 
 

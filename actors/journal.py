@@ -59,6 +59,8 @@ KEEPER_WRITER = topics.POSITION_KEEPER
 """The position keeper's journal: fills, order events, reconciliations."""
 MAINTENANCE_WRITER = "maintenance"
 """Tools and tests: may write every table (never an actor's writer)."""
+READER = "reader"
+"""Reads only (the failsafe learning the orders working at start): owns no table."""
 
 TABLE_OWNERS: dict[str, str] = {
     "orders": GOVERNOR_WRITER,
@@ -156,17 +158,16 @@ _EVENT_OF_MESSAGE: dict[type, VenueEvent] = {
     OrderCancelled: VenueEvent.CANCELLED,
 }
 
-_STORED_STATES = (OrderStatus.PENDING, OrderStatus.ACCEPTED)
-"""The non-terminal states the ``status`` column holds (fills are counted at read time)."""
+_LIVE_STATES = (OrderStatus.PENDING, OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED)
+"""The non-terminal states an order row can be in."""
 
 
-def _status_update(event: VenueEvent) -> tuple[OrderStatus, tuple[str, ...]] | None:
-    """The status ``event`` sets, and the stored states it applies from, per the lifecycle
-    table: a late accept never undoes a cancel or a reject."""
-    sources = tuple(str(state) for state in _STORED_STATES if event in STEPS[state])
-    if not sources:
-        return None
-    return STEPS[OrderStatus.PENDING][event], sources
+def _status_steps(event: VenueEvent) -> list[tuple[OrderStatus, OrderStatus]]:
+    """(from, to) for every live state ``event`` changes, per the lifecycle table: a late
+    accept never undoes a cancel, a reject after a partial fill changes nothing, and a
+    terminal state is never left."""
+    return [(state, STEPS[state][event]) for state in _LIVE_STATES
+            if event in STEPS[state] and STEPS[state][event] is not state]
 
 
 class JournaledFill(msgspec.Struct, frozen=True, kw_only=True):
@@ -231,7 +232,7 @@ class Journal:
         transaction before it fails with ``JournalError``; ``writer`` names who writes
         through this connection (``TABLE_OWNERS`` says which tables it may write).
         """
-        if writer not in (GOVERNOR_WRITER, KEEPER_WRITER, MAINTENANCE_WRITER):
+        if writer not in (GOVERNOR_WRITER, KEEPER_WRITER, MAINTENANCE_WRITER, READER):
             raise JournalError(f"journal {path}: unknown writer {writer!r}")
         self.path = Path(path)
         self.writer = writer
@@ -247,8 +248,14 @@ class Journal:
             if str(mode).lower() != "wal":
                 raise JournalError(f"journal {self.path}: WAL mode refused (got {mode})")
             self._db.execute("PRAGMA synchronous = FULL")
-            with self._writing("create schema"):
-                self._create_schema()
+            if writer == READER:
+                version = int(self._db.execute("PRAGMA user_version").fetchone()[0])
+                if version != SCHEMA_VERSION:
+                    raise JournalError(f"journal {self.path}: schema version {version}, expected "
+                                       f"{SCHEMA_VERSION} (a reader creates nothing)")
+            else:
+                with self._writing("create schema"):
+                    self._create_schema()
         except (sqlite3.Error, OSError) as exc:
             self._close_quietly()
             raise JournalError(f"journal {self.path}: cannot open: {exc}") from exc
@@ -290,17 +297,22 @@ class Journal:
     def record_fill(self, fill: OrderFilled, realized_pnl: Decimal, recorded_ns: int | None = None) -> bool:
         """Commit ``fill`` with the P&L it realizes; False (and nothing written) when a fill
         with the same venue and fill id is already in the journal."""
-        with self._writing("record fill", "fills"):
-            cursor = self._conn().execute(
+        recorded = now_ns() if recorded_ns is None else recorded_ns
+        with self._writing("record fill", "fills"), self._transaction() as db:
+            cursor = db.execute(
                 f"INSERT OR IGNORE INTO fills ({_FILL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     fill.venue, fill.fill_id, fill.client_order_id, fill.symbol, str(fill.side),
                     str(fill.quantity), str(fill.price), str(fill.leaves_quantity),
-                    fill.venue_order_id, str(realized_pnl), fill.ts_ns,
-                    now_ns() if recorded_ns is None else recorded_ns,
+                    fill.venue_order_id, str(realized_pnl), fill.ts_ns, recorded,
                 ),
             )
-            return cursor.rowcount == 1
+            if cursor.rowcount != 1:
+                return False
+            # The order row's status follows the fill (the keeper's columns, TABLE_OWNERS).
+            event = VenueEvent.FILL if fill.leaves_quantity <= 0 else VenueEvent.PARTIAL_FILL
+            self._step_status(db, fill.client_order_id, fill.venue, event, "", fill.venue_order_id, recorded)
+            return True
 
     def has_fill(self, venue: str, fill_id: str) -> bool:
         """True when the fill ``(venue, fill_id)`` is in the journal."""
@@ -383,26 +395,33 @@ class Journal:
         ts = now_ns() if ts_ns is None else ts_ns
         client_order_id = getattr(event, "client_order_id", "")
         lifecycle_event = _EVENT_OF_MESSAGE.get(type(event))
-        update = None if lifecycle_event is None else _status_update(lifecycle_event)
         with self._writing("record order event", "order_events"), self._transaction() as db:
             db.execute(
                 "INSERT INTO order_events (client_order_id, venue, kind, body, recorded_ns)"
                 " VALUES (?,?,?,?,?)",
                 (client_order_id, event.venue, type(event).__name__, encode(event).decode(), ts),
             )
-            if update is None:
+            if lifecycle_event is None:
                 return
-            status, sources = update
-            text = getattr(event, "text", "")
-            venue_order_id = getattr(event, "venue_order_id", "")
-            marks = ",".join("?" * len(sources))
             # The status columns of ``orders`` follow the events: the keeper's (see TABLE_OWNERS).
-            db.execute(
-                "UPDATE orders SET status = ?, status_text = ?, updated_ns = ?,"
-                " venue_order_id = CASE WHEN ? != '' THEN ? ELSE venue_order_id END"
-                f" WHERE client_order_id = ? AND status IN ({marks})",
-                (str(status), text, ts, venue_order_id, venue_order_id, client_order_id, *sources),
+            self._step_status(db, client_order_id, event.venue, lifecycle_event, getattr(event, "text", ""),
+                              getattr(event, "venue_order_id", ""), ts)
+
+    @staticmethod
+    def _step_status(db: sqlite3.Connection, client_order_id: str, venue: str, event: VenueEvent,
+                     text: str, venue_order_id: str, ts: int) -> None:
+        """Move the order row along the lifecycle for ``event`` (inside the caller's
+        transaction); a row in a state the event does not change keeps it."""
+        for before, after in _status_steps(event):
+            cursor = db.execute(
+                "UPDATE orders SET status = ?, status_text = CASE WHEN ? != '' THEN ? ELSE status_text END,"
+                " updated_ns = ?, venue_order_id = CASE WHEN ? != '' THEN ? ELSE venue_order_id END"
+                " WHERE client_order_id = ? AND venue = ? AND status = ?",
+                (str(after), text, text, ts, venue_order_id, venue_order_id, client_order_id, venue,
+                 str(before)),
             )
+            if cursor.rowcount:
+                return
 
     def orders(self) -> list[OrderRecord]:
         """Every journaled order in submission order, with its filled quantity."""
@@ -419,6 +438,43 @@ class Journal:
             key = (venue, client_order_id)
             filled[key] = filled.get(key, Decimal(0)) + Decimal(quantity)
         return [_order_record(row, filled) for row in rows]
+
+    def order_counts(self, since_ns: int = 0) -> dict[str, int]:
+        """Orders journaled at or after ``since_ns`` (``submitted``), orders whose status
+        reached filled / cancelled / rejected at or after it, and fills journaled at or after
+        it (``fills``). Each order and fill is one row, so nothing re-delivered counts twice."""
+        with self._errors("count orders"):
+            db = self._conn()
+            submitted = db.execute("SELECT count(*) FROM orders WHERE submitted_ns >= ?",
+                                   (since_ns,)).fetchone()[0]
+            ended = dict(db.execute(
+                "SELECT status, count(*) FROM orders WHERE updated_ns >= ? GROUP BY status", (since_ns,)
+            ).fetchall())
+            fills = db.execute("SELECT count(*) FROM fills WHERE recorded_ns >= ?", (since_ns,)).fetchone()[0]
+        return {"submitted": int(submitted), "filled": int(ended.get("filled", 0)),
+                "cancelled": int(ended.get("cancelled", 0)), "rejected": int(ended.get("rejected", 0)),
+                "fills": int(fills)}
+
+    def open_orders(self) -> list[OrderRecord]:
+        """The orders not in a terminal state (pending, accepted, partially filled), in
+        submission order, with their filled quantity."""
+        live = tuple(str(state) for state in _LIVE_STATES)
+        with self._errors("read orders"):
+            db = self._conn()
+            rows = db.execute(
+                "SELECT client_order_id, venue, symbol, side, quantity, order_type, limit_price,"
+                " stop_price, time_in_force, reduce_only, source, created_ns, submitted_ns, status,"
+                " venue_order_id, status_text, updated_ns FROM orders"
+                f" WHERE status IN ({','.join('?' * len(live))}) ORDER BY rowid", live
+            ).fetchall()
+            filled: dict[tuple[str, str], Decimal] = {}
+            for row in rows:
+                sql = "SELECT quantity FROM fills WHERE venue = ? AND client_order_id = ?"
+                for (quantity,) in db.execute(sql, (row[1], row[0])).fetchall():
+                    key = (row[1], row[0])
+                    filled[key] = filled.get(key, Decimal(0)) + Decimal(quantity)
+        records = [_order_record(row, filled) for row in rows]
+        return [record for record in records if not record.status.is_done()]
 
     def client_order_ids(self) -> set[str]:
         """Every client order id the journal has seen."""
@@ -545,7 +601,8 @@ class Journal:
         other here, not in SQLite's busy handler, which sleeps in steps of milliseconds.
         Waiting longer than ``busy_timeout_s`` fails as a busy database would. A writer that
         does not own ``table`` is refused."""
-        if table and self.writer != MAINTENANCE_WRITER and TABLE_OWNERS[table] != self.writer:
+        if (table or self.writer == READER) and self.writer != MAINTENANCE_WRITER \
+                and TABLE_OWNERS.get(table) != self.writer:
             raise JournalError(f"journal {self.path}: {what} refused: {table} is written by "
                                f"{TABLE_OWNERS[table]}, not {self.writer}")
         if not self._write_lock.acquire(timeout=self._busy_timeout_s):

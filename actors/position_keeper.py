@@ -15,13 +15,21 @@ reconciliations; the order rows themselves are written ahead by the risk governo
 the failsafe's closing orders, which the keeper journals from ``submitted``.
 
 The keeper publishes a ``PortfolioSnapshot`` on PORTFOLIO after every applied fill and, as
-marks move, at most every ``publish_interval_s``. Every ``VenuePositions`` is compared with
-the journal's positions for that venue: the ``Reconciliation`` goes out on PORTFOLIO, and a
-disagreement also raises a ``reconciliation_mismatch`` safety event.
+marks move, at most every ``publish_interval_s``.
+
+Reconciliation (``core.reconcile``): every ``VenuePositions`` -- the connector's own after
+each (re)connect, each failsafe round's, and the keeper's periodic request, sent to every
+connected venue ``reconcile_interval_s`` after its last comparison -- is compared with the
+journal's positions for that venue. The ``Reconciliation`` (with the differences and since
+when the venue is reconciled or not) goes out on PORTFOLIO and is journaled; a
+new disagreement (or a change in the differences) also raises a ``reconciliation_mismatch``
+safety event, once: the same differences found again raise nothing new. A mismatch stays
+until a later comparison agrees.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable
 from decimal import Decimal
@@ -33,6 +41,7 @@ from loguru import logger
 from msgspec import Meta
 
 from actors import topics
+from actors.errors import JournalError
 from actors.journal import KEEPER_WRITER, Journal
 from core.exposure import is_valid_quote, mid_of
 from core.pnl import (
@@ -45,20 +54,26 @@ from core.pnl import (
     parse_boundary,
     session_start_ns,
 )
+from core.reconcile import ReconcileSchedule, ReconcileState, compare
 from messages import (
     FAILSAFE_SOURCE,
     CancelAllDone,
+    ConnectorDown,
+    ConnectorUp,
+    GetOrderCounts,
     GetPortfolio,
     GetReconciliations,
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
     OrderRejected,
+    OrderTotals,
     PortfolioSnapshot,
     PositionState,
     Quote,
     QuoteBatch,
     Reconciliation,
+    RequestPositions,
     SafetyEvent,
     Severity,
     SubmitOrder,
@@ -66,7 +81,7 @@ from messages import (
     now_ns,
 )
 from messages.bounds import FileName
-from supervision import SupervisedActor, TimerHandle, bus, scheduler
+from supervision import SupervisedActor, TimerHandle, bus, registry, scheduler
 
 __all__ = [
     "DAY_NS", "FillEffect", "GetPortfolio", "GetReconciliations", "KeeperConfig", "Position",
@@ -91,6 +106,9 @@ class KeeperConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     journal_busy_timeout_s: Annotated[float, Meta(ge=0.001, le=3600.0)] = 5.0
     """How long a journal write waits for another writer before it fails (and the keeper
     crashes, to be restarted and replay the journal)."""
+    reconcile_interval_s: Annotated[float, Meta(ge=0.1, le=3600.0)] = 30.0
+    """How often each connected venue's positions are compared with the journal (besides
+    after every reconnect and failsafe round); 0.1..3600 seconds."""
 
     def __post_init__(self) -> None:
         parse_boundary(self.session_boundary)
@@ -100,6 +118,9 @@ class KeeperConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             raise ValueError(f"journal_name: must be a plain file name, got {self.journal_name!r}")
         if self.journal_busy_timeout_s <= 0:
             raise ValueError(f"journal_busy_timeout_s: must be positive, got {self.journal_busy_timeout_s}")
+        if not math.isfinite(self.reconcile_interval_s) or not 0.1 <= self.reconcile_interval_s <= 3600:
+            raise ValueError(f"reconcile_interval_s: expected 0.1..3600 seconds, "
+                             f"got {self.reconcile_interval_s}")
 
 
 class _PublishDue(msgspec.Struct, frozen=True):
@@ -108,6 +129,10 @@ class _PublishDue(msgspec.Struct, frozen=True):
 
 class _SessionRollover(msgspec.Struct, frozen=True):
     pass
+
+
+class _ReconcileDue(msgspec.Struct, frozen=True):
+    token: int
 
 
 class PositionKeeper(SupervisedActor):
@@ -135,6 +160,12 @@ class PositionKeeper(SupervisedActor):
         self._last_publish = 0.0
         self._publish_timer: TimerHandle | None = None
         self._rollover_timer: TimerHandle | None = None
+        self._standing = ReconcileState()
+        self._schedule = ReconcileSchedule(config.reconcile_interval_s)
+        self._connected: set[str] = set()
+        self._reconcile_timer: TimerHandle | None = None
+        self._reconcile_token = 0
+        self._requests = 0
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -142,13 +173,13 @@ class PositionKeeper(SupervisedActor):
         self._journal = Journal(self.journal_path, busy_timeout_s=self.config.journal_busy_timeout_s,
                                 writer=KEEPER_WRITER)
         self._replay()
-        for topic in (topics.ORDERS, topics.SUBMITTED, topics.MARKET, topics.POSITIONS):
+        for topic in (topics.ORDERS, topics.SUBMITTED, topics.MARKET, topics.POSITIONS, topics.CONNECTORS):
             bus.subscribe(topic, self.name)
         self._schedule_rollover()
         self._publish()
 
     def teardown(self) -> None:
-        for timer in (self._publish_timer, self._rollover_timer):
+        for timer in (self._publish_timer, self._rollover_timer, self._reconcile_timer):
             if timer is not None:
                 timer.cancel()
         if self._journal is not None:
@@ -165,8 +196,12 @@ class PositionKeeper(SupervisedActor):
             OrderCancelled: self._on_order_event,
             CancelAllDone: self._on_order_event,
             VenuePositions: self._on_venue_positions,
+            ConnectorUp: self._on_connector_up,
+            ConnectorDown: self._on_connector_down,
+            _ReconcileDue: self._on_reconcile_due,
             GetPortfolio: lambda _m: self.snapshot(),
             GetReconciliations: lambda _m: dict(self._reconciliations),
+            GetOrderCounts: self._order_counts,
             _PublishDue: self._on_publish_due,
             _SessionRollover: self._on_session_rollover,
         }
@@ -314,25 +349,63 @@ class PositionKeeper(SupervisedActor):
     def _on_order_event(self, event: OrderAccepted | OrderRejected | OrderCancelled | CancelAllDone) -> None:
         self.journal.record_order_event(event, self._clock())
 
+    def _order_counts(self, request: GetOrderCounts) -> OrderTotals | None:
+        """Order traffic from the journal; None (no answer) when the journal cannot be read."""
+        try:
+            return OrderTotals(**self.journal.order_counts(request.since_ns))
+        except JournalError as exc:
+            self._log.error(f"order counts not read from the journal: {exc}")
+            return None
+
     # ---- reconciliation -----------------------------------------------------------------
+
+    def _on_connector_up(self, event: ConnectorUp) -> None:
+        # Its resync delivers positions at once; the period starts from that comparison.
+        self._connected.add(event.name)
+        self._schedule.compared(event.name, time.monotonic())
+        self._arm_reconcile()
+
+    def _on_connector_down(self, event: ConnectorDown) -> None:
+        self._connected.discard(event.name)
+        self._schedule.forget(event.name)
+        self._arm_reconcile()
+
+    def _arm_reconcile(self) -> None:
+        if self._reconcile_timer is not None:
+            self._reconcile_timer.cancel()
+            self._reconcile_timer = None
+        due = self._schedule.next_due()
+        if due is None:
+            return
+        self._reconcile_token += 1
+        self._reconcile_timer = scheduler.call_later(max(due - time.monotonic(), 0.0),
+                                                     self._teller(_ReconcileDue(self._reconcile_token)))
+
+    def _on_reconcile_due(self, due: _ReconcileDue) -> None:
+        if due.token != self._reconcile_token:
+            return
+        for venue in self._schedule.due(sorted(self._connected), time.monotonic()):
+            self._requests += 1
+            request = RequestPositions(venue=venue, request_id=f"reconcile-{self._requests}")
+            if not registry.tell(venue, request):
+                self._connected.discard(venue)
+                self._schedule.forget(venue)
+        self._arm_reconcile()
 
     def _on_venue_positions(self, report: VenuePositions) -> None:
         venue = report.venue
-        reported: dict[str, Decimal] = {}
-        for position in report.positions:
-            reported[position.symbol] = reported.get(position.symbol, ZERO) + position.quantity
         ours = {p.symbol: p for p in self._open_positions() if p.venue == venue}
-        mismatches = [
-            f"{symbol}: journal {ours[symbol].quantity if symbol in ours else ZERO}, "
-            f"venue {reported.get(symbol, ZERO)}"
-            for symbol in sorted(set(reported) | set(ours))
-            if (ours[symbol].quantity if symbol in ours else ZERO) != reported.get(symbol, ZERO)
-        ]
+        comparison = compare(venue, {s: p.quantity for s, p in ours.items()}, report.positions)
+        mismatches = list(comparison.differences)
         ts = self._clock()
+        standing = self._standing.record(comparison, ts)
+        if venue in self._connected:
+            self._schedule.compared(venue, time.monotonic())
+            self._arm_reconcile()
         marks = self._marks.get(venue, {})
         reconciliation = Reconciliation(
             venue=venue,
-            reconciled=not mismatches,
+            reconciled=comparison.reconciled,
             venue_positions=tuple(
                 PositionState(venue=venue, symbol=v.symbol, quantity=v.quantity,
                               average_price=v.average_price)
@@ -341,11 +414,14 @@ class PositionKeeper(SupervisedActor):
             keeper_positions=tuple(ours[s].state(marks.get(s)) for s in sorted(ours)),
             mismatches=tuple(mismatches),
             ts_ns=ts,
+            since_ns=standing.since_ns,
         )
         self.journal.record_reconciliation(reconciliation)
         self._reconciliations[venue] = reconciliation
         bus.publish(topics.PORTFOLIO, reconciliation)
-        if mismatches:
+        if standing.new_mismatch:
+            # One incident per mismatch: a periodic comparison finding the same differences
+            # again publishes the Reconciliation (status) but raises nothing new.
             self._log.bind(venue=venue, mismatches=mismatches).warning(f"reconciliation mismatch at {venue}")
             bus.publish(
                 topics.SAFETY,

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from core.checks import Desk, Limits, PreTradeChecks, Refusal
 from core.exposure import Exposure, is_valid_quote, mid_of, valid_mid
-from core.flatten import FlattenPlan, RoundStart, VenueState
+from core.flatten import FlattenPlan, FlattenPolicy, VenueState
 from core.l1_book import L1Book, L1Books
-from core.lifecycle import OrderLifecycle, VenueEvent, event_of
+from core.lifecycle import OrderLifecycle, VenueEvent, WorkingOrders, event_of
 from core.modes import TRANSITIONS, ForbiddenTransition, ModeChange, ModeMachine, ModeRules, latched_in
 from core.pnl import DAY_NS, DailyTotals, FillEffect, Position, apply_fill, parse_boundary, session_start_ns
 from core.rejections import CircuitBreaker, CircuitState, RejectionLoop, is_venue_rejection
@@ -25,6 +25,7 @@ __all__ = [
     "FillEffect",
     "Finding",
     "FlattenPlan",
+    "FlattenPolicy",
     "ForbiddenTransition",
     "L1Book",
     "L1Books",
@@ -37,11 +38,11 @@ __all__ = [
     "PreTradeChecks",
     "Refusal",
     "RejectionLoop",
-    "RoundStart",
     "SafetyChecks",
     "SafetyRules",
     "VenueEvent",
     "VenueState",
+    "WorkingOrders",
     "apply_fill",
     "event_of",
     "is_valid_quote",

@@ -1,37 +1,55 @@
-"""The failsafe's rounds as a plan: given what the venues report, what to send next and
-when the run is done.
+"""The failsafe's rounds as a plan: given what the venues report and the time, what to send
+next and when the run is done.
 
 Per venue, a round is: mass-cancel and read the positions the venue reports; for every
 open position send a reduce-only market order closing it; when those orders are done (or
-the round times out) start another round, which reads the venue again. A venue is *flat*
-when, in the same round, it reported no open position **and** confirmed the mass cancel
-(no working orders left there); anything else is another round, until ``max_attempts``
-rounds are spent. A venue whose connector cannot be reached is *down*: that round spends
-no attempt, and the venue starts again when its connector comes back. An exhausted venue
-also starts again (with fresh attempts) when its connector comes back.
+the round times out) wait a backoff and start another round, which reads the venue again.
 
-The run is done when no venue is waiting or closing and either every venue is flat or none
-is still pending. The plan sends nothing itself: it returns what the caller sends and
-tells the caller when to start a round.
+A venue is *flat* when, in one round, it reported no open position **and** no working
+order is left there as the venue reports it: either the venue confirmed the mass cancel,
+or -- when the mass cancel was refused, rejected or not answered within
+``cancel_timeout_s`` -- every order known to work there (``core.lifecycle.WorkingOrders``:
+sent by us, or reported working by the venue) was cancelled one by one and the venue
+reported each one done. Anything else is another round, until ``max_attempts`` rounds are
+spent; rounds back off (``backoff_initial_s`` doubling up to ``backoff_max_s``), so a
+venue that refuses closing orders for a while does not use every attempt at once.
+
+A venue whose connector cannot be reached, or goes down during a round, is *down*: that
+round spends no attempt, and the venue starts again when its connector comes back. A venue
+whose attempts are spent is *exhausted*: the run reports it not flat, and it is re-checked
+(a full round) every ``recheck_interval_s``; when it becomes flat the outcome changes to
+flat. An exhausted venue also starts again with fresh attempts when its connector returns.
+
+The plan sends nothing itself and keeps no clock: every entry point takes ``now`` (seconds
+on a monotonic clock) and returns the commands to send; ``next_wakeup`` tells the caller
+when to call ``due`` again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import math
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
 from messages import (
     FAILSAFE_SOURCE,
+    CancelAll,
+    CancelOrder,
+    OrderAccepted,
     OrderCancelled,
     OrderFilled,
     OrderRejected,
     OrderType,
+    RequestPositions,
     Side,
     SubmitOrder,
     VenuePosition,
     VenuePositions,
 )
+
+Command = CancelAll | RequestPositions | SubmitOrder | CancelOrder
+"""What the plan asks the caller to tell a venue's connector."""
 
 
 class VenueState(StrEnum):
@@ -43,16 +61,46 @@ class VenueState(StrEnum):
     """Mass cancel and position request sent; waiting for the venue's answers."""
     CLOSING = "closing"
     """Closing orders sent; waiting for them to finish."""
+    BACKOFF = "backoff"
+    """A round ended without flat; the next one starts when the backoff is over."""
     FLAT = "flat"
-    """No open position and the mass cancel confirmed, in one round."""
+    """No open position and no working order at the venue, in one round."""
     DOWN = "down"
     """The connector could not be reached; retried when it comes back."""
     EXHAUSTED = "exhausted"
-    """Every attempt spent without the venue becoming flat."""
+    """Every attempt spent without the venue becoming flat; re-checked slowly."""
 
 
 BUSY: frozenset[VenueState] = frozenset({VenueState.WAITING, VenueState.CLOSING})
 """States in which a round is under way."""
+
+
+@dataclass(frozen=True, slots=True)
+class FlattenPolicy:
+    """How hard and how fast the rounds go (``FailsafeConfig`` validates the numbers)."""
+
+    max_attempts: int = 5
+    """Rounds per venue before it is reported not flat (rounds while down do not count)."""
+    round_timeout_s: float = 3.0
+    """How long a round waits for the venue's answers and its closing orders."""
+    cancel_timeout_s: float = 1.0
+    """How long a round waits for the mass cancel's confirmation before it cancels the
+    working orders one by one."""
+    backoff_initial_s: float = 0.25
+    """Pause after the first round that did not end flat; doubles after each round."""
+    backoff_max_s: float = 5.0
+    """Longest pause between two rounds."""
+    recheck_interval_s: float = 30.0
+    """Once the attempts are spent: how often the venue is re-checked (a full round)."""
+
+    def backoff_s(self, rounds: int) -> float:
+        """The pause after ``rounds`` rounds that did not end flat."""
+        exponent = min(max(rounds - 1, 0), 30)
+        return min(self.backoff_initial_s * float(2**exponent), self.backoff_max_s)
+
+
+WorkingOf = Callable[[str], frozenset[str]]
+"""The client order ids known to work at a venue (``WorkingOrders.working``)."""
 
 
 @dataclass(slots=True)
@@ -60,37 +108,56 @@ class VenueRun:
     """One venue's progress."""
 
     round: int = 0
-    """Rounds started (attempts spent)."""
+    """Attempts spent (rounds started while the connector was up, re-checks excluded)."""
+    started: int = 0
+    """Rounds started, re-checks and refunded rounds included (names the request ids)."""
     request_id: str = ""
     """The current round's request id (correlates the venue's answers)."""
     state: VenueState = VenueState.PENDING
+    exhausted: bool = False
+    """The attempts are spent: rounds now are slow re-checks."""
+    recheck: bool = False
+    """The current round is a re-check (spends no attempt)."""
     closing: set[str] = field(default_factory=set)
     """Client order ids of the closing orders still working."""
+    closing_failed: bool = False
+    """A closing order of this round was rejected or cancelled (the round backs off)."""
     cancel_confirmed: bool = False
     """The venue confirmed this round's mass cancel."""
+    cancelled_one_by_one: bool = False
+    """The mass cancel went unconfirmed: the working orders were cancelled one by one."""
     positions_flat: bool = False
     """The venue reported no open position in this round."""
     last_positions: tuple[VenuePosition, ...] = ()
     """What the venue last reported."""
+    round_deadline: float = math.inf
+    """When the current round times out."""
+    cancel_deadline: float = math.inf
+    """When an unconfirmed mass cancel falls back to cancels one by one."""
+    next_round_at: float = math.inf
+    """When the next round starts (after a backoff or a re-check interval)."""
 
 
 @dataclass(frozen=True, slots=True)
-class RoundStart:
-    """Start a round: send ``CancelAll`` and ``RequestPositions`` with ``request_id`` to
-    ``venue``, and time the round out."""
+class Note:
+    """Something the caller writes in the run's timeline of actions."""
 
+    action: str
     venue: str
-    round: int
-    request_id: str
+    detail: str = ""
 
 
 class FlattenPlan:
     """The rounds of one failsafe run over ``venues``."""
 
-    def __init__(self, incident: str, venues: Iterable[str], max_attempts: int) -> None:
+    def __init__(self, incident: str, venues: Iterable[str], policy: FlattenPolicy,
+                 working: WorkingOf) -> None:
         self.incident = incident
-        self.max_attempts = max_attempts
+        self.policy = policy
+        self.working = working
         self.runs: dict[str, VenueRun] = {venue: VenueRun() for venue in venues}
+        self.notes: list[Note] = []
+        """What happened since the caller last took them (``take_notes``)."""
 
     def states(self) -> dict[str, VenueState]:
         """Each venue's state."""
@@ -98,31 +165,94 @@ class FlattenPlan:
 
     @property
     def rounds(self) -> int:
-        """The most rounds any venue took."""
+        """The most attempts any venue spent."""
         return max((run.round for run in self.runs.values()), default=0)
+
+    def take_notes(self) -> list[Note]:
+        """The notes since the last call."""
+        notes, self.notes = self.notes, []
+        return notes
 
     # ---- rounds -------------------------------------------------------------------------
 
-    def next_round(self, venue: str) -> RoundStart | None:
-        """Begin ``venue``'s next round; None when its attempts are spent (it is exhausted)."""
-        run = self.runs[venue]
-        if run.round >= self.max_attempts:
-            run.state = VenueState.EXHAUSTED
-            return None
-        run.round += 1
-        run.request_id = f"fs-{self.incident}-{venue}-{run.round}"
-        run.closing.clear()
-        run.cancel_confirmed = run.positions_flat = False
-        run.state = VenueState.WAITING
-        return RoundStart(venue=venue, round=run.round, request_id=run.request_id)
+    def start(self, now: float) -> list[tuple[str, Command]]:
+        """Start every venue's first round."""
+        sent: list[tuple[str, Command]] = []
+        for venue in self.runs:
+            sent += self._start_round(venue, now)
+        return sent
 
-    def venue_down(self, venue: str) -> None:
-        """The round could not be delivered: ``venue`` is down and the attempt is not spent."""
+    def _start_round(self, venue: str, now: float) -> list[tuple[str, Command]]:
         run = self.runs[venue]
-        if run.state is VenueState.WAITING:
+        if not run.exhausted and run.round >= self.policy.max_attempts:
+            run.exhausted = True
+        run.recheck = run.exhausted
+        if not run.recheck:
+            run.round += 1
+        run.started += 1
+        run.request_id = f"fs-{self.incident}-{venue}-{run.started}"
+        run.closing.clear()
+        run.cancel_confirmed = run.positions_flat = run.cancelled_one_by_one = run.closing_failed = False
+        run.state = VenueState.WAITING
+        run.round_deadline = now + self.policy.round_timeout_s
+        run.cancel_deadline = now + min(self.policy.cancel_timeout_s, self.policy.round_timeout_s)
+        run.next_round_at = math.inf
+        self.notes.append(Note("cancel_all_and_read_positions", venue,
+                               f"round {run.round}" + (" (re-check)" if run.recheck else "")))
+        return [
+            (venue, CancelAll(venue=venue, source=FAILSAFE_SOURCE, request_id=run.request_id)),
+            (venue, RequestPositions(venue=venue, request_id=run.request_id)),
+        ]
+
+    def _end_round(self, venue: str, now: float, why: str, *, pause: bool = True) -> None:
+        """The round ended without flat: back off (or wait for the next re-check); without
+        ``pause`` (its closing orders all filled) the next round reads the venue at once."""
+        run = self.runs[venue]
+        run.closing.clear()
+        run.round_deadline = run.cancel_deadline = math.inf
+        if run.exhausted or run.round >= self.policy.max_attempts:
+            if not run.exhausted:
+                self.notes.append(Note("attempts_spent", venue, f"{run.round} rounds"))
+            run.exhausted = True
+            run.state = VenueState.EXHAUSTED
+            run.next_round_at = now + self.policy.recheck_interval_s
+        else:
+            run.state = VenueState.BACKOFF
+            run.next_round_at = now + (self.policy.backoff_s(run.round) if pause else 0.0)
+        self.notes.append(Note("round_ended", venue, why))
+
+    def delivery_failed(self, venue: str) -> None:
+        """A command could not be delivered: ``venue``'s connector is down; the round spends
+        no attempt."""
+        self._down(venue, "connector unreachable")
+
+    def on_connector_down(self, venue: str) -> None:
+        """``venue``'s connector went down: a round under way (or just ended) is not spent."""
+        run = self.runs.get(venue)
+        if run is None or run.state in (VenueState.FLAT, VenueState.DOWN, VenueState.PENDING):
+            return
+        self._down(venue, "connector down")
+
+    def _down(self, venue: str, why: str) -> None:
+        run = self.runs[venue]
+        if run.state in (*BUSY, VenueState.BACKOFF) and not run.recheck and run.round > 0:
             run.round -= 1
+            run.exhausted = False
         run.closing.clear()
         run.state = VenueState.DOWN
+        run.round_deadline = run.cancel_deadline = run.next_round_at = math.inf
+        self.notes.append(Note("venue_down", venue, why))
+
+    def on_connector_up(self, venue: str, now: float) -> list[tuple[str, Command]]:
+        """``venue``'s connector came back: a venue down, exhausted, or in a round when the
+        session restarted starts a round now (an exhausted one with fresh attempts)."""
+        run = self.runs.get(venue)
+        if run is None or run.state in (VenueState.FLAT, VenueState.PENDING):
+            return []
+        if run.exhausted:
+            run.round = 0
+            run.exhausted = False
+        return self._start_round(venue, now)
 
     def on_cancel_done(self, venue: str, request_id: str) -> bool:
         """The venue confirmed a mass cancel; True when that made it flat."""
@@ -130,12 +260,12 @@ class FlattenPlan:
         if run is None or request_id != run.request_id or run.state not in BUSY:
             return False
         run.cancel_confirmed = True
-        return self._settle(run)
+        return self._settle(venue)
 
-    def on_positions(self, report: VenuePositions, created_ns: int) -> tuple[SubmitOrder, ...] | None:
+    def on_positions(self, report: VenuePositions, now_ns: int) -> list[tuple[str, Command]] | None:
         """The venue's positions for the current round. None when the report is not this
         round's answer; else the closing orders to send (empty: nothing is open, and the
-        venue is flat once the mass cancel is confirmed too)."""
+        venue is flat once no order works there either)."""
         run = self.runs.get(report.venue)
         if run is None or report.request_id != run.request_id or run.state is not VenueState.WAITING:
             return None
@@ -143,74 +273,109 @@ class FlattenPlan:
         open_positions = [p for p in report.positions if p.quantity != 0]
         if not open_positions:
             run.positions_flat = True
-            self._settle(run)
-            return ()
+            self._settle(report.venue)
+            return []
         run.state = VenueState.CLOSING
-        orders = tuple(
+        orders = [
             SubmitOrder(
                 client_order_id=f"{run.request_id}-{n}", venue=report.venue, symbol=position.symbol,
                 side=Side.SELL if position.quantity > 0 else Side.BUY, quantity=abs(position.quantity),
-                order_type=OrderType.MARKET, reduce_only=True, source=FAILSAFE_SOURCE, created_ns=created_ns,
+                order_type=OrderType.MARKET, reduce_only=True, source=FAILSAFE_SOURCE, created_ns=now_ns,
             )
             for n, position in enumerate(open_positions)
-        )
+        ]
         run.closing.update(order.client_order_id for order in orders)
-        return orders
+        return [(report.venue, order) for order in orders]
 
-    def on_order_done(self, event: OrderFilled | OrderRejected | OrderCancelled) -> bool:
-        """A closing order finished (filled, rejected or cancelled); True when it was the
-        round's last one, so the caller starts the next round (which re-reads the venue).
-        A partial fill is not an end."""
-        if isinstance(event, OrderFilled) and event.leaves_quantity > 0:
-            return False
+    def on_order_event(self, event: OrderAccepted | OrderFilled | OrderRejected | OrderCancelled,
+                       now: float) -> bool:
+        """An order event at a venue (the caller has applied it to the working orders
+        first). A closing order that finished may end the round; a cancel confirmed one by
+        one may make the venue flat. True when the venue became flat."""
         run = self.runs.get(event.venue)
-        if run is None or event.client_order_id not in run.closing:
+        if run is None or run.state not in BUSY:
             return False
-        run.closing.discard(event.client_order_id)
-        return not run.closing and run.state is VenueState.CLOSING
+        if isinstance(event, OrderAccepted) or (isinstance(event, OrderFilled) and event.leaves_quantity > 0):
+            return False
+        if event.client_order_id in run.closing:
+            run.closing.discard(event.client_order_id)
+            if isinstance(event, OrderRejected | OrderCancelled):
+                run.closing_failed = True
+                what = "rejected" if isinstance(event, OrderRejected) else "cancelled"
+                self.notes.append(Note(f"closing_order_{what}", event.venue,
+                                       f"{event.client_order_id}: {event.text}"))
+            if not run.closing and run.state is VenueState.CLOSING:
+                self._end_round(event.venue, now, "closing orders done; the venue is read again",
+                                pause=run.closing_failed)
+            return False
+        return self._settle(event.venue)
 
     def is_closing_order(self, venue: str, client_order_id: str) -> bool:
         """True for a closing order of the current round still working."""
         run = self.runs.get(venue)
         return run is not None and client_order_id in run.closing
 
-    def on_round_timeout(self, venue: str, round_number: int) -> bool:
-        """True when round ``round_number`` of ``venue`` is still under way: the caller
-        starts the next round."""
-        run = self.runs.get(venue)
-        return run is not None and run.round == round_number and run.state in BUSY
+    # ---- time -----------------------------------------------------------------------------
 
-    def on_connector_up(self, venue: str, running: bool) -> bool:
-        """``venue``'s connector came back; True when the caller should start a round: the
-        venue was down or exhausted (attempts start again), or a round was under way when
-        the session restarted (``running``)."""
-        run = self.runs.get(venue)
-        if run is None:
-            return False
-        if run.state in (VenueState.DOWN, VenueState.EXHAUSTED) or (running and run.state in BUSY):
-            if run.state is VenueState.EXHAUSTED:
-                run.round = 0
-            return True
-        return False
+    def next_wakeup(self) -> float | None:
+        """When ``due`` has something to do next; None when nothing is timed."""
+        times = [t for run in self.runs.values()
+                 for t in (run.round_deadline, run.cancel_deadline, run.next_round_at) if t < math.inf]
+        return min(times, default=None)
+
+    def due(self, now: float) -> list[tuple[str, Command]]:
+        """What is due at ``now``: per-order cancels for unconfirmed mass cancels, rounds
+        timing out, rounds starting after a backoff or a re-check interval."""
+        sent: list[tuple[str, Command]] = []
+        for venue, run in self.runs.items():
+            if run.state in BUSY and now >= run.cancel_deadline:
+                run.cancel_deadline = math.inf
+                if not run.cancel_confirmed:
+                    sent += self._cancel_one_by_one(venue)
+                    if self._settle(venue):
+                        continue
+            if run.state in BUSY and now >= run.round_deadline:
+                self._end_round(venue, now, "round timed out")
+            if run.state in (VenueState.BACKOFF, VenueState.EXHAUSTED) and now >= run.next_round_at:
+                sent += self._start_round(venue, now)
+        return sent
+
+    def _cancel_one_by_one(self, venue: str) -> list[tuple[str, Command]]:
+        run = self.runs[venue]
+        run.cancelled_one_by_one = True
+        orders = sorted(self.working(venue) - run.closing)
+        self.notes.append(Note("mass_cancel_unconfirmed", venue,
+                               f"cancelling {len(orders)} working order(s) one by one"))
+        return [(venue, CancelOrder(client_order_id=coid, venue=venue, source=FAILSAFE_SOURCE))
+                for coid in orders]
 
     # ---- the end ----------------------------------------------------------------------------
 
     def finished(self) -> bool:
-        """True when the run is over: no round under way, and every venue flat or none
-        still pending."""
-        states = self.states().values()
-        if any(state in BUSY for state in states):
-            return False
-        flat = all(state is VenueState.FLAT for state in states)
-        return flat or not any(state is VenueState.PENDING for state in states)
+        """True when the run has an outcome: every venue flat, down or out of attempts."""
+        return all(run.state is VenueState.FLAT or run.state is VenueState.DOWN or run.exhausted
+                   for run in self.runs.values())
 
     def flat(self) -> bool:
         """True when every venue is flat."""
         return all(run.state is VenueState.FLAT for run in self.runs.values())
 
-    @staticmethod
-    def _settle(run: VenueRun) -> bool:
-        if run.positions_flat and run.cancel_confirmed:
+    def outcome(self) -> bool | None:
+        """None while the run has no outcome; else whether every venue is flat."""
+        return self.flat() if self.finished() else None
+
+    def _orders_clear(self, venue: str) -> bool:
+        run = self.runs[venue]
+        if run.cancel_confirmed:
+            return True
+        return run.cancelled_one_by_one and not self.working(venue)
+
+    def _settle(self, venue: str) -> bool:
+        run = self.runs[venue]
+        if run.state in BUSY and run.positions_flat and self._orders_clear(venue):
             run.state = VenueState.FLAT
+            run.exhausted = False
+            run.round_deadline = run.cancel_deadline = run.next_round_at = math.inf
+            self.notes.append(Note("venue_flat", venue, f"after {run.round} round(s)"))
             return True
         return False

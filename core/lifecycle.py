@@ -106,3 +106,37 @@ class OrderLifecycle:
     def is_done(self) -> bool:
         """True once the order reached a terminal state."""
         return self.status in TERMINAL
+
+
+class WorkingOrders:
+    """The orders known to work at each venue: sent (pending until the venue answers) or
+    reported working by the venue (an acknowledgement of an order we did not see sent: a
+    resynchronisation after a reconnect, or an order placed elsewhere). An order leaves
+    once the venue reports it done (filled, cancelled, rejected, expired)."""
+
+    __slots__ = ("_orders",)
+
+    def __init__(self) -> None:
+        self._orders: dict[str, dict[str, OrderLifecycle]] = {}
+
+    def sent(self, venue: str, client_order_id: str) -> None:
+        """An order was passed to ``venue``'s connector."""
+        self._orders.setdefault(venue, {}).setdefault(client_order_id, OrderLifecycle())
+
+    def apply(self, message: OrderAccepted | OrderFilled | OrderCancelled | OrderRejected) -> Step | None:
+        """A venue event; the step it took, None for an order not known (and not reported
+        working by this event)."""
+        orders = self._orders.setdefault(message.venue, {})
+        lifecycle = orders.get(message.client_order_id)
+        if lifecycle is None:
+            if not isinstance(message, OrderAccepted):
+                return None
+            lifecycle = orders[message.client_order_id] = OrderLifecycle()
+        taken = lifecycle.apply(event_of(message))
+        if lifecycle.is_done():
+            del orders[message.client_order_id]
+        return taken
+
+    def working(self, venue: str) -> frozenset[str]:
+        """Client order ids working at ``venue``."""
+        return frozenset(self._orders.get(venue, ()))

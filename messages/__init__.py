@@ -58,10 +58,12 @@ from messages.portfolio import PortfolioSnapshot, PositionState, Reconciliation
 from messages.requests import (
     EnterFailsafe,
     GetFailsafeState,
+    GetOrderCounts,
     GetPortfolio,
     GetReconciliations,
     GetRiskState,
     GetSafetyStats,
+    OrderTotals,
     SafetyStats,
     Shutdown,
 )
@@ -90,6 +92,7 @@ __all__ = [
     "FailsafeReport",
     "FlattenRequested",
     "GetFailsafeState",
+    "GetOrderCounts",
     "GetPortfolio",
     "GetReconciliations",
     "GetRiskState",
@@ -108,6 +111,7 @@ __all__ = [
     "OrderFilled",
     "OrderRejected",
     "OrderStatus",
+    "OrderTotals",
     "OrderType",
     "PortfolioSnapshot",
     "PositionState",

@@ -63,3 +63,6 @@ class Reconciliation(Message, frozen=True, kw_only=True):
     """One line per symbol that disagrees."""
     ts_ns: int = 0
     """When compared, wall clock nanoseconds."""
+    since_ns: int = 0
+    """Since when the venue is reconciled (or not) without interruption, wall clock
+    nanoseconds; 0 when unknown."""

@@ -42,6 +42,31 @@ class GetReconciliations(msgspec.Struct, frozen=True, kw_only=True):
     ``Reconciliation`` per venue, as a dict."""
 
 
+class GetOrderCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """Ask the position keeper (from outside the actor system): order traffic as the journal
+    holds it since ``since_ns``; answered with ``OrderTotals``. Counted from the journal, a
+    fill or a cancel re-delivered by a venue after a reconnect is never counted twice."""
+
+    since_ns: int = 0
+    """Count what was journaled at or after this wall-clock time (ns); 0: everything."""
+
+
+class OrderTotals(msgspec.Struct, frozen=True, kw_only=True):
+    """Reply to ``GetOrderCounts``."""
+
+    submitted: int
+    """Orders journaled as passed to a venue."""
+    filled: int
+    """Orders whose row reached ``filled``."""
+    cancelled: int
+    """Orders whose row reached ``cancelled``."""
+    rejected: int
+    """Orders whose row reached ``rejected`` (by a venue; pre-trade refusals never reach the
+    journal)."""
+    fills: int
+    """Fills journaled (executions, partial ones included)."""
+
+
 class GetSafetyStats(msgspec.Struct, frozen=True, kw_only=True):
     """Ask the safety monitor for its counters; answered with ``SafetyStats``."""
 

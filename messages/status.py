@@ -111,6 +111,9 @@ class ConnectorStatus(ConnectorHealth, frozen=True, kw_only=True):
     not reconciled yet."""
     reconciled_ns: int | None = None
     """When the last reconciliation ran, ns since the epoch; null before the first."""
+    reconciled_since_ns: int | None = None
+    """Since when ``reconciled`` has held without interruption (reconciled, or MISMATCH),
+    ns since the epoch; null before the first reconciliation."""
     venue_positions: list[VenuePositionStatus] = []
     """Positions the venue reported at the last reconciliation."""
     keeper_positions: list[KeeperPositionStatus] = []
@@ -120,18 +123,19 @@ class ConnectorStatus(ConnectorHealth, frozen=True, kw_only=True):
 
 
 class OrderCounts(Record, frozen=True, kw_only=True):
-    """Order traffic the dashboard counted on the bus since it started."""
+    """Order traffic since the dashboard started: counted from the journal (a fill or cancel
+    re-delivered after a reconnect counts once), rejections from the bus."""
 
     submitted: int = 0
-    """Orders the governor passed to a venue."""
+    """Orders journaled as passed to a venue (the governor's and the failsafe's)."""
     filled: int = 0
-    """Orders completely filled."""
+    """Orders whose journal status reached filled."""
     rejected: int = 0
-    """Orders rejected (by the governor or a venue)."""
+    """Orders rejected (by the governor or a venue), as seen on the bus."""
     cancelled: int = 0
-    """Orders cancelled."""
+    """Orders whose journal status reached cancelled."""
     fills: int = 0
-    """Fills (executions), partial ones included."""
+    """Fills (executions) journaled, partial ones included."""
 
 
 class RiskStatus(Record, frozen=True, kw_only=True):
@@ -182,7 +186,7 @@ class FailsafeStatus(Record, frozen=True, kw_only=True):
     incident: str = ""
     """Id of the current incident; empty when none."""
     venues: dict[str, str] = {}
-    """Per venue, where its flatten stands: pending, waiting, closing, flat, down, exhausted."""
+    """Per venue, where its flatten stands: pending, waiting, closing, backoff, flat, down, exhausted."""
     last_report: FailsafeReport | None = None
     """The last finished run: flat or not, attempts, incident report path."""
 

@@ -175,7 +175,8 @@ def build_tree(settings: Settings, state_dir: Path, *, on_escalation: Any = None
                   kwargs={"journal_name": settings.keeper.journal_name,
                           "session_boundary": settings.keeper.session_boundary}, **beat),
         ChildSpec(name="failsafe", actor_class=Failsafe,
-                  args=(settings.failsafe, state_dir, names), **beat),
+                  args=(settings.failsafe, state_dir, names),
+                  kwargs={"journal_path": state_dir / settings.keeper.journal_name}, **beat),
         ChildSpec(name="safety_monitor", actor_class=SafetyMonitor,
                   args=(settings.safety, state_dir), **beat),
         ChildSpec(name="connectors", actor_class=Supervisor, args=(connectors,),
@@ -300,6 +301,12 @@ class Service:
         try:
             if policy == "flatten":
                 self._flatten_before_stop(deadline)
+            elif policy == "cancel" and (self.ask("failsafe", GetFailsafeState()) or {}).get("running"):
+                # A mass cancel now would cancel the failsafe's closing orders: its rounds under
+                # way finish first (up to the deadline); a run cut short is written down by the
+                # failsafe as interrupted.
+                log.warning("shutdown cancel skipped: a failsafe run is under way")
+                self._wait_for_failsafe(deadline, 0)
             elif policy == "cancel":
                 for venue in self.settings.venues():
                     self.ask(venue, CancelAll(venue=venue, source="shutdown", request_id="shutdown"))
@@ -320,17 +327,25 @@ class Service:
             log.critical("shutdown flatten impossible: the supervision tree is not running")
             return
         systemd.extend_timeout(max(1.0, deadline - time.monotonic()) + 5.0)
+        asked_ns = now_ns()
         registry.tell("failsafe", FlattenRequested(reason="shutdown with on_shutdown=flatten",
-                                                   source="shutdown", ts_ns=now_ns()))
+                                                   source="shutdown", ts_ns=asked_ns))
+        if not self._wait_for_failsafe(deadline, asked_ns):
+            log.critical("shutdown flatten did not finish before the shutdown timeout")
+
+    def _wait_for_failsafe(self, deadline: float, since_ns: int) -> bool:
+        """Wait until the failsafe reports an outcome made at or after ``since_ns`` (with 0:
+        until no round of its run is under way); False at the deadline."""
         next_extend = time.monotonic() + 1.0
         while time.monotonic() < deadline:
             state = self.ask("failsafe", GetFailsafeState()) or {}
-            if state.get("last_report") and not state.get("running"):
-                log.info(f"shutdown flatten finished: {state['last_report'].get('detail')}")
-                return
+            report = state.get("last_report") or {}
+            if (report.get("ts_ns", 0) >= since_ns > 0) if since_ns else not state.get("rounds_under_way"):
+                log.info(f"shutdown: the failsafe run ended: {report.get('detail')}")
+                return True
             if time.monotonic() >= next_extend:
                 # Keep systemd's stop timeout ahead of us while the flatten runs.
                 next_extend = time.monotonic() + 1.0
                 systemd.extend_timeout(5.0)
             time.sleep(0.1)  # outside the actor system: the process's own stop sequence
-        log.critical("shutdown flatten did not finish before the shutdown timeout")
+        return False

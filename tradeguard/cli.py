@@ -19,6 +19,7 @@ import msgspec
 from loguru import logger
 
 from actors.errors import ConfigError
+from messages.control import FailsafeReport
 from messages.status import StatusDocument
 from tradeguard import systemd
 from tradeguard.control import ControlError, fetch_status, send_command
@@ -249,21 +250,47 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def cmd_flatten(args: argparse.Namespace) -> int:
+def _wait_seconds(text: str) -> float:
+    """``--wait``: a finite number of seconds within 0..86400."""
     try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not 0 <= value <= 86_400:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"expected 0..86400 seconds, got {text!r}")
+    return value
+
+
+def cmd_flatten(args: argparse.Namespace) -> int:
+    """FAILSAFE now; with a wait, exit 0 only once the failsafe reports every venue flat
+    (venue-confirmed), after this command. A NOT FLAT report (a venue down, attempts spent)
+    does not end the wait: the failsafe keeps retrying and re-checking."""
+    try:
+        asked_ns = time.time_ns()
         print(_control(args, "flatten", args.reason))
         if args.no_wait:
             return EXIT_OK
         deadline = time.monotonic() + args.wait
-        while time.monotonic() < deadline:
+        last: FailsafeReport | None = None
+        mode = ""
+        while True:
             status = _status(args)
+            mode = str(status.mode)
             report = status.failsafe.last_report if status.failsafe is not None else None
-            if report is not None and status.failsafe is not None and not status.failsafe.running:
-                print(f"mode {status.mode}: {'flat' if report.flat else 'NOT FLAT'} "
-                      f"({report.detail}); incident report {report.incident_path}")
-                return EXIT_OK if report.flat else EXIT_FAILURE
-            time.sleep(0.2)
-        print("tradeguard: the flatten did not finish in time; see `tradeguard status`", file=sys.stderr)
+            if report is not None and report.ts_ns >= asked_ns:
+                last = report
+                if report.flat:
+                    print(f"mode {mode}: flat ({report.detail}); incident report {report.incident_path}")
+                    return EXIT_OK
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.2, max(deadline - time.monotonic(), 0.0)))
+        if last is not None:
+            print(f"mode {mode}: NOT FLAT after {args.wait:g}s ({last.detail}); the failsafe keeps "
+                  f"retrying; incident report {last.incident_path}")
+        else:
+            print(f"tradeguard: no flatten outcome within {args.wait:g}s; see `tradeguard status`",
+                  file=sys.stderr)
         return EXIT_FAILURE
     except ControlError as exc:
         print(f"tradeguard: {exc}", file=sys.stderr)
@@ -355,7 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     flatten = with_state(sub.add_parser("flatten", help="FAILSAFE: cancel everything and flatten"))
     flatten.add_argument("--reason", default="", help="why (audited)")
     flatten.add_argument("--no-wait", action="store_true", help="do not wait for the venues to be flat")
-    flatten.add_argument("--wait", type=float, default=30.0, help="seconds to wait for flat")
+    flatten.add_argument("--wait", type=_wait_seconds, default=30.0,
+                         help="seconds to wait for every venue to report flat (0..86400)")
     flatten.set_defaults(func=cmd_flatten)
 
     for verb, text in (("pause", "refuse new orders until resumed"), ("resume", "accept orders again"),

@@ -69,7 +69,7 @@ from messages import (
     VenuePositions,
     now_ns,
 )
-from messages.bounds import Interval, Name, Symbol
+from messages.bounds import Name, Symbol
 from supervision import Backoff, SupervisedActor, TimerHandle, bus, scheduler
 
 
@@ -85,7 +85,7 @@ class ConnectorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     connect_timeout_s: Annotated[float, Meta(ge=0.1, le=3600.0)] = 5.0
     """How long one connection attempt may take before it counts as failed (and the next
     one is scheduled with backoff). At least 0.1."""
-    health_interval_s: Interval = 1.0
+    health_interval_s: Annotated[float, Meta(ge=0.01, le=3600.0)] = 1.0
     """How often a ``HealthReport`` is published. At least 0.01."""
     reconnect_initial_s: float = 0.5
     """Delay before the first reconnection attempt of an outage (before jitter). 0.01 to

@@ -27,15 +27,20 @@ from actors.position_keeper import (
 )
 from messages import (
     FAILSAFE_SOURCE,
+    ConnectorDown,
+    ConnectorUp,
     Mode,
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
+    OrderRejected,
     OrderStatus,
     PortfolioSnapshot,
     Quote,
     QuoteBatch,
     Reconciliation,
+    RejectReason,
+    RequestPositions,
     SafetyEvent,
     Severity,
     Side,
@@ -373,7 +378,8 @@ def test_orders_and_their_events_are_journaled(tmp_path: Path, recorder: Recorde
                 OrderAccepted(client_order_id="c1", venue="paper", symbol="ES", venue_order_id="v1"))
     bus.publish(topics.ORDERS, OrderCancelled(client_order_id="c2", venue="paper", text="user"))
     bus.publish(topics.ORDERS, OrderAccepted(client_order_id="c2", venue="paper", symbol="ES"))  # late
-    bus.publish(topics.ORDERS, fill("f1", Side.BUY, "2", "100", order="c1"))
+    bus.publish(topics.ORDERS, msgspec.structs.replace(fill("f1", Side.BUY, "2", "100", order="c1"),
+                                                       leaves_quantity=D(3)))   # 2 of 5
     wait_fills(recorder, 1)
 
     with Journal(tmp_path / "journal.sqlite3") as journal:
@@ -461,3 +467,62 @@ def test_journal_that_cannot_be_opened_raises_journal_error(tmp_path: Path) -> N
     (tmp_path / "not-a-db").write_bytes(b"this is not an sqlite file, not at all" * 100)
     with pytest.raises(JournalError, match="cannot open"):
         Journal(tmp_path / "not-a-db")
+
+
+def test_connected_venues_are_reconciled_periodically(tmp_path: Path, recorder: Recorder) -> None:
+    """Every connected venue is asked for its positions each ``reconcile_interval_s``; the
+    comparison says since when the venue is reconciled or not; a venue down is not asked."""
+    asked = Recorder.spawn("fix")   # stands in for the connector named "fix"
+    start_keeper(tmp_path, reconcile_interval_s=0.2)
+    bus.publish(topics.ORDERS, fill("f1", Side.BUY, "3", "100", venue="fix"))
+    wait_fills(recorder, 1)
+    bus.publish(topics.CONNECTORS, ConnectorUp(name="fix", generation=1))
+    first = asked.wait_for(lambda m: isinstance(m, RequestPositions), timeout_s=5)
+    bus.publish(topics.POSITIONS, VenuePositions(venue="fix", request_id=first.request_id, positions=(
+        VenuePosition(venue="fix", symbol="ES", quantity=D(5)),)))   # 2 more than the journal holds
+    bad: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation))
+    assert not bad.reconciled and bad.mismatches == ("ES: journal 3, venue 5",) and bad.since_ns == bad.ts_ns
+    mark = asked.count()
+    second = asked.wait_for(lambda m: isinstance(m, RequestPositions), timeout_s=5, after=mark)
+    assert second.request_id != first.request_id
+    bus.publish(topics.POSITIONS, VenuePositions(venue="fix", request_id=second.request_id, positions=(
+        VenuePosition(venue="fix", symbol="ES", quantity=D(5)),)))
+    again: Reconciliation = recorder.wait_for(
+        lambda m: isinstance(m, Reconciliation) and m.ts_ns > bad.ts_ns)
+    assert not again.reconciled and again.since_ns == bad.since_ns   # unreconciled since the first
+    assert len(recorder.messages(SafetyEvent)) == 1                   # one mismatch, raised once
+    bus.publish(topics.CONNECTORS, ConnectorDown(name="fix"))
+    ask(GetPortfolio())                                                 # the keeper read its mailbox
+    quiet = asked.count()
+    with pytest.raises(AssertionError):                                 # four periods without a request
+        asked.wait_for(lambda m: isinstance(m, RequestPositions), timeout_s=0.8, after=quiet)
+
+
+def test_the_order_rows_status_column_follows_the_lifecycle(tmp_path: Path, recorder: Recorder) -> None:
+    """Read straight from the file (as any tool would): accepted, partially filled, filled,
+    cancelled, rejected; a late event never moves a terminal row."""
+    start_keeper(tmp_path)
+    orders = {coid: SubmitOrder(client_order_id=coid, venue="paper", symbol="ES", side=Side.BUY,
+                                quantity=D(5), source="sample") for coid in ("a", "p", "f", "c", "r")}
+    with Journal(tmp_path / "journal.sqlite3", writer=GOVERNOR_WRITER) as governor_journal:
+        for order in orders.values():
+            governor_journal.record_order(order)
+    for coid in ("a", "p", "f", "c"):
+        bus.publish(topics.ORDERS, OrderAccepted(client_order_id=coid, venue="paper", symbol="ES"))
+    partial = msgspec.structs.replace(fill("fp", Side.BUY, "2", "100", order="p"), leaves_quantity=D(3))
+    bus.publish(topics.ORDERS, partial)
+    bus.publish(topics.ORDERS, fill("ff1", Side.BUY, "5", "100", order="f"))
+    bus.publish(topics.ORDERS, OrderAccepted(client_order_id="f", venue="paper", symbol="ES"))   # late
+    bus.publish(topics.ORDERS, OrderCancelled(client_order_id="c", venue="paper", text="user"))
+    bus.publish(topics.ORDERS, fill("fc", Side.BUY, "1", "100", order="c"))    # a fill racing the cancel
+    bus.publish(topics.ORDERS, OrderRejected(client_order_id="r", venue="paper", reason=RejectReason.VENUE,
+                                             text="no"))
+    bus.publish(topics.ORDERS, fill("fend", Side.BUY, "1", "100", order="zz"))  # a marker: last in
+    wait_fills(recorder, 4)
+    db = sqlite3.connect(tmp_path / "journal.sqlite3")
+    try:
+        rows = dict(db.execute("SELECT client_order_id, status FROM orders").fetchall())
+    finally:
+        db.close()
+    assert rows == {"a": "accepted", "p": "partially_filled", "f": "filled", "c": "cancelled",
+                    "r": "rejected"}

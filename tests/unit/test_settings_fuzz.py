@@ -256,11 +256,12 @@ def test_values_inside_every_range_are_accepted(data: st.DataObject) -> None:
     config = copy.deepcopy(BASE)
     for path, strategy in chosen:
         _none_to_absent(config, path, data.draw(strategy, label=_label(path)))
-    supervision = config.get("supervision", {})
-    if "backoff_initial_s" in supervision or "backoff_max_s" in supervision:
-        low, high = sorted((supervision.get("backoff_initial_s", 0.5),
-                            supervision.get("backoff_max_s", 30.0)))
-        supervision.update(backoff_initial_s=low, backoff_max_s=high)
+    # Cross-field rules (a backoff's first delay at most its cap): keep the pair ordered.
+    for section, initial, cap in (("supervision", 0.5, 30.0), ("failsafe", 0.25, 5.0)):
+        part = config.get(section, {})
+        if "backoff_initial_s" in part or "backoff_max_s" in part:
+            low, high = sorted((part.get("backoff_initial_s", initial), part.get("backoff_max_s", cap)))
+            part.update(backoff_initial_s=low, backoff_max_s=high)
     accepted = msgspec.to_builtins(parse_settings(config, environ=LIVE))
     for path, _ in chosen:  # every chosen value is in the accepted configuration
         node: Any = config

@@ -1,0 +1,132 @@
+"""Reconciliation: the journal's positions and open orders against a venue's own reports.
+
+``compare`` takes what the journal holds for one venue (positions, the orders it believes
+working) and what the venue reported (positions; working orders when the venue's report
+lists them) and returns the differences, one line each. No difference is *reconciled*;
+any difference is a mismatch, and stays one until a later comparison agrees
+(fail-closed). ``ReconcileState`` keeps, per venue, whether it is reconciled and since
+when, so status can say "unreconciled since 12:03:07". ``ReconcileSchedule`` says when
+each venue is next due for a periodic comparison. Time is passed in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterable, Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+from messages import VenuePosition
+
+ZERO = Decimal(0)
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """The outcome of one comparison with a venue."""
+
+    venue: str
+    differences: tuple[str, ...]
+    """One line per symbol or order that disagrees; empty when reconciled."""
+    orders_compared: bool
+    """True when the venue's report listed its working orders and they were compared."""
+
+    @property
+    def reconciled(self) -> bool:
+        """True when nothing disagrees."""
+        return not self.differences
+
+
+def net_positions(reported: Iterable[VenuePosition]) -> dict[str, Decimal]:
+    """The venue's quantity per symbol (several lines for one symbol are summed)."""
+    net: dict[str, Decimal] = {}
+    for position in reported:
+        net[position.symbol] = net.get(position.symbol, ZERO) + position.quantity
+    return net
+
+
+def compare(venue: str, journal_positions: Mapping[str, Decimal], reported: Iterable[VenuePosition],
+            journal_working: Collection[str] = (),
+            venue_working: Collection[str] | None = None) -> Comparison:
+    """Compare one venue. ``journal_positions``: signed quantity per symbol as the journal
+    holds it; ``reported``: the venue's positions (a symbol absent is flat);
+    ``journal_working``: client order ids the journal believes working there;
+    ``venue_working``: the ids the venue reports working, or None when its report does not
+    list them (the orders are then not compared)."""
+    venue_net = net_positions(reported)
+    differences = [
+        f"{symbol}: journal {journal_positions.get(symbol, ZERO)}, venue {venue_net.get(symbol, ZERO)}"
+        for symbol in sorted(set(venue_net) | set(journal_positions))
+        if journal_positions.get(symbol, ZERO) != venue_net.get(symbol, ZERO)
+    ]
+    if venue_working is not None:
+        ours, theirs = set(journal_working), set(venue_working)
+        differences += [f"order {coid}: working in the journal, not at the venue"
+                        for coid in sorted(ours - theirs)]
+        differences += [f"order {coid}: working at the venue, not in the journal"
+                        for coid in sorted(theirs - ours)]
+    return Comparison(venue=venue, differences=tuple(differences), orders_compared=venue_working is not None)
+
+
+@dataclass(slots=True)
+class VenueReconciliation:
+    """One venue's standing."""
+
+    reconciled: bool | None = None
+    """None before the first comparison."""
+    since_ns: int = 0
+    """When the venue entered its current standing (wall clock ns)."""
+    last_ns: int = 0
+    """When it was last compared."""
+    differences: tuple[str, ...] = ()
+    new_mismatch: bool = False
+    """The last comparison disagreed, and not with the same differences as the one before
+    (raise it once: the same mismatch found again is the same incident)."""
+
+
+@dataclass(slots=True)
+class ReconcileState:
+    """Every venue's standing, updated by each comparison."""
+
+    venues: dict[str, VenueReconciliation] = field(default_factory=dict)
+
+    def record(self, comparison: Comparison, now_ns: int) -> VenueReconciliation:
+        """Apply a comparison made at ``now_ns``; the venue's new standing."""
+        standing = self.venues.setdefault(comparison.venue, VenueReconciliation())
+        standing.new_mismatch = not comparison.reconciled and not (
+            standing.reconciled is False and standing.differences == comparison.differences)
+        if standing.reconciled is not comparison.reconciled:
+            standing.since_ns = now_ns
+        standing.reconciled = comparison.reconciled
+        standing.last_ns = now_ns
+        standing.differences = comparison.differences
+        return standing
+
+
+@dataclass(slots=True)
+class ReconcileSchedule:
+    """When each venue is next due for a periodic comparison: ``interval_s`` after its last
+    one, whatever triggered that one (a reconnect, a failsafe round, the period)."""
+
+    interval_s: float
+    due_at: dict[str, float] = field(default_factory=dict)
+    """Next due time per venue (monotonic seconds)."""
+
+    def compared(self, venue: str, now: float) -> None:
+        """``venue`` was compared at ``now``."""
+        self.due_at[venue] = now + self.interval_s
+
+    def forget(self, venue: str) -> None:
+        """``venue`` cannot be asked (its connector is down) until ``compared`` or ``due``."""
+        self.due_at.pop(venue, None)
+
+    def due(self, venues: Iterable[str], now: float) -> list[str]:
+        """The venues among ``venues`` due at ``now`` (never compared ones included); each
+        is pushed one interval on, so an unanswered request is asked again a period later."""
+        due = [venue for venue in venues if self.due_at.get(venue, now) <= now]
+        for venue in due:
+            self.due_at[venue] = now + self.interval_s
+        return due
+
+    def next_due(self) -> float | None:
+        """The earliest due time, None when no venue is scheduled."""
+        return min(self.due_at.values(), default=None)
