@@ -472,12 +472,11 @@ class RiskGovernor(SupervisedActor):
         self._venue_changed(self.venue_book.on_up(event.name))
 
     def _on_connector_down(self, event: ConnectorDown) -> None:
-        # A notice with a reason is a lost session; one without is a connector stopping
-        # (its own crash comes as an abnormal ChildExited, a stop the tree ordered is no
-        # incident of the venue's).
+        # A lost session is an incident of the venue's; a connector stopping is not (its own
+        # crash comes as an abnormal ChildExited, a stop the tree ordered is no incident).
         if event.name in self.venues:
             self._venue_down(event.name, f"connector {event.name} down: {event.reason}",
-                             incident=bool(event.reason))
+                             incident=event.lost)
 
     def _on_child_exited(self, event: ChildExited) -> None:
         if event.name in self.venues:

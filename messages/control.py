@@ -87,6 +87,10 @@ class ConnectorDown(Message, frozen=True, kw_only=True):
     """Why, in words."""
     ts_ns: int = 0
     """When it went down, wall clock nanoseconds."""
+    lost: bool = True
+    """True when the venue session was lost (an outage of the venue); False when the
+    connector itself stopped (a stop its supervisor ordered, or the actor's end): that is
+    no incident of the venue's, and an abnormal end is reported by the supervisor."""
 
 
 class SafetyEvent(Message, frozen=True, kw_only=True):

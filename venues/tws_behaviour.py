@@ -22,9 +22,10 @@ TRADING_SECONDS_PER_YEAR = 252 * 6.5 * 3600
 class TwsBehaviour(msgspec.Struct, frozen=True, kw_only=True):
     """The fake TWS's switches, validated at construction (a bad value names its field)."""
 
-    coalesce_quotes: bool = True
+    coalesce_quotes: bool = False
     """Write a quote's bid and ask ticks in one write (a client reads them together).
-    False is what TWS does: each tickPrice / tickSize is its own write, bid side first."""
+    False (the default) is what TWS does: each tickPrice / tickSize is its own write, bid
+    side first."""
     quote_split_delay_s: float = 0.0
     """With ``coalesce_quotes`` off: how long after the bid side the ask side is written, so
     that a client sees a new bid beside the old ask for that long (0: right after)."""

@@ -1774,11 +1774,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--annual-volatility", type=float, default=0.25,
                         help="yearly volatility of every price (0.25: a large US stock); each "
                              "step moves by it scaled to the step interval")
+    parser.add_argument("--coalesce-quotes", action="store_true",
+                        help="write a quote's bid and ask ticks in one write (default: every tick "
+                             "on its own, bid side first, as TWS does)")
     parser.add_argument("--split-quotes", action="store_true",
-                        help="write every tick on its own, bid side first, as TWS does "
-                             "(default: bid and ask in one write)")
+                        help="every tick on its own write (the default; kept for older scripts)")
     parser.add_argument("--quote-split-delay", type=float, default=0.0, metavar="SECONDS",
-                        help="with --split-quotes: the ask side this long after the bid side")
+                        help="with split ticks: the ask side this long after the bid side")
     parser.add_argument("--drop-order-rate", type=float, default=0.0, metavar="P",
                         help="probability that a placeOrder is lost in flight")
     parser.add_argument("--ignore-global-cancel", action="store_true",
@@ -1795,7 +1797,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         behaviour = TwsBehaviour(
-            coalesce_quotes=not args.split_quotes, quote_split_delay_s=args.quote_split_delay,
+            coalesce_quotes=args.coalesce_quotes and not args.split_quotes,
+            quote_split_delay_s=args.quote_split_delay,
             drop_order_rate=args.drop_order_rate, ignore_global_cancel=args.ignore_global_cancel,
             master_client_id=args.master_client_id, initial_cash=args.initial_cash)
         engine_config = EngineConfig(

@@ -243,7 +243,7 @@ class Connector(SupervisedActor):
         finally:
             if was_connected:
                 bus.publish(topics.CONNECTORS, ConnectorDown(name=self.name, reason="connector stopped",
-                                                             ts_ns=now_ns()))
+                                                             ts_ns=now_ns(), lost=False))
                 bus.publish(topics.HEALTH, self.health())
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:

@@ -24,11 +24,28 @@ use) fails the attempt at once with a ``ConnectorError`` carrying code 326, and 
 connector retries with backoff; the usual cause is a previous session of the same
 client id that TWS has not dropped yet. If it persists, another program uses that id:
 configure a different ``client_id``. The session is lost (the connector closes it and
-reconnects with backoff, then resynchronises) when the socket closes, on error 1100
-(TWS lost its connection to IB), and when ``reqCurrentTime``, sent every
-``health_interval_s`` to measure latency, goes unanswered for ``request_timeout_s``.
-Error 1102 (connection restored) is logged; 1101 (restored, market data lost) is logged
-and every market data subscription is renewed.
+reconnects with backoff, then resynchronises) when the socket closes.
+
+Staleness: ``reqCurrentTime`` probes the session every ``probe_interval_s`` (and measures
+the latency). Once no answer has come for ``probe_interval_s + probe_timeout_s`` the
+session is stale: from that moment no new order is written to it; each is refused
+(``VENUE_DOWN``, the text says how long the session has been silent), never queued into
+a link that may deliver it much later. An answer ends the staleness. After
+``stale_after_s`` without an answer the session is declared dead and closed abortively
+(``SO_LINGER`` 0, then the transport is aborted) so that bytes still unsent are dropped
+by the kernel, not delivered when the network heals; the connector reconnects with
+backoff.
+
+Connectivity codes halt the venue: 1100 (TWS lost IB) and 2110 (TWS lost its server) are
+logged as WARNING, ``ConnectorDown`` is published and orders are refused (``VENUE_DOWN``)
+while the session stays open; 1101 or 1102 (restored) end the halt with ``ConnectorUp``.
+1101 (market data lost) also renews every market data subscription.
+
+Late executions: the time every order is written is kept (for the life of the actor,
+bounded). On its first fill, the delay between that time and the venue's acknowledgement
+(the first status, or execution, this session received for it; for an order first heard
+of in a later session, the execution's venue time) above ``late_ack_warn_s`` raises a
+WARNING ``SafetyEvent`` of kind ``late_execution`` naming the order and the delay.
 
 Mapping
 -------
@@ -80,9 +97,11 @@ import asyncio
 import concurrent.futures
 import functools
 import math
+import socket
+import struct
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -90,11 +109,13 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
 
+import msgspec
 from ib_insync import IB, Contract, ExecutionFilter, Fill, Order, Stock, Ticker
 from ib_insync import OrderStatus as IbOrderStatus
 from ib_insync import Trade as IbTrade
 from msgspec import Meta
 
+from actors import topics
 from actors.connectors._io import IoThread, SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
 from actors.errors import ConnectorError
@@ -102,6 +123,8 @@ from core.l1_book import L1Books
 from messages import (
     CancelAllDone,
     CancelOrder,
+    ConnectorDown,
+    ConnectorUp,
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
@@ -110,6 +133,8 @@ from messages import (
     Quote,
     QuoteBatch,
     RejectReason,
+    SafetyEvent,
+    Severity,
     Side,
     SubmitOrder,
     TimeInForce,
@@ -119,6 +144,7 @@ from messages import (
     now_ns,
 )
 from messages.bounds import Host, Label, Port
+from supervision import bus
 
 __all__ = ["IbkrConfig", "IbkrConnector"]
 
@@ -130,6 +156,12 @@ RESTORED_DATA_LOST = 1101
 """IB notice: connectivity restored, market data subscriptions lost."""
 RESTORED = 1102
 """IB notice: connectivity restored, nothing lost."""
+SERVER_CONNECTIVITY_BROKEN = 2110
+"""IB notice: connectivity between TWS and its server is broken (restored automatically)."""
+HALTING_CODES = frozenset({CONNECTIVITY_LOST, SERVER_CONNECTIVITY_BROKEN})
+"""IB codes that halt the venue until a RESTORED code arrives."""
+RESTORING_CODES = frozenset({RESTORED, RESTORED_DATA_LOST})
+"""IB codes that end a halt."""
 ORDER_CANCELLED = 202
 """IB notice that follows the status of a cancelled order."""
 CANCEL_REFUSED = frozenset({161, 10147, 10148})
@@ -165,6 +197,10 @@ _CLOSE_TIMEOUT_S = 2.0
 """How long ``disconnect`` waits for the session to close and for the thread to end."""
 _MAX_HELD_TRADES = 1000
 """Trades held while the actor catches up; older ones beyond this are dropped."""
+_MAX_SENT_TIMES = 10_000
+"""Orders whose sending time is kept for the late execution check; the oldest go first."""
+_LOCAL_STATES = frozenset({"PendingSubmit", "ApiPending"})
+"""Order states ib_insync sets itself before the venue has said anything."""
 
 T = TypeVar("T")
 
@@ -193,6 +229,18 @@ class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
     book_settle_s: float = 0.1
     """How long a book crossed by one side's tick waits for the other side's tick before it
     is published crossed (TWS sends bid and ask separately). 0 to 5."""
+    probe_interval_s: Annotated[float, Meta(ge=0.05, le=60.0)] = 1.0
+    """How often ``reqCurrentTime`` probes the session. 0.05 to 60."""
+    probe_timeout_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 0.5
+    """How long a probe may go unanswered, beyond ``probe_interval_s`` since the last
+    answer, before the session is stale and takes no new order. Above 0; at or above
+    ``stale_after_s`` a silent session goes straight to dead."""
+    stale_after_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 5.0
+    """Silence (no probe answered) after which the session is declared dead, closed
+    abortively and reconnected."""
+    late_ack_warn_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 2.0
+    """An order acknowledged by the venue more than this long after it was sent raises a
+    ``late_execution`` WARNING when it fills. Above 0."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -210,6 +258,12 @@ class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
             raise ValueError(f"book_settle_s: must be within 0..5, got {self.book_settle_s}")
         if self.max_batches_in_flight < 1:
             raise ValueError(f"max_batches_in_flight: must be at least 1, got {self.max_batches_in_flight}")
+        if not (math.isfinite(self.probe_interval_s) and 0.05 <= self.probe_interval_s <= 60):
+            raise ValueError(f"probe_interval_s: must be within 0.05..60, got {self.probe_interval_s}")
+        for field in ("probe_timeout_s", "stale_after_s", "late_ack_warn_s"):
+            value = getattr(self, field)
+            if not (math.isfinite(value) and 0 < value <= 3600):
+                raise ValueError(f"{field}: must be above 0 and at most 3600, got {value}")
 
 
 class _QuoteGate:
@@ -266,6 +320,20 @@ class _QuoteGate:
             return waiting
 
 
+class _VenueHalted(msgspec.Struct, frozen=True):
+    """A connectivity code halted the venue (loop thread -> actor)."""
+
+    attempt: int
+    reason: str
+
+
+class _VenueResumed(msgspec.Struct, frozen=True):
+    """A connectivity code ended the halt (loop thread -> actor)."""
+
+    attempt: int
+    reason: str
+
+
 @dataclass
 class _Order:
     """One order as this session knows it (loop thread only)."""
@@ -275,6 +343,10 @@ class _Order:
     trade: IbTrade
     accepted: bool = False
     done: bool = False
+    sent_here: bool = False
+    """True when this session wrote the order."""
+    acked_ns: int = 0
+    """When this session first heard from the venue of an order it wrote (0: not yet)."""
 
 
 def _guarded(handler: Callable[..., None]) -> Callable[..., None]:
@@ -350,6 +422,14 @@ class IbkrConnector(Connector):
         self._order_ids: dict[int, str] = {}
         self._unanswered: list[SubmitOrder] = []
         """Orders the session ended under; refused by ``disconnect`` once the thread is joined."""
+        self._last_answer = 0.0
+        """Loop time of the last probe answer (or of the session's opening)."""
+        self._stale_since = 0.0
+        """Loop time the session went stale; 0 while it is not."""
+        self._halts: dict[int, str] = {}
+        """Connectivity codes halting the venue now, with their texts."""
+        self._sent_ns: OrderedDict[str, int] = OrderedDict()
+        """Wall time each order was written, until its first fill (kept across sessions)."""
 
     # ---- the contract (actor thread) -------------------------------------------------------
 
@@ -472,7 +552,28 @@ class IbkrConnector(Connector):
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         table = super().handlers()
         table[QuoteBatch] = self._on_quote_batch
+        table[_VenueHalted] = self._on_venue_halted
+        table[_VenueResumed] = self._on_venue_resumed
         return table
+
+    def _on_venue_halted(self, message: _VenueHalted) -> None:
+        """A connectivity code halted the venue: down (orders refused) with the session open."""
+        if message.attempt != self.link.attempt or self.phase != "up" or not self._connected:
+            return
+        self._connected = False
+        self.log.warning(f"connector {self.name}: venue halted: {message.reason}")
+        bus.publish(topics.CONNECTORS, ConnectorDown(name=self.name, reason=message.reason, ts_ns=now_ns()))
+        bus.publish(topics.HEALTH, self.health())
+
+    def _on_venue_resumed(self, message: _VenueResumed) -> None:
+        """The halt ended: up again on the same session."""
+        if message.attempt != self.link.attempt or self.phase != "up" or self._connected:
+            return
+        self._connected = True
+        self.log.warning(f"connector {self.name}: venue resumed: {message.reason}")
+        bus.publish(topics.CONNECTORS,
+                    ConnectorUp(name=self.name, generation=self.context.generation, ts_ns=now_ns()))
+        bus.publish(topics.HEALTH, self.health())
 
     def _on_quote_batch(self, batch: QuoteBatch) -> None:
         self.deliver(batch)
@@ -525,6 +626,9 @@ class IbkrConnector(Connector):
         cfg = self.ib_config
         loop = asyncio.get_running_loop()
         self._closing = self._lost = False
+        self._halts.clear()
+        self._stale_since = 0.0
+        self._last_answer = loop.time()
         self._commands = asyncio.Queue()
         self._request_lock = asyncio.Lock()
         self._refused = loop.create_future()
@@ -568,7 +672,8 @@ class IbkrConnector(Connector):
         ib.execDetailsEvent += self._on_exec_details
         ib.disconnectedEvent += self._on_disconnected
         self._spawn(self._work(), "command worker")
-        self._spawn(self._watch(), "latency watch")
+        self._last_answer = loop.time()
+        self._spawn(self._probe(), "session probe")
 
     async def _close(self) -> None:
         self._closing = True
@@ -616,20 +721,67 @@ class IbkrConnector(Connector):
                 return
             await self._guard(command(*args), command.__name__)
 
-    async def _watch(self) -> None:
-        """Measure the round trip every ``health_interval_s``; no answer means a dead session."""
+    async def _probe(self) -> None:
+        """Probe the session every ``probe_interval_s``: a late answer makes it stale (no new
+        order is written), none within ``stale_after_s`` makes it dead (closed abortively)."""
         cfg = self.ib_config
+        loop = asyncio.get_running_loop()
         while True:
-            await asyncio.sleep(cfg.health_interval_s)
-            started = time.perf_counter()
+            started, clock = loop.time(), time.perf_counter()
             try:
-                await asyncio.wait_for(self._session().reqCurrentTimeAsync(), cfg.request_timeout_s)
-            except TimeoutError:
-                self._lose(f"no answer to reqCurrentTime within {cfg.request_timeout_s}s")
-                return
+                answer = asyncio.ensure_future(self._session().reqCurrentTimeAsync())
             except ConnectionError:
                 return  # the disconnect handler reports it
-            self.note_latency(self.elapsed_ms(started))
+            try:
+                await asyncio.wait_for(asyncio.shield(answer), cfg.probe_timeout_s)
+            except TimeoutError:
+                self._note_stale(loop.time())
+                try:
+                    remaining = cfg.stale_after_s - (loop.time() - self._last_answer)
+                    await asyncio.wait_for(answer, max(remaining, 0.0))
+                except TimeoutError:
+                    self._abort(f"no answer to reqCurrentTime for {loop.time() - self._last_answer:.1f}s "
+                                f"(stale_after_s {cfg.stale_after_s})")
+                    return
+            self._last_answer = loop.time()
+            self.note_latency(self.elapsed_ms(clock))
+            if self._stale_since:
+                self.log.warning(f"connector {self.name}: IB session answers again after "
+                                 f"{self._last_answer - self._stale_since:.1f}s stale")
+                self._stale_since = 0.0
+            await asyncio.sleep(max(0.0, cfg.probe_interval_s - (loop.time() - started)))
+
+    def _silent_s(self) -> float:
+        """Seconds since the last probe answer (loop thread)."""
+        return asyncio.get_running_loop().time() - self._last_answer
+
+    def _is_stale(self) -> bool:
+        """True once a probe is overdue: no answer for ``probe_interval_s + probe_timeout_s``."""
+        cfg = self.ib_config
+        return self._silent_s() > cfg.probe_interval_s + cfg.probe_timeout_s
+
+    def _note_stale(self, now: float) -> None:
+        if not self._stale_since and self._is_stale():
+            self._stale_since = now
+            self.log.warning(f"connector {self.name}: IB session stale: no answer to the probe for "
+                             f"{self._silent_s():.1f}s; new orders are refused")
+
+    def _abort(self, reason: str) -> None:
+        """Declare the session dead and close its socket abortively: ``SO_LINGER`` 0 makes
+        the close a reset that drops what the kernel has not sent yet (loop thread)."""
+        self.log.warning(f"connector {self.name}: IB session declared dead: {reason}")
+        self._lose(reason)
+        ib = self._ib
+        transport = ib.client.conn.transport if ib is not None else None
+        if transport is None:
+            return
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            except OSError as exc:
+                self.log.warning(f"connector {self.name}: cannot set SO_LINGER 0: {exc!r}")
+        transport.abort()
 
     def _session(self) -> IB:
         ib = self._ib
@@ -676,6 +828,7 @@ class IbkrConnector(Connector):
         for fill in fills:
             coid = _order_name(fill.execution.orderRef, fill.execution.clientId, fill.execution.orderId)
             total = open_totals.get(coid, final[coid])
+            self._check_late(coid, self._symbol_of(fill.contract), _ts_ns(fill.execution.time))
             message = self._filled(coid, self._symbol_of(fill.contract), fill, total)
             if message is not None:
                 self._tell(message)
@@ -727,6 +880,10 @@ class IbkrConnector(Connector):
         if self._lost:
             self._unanswered.append(order)  # the actor is failing: disconnect() refuses it
             return
+        unfit = self._unfit_reason()
+        if unfit is not None:
+            self._refuse_down(order, unfit)
+            return
         try:
             contract = await self._contract(order.symbol)
         except asyncio.CancelledError:
@@ -753,13 +910,30 @@ class IbkrConnector(Connector):
             ib_order.lmtPrice = float(order.limit_price)
         if order.stop_price is not None and order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT):
             ib_order.auxPrice = float(order.stop_price)
+        unfit = self._unfit_reason()  # checked at the last moment: the lookup may have waited
+        if unfit is not None:
+            self._refuse_down(order, unfit)
+            return
         try:
             trade = self._session().placeOrder(contract, ib_order)
         except ConnectionError as exc:
             self._refuse_down(order, str(exc))
             return
-        self._orders[coid] = _Order(coid, order.symbol, trade)
+        self._sent_ns[coid] = now_ns()
+        while len(self._sent_ns) > _MAX_SENT_TIMES:
+            self._sent_ns.popitem(last=False)
+        self._orders[coid] = _Order(coid, order.symbol, trade, sent_here=True)
         self._order_ids[trade.order.orderId] = coid
+
+    def _unfit_reason(self) -> str | None:
+        """Why no order may be written to the session now (halted, stale), or None."""
+        if self._halts:
+            code, text = next(iter(self._halts.items()))
+            return f"venue halted by IB {code}: {text}"
+        if self._is_stale():
+            self._note_stale(asyncio.get_running_loop().time())
+            return f"IB session stale: no answer to the probe for {self._silent_s():.1f}s"
+        return None
 
     def _refuse_down(self, order: SubmitOrder, text: str) -> None:
         """Refuse an order the session cannot place. Once the session is lost, the actor is
@@ -833,12 +1007,19 @@ class IbkrConnector(Connector):
                 self._refused.set_result(text)
             return
         log = self.log.bind(ib_code=code, req_id=req_id, ib_text=text)
-        if code == CONNECTIVITY_LOST:
-            self._lose(f"IB {code}: {text}")
-        elif code in (RESTORED, RESTORED_DATA_LOST):
+        if code in HALTING_CODES:
+            log.warning(f"connector {self.name}: IB {code}: {text}")
+            first = not self._halts
+            self._halts[code] = text
+            if first:
+                self._tell(_VenueHalted(self._link.attempt, f"IB {code}: {text}"))
+        elif code in RESTORING_CODES:
             log.warning(f"connector {self.name}: IB {code}: {text}")
             if code == RESTORED_DATA_LOST:
                 self._resubscribe()
+            if self._halts:
+                self._halts.clear()
+                self._tell(_VenueResumed(self._link.attempt, f"IB {code}: {text}"))
         elif 2100 <= code < 2200:
             log.info(f"connector {self.name}: IB notice {code}: {text}")
         elif req_id in self._order_ids:
@@ -869,6 +1050,8 @@ class IbkrConnector(Connector):
     def _on_order_status(self, trade: IbTrade) -> None:
         order = self._adopt(trade)
         status = trade.orderStatus.status
+        if order.sent_here and not order.acked_ns and status not in _LOCAL_STATES:
+            order.acked_ns = now_ns()
         if order.done:
             return
         if status in _WORKING:
@@ -889,10 +1072,30 @@ class IbkrConnector(Connector):
     @_guarded
     def _on_exec_details(self, trade: IbTrade, fill: Fill) -> None:
         order = self._adopt(trade)
+        if order.sent_here and not order.acked_ns:
+            order.acked_ns = now_ns()
+        self._check_late(order.client_order_id, order.symbol,
+                         order.acked_ns if order.sent_here else _ts_ns(fill.execution.time))
         message = self._filled(order.client_order_id, order.symbol, fill,
                                _decimal(trade.order.totalQuantity))
         if message is not None:
             self._tell(message)
+
+    def _check_late(self, coid: str, symbol: str, acked_ns: int) -> None:
+        """On an order's first fill: a WARNING when the venue acknowledged it more than
+        ``late_ack_warn_s`` after it was sent (loop thread)."""
+        sent_ns = self._sent_ns.pop(coid, None)
+        if sent_ns is None:
+            return
+        delay_s = (acked_ns - sent_ns) / 1e9
+        if delay_s <= self.ib_config.late_ack_warn_s:
+            return
+        detail = f"order {coid} executed late: acknowledged {delay_s:.1f}s after it was sent"
+        self.log.bind(client_order_id=coid, delay_s=round(delay_s, 3)).warning(
+            f"connector {self.name}: {detail}")
+        self._tell(SafetyEvent(kind="late_execution", severity=Severity.WARNING, venue=self.name,
+                               symbol=symbol, detail=detail, value=Decimal(f"{delay_s:.3f}"),
+                               ts_ns=now_ns()))
 
     @_guarded
     def _on_disconnected(self) -> None:

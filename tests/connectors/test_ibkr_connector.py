@@ -523,9 +523,13 @@ def test_ib_connectivity_codes(tree: Tree, recorder: Recorder, engine: VenueEngi
     recorder.wait_for(shows(next(q for q in moved if q.symbol == "MSFT")), after=mark)
     assert recorder.messages(ConnectorDown) == []
 
+    # 1100 halts the venue on the same session; 1102 ends the halt.
     write_to_sessions(venue, lambda _md: [[4, 2, -1, 1100, "Connectivity between IB and TWS lost.", ""]])
-    recorder.wait_for(of(ConnectorDown, name=NAME), after=mark)
+    down = recorder.wait_for(of(ConnectorDown, name=NAME), after=mark)
+    assert "1100" in down.reason
+    write_to_sessions(venue, lambda _md: [[4, 2, -1, 1102, "Connectivity restored, data kept.", ""]])
     recorder.wait_for(of(ConnectorUp, name=NAME, generation=0), timeout_s=10, after=mark)
+    assert venue.connected_client_ids() == [CLIENT_ID]
 
 
 def test_a_flood_of_ticks_is_conflated_and_the_last_quote_arrives(
@@ -601,6 +605,17 @@ def test_config_checks_its_fields() -> None:
                 {"reconnect_max_s": float("inf")}, {"connect_timeout_s": float("nan")}):
         with pytest.raises(ValueError):
             IbkrConfig(name="ib", **bad)
+    assert (defaults.probe_interval_s, defaults.probe_timeout_s, defaults.stale_after_s) == (1.0, 0.5, 5.0)
+    for field, bad_settings in (
+        ("probe_interval_s", {"probe_interval_s": 0.01}),
+        ("probe_interval_s", {"probe_interval_s": float("nan")}),
+        ("probe_timeout_s", {"probe_timeout_s": 0}),
+        ("probe_timeout_s", {"probe_timeout_s": 3601}),
+        ("stale_after_s", {"stale_after_s": -1}),
+        ("late_ack_warn_s", {"late_ack_warn_s": 0}),
+    ):
+        with pytest.raises(ValueError, match=field):
+            IbkrConfig(name="ib", **bad_settings)
 
 
 # --------------------------------------------------------------------------- the L1 book

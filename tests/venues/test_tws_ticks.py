@@ -1,6 +1,6 @@
-"""Market data from the fake TWS: ticks coalesced into one write per quote (the default for
-now), or, as TWS sends them, every tick a write of its own with the ask side after the bid
-side; and prices that step at a realistic volatility relative to the spread."""
+"""Market data from the fake TWS: as TWS sends them (the default), every tick a write of its
+own with the ask side after the bid side, or, on request, ticks coalesced into one write per
+quote; and prices that step at a realistic volatility relative to the spread."""
 
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def move(ib: IB, engine: VenueEngine, ticker: Ticker, mid: Decimal) -> tuple[flo
 
 
 def test_coalesced_quotes_never_show_a_half_updated_book(engine: VenueEngine) -> None:
-    with watch(TwsBehaviour(), engine) as (ib, ticker, shown):
+    with watch(TwsBehaviour(coalesce_quotes=True), engine) as (ib, ticker, shown):
         books = {(ticker.bid, ticker.ask)}
         for i in range(20):
             books.add(move(ib, engine, ticker, Decimal(190 + (i % 2) * 3 + i)))
