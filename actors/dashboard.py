@@ -48,6 +48,7 @@ from msgspec import Meta
 from actors import topics
 from actors.errors import TradeguardError
 from actors.log_budget import LogBudget, one_line, printable
+from actors.order_entry.client_verbs import CLIENT_VERBS, handle_client_request
 from messages import (
     ConnectorDown,
     ConnectorUp,
@@ -588,6 +589,8 @@ class Dashboard(SupervisedActor):
         token = (request.token or "").encode("utf-8", "surrogatepass")
         if request.token is None or not hmac.compare_digest(token, self._token.encode()):
             return self._refuse("missing or wrong credential", identity, verb=request.verb, claimed=claimed)
+        if request.verb in CLIENT_VERBS:
+            return self._client_request(bytes(raw), request.verb, identity)
         try:
             verb = OperatorVerb(request.verb or "")
         except ValueError:
@@ -609,6 +612,14 @@ class Dashboard(SupervisedActor):
             audit += f" reason={printable(request.reason)}"
         self.log.bind(verb=str(verb), operator=identity.name, uid=identity.uid).warning(audit)
         return ControlReply(ok=True, result=self._command(command))
+
+    def _client_request(self, raw: bytes, verb: str, identity: PeerIdentity) -> ControlReply:
+        """A client API request (``actors.order_entry.client_verbs``), audited like a command."""
+        ok, answer = handle_client_request(raw, identity.name, self._ask)
+        outcome = "ok" if ok else f"refused: {printable(answer)}"
+        self.log.bind(verb=verb, operator=identity.name, uid=identity.uid).info(
+            f"client request {verb} by {identity.name} {identity.describe()}: {outcome}")
+        return ControlReply(ok=ok, result=answer if ok else None, error=None if ok else answer)
 
     def _refuse(self, why: str, identity: PeerIdentity, *, verb: str | None = None,
                 claimed: str | None = None, detail: str | None = None,

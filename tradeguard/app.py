@@ -21,6 +21,9 @@ from actors.dashboard import Dashboard
 from actors.errors import JournalError, TradeguardError
 from actors.failsafe import Failsafe, GetFailsafeState
 from actors.journal import Journal
+from actors.order_entry import CLIENT_API_ACTOR, FIX_GATEWAY_ACTOR
+from actors.order_entry.api import ClientApi
+from actors.order_entry.fix_gateway import FixGateway
 from actors.position_keeper import GetPortfolio, PositionKeeper
 from actors.risk_governor import GetRiskState, RiskGovernor, Shutdown
 from actors.safety_monitor import SafetyMonitor
@@ -158,6 +161,12 @@ def build_tree(settings: Settings, state_dir: Path, *, on_escalation: Any = None
         ChildSpec(name=s.name, actor_class=SampleStrategy, args=(s,), restart=Restart.PERMANENT)
         for s in settings.strategies
     ]
+    order_entry = []
+    if settings.order_entry.api:
+        order_entry.append(ChildSpec(name=CLIENT_API_ACTOR, actor_class=ClientApi, args=(state_dir,)))
+    if settings.order_entry.fix is not None:
+        order_entry.append(ChildSpec(name=FIX_GATEWAY_ACTOR, actor_class=FixGateway,
+                                     args=(settings.order_entry.fix, state_dir, venues)))
     children = [
         ChildSpec(name="position_keeper", actor_class=PositionKeeper,
                   args=(settings.keeper, state_dir), **beat),
@@ -177,6 +186,9 @@ def build_tree(settings: Settings, state_dir: Path, *, on_escalation: Any = None
         ChildSpec(name="strategies", actor_class=Supervisor, args=(strategies,),
                   kwargs={"strategy": Strategy.ONE_FOR_ONE, "backoff": backoff},
                   shutdown_timeout_s=10.0),
+        *([ChildSpec(name="order_entry", actor_class=Supervisor, args=(order_entry,),
+                     kwargs={"strategy": Strategy.ONE_FOR_ONE, "backoff": backoff},
+                     shutdown_timeout_s=10.0)] if order_entry else []),
         ChildSpec(name="dashboard", actor_class=Dashboard,
                   args=(settings.dashboard, state_dir, names),
                   kwargs={"health_check": health_check}),

@@ -23,6 +23,7 @@ from actors.connectors.plugins import connector_class
 from actors.dashboard import DashboardConfig
 from actors.errors import ConfigError
 from actors.failsafe import FailsafeConfig
+from actors.order_entry.config import OrderEntryConfig, check_order_entry
 from actors.position_keeper import KeeperConfig
 from actors.risk_governor import RiskConfig
 from actors.safety_monitor import SafetyConfig
@@ -50,7 +51,7 @@ MAX_CONFIG_BYTES = 1 << 20
 
 RESERVED_NAMES = frozenset({
     "root", "position_keeper", "risk_governor", "failsafe", "safety_monitor", "connectors",
-    "strategies", "dashboard",
+    "strategies", "dashboard", "order_entry", "client_api", "fix_gateway",
 })
 
 
@@ -118,6 +119,8 @@ class Settings(_Strict, frozen=True, kw_only=True):
     """Connector sections (decoded by their kind's own config type)."""
     strategies: tuple[SampleConfig, ...] = ()
     """Order sources."""
+    order_entry: OrderEntryConfig = OrderEntryConfig()
+    """Order sources outside the process: the client API and the FIX gateway (both off by default)."""
 
     def connector_configs(self) -> tuple[ConnectorConfig, ...]:
         """The connector sections, typed."""
@@ -345,6 +348,7 @@ def _check(settings: Settings, environ: dict[str, str]) -> None:
     if sup.backoff_initial_s > sup.backoff_max_s:
         raise ConfigError(f"supervision.backoff_initial_s: {sup.backoff_initial_s} is above "
                           f"supervision.backoff_max_s ({sup.backoff_max_s})")
+    check_order_entry(settings.order_entry, venues, environ)
     if settings.service.mode == "live" and environ.get(LIVE_ENV) != LIVE_VALUE:
         raise ConfigError(
             f"service.mode: \"live\" also needs the environment variable {LIVE_ENV}={LIVE_VALUE}"
