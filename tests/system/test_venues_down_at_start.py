@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.system.processes import BIN, free_port, running, wait_status
+from tests.system.test_systemd import NotifyListener
 
 STATUS_DEADLINE_S = 15.0
 
@@ -90,9 +91,11 @@ def _connector(status: dict[str, Any], name: str) -> dict[str, Any]:
 class Service:
     """The running process and when it was started."""
 
-    def __init__(self, state: Path, started: float) -> None:
+    def __init__(self, state: Path, started: float, notify: NotifyListener) -> None:
         self.state = state
         self.started = started
+        self.notify = notify
+        """A fake systemd the process tells READY=1."""
         self.first_status: dict[str, Any] | None = None
         self.answered_after_s = float("inf")
 
@@ -102,9 +105,11 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     tmp_path = tmp_path_factory.mktemp("venues-down")
     state = tmp_path / "state"
     config = _config(tmp_path, state)
+    notify = NotifyListener(str(tmp_path / "notify.sock"), str(tmp_path / "notify.sock"))
     started = time.monotonic()
-    with running("run", "--config", str(config), "--state-dir", str(state)):
-        svc = Service(state, started)
+    with running("run", "--config", str(config), "--state-dir", str(state),
+                 env={"NOTIFY_SOCKET": notify.address}):
+        svc = Service(state, started, notify)
         deadline = started + STATUS_DEADLINE_S + 15.0  # look a little longer, to report how long
         while time.monotonic() < deadline:
             code, document = _cli_status(state)
@@ -113,7 +118,10 @@ def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
                 svc.answered_after_s = time.monotonic() - started
                 break
             time.sleep(0.2)  # polling an outside process, as an operator would
-        yield svc
+        try:
+            yield svc
+        finally:
+            notify.close()
 
 
 @pytest.mark.timeout(120)
@@ -133,3 +141,15 @@ def test_the_paper_venue_trades_while_the_others_are_down(service: Service) -> N
     status = wait_status(service.state, lambda s: (_connector(s, "paper").get("fills") or 0) > 0,
                          timeout_s=30, what="fills on the paper venue")
     assert not _connector(status, "zmq")["connected"] and not _connector(status, "fix")["connected"]
+
+
+def test_ready_is_sent_with_two_venues_down_once_the_service_answers(service: Service) -> None:
+    """READY=1 promises that every permanent child runs and the control socket answers: it
+    comes within the deadline although two venues cannot be reached, and a status request
+    right after it is answered."""
+    service.notify.wait(lambda m: "READY=1" in m, timeout_s=STATUS_DEADLINE_S, what="READY=1")
+    ready_after_s = service.notify.times[service.notify.messages.index("READY=1")] - service.started
+    assert ready_after_s < STATUS_DEADLINE_S
+    code, document = _cli_status(service.state)
+    assert code == 0 and document is not None
+    assert not _connector(document, "zmq")["connected"] and not _connector(document, "fix")["connected"]
