@@ -109,6 +109,11 @@ class KeeperConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     reconcile_interval_s: Annotated[float, Meta(ge=0.1, le=3600.0)] = 30.0
     """How often each connected venue's positions are compared with the journal (besides
     after every reconnect and failsafe round); 0.1..3600 seconds."""
+    mismatch_confirmations: Annotated[int, Meta(ge=1, le=20)] = 3
+    """Comparisons in a row that must disagree before a reconciled venue is a mismatch (a
+    fill on its way to the journal makes one comparison disagree); 1 confirms at once."""
+    mismatch_recheck_s: Annotated[float, Meta(ge=0.05, le=60.0)] = 0.5
+    """How soon the venue is asked again after a comparison that disagreed."""
 
     def __post_init__(self) -> None:
         parse_boundary(self.session_boundary)
@@ -160,7 +165,7 @@ class PositionKeeper(SupervisedActor):
         self._last_publish = 0.0
         self._publish_timer: TimerHandle | None = None
         self._rollover_timer: TimerHandle | None = None
-        self._standing = ReconcileState()
+        self._standing = ReconcileState(confirmations=config.mismatch_confirmations)
         self._schedule = ReconcileSchedule(config.reconcile_interval_s)
         self._connected: set[str] = set()
         self._reconcile_timer: TimerHandle | None = None
@@ -399,6 +404,14 @@ class PositionKeeper(SupervisedActor):
         mismatches = list(comparison.differences)
         ts = self._clock()
         standing = self._standing.record(comparison, ts)
+        if standing.pending:
+            # Not confirmed yet (a fill may be on its way): ask again soon, change nothing.
+            self._log.bind(venue=venue, mismatches=mismatches).debug(
+                f"positions at {venue} disagree ({standing.streak}x); asking again")
+            if venue in self._connected:
+                self._schedule.due_at[venue] = time.monotonic() + self.config.mismatch_recheck_s
+                self._arm_reconcile()
+            return
         if venue in self._connected:
             self._schedule.compared(venue, time.monotonic())
             self._arm_reconcile()

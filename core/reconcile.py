@@ -81,17 +81,36 @@ class VenueReconciliation:
     new_mismatch: bool = False
     """The last comparison disagreed, and not with the same differences as the one before
     (raise it once: the same mismatch found again is the same incident)."""
+    streak: int = 0
+    """Consecutive comparisons that disagreed."""
+    pending: bool = False
+    """The last comparison disagreed but the disagreement is not confirmed yet: the standing
+    is unchanged and the venue is to be asked again soon."""
 
 
 @dataclass(slots=True)
 class ReconcileState:
-    """Every venue's standing, updated by each comparison."""
+    """Every venue's standing, updated by each comparison.
 
+    A venue that was reconciled (or not compared yet) becomes unreconciled only when
+    ``confirmations`` comparisons in a row disagree: a fill the venue has made and that is
+    still on its way to the journal makes one comparison disagree, and is no incident. The
+    caller asks the venue again soon while a disagreement is ``pending``. A venue already
+    unreconciled stays so on the first disagreement, and any agreement reconciles it.
+    """
+
+    confirmations: int = 1
     venues: dict[str, VenueReconciliation] = field(default_factory=dict)
 
     def record(self, comparison: Comparison, now_ns: int) -> VenueReconciliation:
         """Apply a comparison made at ``now_ns``; the venue's new standing."""
         standing = self.venues.setdefault(comparison.venue, VenueReconciliation())
+        standing.streak = 0 if comparison.reconciled else standing.streak + 1
+        standing.pending = (not comparison.reconciled and standing.reconciled is not False
+                            and standing.streak < self.confirmations)
+        if standing.pending:
+            standing.new_mismatch = False
+            return standing
         standing.new_mismatch = not comparison.reconciled and not (
             standing.reconciled is False and standing.differences == comparison.differences)
         if standing.reconciled is not comparison.reconciled:

@@ -336,10 +336,12 @@ def test_reconciliation(tmp_path: Path, recorder: Recorder) -> None:
     assert {p.symbol for p in ok.keeper_positions} == {"ES", "NQ"}
 
     mark = recorder.count()
-    bus.publish(topics.POSITIONS, VenuePositions(venue="paper", positions=(
+    disagree = VenuePositions(venue="paper", positions=(
         VenuePosition(venue="paper", symbol="ES", quantity=D(7)),
         VenuePosition(venue="paper", symbol="CL", quantity=D(1)),
-    )))
+    ))
+    for _ in range(3):  # a mismatch is confirmed by three disagreeing reports in a row
+        bus.publish(topics.POSITIONS, disagree)
     bad: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation), after=mark)
     assert not bad.reconciled
     assert bad.mismatches == ("CL: journal 0, venue 1", "ES: journal 10, venue 7", "NQ: journal -2, venue 0")
@@ -473,7 +475,7 @@ def test_connected_venues_are_reconciled_periodically(tmp_path: Path, recorder: 
     """Every connected venue is asked for its positions each ``reconcile_interval_s``; the
     comparison says since when the venue is reconciled or not; a venue down is not asked."""
     asked = Recorder.spawn("fix")   # stands in for the connector named "fix"
-    start_keeper(tmp_path, reconcile_interval_s=0.2)
+    start_keeper(tmp_path, reconcile_interval_s=0.2, mismatch_confirmations=1)
     bus.publish(topics.ORDERS, fill("f1", Side.BUY, "3", "100", venue="fix"))
     wait_fills(recorder, 1)
     bus.publish(topics.CONNECTORS, ConnectorUp(name="fix", generation=1))
@@ -526,3 +528,45 @@ def test_the_order_rows_status_column_follows_the_lifecycle(tmp_path: Path, reco
         db.close()
     assert rows == {"a": "accepted", "p": "partially_filled", "f": "filled", "c": "cancelled",
                     "r": "rejected"}
+
+
+def test_a_disagreement_that_clears_at_the_next_report_is_no_mismatch(tmp_path: Path,
+                                                                     recorder: Recorder) -> None:
+    """A fill the venue made that is still on its way to the journal makes one report
+    disagree; the next one agrees: no Reconciliation says MISMATCH and nothing is raised."""
+    start_keeper(tmp_path)
+    bus.publish(topics.ORDERS, fill("f1", Side.BUY, "10", "100"))
+    wait_fills(recorder, 1)
+    mark = recorder.count()
+    bus.publish(topics.POSITIONS, VenuePositions(venue="paper", positions=(
+        VenuePosition(venue="paper", symbol="ES", quantity=D(12)),)))      # a fill in flight
+    bus.publish(topics.ORDERS, fill("f2", Side.BUY, "2", "100"))
+    wait_fills(recorder, 2)
+    bus.publish(topics.POSITIONS, VenuePositions(venue="paper", positions=(
+        VenuePosition(venue="paper", symbol="ES", quantity=D(12)),)))
+    ok: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation), after=mark)
+    assert ok.reconciled and ok.mismatches == ()
+    assert [m for m in recorder.messages()[mark:] if isinstance(m, Reconciliation) and not m.reconciled] == []
+    assert recorder.messages(SafetyEvent) == []
+
+
+def test_a_disagreement_is_asked_again_soon_and_confirmed_by_three_reports(tmp_path: Path,
+                                                                         recorder: Recorder) -> None:
+    """A connected venue whose report disagrees is asked again after ``mismatch_recheck_s``
+    (not a whole period later); the third disagreeing report in a row is the mismatch."""
+    asked = Recorder.spawn("fix")   # stands in for the connector named "fix"
+    start_keeper(tmp_path, reconcile_interval_s=30.0, mismatch_recheck_s=0.05)
+    bus.publish(topics.ORDERS, fill("f1", Side.BUY, "3", "100", venue="fix"))
+    wait_fills(recorder, 1)
+    bus.publish(topics.CONNECTORS, ConnectorUp(name="fix", generation=1))
+    report = VenuePositions(venue="fix", positions=(VenuePosition(venue="fix", symbol="ES", quantity=D(5)),))
+    bus.publish(topics.POSITIONS, report)          # the connector's resync after connecting
+    mark = 0
+    for _ in range(2):   # asked again within a fraction of a second, not after 30 s
+        request = asked.wait_for(lambda m: isinstance(m, RequestPositions), timeout_s=2, after=mark)
+        mark = asked.messages().index(request) + 1
+        assert recorder.messages(Reconciliation) == []          # nothing said before it is confirmed
+        bus.publish(topics.POSITIONS, msgspec.structs.replace(report, request_id=request.request_id))
+    bad: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation))
+    assert not bad.reconciled and bad.mismatches == ("ES: journal 3, venue 5",)
+    assert len(recorder.messages(SafetyEvent)) == 1
