@@ -156,8 +156,10 @@ class EngineConfig(msgspec.Struct, frozen=True, kw_only=True):
     """Symbols the venue trades, each with its starting mid."""
     seed: int = 7
     """Seed of every random draw; the same seed gives the same quotes."""
-    volatility_bps: Annotated[Decimal, decimal_range(ge=0, le=10_000)] = Decimal(5)
-    """Standard deviation of one step's return, in basis points."""
+    volatility_bps: Annotated[Decimal, decimal_range(ge=0, le=10_000)] = Decimal("0.23")
+    """Standard deviation of one step's return, in basis points. The default is a large US
+    stock (25 % a year) stepped every 0.05 s: a fraction of a 2-cent spread per step at
+    $190 (``step_volatility_bps``)."""
     tick_size: Annotated[Decimal, decimal_range(gt=0, le=1_000_000)] = Decimal("0.01")
     """Price increment; every price the venue shows or trades at is a multiple of it."""
     spread_ticks: Annotated[int, Meta(ge=1, le=1_000_000)] = 2
