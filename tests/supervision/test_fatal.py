@@ -136,7 +136,7 @@ def test_fate_belongs_to_one_tree(start_tree: StartTree) -> None:
 
 
 HUNG_PROCESS = """
-import sys, threading, time
+import sys, threading
 from supervision import NO_BACKOFF, ChildSpec, SupervisedActor, SupervisionError, Tree, registry
 
 class Hang:
@@ -145,9 +145,15 @@ class Hang:
 class Exit:
     pass
 
+hanging = threading.Event()
+
+def hang(_m):
+    hanging.set()
+    threading.Event().wait()
+
 class Worker(SupervisedActor):
     def handlers(self):
-        return {Hang: lambda _m: threading.Event().wait(), Exit: self._exit}
+        return {Hang: hang, Exit: self._exit}
 
     def _exit(self, _m):
         raise SystemExit("the operator's code called sys.exit")
@@ -159,7 +165,8 @@ tree = Tree([ChildSpec(name="hung", actor_class=Worker, shutdown_timeout_s=0.5),
             backoff=NO_BACKOFF, on_escalation=lambda r: (reasons.append(r), escalated.set()))
 tree.start(timeout_s=10)
 registry.tell("hung", Hang())
-time.sleep(0.2)
+if not hanging.wait(5):
+    sys.exit(8)
 registry.tell("boom", Exit())
 if not escalated.wait(5):
     sys.exit(9)

@@ -26,6 +26,7 @@ from supervision import (
     registry,
     scheduler,
 )
+from tests.helpers import wait_for
 from tests.supervision.probes import Crash, Journal, StartTree, StopSelf, child, probe, wait_generation
 
 
@@ -66,10 +67,7 @@ def test_transient_child_stopping_cleanly_stays_stopped(start_tree: StartTree) -
     tree = start_tree([probe("worker", journal, restart=Restart.TRANSIENT), probe("other", journal)],
                       backoff=NO_BACKOFF, poll_s=0.05)
     registry.tell("worker", StopSelf())
-    deadline = time.monotonic() + 2.0
-    while child(tree, "worker").state != "stopped" and time.monotonic() < deadline:
-        time.sleep(0.02)
-    assert child(tree, "worker").state == "stopped"
+    wait_for(lambda: child(tree, "worker").state == "stopped", timeout_s=2.0, what="the worker stopped")
     assert child(tree, "worker").generation == 0
 
 

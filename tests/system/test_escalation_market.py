@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import wait_for
 from tests.system.escalation_kit import LocalVenues, connector, fills, venue_states
 from tests.system.processes import stop, tradeguard, wait_status
 
@@ -150,13 +151,9 @@ def test_crossed_quotes_that_uncross_within_the_grace_raise_nothing(tmp_path: Pa
     proc = tradeguard("run", "--config", str(_paper_config(control, crossed_probability=0.02, grace_ms=0.0)))
     try:
         wait_status(control / "service", lambda s: s["mode"] != "READY", 60, "trading")
-        deadline = time.monotonic() + 30.0
         log_path = control / "service" / "logs" / "safety.log"
-        while time.monotonic() < deadline:
-            if log_path.exists() and "crossed_market" in log_path.read_text():
-                break
-            time.sleep(0.2)
-        assert "crossed_market" in log_path.read_text(), "the venue published no crossed quote"
+        wait_for(lambda: log_path.exists() and "crossed_market" in log_path.read_text(), timeout_s=30.0,
+                 interval_s=0.2, what="a crossed quote judged without a grace")
     finally:
         stop(proc, signal.SIGKILL)
 
