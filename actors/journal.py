@@ -52,7 +52,7 @@ from messages import (
     now_ns,
 )
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 GOVERNOR_WRITER = topics.RISK_GOVERNOR
 """The risk governor's journal: the write-ahead order log and the mode log."""
 KEEPER_WRITER = topics.POSITION_KEEPER
@@ -143,6 +143,16 @@ CREATE TABLE IF NOT EXISTS mode_log (
     ts_ns INTEGER NOT NULL
 );
 """
+
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: (
+        "ALTER TABLE fills ADD COLUMN inferred INTEGER NOT NULL DEFAULT 0",
+    ),
+}
+"""The statements that take a journal from the version before each key to that key. A
+journal of an older version is brought forward at open by its first writer, in one
+transaction per version; columns and tables are only ever added (operators' scripts read
+them). ``_SCHEMA`` is version 1; a new journal is created at version 1 and migrated."""
 
 _FILL_TIME = "(CASE WHEN ts_ns > 0 THEN ts_ns ELSE recorded_ns END)"
 """When a fill counts as having happened: the venue's time, or ours when it sent none."""
@@ -562,14 +572,23 @@ class Journal:
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         if version == SCHEMA_VERSION:
             return  # nothing to write: opening an existing journal takes no write lock
-        if version != 0:
-            raise JournalError(f"journal {self.path}: schema version {version}, expected {SCHEMA_VERSION}")
-        with self._transaction():
-            for statement in _SCHEMA.split(";"):
-                if statement.strip():
+        if version < 0 or version > SCHEMA_VERSION:
+            raise JournalError(f"journal {self.path}: schema version {version}, expected {SCHEMA_VERSION}"
+                               " (written by a newer tradeguard?)")
+        if version == 0:
+            with self._transaction():
+                for statement in _SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_ns', ?)",
+                           (str(now_ns()),))
+                db.execute("PRAGMA user_version = 1")
+            version = 1
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            with self._transaction():
+                for statement in _MIGRATIONS[target]:
                     db.execute(statement)
-            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_ns', ?)", (str(now_ns()),))
-            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                db.execute(f"PRAGMA user_version = {target}")
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
