@@ -449,6 +449,25 @@ class FixConnector(Connector):
         if orders:
             self.log.info(f"connector {self.name}: asked the status of {len(orders)} order(s)")
 
+    def query_order_status(self, order: SubmitOrder) -> None:
+        """OrderStatusRequest (H) for one order still unanswered; the ExecutionReport
+        (ExecType=I) answering it is decoded like those of a resync."""
+        request = self._new("H")
+        _set(request, (
+            (Tag.CL_ORD_ID, order.client_order_id),
+            (_ORD_STATUS_REQ_ID, None if self._legacy else self._next_id("st-")),
+            (Tag.SYMBOL, order.symbol),
+            (Tag.SIDE, SIDE_CODES[order.side]),
+        ))  # fmt: skip
+        if not self._send(request):  # logged off: the logon's own queries will ask
+            self.count_error()
+            self.log.warning(f"connector {self.name}: status request for "
+                             f"{order.client_order_id} not sent (not logged on)")
+
+    def order_given_up(self, client_order_id: str) -> None:
+        """Not asked about at the next logon: a late report of it is still published."""
+        self._forget(client_order_id)
+
     def _track_journal_orders(self) -> None:
         """Track the journal's orders of this venue that are not terminal (read only; once
         per start): a restarted process still asks the venue about them."""

@@ -547,6 +547,13 @@ class IbkrConnector(Connector):
             self.count_error()
             self.log.warning(f"connector {self.name}: positions request {request_id!r} not sent: down")
 
+    def query_order_status(self, order: SubmitOrder) -> None:
+        """IB has no status request for one order: this client's open orders, the completed
+        orders and the account's executions are read and searched for it."""
+        if not self._post(self._spawn_status_query, order):
+            self.count_error()
+            self.log.warning(f"connector {self.name}: status query of {order.client_order_id} not sent: down")
+
     # ---- the actor side of market data ---------------------------------------------------
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
@@ -973,6 +980,58 @@ class IbkrConnector(Connector):
             self.log.warning(f"connector {self.name}: {len(working)} orders still working after "
                              f"the mass cancel {request_id!r}")
         self._tell(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=now_ns()))
+
+    async def _spawn_status_query(self, order: SubmitOrder) -> None:
+        self._spawn(self._status_query(order), f"status query of {order.client_order_id}")
+
+    async def _status_query(self, order: SubmitOrder) -> None:
+        """Where the order is at IB: working (open orders: accepted), done (completed orders:
+        cancelled, or its executions), executed (its fills), or nowhere: it never reached
+        the venue (rejected, with a WARNING)."""
+        ib = self._session()
+        coid = order.client_order_id
+        assert self._request_lock is not None
+        async with self._request_lock:
+            opened: list[IbTrade] = await self._request(ib.reqOpenOrdersAsync())
+            completed: list[IbTrade] = await self._request(ib.reqCompletedOrdersAsync(apiOnly=True))
+            fills: list[Fill] = await self._request(
+                ib.reqExecutionsAsync(ExecutionFilter(acctCode=self.account)))
+
+        def named(ref: str, client_id: int, order_id: int) -> bool:
+            return _order_name(ref, client_id, order_id) == coid
+
+        working = [t for t in opened if named(t.order.orderRef, t.order.clientId, t.order.orderId)
+                   and t.orderStatus.status not in IbOrderStatus.DoneStates]
+        done = [t for t in completed if named(t.order.orderRef, t.order.clientId, t.order.orderId)]
+        executed = [f for f in fills
+                    if named(f.execution.orderRef, f.execution.clientId, f.execution.orderId)]
+        self.log.bind(client_order_id=coid, working=len(working), completed=len(done),
+                      executions=len(executed)).info(f"connector {self.name}: order status read")
+        if not (working or done or executed):
+            known = self._orders.get(coid)
+            if known is not None:
+                known.done = True  # a late word of it is still published (fills always are)
+            for event in self.lost_order_events(
+                    coid, order.symbol, "in none of the open orders, completed orders and executions"):
+                self._tell(event)
+            return
+        if working:
+            record = self._adopt(working[0])
+            if not record.accepted:
+                record.accepted = True
+                self._tell(self._accepted(record))
+        total = order.quantity
+        for fill in executed:
+            message = self._filled(coid, order.symbol, fill, total)
+            if message is not None:
+                self._tell(message)
+        if done and not working:
+            status = done[0].orderStatus.status
+            record = self._adopt(done[0])
+            if status in _CANCELLED and not record.done:
+                record.done = True
+                self._tell(OrderCancelled(client_order_id=coid, venue=self.name, symbol=order.symbol,
+                                          text=f"IB status {status} (completed orders)", ts_ns=now_ns()))
 
     async def _spawn_positions(self, request_id: str) -> None:
         self._spawn(self._report_positions(request_id), f"positions request {request_id!r}")

@@ -51,6 +51,7 @@ from messages import (
     OrderCancelled,
     OrderFilled,
     OrderRejected,
+    OrderStatus,
     Quote,
     QuoteBatch,
     RejectReason,
@@ -115,6 +116,7 @@ _CANCEL_ALL = "x:"
 _POSITIONS = "p:"
 _PING = "ping:"
 _RESYNC = "resync"
+_STATUS = "s:"
 
 
 class _TopicState:
@@ -281,6 +283,11 @@ class ZmqConnector(Connector):
         """Ask for positions; ``VenuePositions`` with ``request_id`` is delivered."""
         self._send(wire.PositionsRequest(req_id=_POSITIONS + request_id))
         self.count_out()
+
+    def query_order_status(self, order: SubmitOrder) -> None:
+        """``order_status`` for one order still unanswered (reply: ``_on_order_status``)."""
+        cid = order.client_order_id
+        self._send(wire.OrderStatusRequest(req_id=_STATUS + cid, client_order_id=cid))
 
     # ---- commands to the poller thread ---------------------------------------------------
 
@@ -579,6 +586,7 @@ class ZmqConnector(Connector):
             wire.ExecutionsReply: self._on_executions,
             wire.OpenOrdersReply: self._on_open_orders,
             wire.CancelAllDoneReply: self._on_cancel_all_done,
+            wire.OrderStatusReply: self._on_order_status,
             wire.PongReply: self._on_pong,
             wire.ErrorReply: self._on_error,
         }
@@ -661,6 +669,33 @@ class ZmqConnector(Connector):
         ]
         for message in accepted:
             self._tell(message)
+
+    def _on_order_status(self, frame: wire.OrderStatusReply) -> None:
+        """The venue's word on one order asked about: unknown (it never reached the venue:
+        rejected, with a WARNING), working (accepted), or done (its executions are asked
+        for, so no fill is missed, and a cancel is delivered). ``pending`` (received, not at
+        the book yet) is no answer: the order stays in flight."""
+        cid, status = frame.client_order_id, frame.status
+        if not frame.known:
+            for message in self.lost_order_events(cid, frame.symbol, "order_status: unknown order"):
+                self._tell(message)
+            return
+        self.log.bind(client_order_id=cid, status=str(status), filled=str(frame.filled)).info(
+            f"connector {self.name}: order status answered")
+        if status is OrderStatus.PENDING:
+            return
+        if frame.filled > 0:  # the executions carry the fills (the base drops those seen)
+            self._send(wire.ExecutionsRequest(req_id=_STATUS + cid))
+        if status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED):
+            self._tell(OrderAccepted(client_order_id=cid, venue=self.name, symbol=frame.symbol,
+                                     venue_order_id=frame.venue_order_id, ts_ns=frame.ts_ns))
+        elif status is OrderStatus.REJECTED:
+            self._tell(OrderRejected(client_order_id=cid, venue=self.name, reason=RejectReason.VENUE,
+                                     text="rejected (order status)", symbol=frame.symbol,
+                                     ts_ns=frame.ts_ns))
+        elif status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
+            self._tell(OrderCancelled(client_order_id=cid, venue=self.name, symbol=frame.symbol,
+                                      text=f"{status} (order status)", ts_ns=frame.ts_ns))
 
     def _on_cancel_all_done(self, frame: wire.CancelAllDoneReply) -> None:
         request_id = frame.req_id.removeprefix(_CANCEL_ALL)
