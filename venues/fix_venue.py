@@ -163,6 +163,8 @@ class FixBehaviour(msgspec.Struct, frozen=True, kw_only=True):
     """Share of orders answered by a BusinessMessageReject (35=j, BusinessRejectRefID=ClOrdID)."""
     drop_rate: float = 0.0
     """Share of orders dropped in flight: never acknowledged, never working."""
+    answer_status: bool = True
+    """Answer OrderStatusRequest (35=H). ``False``: every H is read and never answered."""
     bust_rate: float = 0.0
     """Share of trades busted (ExecType=H) at the engine step after they were reported."""
     correct_rate: float = 0.0
@@ -1185,6 +1187,9 @@ class FixVenue:
     def _on_status_request(self, message: fix.Message) -> None:
         """OrderStatusRequest (H): one ExecutionReport with ExecType=I for the order."""
         coid = message.getField(Tag.CL_ORD_ID)
+        if not self.behaviour.answer_status:
+            self.misbehaviours["status_ignored"] = self.misbehaviours.get("status_ignored", 0) + 1
+            return
         req_id = _get(message, _ORD_STATUS_REQ_ID)
         status = self.engine.order_status(self.account, coid)
         with self._lock:
@@ -1341,6 +1346,8 @@ def _parser() -> argparse.ArgumentParser:
     misbehave.add_argument("--drop-rate", "--drop-order-rate", dest="drop_rate", type=float,
                            default=0.0,
                            help="share of orders dropped in flight (never acknowledged)")
+    misbehave.add_argument("--no-status-answers", action="store_true",
+                           help="read OrderStatusRequests (35=H) and never answer them")
     misbehave.add_argument("--bust-rate", type=float, default=0.0,
                            help="share of trades busted afterwards (ExecType=H)")
     misbehave.add_argument("--correct-rate", type=float, default=0.0,
@@ -1359,6 +1366,7 @@ def behaviour_from_args(args: argparse.Namespace) -> FixBehaviour:
         session_reject_rate=args.session_reject_rate,
         business_reject_rate=args.business_reject_rate,
         drop_rate=args.drop_rate,
+        answer_status=not args.no_status_answers,
         bust_rate=args.bust_rate,
         correct_rate=args.correct_rate,
         foreign_fill_rate=args.foreign_fill_rate,

@@ -10,7 +10,7 @@
 
 Misbehaviour switches (``ZmqBehaviour``; ``tradeguard venue zmq --help``): orders dropped
 in flight (never acknowledged), a refused or unanswered ``cancel_all``, and fills for
-orders no client sent. The ``order_status`` request is always answered.
+orders no client sent, and ``order_status`` requests never answered.
 
 One I/O thread owns both sockets. Engine callbacks (from the engine runner thread or from
 a request being handled) only queue outgoing frames and wake the I/O thread, so no socket
@@ -77,6 +77,8 @@ class ZmqBehaviour(msgspec.Struct, frozen=True, kw_only=True):
 
     drop_rate: float = 0.0
     """Share of ``new_order`` requests dropped in flight: no event ever, never working."""
+    answer_status: bool = True
+    """Answer ``order_status`` requests. ``False``: they are read and never answered."""
     cancel_all: str = "accept"
     """``accept``, ``refuse`` (reply ``cancel_all_rejected``, nothing cancelled) or
     ``ignore`` (no reply, nothing cancelled)."""
@@ -579,7 +581,10 @@ class ZmqVenue:
         )
         return wire.OpenOrdersReply(req_id=request.req_id, orders=orders, ts_ns=time.time_ns())
 
-    def _on_order_status(self, request: wire.OrderStatusRequest) -> wire.Frame:
+    def _on_order_status(self, request: wire.OrderStatusRequest) -> wire.Frame | None:
+        if not self.behaviour.answer_status:
+            self._count("status_ignored")
+            return None
         status = self.engine.order_status(self.account, request.client_order_id)
         if status is None:
             with self._state_lock:  # received, not yet at the book (engine latency)
@@ -693,6 +698,8 @@ def _parser() -> argparse.ArgumentParser:
     misbehave.add_argument("--drop-rate", "--drop-order-rate", dest="drop_rate", type=float,
                            default=0.0,
                            help="share of orders dropped in flight (never acknowledged)")
+    misbehave.add_argument("--no-status-answers", action="store_true",
+                           help="read order_status requests and never answer them")
     misbehave.add_argument("--cancel-all", choices=sorted(CANCEL_ALL_MODES), default="accept",
                            help="carry out, refuse or ignore cancel_all requests")
     misbehave.add_argument("--foreign-fill-rate", type=float, default=0.0,
@@ -709,7 +716,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(venue_argv(argv))
     state_path = args.state_dir / "zmq-venue.json" if args.state_dir is not None else None
     try:
-        behaviour = ZmqBehaviour(drop_rate=args.drop_rate, cancel_all=args.cancel_all,
+        behaviour = ZmqBehaviour(drop_rate=args.drop_rate, answer_status=not args.no_status_answers,
+                                 cancel_all=args.cancel_all,
                                  foreign_fill_rate=args.foreign_fill_rate, seed=args.seed)
         engine = VenueEngine(args.name, EngineConfig(
             seed=args.seed, volatility_bps=step_volatility_bps(args.annual_volatility, args.interval)))
