@@ -1345,8 +1345,12 @@ class TwsVenue:
         self._send_open_orders(session, only_own=False)
 
     def _send_open_orders(self, session: _Session, *, only_own: bool) -> None:
-        for working in self.engine.open_orders(self.account):
-            record = self._record_for(working.order.client_order_id, working.order)
+        records = [self._record_for(w.order.client_order_id, w.order)
+                   for w in self.engine.open_orders(self.account)]
+        # Received and not at the book yet (the engine's latency): TWS lists them too.
+        records += [r for r in self._state.orders if r.status == "PendingSubmit" and not r.is_done
+                    and self.engine.is_pending(self.account, r.working_id) and r not in records]
+        for record in records:
             if record.is_done:
                 continue
             if only_own and record.client_id != session.client_id:

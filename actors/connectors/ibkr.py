@@ -1015,11 +1015,12 @@ class IbkrConnector(Connector):
                     coid, order.symbol, "in none of the open orders, completed orders and executions"):
                 self._tell(event)
             return
-        if working:
+        if working and working[0].orderStatus.status in _WORKING:
             record = self._adopt(working[0])
             if not record.accepted:
                 record.accepted = True
                 self._tell(self._accepted(record))
+        # Listed but not submitted yet (PendingSubmit): no answer, it stays in flight.
         total = order.quantity
         for fill in executed:
             message = self._filled(coid, order.symbol, fill, total)
