@@ -146,7 +146,8 @@ def buy(engine: VenueEngine, coid: str) -> None:
 
 def journal_row(state_dir: Path, coid: str) -> tuple[str, str] | None:
     with closing(sqlite3.connect(state_dir / "journal.sqlite3")) as db:
-        row = db.execute("SELECT status, status_text FROM orders WHERE client_order_id = ?", (coid,)).fetchone()
+        row = db.execute("SELECT status, status_text FROM orders WHERE client_order_id = ?",
+                         (coid,)).fetchone()
     return None if row is None else (str(row[0]), str(row[1]))
 
 
