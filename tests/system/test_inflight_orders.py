@@ -39,6 +39,7 @@ from tradeguard.app import Service
 from tradeguard.settings import Settings, parse_settings
 from venues.engine import EngineConfig, EngineRunner, VenueEngine
 from venues.fix_venue import FixBehaviour, FixVenue
+from venues.paper import paper_venue
 from venues.tws_behaviour import TwsBehaviour
 from venues.tws_venue import TwsVenue
 from venues.zmq_venue import ZmqBehaviour, ZmqVenue
@@ -230,3 +231,26 @@ def test_an_order_the_venue_answers_late_is_resolved_by_the_answer(
     assert {p.symbol: p.quantity for p in engine.positions(ACCOUNTS[kind])} == {"AAPL": Decimal(3)}
     wait_for(lambda: risk_state(svc)["working_orders"] == 0, timeout_s=5, what="nothing working")
     assert running.dropped() == []
+
+
+def test_a_paper_order_waiting_out_the_engine_latency_is_not_given_up(
+    service: Callable[..., Service], recorder: Recorder,
+) -> None:
+    # The paper engine holds the order 1.2 s: the status queries find it received (not at
+    # the book yet), which is no answer; the acknowledgement and the fill resolve it.
+    svc = service(settings_for({
+        "name": VENUE, "kind": "paper", "persist": False, "quote_interval_s": 0.02,
+        "inflight_timeout_s": TIMEOUT_S, "inflight_retries": 6,
+        "engine": {"symbols": {"AAPL": "190"}, "volatility_bps": "0", "latency_ms": 1200},
+    }))
+    wait_for(lambda: risk_state(svc).get("mode") == "LIVE", timeout_s=30, what="the governor LIVE")
+    engine = paper_venue(VENUE).engine
+    buy(engine, "late-paper")
+    sent = time.monotonic()
+    row = wait_for(lambda: (r := journal_row(svc.state_dir, "late-paper")) and r[0] == "filled" and r,
+                   timeout_s=15, what="the order filled in the journal")
+    assert isinstance(row, tuple)
+    assert time.monotonic() - sent > TIMEOUT_S  # queried at least once before the answer
+    assert ended(recorder, "late-paper") == []
+    assert not [m for m in recorder.messages(SafetyEvent) if m.kind.startswith("order_lost")]
+    assert {p.symbol: p.quantity for p in engine.positions("PAPER-1")} == {"AAPL": Decimal(3)}
