@@ -61,7 +61,8 @@ from msgspec import Meta
 
 from actors import topics
 from actors.connectors._io import SessionLink, SessionLost, SessionUp
-from actors.errors import ConnectorError
+from actors.errors import ConnectorError, JournalError
+from actors.journal import Journal
 from core.inflight import GiveUp, InflightOrders, QueryStatus
 from messages import (
     CancelAll,
@@ -74,6 +75,7 @@ from messages import (
     OrderCancelled,
     OrderFilled,
     OrderRejected,
+    OrderStatus,
     QuoteBatch,
     RejectReason,
     RequestPositions,
@@ -147,6 +149,11 @@ def _check_range(field: str, value: float, low: float, high: float | None = None
         raise ValueError(f"{field}: must be finite and {bound}, got {value}")
 
 
+JOURNAL_NAME = "journal.sqlite3"
+"""The journal's file name in the state directory (the keeper's default ``journal_name``),
+for a connector whose config has no ``journal`` field of its own."""
+
+
 class _ConnectDeadline(msgspec.Struct, frozen=True):
     attempt: int
 
@@ -204,6 +211,7 @@ class Connector(SupervisedActor):
         self._inflight_timer: TimerHandle | None = None
         self._inflight_at = math.inf
         self._inflight_token = 0
+        self._journal_checked = False
 
     @property
     def name(self) -> str:
@@ -357,6 +365,9 @@ class Connector(SupervisedActor):
         # Every session re-reads the venue's executions and publishes them again (the journal
         # drops those it has): a fill a subscriber missed gets another chance.
         self._seen_fills.clear()
+        if not self._journal_checked:
+            self._journal_checked = True
+            self._track_journal_pending()
         try:
             self.resync()
             if self.config.symbols:
@@ -521,6 +532,29 @@ class Connector(SupervisedActor):
         self._inflight.sent(coid, time.monotonic())
         self._inflight_orders[coid] = order
         self._arm_inflight()
+
+    def _track_journal_pending(self) -> None:
+        """Orders of this venue the journal holds as sent and never answered (a previous
+        life of the connector or of the process sent them): in flight from now on, so the
+        resynchronisation or the status queries end each of them. Read only, once per
+        actor; a journal that cannot be read is logged and skipped."""
+        path = self.state_dir / str(getattr(self.config, "journal", JOURNAL_NAME))
+        if not path.is_file():
+            return
+        try:
+            with Journal(path) as journal:  # only read: the keeper and the governor write it
+                records = journal.open_orders()
+        except JournalError as exc:
+            self.count_error()
+            self.log.error(f"connector {self.name}: cannot read the journal's open orders: {exc}")
+            return
+        pending = [r.order for r in records if r.order.venue == self.name and r.status is OrderStatus.PENDING]
+        for order in pending:
+            self._track_sent(order)
+        if pending:
+            self.log.warning(f"connector {self.name}: {len(pending)} order(s) from the journal never "
+                             f"answered by the venue, in flight again: "
+                             f"{', '.join(o.client_order_id for o in pending[:20])}")
 
     def _settle_inflight(self, client_order_id: str) -> None:
         """The venue said something about ``client_order_id``: no longer in flight."""

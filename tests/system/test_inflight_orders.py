@@ -254,3 +254,26 @@ def test_a_paper_order_waiting_out_the_engine_latency_is_not_given_up(
     assert ended(recorder, "late-paper") == []
     assert not [m for m in recorder.messages(SafetyEvent) if m.kind.startswith("order_lost")]
     assert {p.symbol: p.quantity for p in engine.positions("PAPER-1")} == {"AAPL": Decimal(3)}
+
+
+@pytest.mark.parametrize("kind", ["zmq", "ibkr"])
+def test_an_order_left_pending_by_a_stopped_process_is_resolved_after_the_restart(
+    stoppers: list[Callable[[], object]], service: Callable[..., Service], recorder: Recorder,
+    tmp_path: Path, kind: str,
+) -> None:
+    engine = make_engine()
+    running = start_venue(kind, engine, tmp_path / "venue", stoppers, drop=True)
+    patient = {**running.connector, "inflight_timeout_s": 600.0}  # nothing resolves it in this life
+    first = service(settings_for(patient))
+    wait_for(lambda: risk_state(first).get("mode") == "LIVE", timeout_s=30, what="the governor LIVE")
+    buy(engine, "lost-r")
+    wait_for(lambda: len(running.dropped()) == 1, timeout_s=10, what="the order dropped at the venue")
+    wait_for(lambda: journal_row(first.state_dir, "lost-r") is not None, what="the order journaled")
+    first.stop()
+    assert journal_row(first.state_dir, "lost-r") == ("pending", "")
+
+    second = service(settings_for(running.connector))  # same state directory, a new process
+    row = wait_for(lambda: (r := journal_row(second.state_dir, "lost-r")) and r[0] != "pending" and r,
+                   timeout_s=TIMEOUT_S * (RETRIES + 1) + SLACK_S, what="the journal row terminal")
+    assert isinstance(row, tuple) and row[0] == "rejected" and "never reached the venue" in row[1]
+    assert len(ended(recorder, "lost-r")) == 1
