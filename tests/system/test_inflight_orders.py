@@ -30,6 +30,7 @@ from messages import (
     Side,
     SubmitOrder,
     TimeInForce,
+    VenuePositions,
 )
 from supervision import registry
 from tests.helpers import wait_for
@@ -80,7 +81,7 @@ def stoppers() -> Iterator[list[Callable[[], object]]]:
 
 @pytest.fixture
 def recorder() -> Recorder:
-    return Recorder.spawn("recorder", [topics.ORDERS, topics.SAFETY])
+    return Recorder.spawn("recorder", [topics.ORDERS, topics.SAFETY, topics.POSITIONS])
 
 
 def start_venue(kind: str, engine: VenueEngine, state_dir: Path, stoppers: list[Callable[[], object]],
@@ -198,6 +199,9 @@ def test_an_order_dropped_in_flight_ends_once_journal_and_governor_follow(
         assert took >= TIMEOUT_S * (RETRIES + 1) * 0.9
         assert running.status_ignored() == RETRIES  # the queries reached the venue
         alert_kind, status = "order_lost_in_flight", "cancelled"
+        # The venue is reconciled at once: its positions were asked for and reported.
+        recorder.wait_for(lambda m: isinstance(m, VenuePositions) and m.request_id == "inflight-lost-1",
+                          timeout_s=5)
     alert = recorder.wait_for(lambda m: isinstance(m, SafetyEvent) and m.kind == alert_kind, timeout_s=5)
     assert alert.severity is Severity.WARNING and alert.venue == VENUE and "lost-1" in alert.detail
 
