@@ -416,6 +416,8 @@ class TwsVenue:
         its own request id."""
         self.dropped_orders: list[tuple[int, int]] = []
         """(clientId, orderId) of every placeOrder lost in flight by the drop switch."""
+        self.completed_orders_ignored = 0
+        """reqCompletedOrders left unanswered by ``ignore_completed_orders``."""
         self._drop_next = 0
         self._random = random.Random(self.behaviour.seed)
         self._connectivity_lost = False
@@ -1360,7 +1362,10 @@ class TwsVenue:
         self._send(session, Out.OPEN_ORDER_END)
 
     def _req_completed_orders(self, session: _Session, fields: Fields) -> None:
-        fields.flag()  # apiOnly
+        api_only = fields.flag()
+        if api_only and self.behaviour.ignore_completed_orders:
+            self.completed_orders_ignored += 1
+            return
         self._send(session, Out.COMPLETED_ORDERS_END)
 
     def _record_for(
@@ -1789,6 +1794,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="probability that a placeOrder is lost in flight")
     parser.add_argument("--ignore-global-cancel", action="store_true",
                         help="read reqGlobalCancel and do nothing")
+    parser.add_argument("--ignore-completed-orders", action="store_true",
+                        help="read reqCompletedOrders for API orders only (apiOnly) and never "
+                             "answer")
     parser.add_argument("--master-client-id", type=int, default=None,
                         help="client id that also receives every other order's events")
     parser.add_argument("--initial-cash", type=Decimal, default=Decimal(1_000_000),
@@ -1804,6 +1812,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             coalesce_quotes=args.coalesce_quotes and not args.split_quotes,
             quote_split_delay_s=args.quote_split_delay,
             drop_order_rate=args.drop_order_rate, ignore_global_cancel=args.ignore_global_cancel,
+            ignore_completed_orders=args.ignore_completed_orders,
             master_client_id=args.master_client_id, initial_cash=args.initial_cash)
         engine_config = EngineConfig(
             seed=args.seed,
