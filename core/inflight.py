@@ -106,8 +106,13 @@ class InflightOrders:
         return self._up
 
     def sent(self, client_order_id: str, now: float) -> None:
-        """The order was written to the venue at ``now``. An id already in flight keeps
-        its first sending (a duplicate id is the venue's to refuse)."""
+        """The order was written to the venue at ``now`` (``now`` never goes back: a
+        monotonic clock). An id already in flight keeps its first sending (a duplicate id is
+        the venue's to refuse).
+
+        Every wait is ``timeout_s`` long and starts at the latest moment seen, so appending
+        keeps the orders in the order they fall due: ``next_due`` and ``due`` look at the
+        front only, however many orders are in flight."""
         if client_order_id not in self._orders:
             self._orders[client_order_id] = _InFlight(sent_at=now, due_at=now + self.timeout_s)
 
@@ -130,21 +135,25 @@ class InflightOrders:
             entry.due_at = now + self.timeout_s
 
     def due(self, now: float) -> list[InflightAction]:
-        """What is due at ``now``, oldest order first: a status query for an order whose
-        wait ran out with queries left, a give-up for one whose queries are spent (it is
-        no longer tracked). Nothing while the session is down."""
+        """What is due at ``now``, in the order it fell due: a status query for an order
+        whose wait ran out with queries left, a give-up for one whose queries are spent (it
+        is no longer tracked). Nothing while the session is down."""
         if not self._up:
             return []
         actions: list[InflightAction] = []
-        for client_order_id, entry in list(self._orders.items()):
+        # The orders are kept in the order they fall due (see ``sent``): only the ones
+        # at the front are looked at.
+        while self._orders:
+            client_order_id, entry = next(iter(self._orders.items()))
             if entry.due_at > now:
-                continue
+                break
+            del self._orders[client_order_id]
             if entry.queries < self.retries:
                 entry.queries += 1
                 entry.due_at = now + self.timeout_s
+                self._orders[client_order_id] = entry  # to the back: due last
                 actions.append(QueryStatus(client_order_id, entry.queries))
             else:
-                del self._orders[client_order_id]
                 actions.append(GiveUp(client_order_id, entry.queries, max(now - entry.sent_at, 0.0)))
         return actions
 
@@ -153,8 +162,8 @@ class InflightOrders:
         order in flight, or the session down)."""
         if not self._up or not self._orders:
             return None
-        return min(entry.due_at for entry in self._orders.values())
+        return next(iter(self._orders.values())).due_at
 
     def in_flight(self) -> list[str]:
-        """Client order ids in flight, oldest first."""
+        """Client order ids in flight, in the order they fall due."""
         return list(self._orders)
