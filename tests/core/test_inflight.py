@@ -149,3 +149,65 @@ def test_every_order_is_answered_or_given_up_exactly_once(
                 ended[due.client_order_id] = "given up"
     assert len(orders) == 0
     assert set(ended) == sent
+
+
+class NaiveModel:
+    """The rules read plainly: every order looked at on every call (the oracle)."""
+
+    def __init__(self, timeout: float, retries: int) -> None:
+        self.timeout, self.retries, self.up = timeout, retries, True
+        self.orders: dict[str, list[float]] = {}  # coid -> [sent_at, due_at, queries]
+
+    def due(self, now: float) -> set[tuple[str, str, int]]:
+        if not self.up:
+            return set()
+        out: set[tuple[str, str, int]] = set()
+        for coid, entry in list(self.orders.items()):
+            if entry[1] > now:
+                continue
+            if entry[2] < self.retries:
+                entry[2] += 1
+                entry[1] = now + self.timeout
+                out.add(("query", coid, int(entry[2])))
+            else:
+                del self.orders[coid]
+                out.add(("give_up", coid, int(entry[2])))
+        return out
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    timeout=st.floats(min_value=0.01, max_value=10.0),
+    retries=st.integers(min_value=0, max_value=4),
+    steps=st.lists(st.tuples(st.sampled_from(["send", "answer", "down", "up", "tick"]),
+                             st.integers(min_value=0, max_value=9), st.floats(min_value=0.0, max_value=4.0)),
+                   max_size=80),
+)
+def test_looking_at_the_front_only_finds_exactly_what_the_plain_rules_find(
+    timeout: float, retries: int, steps: list[tuple[str, int, float]]
+) -> None:
+    clock = FakeClock()
+    orders = InflightOrders(timeout_s=timeout, retries=retries)
+    model = NaiveModel(timeout, retries)
+    for action, n, dt in steps:
+        now = clock.advance(dt)
+        coid = f"o{n}"
+        if action == "send" and coid not in model.orders:
+            orders.sent(coid, now)
+            model.orders[coid] = [now, now + timeout, 0]
+        elif action == "answer":
+            assert (orders.answered(coid, now) is not None) == (model.orders.pop(coid, None) is not None)
+        elif action == "down":
+            orders.session_lost()
+            model.up = False
+        elif action == "up":
+            orders.session_up(now)
+            model.up = True
+            for entry in model.orders.values():
+                entry[1] = now + timeout
+        got = {("query", a.client_order_id, a.attempt) if isinstance(a, QueryStatus)
+               else ("give_up", a.client_order_id, a.queries) for a in orders.due(now)}
+        assert got == model.due(now)
+        expected_next = min((e[1] for e in model.orders.values()), default=None) if model.up else None
+        assert orders.next_due() == expected_next
+        assert sorted(orders.in_flight()) == sorted(model.orders)
