@@ -144,6 +144,11 @@ class StrategyKit:
             return None
         return state if isinstance(state, StrategyState) else None
 
+    def position(self, symbol: str, name: str | None = None) -> Decimal | None:
+        """The strategy's own position in ``symbol`` as it believes it; None while it is down."""
+        state = self.state(name)
+        return None if state is None else state.positions.get(symbol, Decimal(0))
+
     def generation(self, name: str | None = None) -> int | None:
         """How many times the strategy was restarted (0 for the first start); None while down."""
         return registry.generation(name or self.strategy_names()[0])
