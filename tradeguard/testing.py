@@ -170,7 +170,8 @@ class StrategyKit:
         before = self.generation(name)
         assert before is not None, f"strategy {name} is not running"
         # A quote batch with a hole where a quote should be: the handler raises.
-        poison = QuoteBatch(venue=self.settings.strategy_configs()[0].venue, quotes=(None,))  # type: ignore[arg-type]
+        venue = next(s.venue for s in self.settings.strategy_configs() if s.name == name)
+        poison = QuoteBatch(venue=venue, quotes=(None,))  # type: ignore[arg-type]
         ref = registry.lookup(name)
         if ref is not None:
             ref.tell(poison)
