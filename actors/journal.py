@@ -486,6 +486,30 @@ class Journal:
         records = [_order_record(row, filled) for row in rows]
         return [record for record in records if not record.status.is_done()]
 
+    def source_positions(self, source: str) -> tuple[dict[tuple[str, str], Decimal], int]:
+        """Net quantity per (venue, symbol) of the fills of the orders whose ``source`` is
+        ``source``, and how many such fills there are."""
+        with self._errors("read fills"):
+            rows = self._conn().execute(
+                "SELECT f.venue, f.symbol, f.side, f.quantity FROM fills f JOIN orders o"
+                " ON o.client_order_id = f.client_order_id AND o.venue = f.venue WHERE o.source = ?",
+                (source,),
+            ).fetchall()
+        positions: dict[tuple[str, str], Decimal] = {}
+        for venue, symbol, side, quantity in rows:
+            signed = Decimal(quantity) if side == str(Side.BUY) else -Decimal(quantity)
+            positions[(venue, symbol)] = positions.get((venue, symbol), Decimal(0)) + signed
+        return positions, len(rows)
+
+    def order_fill_ids(self, venue: str, client_order_id: str) -> list[str]:
+        """The fill ids journaled for one order, in commit order."""
+        with self._errors("read fills"):
+            rows = self._conn().execute(
+                "SELECT fill_id FROM fills WHERE venue = ? AND client_order_id = ? ORDER BY rowid",
+                (venue, client_order_id),
+            ).fetchall()
+        return [row[0] for row in rows]
+
     def client_order_ids(self) -> set[str]:
         """Every client order id the journal has seen."""
         with self._errors("read orders"):

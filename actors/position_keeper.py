@@ -63,6 +63,7 @@ from messages import (
     GetOrderCounts,
     GetPortfolio,
     GetReconciliations,
+    GetSourceBook,
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
@@ -76,6 +77,9 @@ from messages import (
     RequestPositions,
     SafetyEvent,
     Severity,
+    SourceBook,
+    SourceOrder,
+    SourcePosition,
     SubmitOrder,
     VenuePositions,
     now_ns,
@@ -207,6 +211,7 @@ class PositionKeeper(SupervisedActor):
             GetPortfolio: lambda _m: self.snapshot(),
             GetReconciliations: lambda _m: dict(self._reconciliations),
             GetOrderCounts: self._order_counts,
+            GetSourceBook: self._on_source_book,
             _PublishDue: self._on_publish_due,
             _SessionRollover: self._on_session_rollover,
         }
@@ -361,6 +366,28 @@ class PositionKeeper(SupervisedActor):
         except JournalError as exc:
             self._log.error(f"order counts not read from the journal: {exc}")
             return None
+
+    def _on_source_book(self, request: GetSourceBook) -> None:
+        """Tell one source (a strategy that starts) its positions and working orders, from the
+        journal; nothing is told when the journal cannot be read (the source asks again)."""
+        try:
+            positions, fills = self.journal.source_positions(request.source)
+            working = tuple(
+                SourceOrder(order=record.order, status=record.status, filled_quantity=record.filled_quantity,
+                            fill_ids=tuple(self.journal.order_fill_ids(record.order.venue,
+                                                                       record.order.client_order_id)))
+                for record in self.journal.open_orders() if record.order.source == request.source
+            )
+        except JournalError as exc:
+            self._log.error(f"book of {request.source} not read from the journal: {exc}")
+            return
+        book = SourceBook(
+            source=request.source, request_id=request.request_id, fills=fills, working=working,
+            positions=tuple(SourcePosition(venue=venue, symbol=symbol, quantity=quantity)
+                            for (venue, symbol), quantity in sorted(positions.items()) if quantity),
+            ts_ns=self._clock(),
+        )
+        registry.tell(request.reply_to, book)
 
     # ---- reconciliation -----------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from actors.order_entry.fix_gateway import FixGateway
 from actors.position_keeper import GetPortfolio, PositionKeeper
 from actors.risk_governor import GetRiskState, RiskGovernor, Shutdown
 from actors.safety_monitor import SafetyMonitor
-from actors.strategies.sample import SampleStrategy
+from actors.strategies import strategy_class
 from messages import CancelAll, FlattenRequested, Mode, now_ns
 from supervision import (
     Backoff,
@@ -158,8 +158,8 @@ def build_tree(settings: Settings, state_dir: Path, *, on_escalation: Any = None
         for c in settings.connector_configs()
     ]
     strategies = [
-        ChildSpec(name=s.name, actor_class=SampleStrategy, args=(s,), restart=Restart.PERMANENT)
-        for s in settings.strategies
+        ChildSpec(name=s.name, actor_class=strategy_class(s.kind), args=(s,), restart=Restart.PERMANENT)
+        for s in settings.strategy_configs()
     ]
     order_entry = []
     if settings.order_entry.api:
