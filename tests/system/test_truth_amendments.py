@@ -1,0 +1,179 @@
+"""Trade busts, corrections and fills from elsewhere against the simulated FIX venue over
+quickfix on loopback, the whole service in this process: the journal ends equal to the
+venue's positions, the venue is unreconciled (and the mode not LIVE) until the venue's
+position report agrees again, and a repeated report counts once."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from actors import topics
+from actors.journal import Journal
+from actors.position_keeper import GetPortfolio
+from messages import (
+    Mode,
+    ModeChanged,
+    OrderFilled,
+    OrderType,
+    Reconciliation,
+    SafetyEvent,
+    Side,
+    SubmitOrder,
+    TimeInForce,
+)
+from messages.orders import FillBusted, FillCorrected
+from tests.helpers import wait_for
+from tests.recorder import Recorder
+from tests.system.processes import free_port
+from tests.system.test_truth_flatten import (
+    FIX_ACCOUNT,
+    engine,
+    fix_connector,
+    live,
+    positions,
+    settings_for,
+    start_fix,
+    stoppers,
+    submit,
+)
+from tradeguard.app import Service
+from venues.engine import VenueEngine
+from venues.fix_venue import FixBehaviour, FixVenue
+
+__all__ = ["engine", "stoppers"]  # fixtures, used by name
+
+pytestmark = pytest.mark.timeout(120)
+
+D = Decimal
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder.spawn("recorder", [topics.ORDERS, topics.PORTFOLIO, topics.SAFETY, topics.MODE])
+
+
+def journal_positions(svc: Service) -> dict[str, Decimal]:
+    """Net quantity per symbol of the fills in effect in the journal on disk."""
+    net: dict[str, Decimal] = {}
+    with Journal(svc.state_dir / "journal.sqlite3") as journal:
+        for fill in journal.fills():
+            net[fill.symbol] = net.get(fill.symbol, D(0)) + fill.signed_quantity
+    return {s: q for s, q in net.items() if q}
+
+
+def keeper_positions(svc: Service) -> dict[str, Decimal]:
+    snapshot = svc.ask("position_keeper", GetPortfolio())
+    assert snapshot is not None
+    return {p.symbol: p.quantity for p in snapshot.positions if p.venue == "fix" and p.quantity}
+
+
+def buy(engine: VenueEngine, coid: str, quantity: int) -> OrderFilled:
+    """Buy through the guard (an IOC limit through the ask); the venue's execution."""
+    wait_for(lambda: engine.quote("AAPL") is not None, what="a quote")
+    quote = engine.quote("AAPL")
+    assert quote is not None
+    count = len(engine.executions(FIX_ACCOUNT))
+    submit(SubmitOrder(client_order_id=coid, venue="fix", symbol="AAPL", side=Side.BUY, quantity=D(quantity),
+                       order_type=OrderType.LIMIT, limit_price=(quote.ask * D("1.02")).quantize(D("0.01")),
+                       time_in_force=TimeInForce.IOC, source="test"))
+    wait_for(lambda: len(engine.executions(FIX_ACCOUNT)) > count, timeout_s=10, what=f"{coid} executed")
+    return engine.executions(FIX_ACCOUNT)[-1]
+
+
+def never_live_between(recorder: Recorder, start_ns: int, end_ns: int) -> None:
+    """No transition to LIVE from ``start_ns`` to ``end_ns`` (wall clock)."""
+    to_live = [m for m in recorder.messages(ModeChanged)
+               if m.current is Mode.LIVE and start_ns <= m.ts_ns <= end_ns]
+    assert not to_live, to_live
+
+
+def mode(svc: Service) -> str:
+    from actors.risk_governor import GetRiskState
+    state = svc.ask("risk_governor", GetRiskState())
+    return "" if state is None else str(state["mode"])
+
+
+def start_service(engine: VenueEngine, tmp_path: Path, stoppers: list[Callable[[], object]],
+                  service: Callable[..., Service], **keeper: Any) -> tuple[FixVenue, Service]:
+    port = free_port()
+    venue = start_fix(engine, tmp_path / "venue", port, FixBehaviour.standard(), stoppers)
+    svc = service(settings_for(fix_connector(port), keeper={"reconcile_interval_s": 30.0, **keeper},
+                               risk={"degradations_to_failsafe": 100, "recover_after_s": 0.5}))
+    live(svc)
+    return venue, svc
+
+
+def test_bust_and_correction_leave_the_journal_equal_to_the_venue_and_the_mode_not_live_until_reconciled(
+    engine: VenueEngine, stoppers: list[Callable[[], object]], service: Callable[..., Service],
+    recorder: Recorder, tmp_path: Path,
+) -> None:
+    venue, svc = start_service(engine, tmp_path, stoppers, service)
+    first = buy(engine, "am-1", 10)
+    second = buy(engine, "am-2", 5)
+    wait_for(lambda: keeper_positions(svc) == {"AAPL": D(15)}, timeout_s=10, what="long 15 in the keeper")
+
+    # The venue busts the first trade: ExecType=H.
+    mark = recorder.count()
+    venue.bust(first.fill_id)
+    assert positions(engine, FIX_ACCOUNT) == {"AAPL": D(5)}
+    unreconciled: Reconciliation = recorder.wait_for(
+        lambda m: isinstance(m, Reconciliation) and not m.reconciled, timeout_s=10, after=mark)
+    assert any("busted" in line for line in unreconciled.mismatches), unreconciled
+    assert mode(svc) != "LIVE"
+    recorder.wait_for(lambda m: isinstance(m, SafetyEvent) and m.kind == "trade_bust", after=mark)
+    reconciled: Reconciliation = recorder.wait_for(
+        lambda m: isinstance(m, Reconciliation) and m.reconciled, timeout_s=15, after=mark)
+    assert journal_positions(svc) == keeper_positions(svc) == positions(engine, FIX_ACCOUNT) == {"AAPL": D(5)}
+    live(svc)
+    never_live_between(recorder, unreconciled.ts_ns, reconciled.ts_ns)
+
+    # Then corrects the second trade's quantity: ExecType=G.
+    mark = recorder.count()
+    venue.correct(second.fill_id, quantity=D(3))
+    corrected: Reconciliation = recorder.wait_for(
+        lambda m: isinstance(m, Reconciliation) and not m.reconciled, timeout_s=10, after=mark)
+    assert any("corrected" in line for line in corrected.mismatches), corrected
+    again: Reconciliation = recorder.wait_for(
+        lambda m: isinstance(m, Reconciliation) and m.reconciled, timeout_s=15, after=mark)
+    assert journal_positions(svc) == keeper_positions(svc) == positions(engine, FIX_ACCOUNT) == {"AAPL": D(3)}
+    live(svc)
+    never_live_between(recorder, corrected.ts_ns, again.ts_ns)
+
+    # The journal holds each amendment once, with the venue's ids.
+    with Journal(svc.state_dir / "journal.sqlite3") as journal:
+        amendments = journal.amendments("fix")
+    assert [(type(a), a.fill_id) for a in amendments] == [(FillBusted, first.fill_id),
+                                                          (FillCorrected, second.fill_id)]
+    assert [m for m in recorder.messages(FillBusted)] and [m for m in recorder.messages(FillCorrected)]
+
+
+def test_a_fill_for_an_order_never_sent_is_journaled_as_external_and_unreconciles_the_venue(
+    engine: VenueEngine, stoppers: list[Callable[[], object]], service: Callable[..., Service],
+    recorder: Recorder, tmp_path: Path,
+) -> None:
+    venue, svc = start_service(engine, tmp_path, stoppers, service)
+    buy(engine, "ours-1", 2)
+    wait_for(lambda: keeper_positions(svc) == {"AAPL": D(2)}, timeout_s=10, what="long 2 in the keeper")
+
+    mark = recorder.count()
+    foreign = venue.foreign_fill("AAPL", Side.SELL, D(7))            # someone else on the account
+    warning: SafetyEvent = recorder.wait_for(
+        lambda m: isinstance(m, SafetyEvent) and m.kind == "external_fill", timeout_s=10, after=mark)
+    assert foreign.fill_id in warning.detail and foreign.client_order_id in warning.detail
+    unreconciled: Reconciliation = recorder.wait_for(
+        lambda m: isinstance(m, Reconciliation) and not m.reconciled, timeout_s=10, after=mark)
+    assert mode(svc) != "LIVE"
+    reconciled: Reconciliation = recorder.wait_for(
+        lambda m: isinstance(m, Reconciliation) and m.reconciled, timeout_s=15, after=mark)
+    assert journal_positions(svc) == keeper_positions(svc) == positions(engine, FIX_ACCOUNT) == {"AAPL": D(-5)}
+    live(svc)
+    never_live_between(recorder, unreconciled.ts_ns, reconciled.ts_ns)
+    with Journal(svc.state_dir / "journal.sqlite3") as journal:
+        external = [(r.fill.fill_id, r.fill.client_order_id, r.fill.venue_order_id)
+                    for r in journal.fill_records() if r.external]
+    assert external == [(foreign.fill_id, foreign.client_order_id, foreign.venue_order_id)]
