@@ -552,11 +552,14 @@ class Journal:
             return cursor.rowcount == 1
 
     def record_order_event(self, event: OrderEventMessage, ts_ns: int | None = None) -> None:
-        """Journal an order event and, for accepted, rejected and cancelled, the order's new
-        status (one transaction). Fills go through ``record_fill``."""
+        """Journal an order event and, for accepted, rejected, cancelled and expired (a
+        cancel flagged ``expired``), the order's new status (one transaction). Fills go
+        through ``record_fill``."""
         ts = now_ns() if ts_ns is None else ts_ns
         client_order_id = getattr(event, "client_order_id", "")
         lifecycle_event = _EVENT_OF_MESSAGE.get(type(event))
+        if isinstance(event, OrderCancelled) and event.expired:
+            lifecycle_event = VenueEvent.EXPIRED
         with self._writing("record order event", "order_events"), self._transaction() as db:
             db.execute(
                 "INSERT INTO order_events (client_order_id, venue, kind, body, recorded_ns)"

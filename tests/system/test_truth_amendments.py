@@ -178,3 +178,54 @@ def test_a_fill_for_an_order_never_sent_is_journaled_as_external_and_unreconcile
         external = [(r.fill.fill_id, r.fill.client_order_id, r.fill.venue_order_id)
                     for r in journal.fill_records() if r.external]
     assert external == [(foreign.fill_id, foreign.client_order_id, foreign.venue_order_id)]
+
+
+# ---- expired orders -----------------------------------------------------------------------------
+
+
+def expire_at_venue(venue: FixVenue, coid: str) -> None:
+    """The venue ends a resting order because its time in force ran out: ExecutionReport
+    ExecType=C, OrdStatus=C over the session (the simulated engine has no session end, so the
+    test makes the venue say it), and the engine's book forgets the order (silently: the
+    session has said all there is to say)."""
+    with venue._lock:
+        record = venue._orders.pop(coid)
+        record.status = "C"
+    venue._send(venue._report(record, "C", text="good-till-date reached"))
+    venue.engine.cancel(FIX_ACCOUNT, coid)
+
+
+def test_an_order_the_fix_venue_expires_ends_expired_in_the_journal(
+    engine: VenueEngine, stoppers: list[Callable[[], object]], service: Callable[..., Service],
+    recorder: Recorder, tmp_path: Path,
+) -> None:
+    from actors.risk_governor import GetRiskState
+    from messages import OrderCancelled, OrderStatus
+
+    venue, svc = start_service(engine, tmp_path, stoppers, service)
+    wait_for(lambda: engine.quote("AAPL") is not None, what="a quote")
+    quote = engine.quote("AAPL")
+    assert quote is not None
+    submit(SubmitOrder(client_order_id="gtd-1", venue="fix", symbol="AAPL", side=Side.BUY, quantity=D(5),
+                       order_type=OrderType.LIMIT, limit_price=(quote.bid * D("0.98")).quantize(D("0.01")),
+                       time_in_force=TimeInForce.GTC, source="test"))
+    wait_for(lambda: [w.order.client_order_id for w in engine.open_orders(FIX_ACCOUNT)] == ["gtd-1"],
+             timeout_s=10, what=f"the order resting at the venue (seen: {recorder.messages()})")
+    wait_for(lambda: (svc.ask("risk_governor", GetRiskState()) or {}).get("working_orders") == 1,
+             timeout_s=10, what="the governor counting it working")
+
+    expire_at_venue(venue, "gtd-1")
+    ended: OrderCancelled = recorder.wait_for(
+        lambda m: isinstance(m, OrderCancelled) and m.client_order_id == "gtd-1", timeout_s=10)
+    assert ended.expired and ended.text == "good-till-date reached"
+
+    def status() -> OrderStatus | None:
+        with Journal(svc.state_dir / "journal.sqlite3") as journal:
+            return next((r.status for r in journal.orders() if r.order.client_order_id == "gtd-1"), None)
+
+    wait_for(lambda: status() is OrderStatus.EXPIRED, timeout_s=10, what="the journal's order expired")
+    with Journal(svc.state_dir / "journal.sqlite3") as journal:
+        assert [r.order.client_order_id for r in journal.open_orders()] == []
+    wait_for(lambda: (svc.ask("risk_governor", GetRiskState()) or {}).get("working_orders") == 0,
+             timeout_s=10, what="the governor no longer counting it")
+    assert engine.open_orders(FIX_ACCOUNT) == []

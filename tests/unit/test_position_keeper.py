@@ -84,8 +84,9 @@ def written_ahead(state_dir: Path, *fills: OrderFilled) -> None:
     of an order the journal never held is external activity)."""
     with Journal(state_dir / "journal.sqlite3", writer=GOVERNOR_WRITER) as journal:
         for f in fills:
-            journal.record_order(SubmitOrder(client_order_id=f.client_order_id, venue=f.venue, symbol=f.symbol,
-                                             side=f.side, quantity=f.quantity, source="test"))
+            journal.record_order(SubmitOrder(client_order_id=f.client_order_id, venue=f.venue,
+                                             symbol=f.symbol, side=f.side, quantity=f.quantity,
+                                             source="test"))
 
 
 def publish_sent(state_dir: Path, f: OrderFilled) -> None:
