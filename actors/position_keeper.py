@@ -173,6 +173,8 @@ class PositionKeeper(SupervisedActor):
         self._reconcile_timer: TimerHandle | None = None
         self._reconcile_token = 0
         self._requests = 0
+        self._corrections: set[tuple[str, str]] = set()
+        """(venue, correction id) of every journaled correction."""
         self._early: set[tuple[str, str]] = set()
         """(venue, fill id) of executions a journaled bust or correction named before the
         execution itself reached the journal."""
@@ -233,8 +235,11 @@ class PositionKeeper(SupervisedActor):
             effect = self._effect(fill)
             self._apply(fill, effect)
         self._fills = self.journal.fill_count()
-        self._early = {(r.amendment.venue, r.amendment.fill_id) for r in self.journal.amendment_records()
+        amendments = self.journal.amendment_records()
+        self._early = {(r.amendment.venue, r.amendment.fill_id) for r in amendments
                        if not r.applied and not self.journal.has_fill(r.amendment.venue, r.amendment.fill_id)}
+        self._corrections = {(r.amendment.venue, r.amendment.correction_id) for r in amendments
+                             if isinstance(r.amendment, FillCorrected)}
         self._roll_session(force=True)
         self._log.bind(fills=self._fills, positions=len(self._open_positions())).info(
             f"journal replayed: {self._fills} fills in {time.perf_counter() - started:.3f}s"
@@ -246,6 +251,11 @@ class PositionKeeper(SupervisedActor):
         self._roll_session()  # before the insert: a new session re-reads the journal
         if (fill.venue, fill.fill_id) in self._early:
             self._on_amended_fill(fill)
+            return
+        if self._corrections and (fill.venue, fill.fill_id) in self._corrections:
+            # The corrected execution reported again under the correction's id (IB's
+            # executions after a reconnect report the latest revision): already in effect.
+            self._log.bind(venue=fill.venue, fill_id=fill.fill_id).debug("corrected execution ignored")
             return
         external = not fill.client_order_id or not self.journal.knows_order(fill.venue, fill.client_order_id)
         effect = self._effect(fill)
@@ -323,6 +333,8 @@ class PositionKeeper(SupervisedActor):
             log.info(f"trade amendment {ident} at {venue} already applied; the repeat changes nothing")
             return
         detail = describe(amendment, applied)
+        if isinstance(amendment, FillCorrected):
+            self._corrections.add((venue, amendment.correction_id))
         if applied.before is None:
             if not self.journal.has_fill(venue, amendment.fill_id):
                 self._early.add((venue, amendment.fill_id))
