@@ -61,6 +61,16 @@ Mapping
   cancelled with the error's code) -> ``OrderRejected`` with reason VENUE and the IB code
   and text. A refused cancel (161, 10147, 10148) is counted and logged: the order keeps
   whatever state the venue reports.
+* Order status has no "expired" in IB's API: an order IB ends because its time in force
+  ran out (DAY at the close, GTD at its date and time) is reported Cancelled, and is
+  journaled cancelled.
+* Corrections: IB reports a corrected execution as a new execId equal to the original up
+  to the final period, with a later revision after it (``...01.01`` -> ``...01.02``; the
+  simulated TWS: ``tws-7`` -> ``tws-7.02``). A later revision becomes ``FillCorrected``
+  (``fill_id`` the revision before, ``correction_id`` the new execId, the new shares and
+  price) and a WARNING ``trade_correction``, never a second fill; the same revision
+  reported again (executions after a reconnect report the latest one only) publishes
+  nothing more. IB has no trade bust message.
 * Executions -> ``OrderFilled``: ``fill_id`` is IB's execId, leaves is the order's total
   quantity minus the execution's cumulative quantity. Executions replayed by ``resync``
   whose order no longer works get leaves measured against the largest cumulative
