@@ -212,3 +212,21 @@ def test_a_bust_that_comes_before_its_execution_applies_when_the_execution_comes
     tree.stop()
     start_keeper(tmp_path)
     assert es(ask(GetPortfolio()))[0] == D(10)
+
+
+def test_the_corrected_execution_reported_again_under_its_new_id_is_not_a_second_fill(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    tree = start_keeper(tmp_path)
+    f1 = fill("f1", Side.BUY, "10", "100")
+    sent(tmp_path, f1)
+    bus.publish(topics.ORDERS, correction_of(f1, "f1.02", "10", "101"))
+    snapshot_where(recorder, lambda s: es(s) == (D(10), D(101), D(0)))
+    again = msgspec.structs.replace(f1, fill_id="f1.02", price=D(101))
+    bus.publish(topics.ORDERS, again)                        # e.g. IB's executions after a reconnect
+    assert es(ask(GetPortfolio())) == (D(10), D(101), D(0))
+    tree.stop()
+    start_keeper(tmp_path)
+    bus.publish(topics.ORDERS, again)
+    snapshot = ask(GetPortfolio())
+    assert es(snapshot) == (D(10), D(101), D(0)) and snapshot.fills == 1
