@@ -130,3 +130,25 @@ def test_after_an_amendment_confirmed_disagreement_is_a_new_mismatch() -> None:
     assert standing.differences == ("ES: journal 8, venue 10",)
     # an ordinary mismatch from then on: the same differences again are no new incident
     assert not state.record(disagree(), now_ns=40).new_mismatch
+
+
+# ---- the governor's exposure ----------------------------------------------------------------
+
+
+def test_the_exposure_follows_busts_and_corrections_once() -> None:
+    from core.exposure import Exposure
+
+    exposure = Exposure()
+    f1, f2 = fill("f1", Side.BUY, "10", "100"), fill("f2", Side.SELL, "4", "100")
+    assert exposure.on_fill(f1) and exposure.on_fill(f2)
+    assert exposure.positions[("fix", "ES")] == D(6)
+    assert exposure.on_amendment(bust("f2", "X1"))
+    assert exposure.positions[("fix", "ES")] == D(10)
+    assert not exposure.on_amendment(bust("f2", "X1"))            # busted already
+    assert exposure.on_amendment(correct("f1", "C1", "7", "100"))
+    assert exposure.positions[("fix", "ES")] == D(7)
+    assert exposure.on_amendment(bust("C1", "X2"))                # by the correction's id
+    assert exposure.positions[("fix", "ES")] == D(0)
+    assert not exposure.on_amendment(bust("f1", "X3"))            # the same execution
+    assert not exposure.on_amendment(bust("nope", "X4"))
+    assert exposure.positions[("fix", "ES")] == D(0)

@@ -99,11 +99,11 @@ def mode(svc: Service) -> str:
 
 
 def start_service(engine: VenueEngine, tmp_path: Path, stoppers: list[Callable[[], object]],
-                  service: Callable[..., Service], **keeper: Any) -> tuple[FixVenue, Service]:
+                  service: Callable[..., Service], **risk: Any) -> tuple[FixVenue, Service]:
     port = free_port()
     venue = start_fix(engine, tmp_path / "venue", port, FixBehaviour.standard(), stoppers)
-    svc = service(settings_for(fix_connector(port), keeper={"reconcile_interval_s": 30.0, **keeper},
-                               risk={"degradations_to_failsafe": 100, "recover_after_s": 0.5}))
+    svc = service(settings_for(fix_connector(port), keeper={"reconcile_interval_s": 30.0},
+                               risk={"degradations_to_failsafe": 100, "recover_after_s": 0.5, **risk}))
     live(svc)
     return venue, svc
 
@@ -229,3 +229,19 @@ def test_an_order_the_fix_venue_expires_ends_expired_in_the_journal(
     wait_for(lambda: (svc.ask("risk_governor", GetRiskState()) or {}).get("working_orders") == 0,
              timeout_s=10, what="the governor no longer counting it")
     assert engine.open_orders(FIX_ACCOUNT) == []
+
+
+def test_after_a_bust_the_position_limit_counts_what_the_venue_holds(
+    engine: VenueEngine, stoppers: list[Callable[[], object]], service: Callable[..., Service],
+    recorder: Recorder, tmp_path: Path,
+) -> None:
+    venue, svc = start_service(engine, tmp_path, stoppers, service, max_position="10",
+                               incident_quiet_s=0.5)         # the bust WARNING: REDUCING for so long
+    first = buy(engine, "lim-1", 10)                     # at the limit
+    mark = recorder.count()
+    venue.bust(first.fill_id)                            # ... and taken back by the venue
+    recorder.wait_for(lambda m: isinstance(m, Reconciliation) and m.reconciled, timeout_s=15, after=mark)
+    live(svc)
+    buy(engine, "lim-2", 10)                             # flat again: 10 more is within the limit
+    wait_for(lambda: keeper_positions(svc) == positions(engine, FIX_ACCOUNT) == {"AAPL": D(10)},
+             timeout_s=10, what="long 10 again")
