@@ -112,3 +112,41 @@ def test_a_corrected_ib_execution_is_applied_once_across_a_reconnect(
     assert not [m for m in recorder.messages(SafetyEvent) if m.kind == "overfill"]
     with Journal(again.state_dir / "journal.sqlite3") as journal:
         assert len(journal.amendments("ib")) == 1
+
+
+@pytest.mark.parametrize("master", [True, False], ids=["master-client-live", "other-client-after-reconnect"])
+def test_an_execution_from_elsewhere_on_the_ib_account_is_journaled_as_external(
+    master: bool, service: Callable[..., Service], recorder: Recorder,
+) -> None:
+    from messages import ConnectorUp
+    from venues.tws_behaviour import TwsBehaviour
+
+    engine = VenueEngine("tws", EngineConfig(symbols={"AAPL": D("190")}, volatility_bps=D(0), depth=D(100)))
+    engine.step()
+    tws = TwsVenue(engine, behaviour=TwsBehaviour(master_client_id=7 if master else None))
+    tws.start()
+    try:
+        svc = service(settings_for(ib_connector(tws.port), keeper={"reconcile_interval_s": 30.0},
+                                   risk={"degradations_to_failsafe": 100, "recover_after_s": 0.5}))
+        live(svc)
+        mark = recorder.count()
+        engine_id = tws.external_fill("AAPL", Side.SELL, D(7))   # a desk trades the account
+        if not master:
+            # A client that is not the master hears of it through the executions it asks
+            # for after a reconnect.
+            wait_for(lambda: engine.positions(tws.account), what="the venue's position")
+            tws.disconnect_client(7)
+            recorder.wait_for(lambda m: isinstance(m, ConnectorUp) and m.name == "ib", timeout_s=20,
+                              after=mark)
+        warning: SafetyEvent = recorder.wait_for(
+            lambda m: isinstance(m, SafetyEvent) and m.kind == "external_fill", timeout_s=15, after=mark)
+        recorder.wait_for(lambda m: isinstance(m, Reconciliation) and m.reconciled, timeout_s=15,
+                          after=recorder.messages().index(warning))
+        assert journal_position(svc)[0] == D(-7)
+        with Journal(svc.state_dir / "journal.sqlite3") as journal:
+            [external] = [r.fill for r in journal.fill_records() if r.external]
+        assert external.fill_id in warning.detail and external.client_order_id in warning.detail
+        assert engine_id in external.client_order_id or external.client_order_id.startswith("ib-")
+        svc.stop()
+    finally:
+        tws.stop()
