@@ -245,3 +245,33 @@ def test_after_a_bust_the_position_limit_counts_what_the_venue_holds(
     buy(engine, "lim-2", 10)                             # flat again: 10 more is within the limit
     wait_for(lambda: keeper_positions(svc) == positions(engine, FIX_ACCOUNT) == {"AAPL": D(10)},
              timeout_s=10, what="long 10 again")
+
+
+def test_a_fill_from_elsewhere_at_the_zmq_venue_is_journaled_as_external(
+    engine: VenueEngine, stoppers: list[Callable[[], object]], service: Callable[..., Service],
+    recorder: Recorder,
+) -> None:
+    from venues.zmq_venue import ZmqVenue
+
+    venue = ZmqVenue(engine, heartbeat_s=0.1)
+    venue.start()
+    stoppers.append(venue.stop)
+    svc = service(settings_for({
+        "name": "zmq", "kind": "zmq", "market_endpoint": venue.market_endpoint,
+        "order_endpoint": venue.order_endpoint, "stale_after_s": 1.0, "ping_interval_s": 0.2,
+    }, keeper={"reconcile_interval_s": 30.0}, risk={"degradations_to_failsafe": 100, "recover_after_s": 0.5}))
+    live(svc)
+    wait_for(lambda: engine.quote("AAPL") is not None, what="a quote")
+    mark = recorder.count()
+    foreign = venue.foreign_fill("AAPL", Side.BUY, D(4))
+    warning: SafetyEvent = recorder.wait_for(
+        lambda m: isinstance(m, SafetyEvent) and m.kind == "external_fill", timeout_s=10, after=mark)
+    assert foreign.fill_id in warning.detail and foreign.client_order_id in warning.detail
+    unreconciled: Reconciliation = recorder.wait_for(
+        lambda m: isinstance(m, Reconciliation) and not m.reconciled, timeout_s=10, after=mark)
+    reconciled: Reconciliation = recorder.wait_for(
+        lambda m: isinstance(m, Reconciliation) and m.reconciled, timeout_s=15, after=mark)
+    never_live_between(recorder, unreconciled.ts_ns, reconciled.ts_ns)
+    with Journal(svc.state_dir / "journal.sqlite3") as journal:
+        assert [(r.fill.fill_id, r.external) for r in journal.fill_records()] == [(foreign.fill_id, True)]
+    live(svc)
