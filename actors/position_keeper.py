@@ -25,6 +25,17 @@ when the venue is reconciled or not) goes out on PORTFOLIO and is journaled; a
 new disagreement (or a change in the differences) also raises a ``reconciliation_mismatch``
 safety event, once: the same differences found again raise nothing new. A mismatch stays
 until a later comparison agrees.
+
+Trade busts and corrections (``FillBusted`` / ``FillCorrected``, ``core.amendments``) are
+journaled once each (``fill_amendments``, keyed by the venue's id of the amendment; a
+repeat, or a replay after a restart, changes nothing) and applied by rebuilding the
+position from the executions in effect, so a bust takes back its quantity and the P&L it
+realized (the change is booked on the day of the amendment). A fill of an order the
+journal does not hold for that venue is external activity: journaled with ``external``
+set and the venue's ids, applied, logged and raised as a WARNING (``external_fill``). Both
+make the venue unreconciled at once (``ReconcileState.mark_unreconciled``: a
+``Reconciliation`` that is not reconciled, journaled and published) and ask the venue for
+its positions; it is reconciled again when they agree with the journal.
 """
 
 from __future__ import annotations
