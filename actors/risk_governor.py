@@ -63,6 +63,7 @@ from messages import (
     now_ns,
 )
 from messages.bounds import Amount, Duration, Tally, decimal_range
+from messages.orders import FillBusted, FillCorrected
 from supervision import (
     SUPERVISION_TOPIC,
     ChildExited,
@@ -244,6 +245,8 @@ class RiskGovernor(SupervisedActor):
             OrderAccepted: self._on_accepted,
             OrderRejected: self._on_rejected,
             OrderFilled: self._on_filled,
+            FillBusted: self.exposure.on_amendment,
+            FillCorrected: self.exposure.on_amendment,
             OrderCancelled: self._on_cancelled,
             SafetyEvent: self._on_safety,
             ConnectorUp: self._on_connector_up,

@@ -306,6 +306,9 @@ class CancelledEvent(Frame, frozen=True, kw_only=True, tag="cancelled"):
     """Why."""
     ts_ns: int
     """When, wall clock nanoseconds."""
+    expired: bool = False
+    """True when the venue ended the order because its time in force ran out (the order
+    is expired, not cancelled); absent means false."""
 
 
 class CancelRejectedEvent(Frame, frozen=True, kw_only=True, tag="cancel_rejected"):

@@ -574,10 +574,17 @@ class TwsVenue:
             raise ValueError(f"symbol: not traded here: {symbol!r}")
         self._external_orders += 1
         client_order_id = f"external-{os.getpid()}-{time.time_ns()}-{self._external_orders}"
-        self.engine.submit(self.account, SubmitOrder(
+        order = SubmitOrder(
             client_order_id=client_order_id, venue=self.engine.venue, symbol=symbol, side=side,
             quantity=quantity, order_type=OrderType.MARKET, source="tws-external",
-            created_ns=time.time_ns()))
+            created_ns=time.time_ns())
+        # Its IB record first (symbol, side, quantity): a market order may be done before
+        # the venue's loop looks for it among the working ones.
+        def record() -> None:
+            self._record_for(client_order_id, order)
+
+        self._run_in_loop(record)
+        self.engine.submit(self.account, order)
         return client_order_id
 
     def correct_execution(self, fill_id: str, price: Decimal) -> str:

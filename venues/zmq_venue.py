@@ -326,6 +326,7 @@ class ZmqVenue:
                     symbol=event.symbol,
                     text=event.text,
                     ts_ns=event.ts_ns or time.time_ns(),
+                    expired=event.expired,
                 )
             # OrderRejected: a refused cancel when a cancel is pending and the order is not
             # waiting for its own acceptance; otherwise the new order was refused.

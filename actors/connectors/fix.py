@@ -27,7 +27,8 @@ Message flow (docs/fix.md has the whole subset):
   go out as one ``QuoteBatch``; a book without both sides sends nothing.
 - ``submit``: NewOrderSingle (D). ExecutionReports (8) become ``OrderAccepted``,
   ``OrderFilled`` (partial and full), ``OrderCancelled`` and ``OrderRejected`` (the
-  venue's OrdRejReason code and Text).
+  venue's OrdRejReason code and Text); ExecType=C (and OrdStatus=C in a status report)
+  is an ``OrderCancelled`` flagged ``expired``.
 - ``cancel``: OrderCancelRequest (F); an OrderCancelReject (9) is logged and counted.
 - ``cancel_all``: OrderMassCancelRequest (q, all orders); the report (r) becomes
   ``CancelAllDone``.
@@ -811,11 +812,12 @@ class FixConnector(Connector):
                 text=f"OrdRejReason {code}: {text}" if code is not None else text,
                 symbol=symbol, ts_ns=ts,
             ))  # fmt: skip
-        elif exec_type in ("4", "C"):  # canceled, expired
+        elif exec_type in ("4", "C"):  # canceled, expired (its time in force ran out)
             cancelled = _get(message, Tag.ORIG_CL_ORD_ID) or coid
             self._forget(cancelled)
             self._link.tell(OrderCancelled(
                 client_order_id=cancelled, venue=self.name, symbol=symbol, text=text, ts_ns=ts,
+                expired=exec_type == "C" or status == "C",
             ))  # fmt: skip
         else:
             self.log.debug(f"connector {self.name}: ExecType {exec_type} for {coid} ignored")
@@ -866,7 +868,7 @@ class FixConnector(Connector):
         elif status in _ENDED:
             events.append(OrderCancelled(
                 client_order_id=coid, venue=self.name, symbol=symbol,
-                text=text or f"{_ENDED[status]} (order status)", ts_ns=ts,
+                text=text or f"{_ENDED[status]} (order status)", ts_ns=ts, expired=status == "C",
             ))  # fmt: skip
         elif status == "8":
             code = _get(message, Tag.ORD_REJ_REASON)

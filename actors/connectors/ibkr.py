@@ -61,6 +61,16 @@ Mapping
   cancelled with the error's code) -> ``OrderRejected`` with reason VENUE and the IB code
   and text. A refused cancel (161, 10147, 10148) is counted and logged: the order keeps
   whatever state the venue reports.
+* Order status has no "expired" in IB's API: an order IB ends because its time in force
+  ran out (DAY at the close, GTD at its date and time) is reported Cancelled, and is
+  journaled cancelled.
+* Corrections: IB reports a corrected execution as a new execId equal to the original up
+  to the final period, with a later revision after it (``...01.01`` -> ``...01.02``; the
+  simulated TWS: ``tws-7`` -> ``tws-7.02``). A later revision becomes ``FillCorrected``
+  (``fill_id`` the revision before, ``correction_id`` the new execId, the new shares and
+  price) and a WARNING ``trade_correction``, never a second fill; the same revision
+  reported again (executions after a reconnect report the latest one only) publishes
+  nothing more. IB has no trade bust message.
 * Executions -> ``OrderFilled``: ``fill_id`` is IB's execId, leaves is the order's total
   quantity minus the execution's cumulative quantity. Executions replayed by ``resync``
   whose order no longer works get leaves measured against the largest cumulative
@@ -144,6 +154,7 @@ from messages import (
     now_ns,
 )
 from messages.bounds import Host, Label, Port
+from messages.orders import FillCorrected
 from supervision import bus
 
 __all__ = ["IbkrConfig", "IbkrConnector"]
@@ -378,6 +389,26 @@ def _order_name(order_ref: str, client_id: int, order_id: int) -> str:
     return order_ref or f"ib-{client_id}-{order_id}"
 
 
+def _exec_revision(exec_id: str) -> tuple[str, int]:
+    """An IB execId as (the execution's id without its revision, the revision). IB reports a
+    correction of an execution as a new execId that differs only after the final period
+    (``....01.01`` -> ``....01.02``); the simulated TWS names the first revision without a
+    suffix (``tws-7`` -> ``tws-7.02``). An id without a two-digit suffix is revision 1."""
+    head, dot, tail = exec_id.rpartition(".")
+    if dot and head and len(tail) == 2 and tail.isdigit():
+        return head, int(tail)
+    return exec_id, 1
+
+
+def _previous_exec_id(head: str, revision: int) -> str:
+    """The execId of the revision before ``revision`` of the execution ``head`` (see
+    ``_exec_revision``): ``head.NN``, and for the first one ``head.01`` (IB) or ``head``
+    itself when ``head`` has no period (the simulated TWS)."""
+    if revision > 2 or "." in head:
+        return f"{head}.{revision - 1:02d}"
+    return head
+
+
 def _ts_ns(moment: object) -> int:
     """Wall clock nanoseconds of an ib_insync datetime; now when there is none."""
     if isinstance(moment, datetime):
@@ -420,6 +451,8 @@ class IbkrConnector(Connector):
         self._subscribed: dict[str, Contract] = {}
         self._orders: dict[str, _Order] = {}
         self._order_ids: dict[int, str] = {}
+        self._exec_revisions: dict[str, str] = {}
+        """Execution id without its revision -> the latest execId seen (corrections)."""
         self._unanswered: list[SubmitOrder] = []
         """Orders the session ended under; refused by ``disconnect`` once the thread is joined."""
         self._last_answer = 0.0
@@ -561,6 +594,7 @@ class IbkrConnector(Connector):
         table[QuoteBatch] = self._on_quote_batch
         table[_VenueHalted] = self._on_venue_halted
         table[_VenueResumed] = self._on_venue_resumed
+        table[FillCorrected] = lambda message: bus.publish(topics.ORDERS, message)
         return table
 
     def _on_venue_halted(self, message: _VenueHalted) -> None:
@@ -1240,11 +1274,22 @@ class IbkrConnector(Connector):
         return OrderAccepted(client_order_id=order.client_order_id, venue=self.name, symbol=order.symbol,
                              venue_order_id=str(venue_order_id), ts_ns=now_ns())
 
-    def _filled(self, coid: str, symbol: str, fill: Fill, total: Decimal) -> OrderFilled | None:
+    def _filled(self, coid: str, symbol: str, fill: Fill,
+                total: Decimal) -> OrderFilled | FillCorrected | None:
         execution = fill.execution
         try:
             side = _EXECUTION_SIDES[execution.side]
             leaves = max(total - _decimal(execution.cumQty), Decimal(0))
+            head, revision = _exec_revision(execution.execId)
+            latest = self._exec_revisions.get(head)
+            if latest is not None and _exec_revision(latest)[1] > revision:
+                return None  # an older revision of an execution already corrected
+            self._exec_revisions[head] = execution.execId
+            if revision > 1:
+                if latest == execution.execId:
+                    return None  # the correction reported again (a resync): published already
+                return self._corrected(coid, symbol, fill, side,
+                                       latest or _previous_exec_id(head, revision))
             return OrderFilled(
                 client_order_id=coid, venue=self.name, fill_id=execution.execId, symbol=symbol,
                 side=side, quantity=_decimal(execution.shares), price=_decimal(execution.price),
@@ -1254,6 +1299,23 @@ class IbkrConnector(Connector):
         except (KeyError, ValueError, ArithmeticError) as exc:
             self.count_malformed(f"execution {execution}: {exc!r}")
             return None
+
+    def _corrected(self, coid: str, symbol: str, fill: Fill, side: Side, previous: str) -> FillCorrected:
+        """A later revision of an execution: IB's correction of ``previous`` (a WARNING)."""
+        execution = fill.execution
+        corrected = FillCorrected(
+            client_order_id=coid, venue=self.name, fill_id=previous, correction_id=execution.execId,
+            symbol=symbol, side=side, quantity=_decimal(execution.shares), price=_decimal(execution.price),
+            cumulative_quantity=_decimal(execution.cumQty), average_price=_decimal(execution.avgPrice),
+            venue_order_id=str(execution.permId or execution.orderId), text="IB execution correction",
+            ts_ns=_ts_ns(execution.time),
+        )
+        what = (f"execution {previous} of {coid} corrected as {execution.execId}: "
+                f"{corrected.quantity} at {corrected.price}")
+        self.log.warning(f"connector {self.name}: {what}")
+        self._tell(SafetyEvent(kind="trade_correction", severity=Severity.WARNING, detail=what,
+                               venue=self.name, symbol=symbol, ts_ns=now_ns()))
+        return corrected
 
     def _rejected(self, coid: str, symbol: str, reason: RejectReason, text: str) -> OrderRejected:
         return OrderRejected(client_order_id=coid, venue=self.name, reason=reason, text=text,

@@ -622,6 +622,7 @@ class ZmqConnector(Connector):
                 symbol=frame.symbol,
                 text=frame.text,
                 ts_ns=frame.ts_ns,
+                expired=frame.expired,
             )
         )
 
