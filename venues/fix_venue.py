@@ -69,6 +69,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,6 +87,7 @@ from messages import (
     RejectReason,
     Side,
     SubmitOrder,
+    TimeInForce,
 )
 from messages.fix_spec import (
     BEGIN_STRINGS,
@@ -93,6 +95,7 @@ from messages.fix_spec import (
     FIX42,
     FIX44,
     FIXT11,
+    GTD,
     ORD_TYPE_CODES,
     ORD_TYPES,
     SIDE_CODES,
@@ -205,6 +208,33 @@ def spec_dir() -> Path:
 def dictionary_settings(begin_string: str, directory: Path) -> dict[str, str]:
     """quickfix settings that select (and for 4.2 generate) the data dictionaries."""
     return data_dictionary_settings(begin_string, spec_dir(), directory)
+
+
+_TOO_LATE_TO_ENTER = "4"
+"""OrdRejReason (103): too late to enter."""
+
+
+def expired_on_arrival(message: fix.Message, now_ns: int) -> str:
+    """Why a NewOrderSingle with TimeInForce GTD is refused on arrival at ``now_ns`` (its
+    ExpireTime has passed), or "" when it may enter (not GTD, or still good). A GTD order
+    without ExpireTime is invalid (``BadRequest``): this venue takes no ExpireDate."""
+    if _get(message, Tag.TIME_IN_FORCE) != GTD:
+        return ""
+    expire = _get(message, Tag.EXPIRE_TIME)
+    if not expire:
+        raise BadRequest("ExpireTime (126) is required with TimeInForce GTD")
+    stamp, _, fraction = expire.partition(".")
+    try:
+        moment = datetime.strptime(stamp, "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        raise BadRequest(f"ExpireTime {expire!r} is not a UTCTimestamp") from None
+    if not fraction.isdigit() and fraction:
+        raise BadRequest(f"ExpireTime {expire!r} is not a UTCTimestamp")
+    expire_ns = int(moment.timestamp()) * 1_000_000_000 + int((fraction + "000000000")[:9] or 0)
+    if expire_ns <= now_ns:
+        late_ms = (now_ns - expire_ns) // 1_000_000
+        return f"ExpireTime {expire} passed {late_ms} ms before the order arrived"
+    return ""
 
 
 def _listening_descriptor(port: int) -> int | None:
@@ -788,8 +818,13 @@ class FixVenue:
             return
         try:
             order = self._decode_order(message)
+            expired = expired_on_arrival(message, time.time_ns())
         except (BadRequest, ValueError, InvalidOperation, KeyError, fix.FieldNotFound) as exc:
             self._reject_raw(message, coid, f"invalid order: {exc}")
+            return
+        if expired:
+            _log.info(f"fix venue {self.engine.venue}: order {coid} refused: {expired}")
+            self._reject_raw(message, coid, expired, reason=_TOO_LATE_TO_ENTER)
             return
         with self._lock:
             duplicate = coid in self._orders
@@ -811,7 +846,7 @@ class FixVenue:
         if order_type is None:
             raise BadRequest(f"unsupported OrdType {message.getField(Tag.ORD_TYPE)}")
         tif_code = _get(message, Tag.TIME_IN_FORCE) or "0"
-        tif = TIFS.get(tif_code)
+        tif = TimeInForce.GTC if tif_code == GTD else TIFS.get(tif_code)  # GTD: until ExpireTime
         if tif is None:
             raise BadRequest(f"unsupported TimeInForce {tif_code}")
         quantity = _get(message, Tag.ORDER_QTY)
@@ -835,8 +870,10 @@ class FixVenue:
             created_ns=time.time_ns(),
         )
 
-    def _reject_raw(self, message: fix.Message, coid: str, text: str) -> None:
-        """Reject an order that could not be decoded, echoing what it said."""
+    def _reject_raw(self, message: fix.Message, coid: str, text: str, *,
+                    reason: str | None = None) -> None:
+        """Reject an order that could not be decoded (or came too late), echoing what it
+        said; ``reason`` is the OrdRejReason (other by default)."""
         report = self._new("8")
         _set(report, (
             (Tag.ORDER_ID, "NONE"),
@@ -845,7 +882,7 @@ class FixVenue:
             (Tag.EXEC_TRANS_TYPE, "0" if self._legacy else None),
             (Tag.EXEC_TYPE, _REJECTED),
             (Tag.ORD_STATUS, _REJECTED),
-            (Tag.ORD_REJ_REASON, "0" if self._legacy else "99"),
+            (Tag.ORD_REJ_REASON, reason or ("0" if self._legacy else "99")),
             (Tag.SYMBOL, _get(message, Tag.SYMBOL) or "N/A"),
             (Tag.SIDE, message.getField(Tag.SIDE)),
             (Tag.LEAVES_QTY, "0"),

@@ -205,8 +205,29 @@ _TIME_IN_FORCE = {
     "GTC": TimeInForce.GTC,
     "IOC": TimeInForce.IOC,
     "FOK": TimeInForce.FOK,
+    "GTD": TimeInForce.GTC,  # works until its goodTillDate (checked on arrival)
 }
 _ACTIONS = {"BUY": Side.BUY, "SELL": Side.SELL, "SSHORT": Side.SELL}
+
+
+def gtd_problem(good_till: str, now_ns: int) -> str:
+    """Why a GTD order with this ``goodTillDate`` is refused on arrival at ``now_ns``, or ""
+    when it is still good. Formats: ``YYYYMMDD HH:MM:SS`` with an optional ``UTC`` (the
+    time is UTC either way: this venue has no exchange time zone), or ``YYYYMMDD-HH:MM:SS``."""
+    text = good_till.strip().removesuffix(" UTC").strip()
+    if not text:
+        return "a GTD order needs a goodTillDate"
+    for layout in ("%Y%m%d %H:%M:%S", "%Y%m%d-%H:%M:%S"):
+        try:
+            moment = datetime.strptime(text, layout).replace(tzinfo=UTC)
+            break
+        except ValueError:
+            continue
+    else:
+        return f"goodTillDate {good_till!r} is not YYYYMMDD HH:MM:SS"
+    if moment.timestamp() * 1e9 <= now_ns:
+        return f"the order expired on its goodTillDate {good_till} before it arrived"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -1073,7 +1094,7 @@ class TwsVenue:
         order_ref = fields.text()
         transmit = fields.flag()
         parent_id = fields.integer(default=0)
-        what_if = self._read_order_tail(fields, query)
+        what_if, good_till = self._read_order_tail(fields, query)
         client_id = session.client_id
         assert client_id is not None
         if order_id <= 0:
@@ -1105,6 +1126,7 @@ class TwsVenue:
             else f"unknown account {account}" if account not in ("", self.account)
             else f"unsupported order type {ib_type!r}" if ib_type not in _ORDER_TYPES
             else f"unsupported time in force {tif!r}" if tif not in _TIME_IN_FORCE
+            else gtd_problem(good_till, time.time_ns()) if tif == "GTD"
             else f"unsupported action {action!r}" if action not in _ACTIONS
             else f"bad quantity {quantity}" if quantity is None or quantity <= 0
             else ""
@@ -1158,15 +1180,17 @@ class TwsVenue:
         self._index(record)
         self.engine.submit(self.account, order)
 
-    def _read_order_tail(self, fields: Fields, query: ContractQuery) -> bool:
+    def _read_order_tail(self, fields: Fields, query: ContractQuery) -> tuple[bool, str]:
         """Walk the rest of a placeOrder message to its whatIf flag (the layout up to there is
-        the same at every server version spoken here)."""
+        the same at every server version spoken here); also returns its goodTillDate."""
         fields.skip(6)  # blockOrder, sweepToFill, displaySize, triggerMethod, outsideRth, hidden
         if query.sec_type == "BAG":
             fields.skip(8 * fields.integer())
             fields.skip(fields.integer())
             fields.skip(2 * fields.integer())
-        fields.skip(30)  # sharesAllocation .. volatilityType
+        fields.skip(3)  # sharesAllocation, discretionaryAmt, goodAfterTime
+        good_till = fields.text()
+        fields.skip(26)  # faGroup .. volatilityType
         if fields.text():  # deltaNeutralOrderType
             fields.skip(9)
         else:
@@ -1184,7 +1208,7 @@ class TwsVenue:
         if fields.text():  # algoStrategy
             fields.skip(2 * fields.integer())
         fields.skip(1)  # algoId
-        return fields.flag()
+        return fields.flag(), good_till
 
     def _refuse_reuse(self, session: _Session, record: _OrderRecord) -> None:
         """placeOrder with the id of an order that is done."""
