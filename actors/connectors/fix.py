@@ -832,10 +832,13 @@ class FixConnector(Connector):
             self.log.warning(f"connector {self.name}: cannot find the session's socket: {exc!r}")
             return
         found: list[socket.socket] = []
+        seen: set[str] = set()  # socket inodes: a descriptor reused meanwhile is seen once
         for entry in descriptors:
             try:
-                if not os.readlink(f"/proc/self/fd/{entry}").startswith("socket:"):
+                target = os.readlink(f"/proc/self/fd/{entry}")
+                if not target.startswith("socket:") or target in seen:
                     continue
+                seen.add(target)
                 sock = socket.socket(fileno=os.dup(int(entry)))
             except (OSError, ValueError):
                 continue
