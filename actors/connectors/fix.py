@@ -66,9 +66,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
-import socket
-import struct
 import sys
 import sysconfig
 import threading
@@ -85,19 +82,12 @@ from msgspec import Meta
 
 from actors import topics
 from actors.connectors._io import SessionLink, SessionUp
+from actors.connectors._staleness import late_event, linger_zero
 from actors.connectors.base import Connector, ConnectorConfig
 from actors.errors import ConnectorError, JournalError
 from actors.journal import Journal
 from core.l1_book import L1Book, L1Books
-from core.staleness import (
-    LATE_EXECUTION,
-    LateAcks,
-    Liveness,
-    SessionProbe,
-    expire_time_ns,
-    late_detail,
-    takes_gtd,
-)
+from core.staleness import LateAcks, Liveness, SessionProbe, expire_time_ns, takes_gtd
 from messages import (
     PRICE_BOUNDS,
     CancelAllDone,
@@ -820,47 +810,10 @@ class FixConnector(Connector):
         self._lose_session(reason)
 
     def _linger_zero(self) -> None:
-        """Set ``SO_LINGER`` 0 on the session's TCP socket. quickfix offers no socket option
-        for it, so the socket is found among the process's descriptors (Linux ``/proc``) by
-        its peer, the venue's address; with none or several matches nothing is changed."""
+        """``SO_LINGER`` 0 on the session's socket: quickfix offers no option for it, so
+        the socket is found by its peer, the venue's address."""
         cfg = self.fix_config
-        try:
-            infos = socket.getaddrinfo(cfg.host, cfg.port, type=socket.SOCK_STREAM)
-            addresses = {info[4][0] for info in infos}
-            descriptors = os.listdir("/proc/self/fd")
-        except OSError as exc:
-            self.log.warning(f"connector {self.name}: cannot find the session's socket: {exc!r}")
-            return
-        found: list[socket.socket] = []
-        seen: set[str] = set()  # socket inodes: a descriptor reused meanwhile is seen once
-        for entry in descriptors:
-            try:
-                target = os.readlink(f"/proc/self/fd/{entry}")
-                if not target.startswith("socket:") or target in seen:
-                    continue
-                seen.add(target)
-                sock = socket.socket(fileno=os.dup(int(entry)))
-            except (OSError, ValueError):
-                continue
-            try:
-                peer = sock.getpeername() if sock.type == socket.SOCK_STREAM else None
-            except OSError:
-                peer = None
-            if peer and peer[0] in addresses and peer[1] == cfg.port:
-                found.append(sock)
-            else:
-                sock.close()
-        try:
-            if len(found) != 1:
-                self.log.warning(f"connector {self.name}: {len(found)} sockets to {cfg.host}:"
-                                 f"{cfg.port}; the dead session is closed without SO_LINGER 0")
-                return
-            found[0].setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError as exc:
-            self.log.warning(f"connector {self.name}: cannot set SO_LINGER 0: {exc!r}")
-        finally:
-            for sock in found:
-                sock.close()  # a duplicate descriptor: the session's own stays open
+        linger_zero(cfg.host, cfg.port, self.log, f"connector {self.name}")
 
     def _set_expiry(self, message: fix.Message, order: SubmitOrder) -> None:
         """With ``order_expiry_s`` set, a resting limit order goes TimeInForce GTD with an
@@ -876,21 +829,12 @@ class FixConnector(Connector):
     ) -> None:
         """Publish an order event; the first acknowledgement (accepted or filled) of an order
         later than ``late_ack_warn_s`` after its sending raises a WARNING naming both."""
-        if isinstance(message, (OrderAccepted, OrderFilled)):
-            delay_s = self._late.acknowledged(message.client_order_id, now_ns())
-            if delay_s is not None:
-                self._warn_late(message.client_order_id, message.symbol, delay_s)
-        else:
-            self._late.forget(message.client_order_id)
+        event = late_event(self._late, message, self.name)
+        if event is not None:
+            self.log.bind(client_order_id=message.client_order_id, delay_s=str(event.value)).warning(
+                f"connector {self.name}: {event.detail}")
+            self.deliver(event)
         self.deliver(message)
-
-    def _warn_late(self, coid: str, symbol: str, delay_s: float) -> None:
-        detail = late_detail(coid, delay_s)
-        self.log.bind(client_order_id=coid, delay_s=round(delay_s, 3)).warning(
-            f"connector {self.name}: {detail}")
-        self.deliver(SafetyEvent(kind=LATE_EXECUTION, severity=Severity.WARNING, venue=self.name,
-                                 symbol=symbol, detail=detail, value=Decimal(f"{delay_s:.3f}"),
-                                 ts_ns=now_ns()))
 
     # ---- quickfix callbacks (quickfix thread) -----------------------------------------------
 
