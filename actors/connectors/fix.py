@@ -58,6 +58,17 @@ configured with the FIXT11/FIX50SP2 dictionaries and uses the 4.4 message bodies
 exercised by one test against the simulated venue, which serves the same subset over
 FIXT.1.1. A production 5.0 SP2 venue may require fields this subset leaves out.
 
+Staleness (``core.staleness``): a TestRequest (35=1, TestReqID ``tg-probe-…``) probes the
+logged-on session every ``probe_interval_s``; the venue must answer with a Heartbeat
+echoing its TestReqID. Once none has come for ``probe_interval_s + probe_timeout_s`` the
+session is stale and ``submit`` refuses every new order (``VENUE_DOWN``) instead of
+writing it. After ``stale_after_s`` the session is declared dead: its socket gets
+``SO_LINGER`` 0 (found by its peer: quickfix has no option for it), the initiator is
+stopped, so the kernel drops what it has not sent, and the connector reconnects. With
+``order_expiry_s`` resting limit orders go GTD with an ExpireTime; an order first
+acknowledged more than ``late_ack_warn_s`` after it was sent raises a WARNING
+``late_execution`` safety event.
+
 quickfix's ``Application`` callbacks keep quickfix's camelCase names (``onLogon``,
 ``fromApp``...); everything else is snake_case.
 """

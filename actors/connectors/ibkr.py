@@ -36,6 +36,10 @@ a link that may deliver it much later. An answer ends the staleness. After
 by the kernel, not delivered when the network heals; the connector reconnects with
 backoff.
 
+With ``order_expiry_s`` resting limit orders (DAY, GTC) are sent GTD with a
+``goodTillDate`` that long after their sending, so TWS refuses one that arrives later.
+The probe's rules (stale, dead) and the late check are ``core.staleness``.
+
 Connectivity codes halt the venue: 1100 (TWS lost IB) and 2110 (TWS lost its server) are
 logged as WARNING, ``ConnectorDown`` is published and orders are refused (``VENUE_DOWN``)
 while the session stays open; 1101 or 1102 (restored) end the halt with ``ConnectorUp``.

@@ -23,6 +23,16 @@ resynchronised to them and the reset is counted, logged and raised as a WARNING
 stops for ``stale_after_s``, whose pings go unanswered, or whose session identifier
 changes (a restart) is a lost session: the connector closes it and reconnects.
 
+Staleness (``core.staleness``): the pings are the session's probe. Once no pong has come
+for ``ping_interval_s + probe_timeout_s`` the session is stale: new orders are refused
+(``VENUE_DOWN``) by ``submit`` and again by the poller at the moment it would write one,
+never queued into a link that may deliver them much later. After ``stale_after_s +
+ping_interval_s`` without a pong the order channel's TCP connection gets ``SO_LINGER`` 0
+(libzmq has no option for it; the socket is found by its peer) and the session is lost.
+With ``order_expiry_s`` every order carries ``expire_ns`` (the venue refuses it when it
+arrives later); an order first acknowledged more than ``late_ack_warn_s`` after it was
+sent raises a WARNING ``late_execution`` safety event.
+
 The wire protocol is described in docs/zmq-protocol.md; its frames are in
 ``messages.zmq_wire``, shared with the simulated venue.
 """
