@@ -218,8 +218,18 @@ def expired_on_arrival(message: fix.Message, now_ns: int) -> str:
     """Why a NewOrderSingle with TimeInForce GTD is refused on arrival at ``now_ns`` (its
     ExpireTime has passed), or "" when it may enter (not GTD, or still good). A GTD order
     without ExpireTime is invalid (``BadRequest``): this venue takes no ExpireDate."""
-    if _get(message, Tag.TIME_IN_FORCE) != GTD:
+    expire_ns = expire_time_of(message)
+    if expire_ns is None or now_ns < expire_ns:
         return ""
+    late_ms = (now_ns - expire_ns) // 1_000_000
+    return f"ExpireTime {_get(message, Tag.EXPIRE_TIME)} passed {late_ms} ms before the order arrived"
+
+
+def expire_time_of(message: fix.Message) -> int | None:
+    """The ExpireTime (126) of a GTD order in wall-clock nanoseconds; None when the order is
+    not GTD. ``BadRequest`` for a GTD order without a valid one."""
+    if _get(message, Tag.TIME_IN_FORCE) != GTD:
+        return None
     expire = _get(message, Tag.EXPIRE_TIME)
     if not expire:
         raise BadRequest("ExpireTime (126) is required with TimeInForce GTD")
@@ -230,11 +240,7 @@ def expired_on_arrival(message: fix.Message, now_ns: int) -> str:
         raise BadRequest(f"ExpireTime {expire!r} is not a UTCTimestamp") from None
     if not fraction.isdigit() and fraction:
         raise BadRequest(f"ExpireTime {expire!r} is not a UTCTimestamp")
-    expire_ns = int(moment.timestamp()) * 1_000_000_000 + int((fraction + "000000000")[:9] or 0)
-    if expire_ns <= now_ns:
-        late_ms = (now_ns - expire_ns) // 1_000_000
-        return f"ExpireTime {expire} passed {late_ms} ms before the order arrived"
-    return ""
+    return int(moment.timestamp()) * 1_000_000_000 + int((fraction + "000000000")[:9] or 0)
 
 
 def _listening_descriptor(port: int) -> int | None:
@@ -293,6 +299,7 @@ _PARTIAL = "1"
 _FILLED = "2"
 _CANCELED = "4"
 _REJECTED = "8"
+_EXPIRED = "C"
 
 
 @dataclass
@@ -304,6 +311,10 @@ class _Order:
     status: str = _PENDING_NEW
     cum: Decimal = _ZERO
     notional: Decimal = _ZERO
+    expire_ns: int | None = None
+    """ExpireTime of a GTD order (wall-clock nanoseconds); None for any other."""
+    expiring: bool = False
+    """Its ExpireTime has passed and the engine was asked to take it off the book."""
 
     @property
     def avg_px(self) -> Decimal:
@@ -313,7 +324,7 @@ class _Order:
     @property
     def leaves(self) -> Decimal:
         """Quantity still working (zero once done)."""
-        if self.status in (_FILLED, _CANCELED, _REJECTED):
+        if self.status in (_FILLED, _CANCELED, _REJECTED, _EXPIRED):
             return _ZERO
         return self.order.quantity - self.cum
 
@@ -741,6 +752,7 @@ class FixVenue:
     def _on_quotes(self, quotes: list[Quote]) -> None:
         """Engine step (runner thread): one incremental refresh for the subscribed symbols."""
         self._misbehave_on_step()
+        self._expire_due()
         try:
             if not self._logged_on.is_set():
                 return
@@ -767,6 +779,23 @@ class FixVenue:
         except Exception:
             self.callback_errors += 1
             _log.exception("fix venue: publishing quotes failed")
+
+    def _expire_due(self) -> None:
+        """Take the GTD orders whose ExpireTime has passed off the book (engine step); each is
+        reported expired (ExecType C)."""
+        try:
+            now = time.time_ns()
+            with self._lock:
+                due = [coid for coid, record in self._orders.items()
+                       if record.expire_ns is not None and record.expire_ns <= now
+                       and not record.expiring and record.status in (_NEW, _PARTIAL)]
+                for coid in due:
+                    self._orders[coid].expiring = True
+            for coid in due:
+                self.engine.cancel(self.account, coid)
+        except Exception:
+            self.callback_errors += 1
+            _log.exception("fix venue: expiring orders failed")
 
     def _misbehave_on_step(self) -> None:
         """Busts, corrections and fills from elsewhere, at an engine step (lock held)."""
@@ -818,6 +847,7 @@ class FixVenue:
             return
         try:
             order = self._decode_order(message)
+            expire_ns = expire_time_of(message)
             expired = expired_on_arrival(message, time.time_ns())
         except (BadRequest, ValueError, InvalidOperation, KeyError, fix.FieldNotFound) as exc:
             self._reject_raw(message, coid, f"invalid order: {exc}")
@@ -829,7 +859,7 @@ class FixVenue:
         with self._lock:
             duplicate = coid in self._orders
             if not duplicate:
-                self._orders[coid] = _Order(order=order)
+                self._orders[coid] = _Order(order=order, expire_ns=expire_ns)
         if duplicate:
             self._send(self._report(
                 _Order(order=order, status=_REJECTED), "8", text=f"duplicate ClOrdID {coid}",
@@ -1009,6 +1039,10 @@ class FixVenue:
             if isinstance(event, OrderCancelled):
                 if record is None:
                     return None
+                if record.expiring:
+                    record.status = _EXPIRED
+                    self._forget(coid)
+                    return self._report(record, _EXPIRED, text="expired at its ExpireTime")
                 record.status = _CANCELED
                 cancel_id = self._cancel_requests.get(coid)
                 self._forget(coid)

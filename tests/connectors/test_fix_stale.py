@@ -272,3 +272,29 @@ def test_resting_limit_orders_carry_gtd_and_an_expire_time(
         assert "\x0159=6\x01" in line and "\x01126=" in line
         market = next(m for m in text.split("\n") if "11=warm-up\x01" in m and "35=D\x01" in m)
         assert "\x01126=" not in market
+
+
+def test_a_resting_gtd_order_expires_at_the_venue_at_its_expire_time(
+    venue: FixVenue, engine: VenueEngine, recorder: Recorder, tmp_path: Path
+) -> None:
+    """The venue takes a working GTD order off the book once its ExpireTime passes and
+    reports it expired (ExecType C); the connector ends the order."""
+    with trading(recorder, tmp_path, venue.port, order_expiry_s=1.5):
+        mark = recorder.count()
+        send(SubmitOrder(client_order_id="short-lived", venue=NAME, symbol="AAPL", side=Side.BUY,
+                         quantity=Decimal(1), order_type=OrderType.LIMIT, limit_price=Decimal(100),
+                         time_in_force=TimeInForce.GTC, source="test"))
+        wait_for(lambda: "short-lived" in at_venue(engine), timeout_s=5, what="the order works")
+        sent = time.monotonic()
+
+        def expired() -> bool:
+            engine.step()
+            return not any(o.order.client_order_id == "short-lived" for o in engine.open_orders(ACCOUNT))
+
+        wait_for(expired, timeout_s=10, interval_s=0.1, what="the venue expires the order")
+        assert time.monotonic() - sent >= 1.0  # not before its ExpireTime
+        ended = recorder.wait_for(lambda m: getattr(m, "client_order_id", None) == "short-lived"
+                                  and not isinstance(m, (OrderFilled, SafetyEvent))
+                                  and type(m).__name__ != "OrderAccepted", after=mark)
+        assert "expire" in ended.text.lower()
+        assert "short-lived" not in {f.client_order_id for f in engine.executions(ACCOUNT)}
