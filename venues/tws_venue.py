@@ -210,22 +210,28 @@ _TIME_IN_FORCE = {
 _ACTIONS = {"BUY": Side.BUY, "SELL": Side.SELL, "SSHORT": Side.SELL}
 
 
+def good_till_ns(good_till: str) -> int:
+    """Wall-clock nanoseconds of a ``goodTillDate`` (formats as for ``gtd_problem``); 0 when
+    it cannot be read."""
+    text = good_till.strip().removesuffix(" UTC").strip()
+    for layout in ("%Y%m%d %H:%M:%S", "%Y%m%d-%H:%M:%S"):
+        try:
+            return int(datetime.strptime(text, layout).replace(tzinfo=UTC).timestamp()) * 1_000_000_000
+        except ValueError:
+            continue
+    return 0
+
+
 def gtd_problem(good_till: str, now_ns: int) -> str:
     """Why a GTD order with this ``goodTillDate`` is refused on arrival at ``now_ns``, or ""
     when it is still good. Formats: ``YYYYMMDD HH:MM:SS`` with an optional ``UTC`` (the
     time is UTC either way: this venue has no exchange time zone), or ``YYYYMMDD-HH:MM:SS``."""
-    text = good_till.strip().removesuffix(" UTC").strip()
-    if not text:
+    if not good_till.strip():
         return "a GTD order needs a goodTillDate"
-    for layout in ("%Y%m%d %H:%M:%S", "%Y%m%d-%H:%M:%S"):
-        try:
-            moment = datetime.strptime(text, layout).replace(tzinfo=UTC)
-            break
-        except ValueError:
-            continue
-    else:
+    expires_ns = good_till_ns(good_till)
+    if not expires_ns:
         return f"goodTillDate {good_till!r} is not YYYYMMDD HH:MM:SS"
-    if moment.timestamp() * 1e9 <= now_ns:
+    if expires_ns <= now_ns:
         return f"the order expired on its goodTillDate {good_till} before it arrived"
     return ""
 
@@ -301,6 +307,8 @@ class _OrderRecord(msgspec.Struct, kw_only=True):
     """The engine order working for it now; empty: ``client_order_id`` (never modified)."""
     replaced: list[str] = []
     """Engine orders it worked as before each modification, oldest first."""
+    good_till_ns: int = 0
+    """The goodTillDate of a GTD order (wall-clock nanoseconds); 0 for any other."""
 
     @property
     def working_id(self) -> str:
@@ -1071,6 +1079,7 @@ class TwsVenue:
         self._call_in_loop(self._publish_quotes, quotes)
 
     def _publish_quotes(self, quotes: list[Quote]) -> None:
+        self._expire_due()
         if self._connectivity_lost:
             return
         by_symbol = {quote.symbol: quote for quote in quotes}
@@ -1079,6 +1088,19 @@ class TwsVenue:
                 quote = by_symbol.get(symbol)
                 if quote is not None:
                     self._send_quote_ticks(session, req_id, quote)
+
+    def _expire_due(self) -> None:
+        """At an engine step: cancel the working GTD orders whose goodTillDate has passed
+        (IB reports the order Cancelled)."""
+        now = time.time_ns()
+        for record in self._state.orders:
+            if (record.good_till_ns and record.good_till_ns <= now and not record.cancel_requested
+                    and record.status in ("Submitted", "PreSubmitted")
+                    and not any(p.record is record for p in self._replacements.values())):
+                record.cancel_requested = True
+                self._dirty = True
+                log.info("TWS venue: order %d expired on its goodTillDate", record.order_id)
+                self.engine.cancel(self.account, record.working_id)
 
     # ------------------------------------------------------------------ handlers: orders
 
@@ -1175,6 +1197,7 @@ class TwsVenue:
             stop_price=order.stop_price,
             tif=tif or "DAY",
             order_ref=order_ref,
+            good_till_ns=good_till_ns(good_till) if tif == "GTD" else 0,
         )
         self._state.orders.append(record)
         self._index(record)

@@ -421,6 +421,7 @@ class FixConnector(Connector):
         self._probe: SessionProbe | None = None  # actor thread; None while no session is up
         self._probe_timer: TimerHandle | None = None
         self._probe_ids = itertools.count(1)
+        self._probes_sent: dict[str, float] = {}  # TestReqID -> monotonic sending time
         self._late = LateAcks(config.late_ack_warn_s)  # actor thread
         self._ids = itertools.count(1)
         self._handlers: dict[str, Callable[[fix.Message], None]] = {
@@ -756,7 +757,9 @@ class FixConnector(Connector):
             self._note_stale(now)
         if probe.probe_due(now):
             probe.sent(now)
-            self._send_test_request(f"{_PROBE_PREFIX}{self.link.attempt}-{next(self._probe_ids)}")
+            test_req_id = f"{_PROBE_PREFIX}{self.link.attempt}-{next(self._probe_ids)}"
+            self._remember(self._probes_sent, test_req_id, now, bound=64)
+            self._send_test_request(test_req_id)
         delay = min(_PROBE_TICK_S, probe.next_probe_in(now) or probe.interval_s)
         self._probe_timer = scheduler.call_later(delay, self._teller(tick))
 
@@ -789,6 +792,9 @@ class FixConnector(Connector):
         probe = self._probe
         if probe is None or not answer.test_req_id.startswith(f"{_PROBE_PREFIX}{self.link.attempt}-"):
             return
+        sent = self._probes_sent.pop(answer.test_req_id, None)
+        if sent is not None:
+            self.note_latency((answer.at - sent) * 1000.0)  # the session's round trip
         stale_s = probe.answered(answer.at)
         if stale_s is not None:
             self.log.warning(f"connector {self.name}: FIX session answers again after "

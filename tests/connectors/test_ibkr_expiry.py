@@ -13,9 +13,10 @@ from pathlib import Path
 import pytest
 
 from actors.connectors.ibkr import ib_good_till
-from messages import OrderFilled, OrderRejected, OrderType, RejectReason, VenuePositions
+from messages import OrderCancelled, OrderFilled, OrderRejected, OrderType, RejectReason, VenuePositions
 from tests.connectors.test_ibkr_connector import (
     ACCOUNT,
+    NAME,
     TOPICS,
     make_config,
     make_engine,
@@ -112,3 +113,23 @@ def test_an_order_arriving_after_its_good_till_date_is_refused_by_tws(
         assert refused.reason is RejectReason.VENUE
         assert refused.text.startswith("IB 201:") and "goodTillDate" in refused.text
         assert "expiring" not in {f.client_order_id for f in engine.executions(ACCOUNT)}
+
+
+def test_a_working_gtd_order_is_cancelled_at_its_good_till_date(
+    venue: TwsVenue, engine: VenueEngine, recorder: Recorder, tmp_path: Path
+) -> None:
+    with running_connector(make_config(venue.port, symbols=(), order_expiry_s=1.0), tmp_path):
+        recorder.wait_for(of(VenuePositions, request_id=""), timeout_s=10)
+        mark = recorder.count()
+        send(resting("short-lived", price="100"))  # rests below the market
+        sent = time.monotonic()
+        deadline = sent + 10
+        while any(o.order.client_order_id == "short-lived" for o in engine.open_orders(ACCOUNT)) \
+                or time.monotonic() - sent < 0.5:
+            assert time.monotonic() < deadline, "the GTD order never expired"
+            engine.step()
+            threading.Event().wait(0.1)
+        assert time.monotonic() - sent >= 1.0  # not before its goodTillDate
+        cancelled = recorder.wait_for(of(OrderCancelled, client_order_id="short-lived"), after=mark)
+        assert cancelled.venue == NAME
+        assert "short-lived" not in {f.client_order_id for f in engine.executions(ACCOUNT)}
