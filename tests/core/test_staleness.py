@@ -116,11 +116,12 @@ def test_expiry_is_the_horizon_after_the_sending_or_none() -> None:
 
 
 def _order(order_type: OrderType, tif: TimeInForce) -> SubmitOrder:
+    limit = order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT)
+    stop = order_type in (OrderType.STOP, OrderType.STOP_LIMIT)
     return SubmitOrder(client_order_id="x", venue="v", symbol="AAPL", side=Side.BUY,
                        quantity=Decimal(1), order_type=order_type,
-                       limit_price=Decimal(1) if order_type in (OrderType.LIMIT, OrderType.STOP_LIMIT) else None,
-                       stop_price=Decimal(1) if order_type in (OrderType.STOP, OrderType.STOP_LIMIT) else None,
-                       time_in_force=tif)
+                       limit_price=Decimal(1) if limit else None,
+                       stop_price=Decimal(1) if stop else None, time_in_force=tif)
 
 
 @pytest.mark.parametrize(("order_type", "tif", "expected"), [
