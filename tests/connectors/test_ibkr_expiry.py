@@ -26,6 +26,7 @@ from tests.connectors.test_ibkr_connector import (
     send,
 )
 from tests.fault_proxy import FaultProxy
+from tests.helpers import wait_for
 from tests.recorder import Recorder
 from venues.engine import VenueEngine
 from venues.tws_venue import TwsVenue, gtd_problem
@@ -77,10 +78,8 @@ def test_a_resting_order_goes_gtd_and_works(venue: TwsVenue, engine: VenueEngine
     with running_connector(make_config(venue.port, symbols=(), order_expiry_s=60.0), tmp_path):
         recorder.wait_for(of(VenuePositions, request_id=""), timeout_s=10)
         send(resting("gtd-rest", price="100"))  # below the market: it rests
-        deadline = time.monotonic() + 10
-        while not any(o.order.client_order_id == "gtd-rest" for o in engine.open_orders(ACCOUNT)):
-            assert time.monotonic() < deadline, "the GTD order never worked at the venue"
-            threading.Event().wait(0.05)
+        wait_for(lambda: any(o.order.client_order_id == "gtd-rest" for o in engine.open_orders(ACCOUNT)),
+                 timeout_s=10, what="the GTD order works at the venue")
         [working] = [o for o in engine.open_orders(ACCOUNT) if o.order.client_order_id == "gtd-rest"]
         assert working.order.limit_price == Decimal(100)
         tifs = {r.client_order_id: r.tif for r in venue._state.orders}  # what TWS recorded
@@ -123,12 +122,17 @@ def test_a_working_gtd_order_is_cancelled_at_its_good_till_date(
         mark = recorder.count()
         send(resting("short-lived", price="100"))  # rests below the market
         sent = time.monotonic()
-        deadline = sent + 10
-        while any(o.order.client_order_id == "short-lived" for o in engine.open_orders(ACCOUNT)) \
-                or time.monotonic() - sent < 0.5:
-            assert time.monotonic() < deadline, "the GTD order never expired"
-            engine.step()
-            threading.Event().wait(0.1)
+
+        def working() -> bool:
+            return any(o.order.client_order_id == "short-lived" for o in engine.open_orders(ACCOUNT))
+
+        wait_for(working, timeout_s=10, what="the GTD order works at the venue")
+
+        def expired() -> bool:
+            engine.step()  # the venue looks at expiries on every engine step
+            return not working()
+
+        wait_for(expired, timeout_s=10, interval_s=0.1, what="the GTD order expires")
         assert time.monotonic() - sent >= 1.0  # not before its goodTillDate
         cancelled = recorder.wait_for(of(OrderCancelled, client_order_id="short-lived"), after=mark)
         assert cancelled.venue == NAME
