@@ -768,8 +768,8 @@ class ZmqConnector(Connector):
                                        dead_after_s=cfg.stale_after_s + cfg.ping_interval_s, now=now)
             return
         stale_s = self._probe.answered(now)
+        self._stale.clear()
         if stale_s is not None:
-            self._stale.clear()
             self.log.warning(f"connector {self.name}: venue answers pings again after {stale_s:.1f}s stale")
 
     def _check_probe(self, now: float) -> None:
@@ -781,21 +781,25 @@ class ZmqConnector(Connector):
         state = probe.state(now)
         if state is Liveness.LIVE:
             return
+        self._note_stale(probe, now)
+        if state is Liveness.DEAD:
+            self._abort()
+            self._lose(f"no answer to pings for {probe.silent_s(now):.1f}s")
+
+    def _note_stale(self, probe: SessionProbe, now: float) -> None:
         self._stale.set()
         if probe.note(now):
             self.log.warning(f"connector {self.name}: venue session stale: no pong for "
                              f"{probe.silent_s(now):.1f}s; new orders are refused")
-        if state is Liveness.DEAD:
-            self._abort()
-            self._lose(f"no answer to pings for {probe.silent_s(now):.1f}s")
 
     def _refused_stale(self, req_id: str) -> bool:
         """At the moment of writing a new order (poller thread): refuse it when a ping is
         overdue, so nothing new goes into a link that may deliver it much later."""
         probe = self._probe
-        if probe is None or probe.takes_orders(time.monotonic()):
+        now = time.monotonic()
+        if probe is None or probe.takes_orders(now):
             return False
-        self._stale.set()
+        self._note_stale(probe, now)
         self._tell(self._down_reject(req_id[len(_NEW):], "", self._stale_text()))
         return True
 
