@@ -298,3 +298,20 @@ def test_a_resting_gtd_order_expires_at_the_venue_at_its_expire_time(
                                   and type(m).__name__ != "OrderAccepted", after=mark)
         assert "expire" in ended.text.lower()
         assert "short-lived" not in {f.client_order_id for f in engine.executions(ACCOUNT)}
+
+
+@pytest.mark.parametrize("begin_string", ["FIX.4.2", "FIXT.1.1"])
+def test_gtd_orders_pass_every_begin_string(begin_string: str, engine: VenueEngine, recorder: Recorder,
+                                            tmp_path: Path) -> None:
+    """The data dictionaries of FIX 4.2 and 5.0 SP2 take TimeInForce GTD and ExpireTime."""
+    front = FixVenue(engine, free_port(), tmp_path / "venue", begin_string=begin_string)
+    front.start()
+    try:
+        with trading(recorder, tmp_path, front.port, begin_string=begin_string, order_expiry_s=30.0):
+            send(SubmitOrder(client_order_id="gtd", venue=NAME, symbol="AAPL", side=Side.BUY,
+                             quantity=Decimal(1), order_type=OrderType.LIMIT, limit_price=Decimal(100),
+                             source="test"))
+            wait_for(lambda: "gtd" in at_venue(engine), timeout_s=5, what="the GTD order works")
+            assert not [m for m in recorder.messages(OrderRejected) if m.client_order_id == "gtd"]
+    finally:
+        front.stop()
