@@ -205,8 +205,35 @@ _TIME_IN_FORCE = {
     "GTC": TimeInForce.GTC,
     "IOC": TimeInForce.IOC,
     "FOK": TimeInForce.FOK,
+    "GTD": TimeInForce.GTC,  # works until its goodTillDate (checked on arrival)
 }
 _ACTIONS = {"BUY": Side.BUY, "SELL": Side.SELL, "SSHORT": Side.SELL}
+
+
+def good_till_ns(good_till: str) -> int:
+    """Wall-clock nanoseconds of a ``goodTillDate`` (formats as for ``gtd_problem``); 0 when
+    it cannot be read."""
+    text = good_till.strip().removesuffix(" UTC").strip()
+    for layout in ("%Y%m%d %H:%M:%S", "%Y%m%d-%H:%M:%S"):
+        try:
+            return int(datetime.strptime(text, layout).replace(tzinfo=UTC).timestamp()) * 1_000_000_000
+        except ValueError:
+            continue
+    return 0
+
+
+def gtd_problem(good_till: str, now_ns: int) -> str:
+    """Why a GTD order with this ``goodTillDate`` is refused on arrival at ``now_ns``, or ""
+    when it is still good. Formats: ``YYYYMMDD HH:MM:SS`` with an optional ``UTC`` (the
+    time is UTC either way: this venue has no exchange time zone), or ``YYYYMMDD-HH:MM:SS``."""
+    if not good_till.strip():
+        return "a GTD order needs a goodTillDate"
+    expires_ns = good_till_ns(good_till)
+    if not expires_ns:
+        return f"goodTillDate {good_till!r} is not YYYYMMDD HH:MM:SS"
+    if expires_ns <= now_ns:
+        return f"the order expired on its goodTillDate {good_till} before it arrived"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -280,6 +307,8 @@ class _OrderRecord(msgspec.Struct, kw_only=True):
     """The engine order working for it now; empty: ``client_order_id`` (never modified)."""
     replaced: list[str] = []
     """Engine orders it worked as before each modification, oldest first."""
+    good_till_ns: int = 0
+    """The goodTillDate of a GTD order (wall-clock nanoseconds); 0 for any other."""
 
     @property
     def working_id(self) -> str:
@@ -1059,6 +1088,7 @@ class TwsVenue:
         self._call_in_loop(self._publish_quotes, quotes)
 
     def _publish_quotes(self, quotes: list[Quote]) -> None:
+        self._expire_due()
         if self._connectivity_lost:
             return
         by_symbol = {quote.symbol: quote for quote in quotes}
@@ -1067,6 +1097,19 @@ class TwsVenue:
                 quote = by_symbol.get(symbol)
                 if quote is not None:
                     self._send_quote_ticks(session, req_id, quote)
+
+    def _expire_due(self) -> None:
+        """At an engine step: cancel the working GTD orders whose goodTillDate has passed
+        (IB reports the order Cancelled)."""
+        now = time.time_ns()
+        for record in self._state.orders:
+            if (record.good_till_ns and record.good_till_ns <= now and not record.cancel_requested
+                    and record.status in ("Submitted", "PreSubmitted")
+                    and not any(p.record is record for p in self._replacements.values())):
+                record.cancel_requested = True
+                self._dirty = True
+                log.info("TWS venue: order %d expired on its goodTillDate", record.order_id)
+                self.engine.cancel(self.account, record.working_id)
 
     # ------------------------------------------------------------------ handlers: orders
 
@@ -1082,7 +1125,7 @@ class TwsVenue:
         order_ref = fields.text()
         transmit = fields.flag()
         parent_id = fields.integer(default=0)
-        what_if = self._read_order_tail(fields, query)
+        what_if, good_till = self._read_order_tail(fields, query)
         client_id = session.client_id
         assert client_id is not None
         if order_id <= 0:
@@ -1114,6 +1157,7 @@ class TwsVenue:
             else f"unknown account {account}" if account not in ("", self.account)
             else f"unsupported order type {ib_type!r}" if ib_type not in _ORDER_TYPES
             else f"unsupported time in force {tif!r}" if tif not in _TIME_IN_FORCE
+            else gtd_problem(good_till, time.time_ns()) if tif == "GTD"
             else f"unsupported action {action!r}" if action not in _ACTIONS
             else f"bad quantity {quantity}" if quantity is None or quantity <= 0
             else ""
@@ -1162,20 +1206,23 @@ class TwsVenue:
             stop_price=order.stop_price,
             tif=tif or "DAY",
             order_ref=order_ref,
+            good_till_ns=good_till_ns(good_till) if tif == "GTD" else 0,
         )
         self._state.orders.append(record)
         self._index(record)
         self.engine.submit(self.account, order)
 
-    def _read_order_tail(self, fields: Fields, query: ContractQuery) -> bool:
+    def _read_order_tail(self, fields: Fields, query: ContractQuery) -> tuple[bool, str]:
         """Walk the rest of a placeOrder message to its whatIf flag (the layout up to there is
-        the same at every server version spoken here)."""
+        the same at every server version spoken here); also returns its goodTillDate."""
         fields.skip(6)  # blockOrder, sweepToFill, displaySize, triggerMethod, outsideRth, hidden
         if query.sec_type == "BAG":
             fields.skip(8 * fields.integer())
             fields.skip(fields.integer())
             fields.skip(2 * fields.integer())
-        fields.skip(30)  # sharesAllocation .. volatilityType
+        fields.skip(3)  # sharesAllocation, discretionaryAmt, goodAfterTime
+        good_till = fields.text()
+        fields.skip(26)  # faGroup .. volatilityType
         if fields.text():  # deltaNeutralOrderType
             fields.skip(9)
         else:
@@ -1193,7 +1240,7 @@ class TwsVenue:
         if fields.text():  # algoStrategy
             fields.skip(2 * fields.integer())
         fields.skip(1)  # algoId
-        return fields.flag()
+        return fields.flag(), good_till
 
     def _refuse_reuse(self, session: _Session, record: _OrderRecord) -> None:
         """placeOrder with the id of an order that is done."""

@@ -42,6 +42,7 @@ from messages import (
     OrderFilled,
     OrderStatus,
     Quote,
+    RejectReason,
     Side,
     SubmitOrder,
 )
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1"})
 """Hosts the venue may bind: it is a local simulator, never reachable from outside."""
+
+CODE_EXPIRED = "SIM-106"
+"""The venue's code for an order that arrived at or after its ``expire_ns``."""
 
 DEFAULT_ACCOUNT = "zmq"
 """Engine account the venue trades for."""
@@ -149,6 +153,8 @@ class ZmqVenue:
         self._foreign_draw = random.Random(f"{self.behaviour.seed}:foreign")
         self.dropped: list[str] = []
         """Client order ids of the orders dropped in flight, oldest first."""
+        self.expired_on_arrival: list[str] = []
+        """Client order ids of the orders refused because they arrived after ``expire_ns``."""
         self.misbehaviours: dict[str, int] = {}
         """How often each switch acted (drop, cancel_all_refused, ...)."""
         self.state_path = state_path
@@ -510,6 +516,8 @@ class ZmqVenue:
         }
 
     def _on_new_order(self, request: wire.NewOrderRequest) -> None:
+        if request.expire_ns is not None and self._refused_expired(request):
+            return
         order = SubmitOrder(
             client_order_id=request.client_order_id,
             venue=self.engine.venue,
@@ -533,6 +541,22 @@ class ZmqVenue:
         with self._state_lock:
             self._order_states.setdefault(order.client_order_id, "new")
         self.engine.submit(self.account, order)  # events arrive through the order listener
+
+    def _refused_expired(self, request: wire.NewOrderRequest) -> bool:
+        """Refuse an order that arrives at or after its ``expire_ns`` (a ``rejected`` event to
+        every client; the venue never knew the order)."""
+        now = time.time_ns()
+        if request.expire_ns is None or now < request.expire_ns:
+            return False
+        late_ms = (now - request.expire_ns) // 1_000_000
+        self.expired_on_arrival.append(request.client_order_id)
+        _log.bind(client_order_id=request.client_order_id).info(
+            f"order arrived {late_ms} ms after its expiry")
+        self._enqueue("event", wire.encoder.encode(wire.RejectedEvent(
+            client_order_id=request.client_order_id, symbol=request.symbol, reason=RejectReason.VENUE,
+            text=f"{CODE_EXPIRED} expired {late_ms} ms before it arrived", ts_ns=now,
+        )))
+        return True
 
     def _on_cancel(self, request: wire.CancelRequest) -> None:
         with self._state_lock:

@@ -36,6 +36,10 @@ a link that may deliver it much later. An answer ends the staleness. After
 by the kernel, not delivered when the network heals; the connector reconnects with
 backoff.
 
+With ``order_expiry_s`` resting limit orders (DAY, GTC) are sent GTD with a
+``goodTillDate`` that long after their sending, so TWS refuses one that arrives later.
+The probe's rules (stale, dead) and the late check are ``core.staleness``.
+
 Connectivity codes halt the venue: 1100 (TWS lost IB) and 2110 (TWS lost its server) are
 logged as WARNING, ``ConnectorDown`` is published and orders are refused (``VENUE_DOWN``)
 while the session stays open; 1101 or 1102 (restored) end the halt with ``ConnectorUp``.
@@ -111,10 +115,10 @@ import socket
 import struct
 import threading
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
@@ -130,6 +134,7 @@ from actors.connectors._io import IoThread, SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
 from actors.errors import ConnectorError
 from core.l1_book import L1Books
+from core.staleness import LATE_EXECUTION, LateAcks, SessionProbe, expire_time_ns, late_detail, takes_gtd
 from messages import (
     CancelAllDone,
     CancelOrder,
@@ -216,6 +221,13 @@ _LOCAL_STATES = frozenset({"PendingSubmit", "ApiPending"})
 T = TypeVar("T")
 
 
+def ib_good_till(expires_ns: int) -> str:
+    """The ``goodTillDate`` of an order expiring at ``expires_ns``: ``YYYYMMDD HH:MM:SS UTC``,
+    rounded up to the whole second (never earlier than asked)."""
+    seconds = -(-expires_ns // 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y%m%d %H:%M:%S UTC")
+
+
 class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
     """Settings of one TWS / IB Gateway session."""
 
@@ -252,6 +264,10 @@ class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
     late_ack_warn_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 2.0
     """An order acknowledged by the venue more than this long after it was sent raises a
     ``late_execution`` WARNING when it fills. Above 0."""
+    order_expiry_s: Annotated[float, Meta(ge=0.0, le=86400.0)] = 0.0
+    """Limit and stop-limit orders that would rest (DAY, GTC) are sent GTD with a
+    ``goodTillDate`` this many seconds after their sending (rounded up to the second), so
+    TWS refuses one that arrives later and cancels it then. 0 (the default) sends none."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -271,6 +287,8 @@ class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
             raise ValueError(f"max_batches_in_flight: must be at least 1, got {self.max_batches_in_flight}")
         if not (math.isfinite(self.probe_interval_s) and 0.05 <= self.probe_interval_s <= 60):
             raise ValueError(f"probe_interval_s: must be within 0.05..60, got {self.probe_interval_s}")
+        if not (math.isfinite(self.order_expiry_s) and 0 <= self.order_expiry_s <= 86400):
+            raise ValueError(f"order_expiry_s: must be within 0..86400, got {self.order_expiry_s}")
         for field in ("probe_timeout_s", "stale_after_s", "late_ack_warn_s"):
             value = getattr(self, field)
             if not (math.isfinite(value) and 0 < value <= 3600):
@@ -455,13 +473,13 @@ class IbkrConnector(Connector):
         """Execution id without its revision -> the latest execId seen (corrections)."""
         self._unanswered: list[SubmitOrder] = []
         """Orders the session ended under; refused by ``disconnect`` once the thread is joined."""
-        self._last_answer = 0.0
-        """Loop time of the last probe answer (or of the session's opening)."""
-        self._stale_since = 0.0
-        """Loop time the session went stale; 0 while it is not."""
+        self._liveness = SessionProbe(interval_s=config.probe_interval_s,
+                                      timeout_s=config.probe_timeout_s,
+                                      dead_after_s=config.stale_after_s, now=0.0)
+        """What the probe answers say of the session (loop time)."""
         self._halts: dict[int, str] = {}
         """Connectivity codes halting the venue now, with their texts."""
-        self._sent_ns: OrderedDict[str, int] = OrderedDict()
+        self._late = LateAcks(config.late_ack_warn_s, _MAX_SENT_TIMES)
         """Wall time each order was written, until its first fill (kept across sessions)."""
 
     # ---- the contract (actor thread) -------------------------------------------------------
@@ -668,8 +686,7 @@ class IbkrConnector(Connector):
         loop = asyncio.get_running_loop()
         self._closing = self._lost = False
         self._halts.clear()
-        self._stale_since = 0.0
-        self._last_answer = loop.time()
+        self._liveness.restart(loop.time())
         self._commands = asyncio.Queue()
         self._request_lock = asyncio.Lock()
         self._refused = loop.create_future()
@@ -713,7 +730,7 @@ class IbkrConnector(Connector):
         ib.execDetailsEvent += self._on_exec_details
         ib.disconnectedEvent += self._on_disconnected
         self._spawn(self._work(), "command worker")
-        self._last_answer = loop.time()
+        self._liveness.restart(loop.time())
         self._spawn(self._probe(), "session probe")
 
     async def _close(self) -> None:
@@ -778,32 +795,30 @@ class IbkrConnector(Connector):
             except TimeoutError:
                 self._note_stale(loop.time())
                 try:
-                    remaining = cfg.stale_after_s - (loop.time() - self._last_answer)
+                    remaining = cfg.stale_after_s - self._liveness.silent_s(loop.time())
                     await asyncio.wait_for(answer, max(remaining, 0.0))
                 except TimeoutError:
-                    self._abort(f"no answer to reqCurrentTime for {loop.time() - self._last_answer:.1f}s "
+                    self._abort(f"no answer to reqCurrentTime for "
+                                f"{self._liveness.silent_s(loop.time()):.1f}s "
                                 f"(stale_after_s {cfg.stale_after_s})")
                     return
-            self._last_answer = loop.time()
             self.note_latency(self.elapsed_ms(clock))
-            if self._stale_since:
+            stale_s = self._liveness.answered(loop.time())
+            if stale_s is not None:
                 self.log.warning(f"connector {self.name}: IB session answers again after "
-                                 f"{self._last_answer - self._stale_since:.1f}s stale")
-                self._stale_since = 0.0
+                                 f"{stale_s:.1f}s stale")
             await asyncio.sleep(max(0.0, cfg.probe_interval_s - (loop.time() - started)))
 
     def _silent_s(self) -> float:
         """Seconds since the last probe answer (loop thread)."""
-        return asyncio.get_running_loop().time() - self._last_answer
+        return self._liveness.silent_s(asyncio.get_running_loop().time())
 
     def _is_stale(self) -> bool:
         """True once a probe is overdue: no answer for ``probe_interval_s + probe_timeout_s``."""
-        cfg = self.ib_config
-        return self._silent_s() > cfg.probe_interval_s + cfg.probe_timeout_s
+        return not self._liveness.takes_orders(asyncio.get_running_loop().time())
 
     def _note_stale(self, now: float) -> None:
-        if not self._stale_since and self._is_stale():
-            self._stale_since = now
+        if self._liveness.note(now):
             self.log.warning(f"connector {self.name}: IB session stale: no answer to the probe for "
                              f"{self._silent_s():.1f}s; new orders are refused")
 
@@ -951,6 +966,7 @@ class IbkrConnector(Connector):
             ib_order.lmtPrice = float(order.limit_price)
         if order.stop_price is not None and order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT):
             ib_order.auxPrice = float(order.stop_price)
+        self._set_expiry(ib_order, order)
         unfit = self._unfit_reason()  # checked at the last moment: the lookup may have waited
         if unfit is not None:
             self._refuse_down(order, unfit)
@@ -960,11 +976,19 @@ class IbkrConnector(Connector):
         except ConnectionError as exc:
             self._refuse_down(order, str(exc))
             return
-        self._sent_ns[coid] = now_ns()
-        while len(self._sent_ns) > _MAX_SENT_TIMES:
-            self._sent_ns.popitem(last=False)
+        self._late.sent(coid, now_ns())
         self._orders[coid] = _Order(coid, order.symbol, trade, sent_here=True)
         self._order_ids[trade.order.orderId] = coid
+
+    def _set_expiry(self, ib_order: Order, order: SubmitOrder) -> None:
+        """With ``order_expiry_s`` set, a resting limit order is sent GTD, good till that long
+        from now (``goodTillDate`` in UTC, whole seconds rounded up): TWS refuses it when it
+        arrives later than that, and cancels it then if it still works."""
+        expires_ns = expire_time_ns(now_ns(), self.ib_config.order_expiry_s)
+        if expires_ns is None or not takes_gtd(order):
+            return
+        ib_order.tif = "GTD"
+        ib_order.goodTillDate = ib_good_till(expires_ns)
 
     def _unfit_reason(self) -> str | None:
         """Why no order may be written to the session now (halted, stale), or None."""
@@ -1178,16 +1202,13 @@ class IbkrConnector(Connector):
     def _check_late(self, coid: str, symbol: str, acked_ns: int) -> None:
         """On an order's first fill: a WARNING when the venue acknowledged it more than
         ``late_ack_warn_s`` after it was sent (loop thread)."""
-        sent_ns = self._sent_ns.pop(coid, None)
-        if sent_ns is None:
+        delay_s = self._late.acknowledged(coid, acked_ns)
+        if delay_s is None:
             return
-        delay_s = (acked_ns - sent_ns) / 1e9
-        if delay_s <= self.ib_config.late_ack_warn_s:
-            return
-        detail = f"order {coid} executed late: acknowledged {delay_s:.1f}s after it was sent"
+        detail = late_detail(coid, delay_s)
         self.log.bind(client_order_id=coid, delay_s=round(delay_s, 3)).warning(
             f"connector {self.name}: {detail}")
-        self._tell(SafetyEvent(kind="late_execution", severity=Severity.WARNING, venue=self.name,
+        self._tell(SafetyEvent(kind=LATE_EXECUTION, severity=Severity.WARNING, venue=self.name,
                                symbol=symbol, detail=detail, value=Decimal(f"{delay_s:.3f}"),
                                ts_ns=now_ns()))
 
