@@ -78,7 +78,8 @@ def test_a_governor_restarted_while_degraded_comes_back_degraded_with_its_incide
     gov.tick()
     assert gov.mode() is Mode.LIVE
     assert incident_rows(gov.state_dir) == [
-        ("service_start", "", "", 0, 0), ("price_spike", VENUE, "", 1, 1), ("core_restart", "", "risk_governor", 0, 1)]
+        ("service_start", "", "", 0, 0), ("price_spike", VENUE, "", 1, 1),
+        ("core_restart", "", "risk_governor", 0, 1)]
 
 
 def test_the_restart_that_fills_the_window_escalates(governor: Callable[..., Harness]) -> None:
@@ -130,7 +131,8 @@ def test_a_venue_whose_last_reconciliation_mismatched_stays_halted_after_a_resta
     gov.publish(topics.CONNECTORS, ConnectorUp(name=VENUE))   # the restarted connector: no reconciliation yet
 
     state = gov.state()
-    assert state["venue_states"][VENUE] == "HALTED" and state["venue_reasons"][VENUE] == "reconciliation mismatch"
+    assert state["venue_states"][VENUE] == "HALTED"
+    assert state["venue_reasons"][VENUE] == "reconciliation mismatch"
     assert state["mode"] == "DEGRADED"              # its only venue halted
     assert gov.submit(order("sell", "1", reduce_only=True)) is RejectReason.VENUE_HALTED
     gov.publish(topics.PORTFOLIO, Reconciliation(venue=VENUE, reconciled=True, ts_ns=now_ns()))
