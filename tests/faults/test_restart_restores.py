@@ -146,7 +146,7 @@ def test_a_governor_killed_while_degraded_comes_back_degraded_with_its_incidents
     assert all(current is not Mode.LIVE for _, current in modes_after(recorder, mark))
     # the restart is an alert in the status, and in the journal
     # the failsafe and the safety monitor restarted along with it: recorded, not counted again
-    wait_for(lambda: len(journaled_restarts(svc.state_dir)) == 3, timeout_s=5, what="three restarts journaled")
+    wait_for(lambda: len(journaled_restarts(svc.state_dir)) == 3, timeout_s=5, what="3 restarts journaled")
     assert journaled_restarts(svc.state_dir) == [("risk_governor", 1), ("failsafe", 0), ("safety_monitor", 0)]
     alerts = status_risk(svc)["core_restarts"]
     assert "risk_governor" in alerts[0] and len(alerts) == 3
@@ -194,7 +194,7 @@ def test_a_keeper_killed_while_a_venue_is_unreconciled_does_not_report_live(
     assert all(current is not Mode.LIVE for _, current in modes_after(recorder, mark))
     assert f"reconciliation_mismatch {VENUE}/AAPL" in seen[-1]["open_incidents"]
     # one crash, the keeper's, which took the others with it: counted once
-    wait_for(lambda: len(journaled_restarts(svc.state_dir)) == 4, timeout_s=5, what="four restarts journaled")
+    wait_for(lambda: len(journaled_restarts(svc.state_dir)) == 4, timeout_s=5, what="4 restarts journaled")
     assert journaled_restarts(svc.state_dir) == [
         ("position_keeper", 1), ("risk_governor", 0), ("failsafe", 0), ("safety_monitor", 0)]
     alerts = status_risk(svc)
