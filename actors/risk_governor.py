@@ -54,6 +54,7 @@ from core.pnl import session_start_ns
 from core.rejections import CircuitBreaker, is_venue_rejection
 from core.restart import (
     CORE_ACTORS,
+    OPERATOR_PAUSE,
     SERVICE_START,
     IncidentRecord,
     JournalFacts,
@@ -221,6 +222,8 @@ class RiskGovernor(SupervisedActor):
         """The latest core actor restarts in words, for status."""
         self._restarts_along: set[str] = set()
         """Core actors that restart after this one because it restarted (not counted again)."""
+        self._pause_row = 0
+        """The journal row open while an operator has paused trading."""
 
     # ---- the state the status and the tests read --------------------------------------
 
@@ -641,10 +644,13 @@ class RiskGovernor(SupervisedActor):
     # ---- restarts: the journal's incidents, and what a restarted governor restores -------
 
     def on_receive(self, message: Any) -> Any:
+        paused = self.desk.paused
         try:
             return super().on_receive(message)
         finally:
             self._journal_closed_incidents()
+            if self.desk.paused != paused:
+                self._journal_pause(self.desk.paused)
 
     def _start_mode(self, last: ModeChanged | None) -> ModeChange:
         """The first start in a process starts afresh (``ModeMachine.start``) and marks the
@@ -700,6 +706,9 @@ class RiskGovernor(SupervisedActor):
             if self.incidents.watches_quotes(venue):
                 self._watch_quotes.add(venue)
             self.venue_book.set_findings(venue, self.incidents.findings(venue))
+        if plan.paused:
+            self.desk.paused = True
+            self._pause_row = plan.pause_ref
         self.log.bind(generation=self.context.generation).warning(f"{why}: restoring: {plan.describe()}")
         return self.modes.restore(last, plan.degradations, plan.last_degradation, why=why)
 
@@ -783,6 +792,22 @@ class RiskGovernor(SupervisedActor):
                 counted=counted)
         except JournalError as exc:
             self.log.critical(f"incident {incident.describe()} could not be journaled: {exc}")
+
+    def _journal_pause(self, paused: bool) -> None:
+        """Journal an operator's pause (open) or resume (closed): a restarted governor
+        stays paused."""
+        if self._journal is None:
+            return
+        now = now_ns()
+        try:
+            if paused:
+                self._pause_row = self._journal.record_incident(
+                    OPERATOR_PAUSE, "", "", "trading paused by an operator", now, counted=False)
+            elif self._pause_row:
+                self._journal.close_incidents(now, [self._pause_row])
+                self._pause_row = 0
+        except JournalError as exc:
+            self.log.critical(f"the operator {'pause' if paused else 'resume'} could not be journaled: {exc}")
 
     def _journal_closed_incidents(self) -> None:
         closed = [i.ref for i in self.incidents.take_closed() if i.ref]

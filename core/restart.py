@@ -16,7 +16,8 @@ within the running process (``generation`` above 0) starts from ``restoration``:
   until quotes come back, a mismatch until a reconciliation matches);
 - per venue: whether it was up in this run, since when it is in an outage (the
   ``max_outage_s`` clock keeps running) and whether its last reconciliation was a mismatch
-  (HALTED until one matches).
+  (HALTED until one matches);
+- an operator's pause (``OPERATOR_PAUSE`` open).
 
 "This run" is everything journaled after the last ``SERVICE_START`` marker, which the
 governor journals when it first starts in a process: a new process starts afresh (as it
@@ -37,6 +38,9 @@ from messages import Mode, ModeChanged
 
 SERVICE_START = "service_start"
 """Kind of the marker row journaled at the first start of the governor in a process."""
+OPERATOR_PAUSE = "operator_pause"
+"""Kind of the row open while an operator has paused trading (not an incident: it counts
+nothing and is not listed among the incidents; a restarted governor stays paused)."""
 
 CORE_ACTORS: tuple[str, ...] = ("position_keeper", "risk_governor", "failsafe", "safety_monitor")
 """The core actors, in start order: a restart of any is an alert and one incident."""
@@ -113,6 +117,10 @@ class Restoration:
     """Per configured venue, its facts."""
     last_mode: ModeChanged | None
     """The journal's last transition (``ModeMachine.restore`` decides the mode from it)."""
+    paused: bool = False
+    """An operator had paused trading."""
+    pause_ref: int = 0
+    """The journal row of that pause; 0 for none."""
 
     def describe(self) -> str:
         """One line for the log and the alert."""
@@ -120,7 +128,8 @@ class Restoration:
         held = [name for name, v in self.venues.items() if v.mismatch or v.down_since is not None]
         return (f"last mode {mode}, {len(self.degradations)} degradation(s) in the window, "
                 f"{len(self.incidents)} open incident(s)"
-                + (f", venues held: {', '.join(held)}" if held else ""))
+                + (f", venues held: {', '.join(held)}" if held else "")
+                + (", paused by an operator" if self.paused else ""))
 
 
 def monotonic_of(wall_ns: int, now_wall_ns: int, now: float) -> float:
@@ -141,11 +150,14 @@ def restoration(facts: JournalFacts, venues: Iterable[str], *, now: float, now_w
     """Merge the journal's facts into the state a governor restarted at ``now`` (monotonic)
     / ``now_wall_ns`` (wall) starts from; ``window_s`` is the degradation window."""
     reset_ns = last_reset_ns(facts.modes, facts.run_started_ns)
-    counted = [r for r in facts.incidents if r.counted and r.opened_ns >= reset_ns]
+    pauses = [r for r in facts.incidents if r.kind == OPERATOR_PAUSE]
+    pause = next((r for r in reversed(pauses) if not r.closed_ns), None)
+    real = [r for r in facts.incidents if r.kind != OPERATOR_PAUSE]
+    counted = [r for r in real if r.counted and r.opened_ns >= reset_ns]
     in_window = tuple(sorted(monotonic_of(r.opened_ns, now_wall_ns, now) for r in counted
                              if now_wall_ns - r.opened_ns <= window_s * 1e9))
     last = max((monotonic_of(r.opened_ns, now_wall_ns, now) for r in counted), default=None)
-    open_ = [r for r in facts.incidents if not r.closed_ns and r.kind != CORE_RESTART]
+    open_ = [r for r in real if not r.closed_ns and r.kind != CORE_RESTART]
     incidents = tuple(
         Incident(key=r.key, opened=monotonic_of(r.opened_ns, now_wall_ns, now), last_seen=now,
                  reason=r.reason, ref=r.ref)
@@ -159,7 +171,8 @@ def restoration(facts: JournalFacts, venues: Iterable[str], *, now: float, now_w
         memory[venue] = VenueMemory(ever_up=matched is not None or down_since is not None,
                                     down_since=down_since, mismatch=matched is False)
     return Restoration(degradations=in_window, last_degradation=last, incidents=incidents,
-                       opened_total=len(facts.incidents), venues=memory, last_mode=facts.last_mode)
+                       opened_total=len(real), venues=memory, last_mode=facts.last_mode,
+                       paused=pause is not None, pause_ref=pause.ref if pause is not None else 0)
 
 
 def new_restarts(generations: Mapping[str, int], recorded: Mapping[str, int]) -> list[tuple[str, int]]:

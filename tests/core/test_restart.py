@@ -9,6 +9,7 @@ import pytest
 from core.incidents import CORE_RESTART, FEED_STALE, VENUE_DOWN, IncidentBook, IncidentKey
 from core.modes import ModeMachine, ModeRules
 from core.restart import (
+    OPERATOR_PAUSE,
     IncidentRecord,
     JournalFacts,
     last_reset_ns,
@@ -185,3 +186,16 @@ def test_a_mismatch_is_not_forgotten_by_a_new_session_before_it_reconciles() -> 
     book.on_up("fix")
     assert book.state("fix") is TradingState.HALTED
     assert book.reasons()["fix"] == "reconciliation mismatch"
+
+
+def test_an_open_operator_pause_is_restored_and_is_no_incident() -> None:
+    facts = JournalFacts(last_mode=changed(Mode.READY, Mode.LIVE), incidents=[
+        record(1, OPERATOR_PAUSE, age_s=50.0, closed=True, counted=False),   # paused, resumed
+        record(2, OPERATOR_PAUSE, age_s=20.0, counted=False),                # paused again
+    ])
+    plan = restoration(facts, ("fix",), now=NOW, now_wall_ns=WALL, window_s=300.0)
+    assert plan.paused and plan.pause_ref == 2
+    assert plan.incidents == () and plan.opened_total == 0 and plan.degradations == ()
+    resumed = JournalFacts(last_mode=None, incidents=[record(1, OPERATOR_PAUSE, age_s=5.0, closed=True,
+                                                             counted=False)])
+    assert not restoration(resumed, (), now=NOW, now_wall_ns=WALL, window_s=300.0).paused

@@ -15,7 +15,7 @@ import pytest
 from actors import topics
 from actors.journal import Journal
 from actors.risk_governor import RiskGovernor
-from messages import ConnectorDown, ConnectorUp, Mode, Reconciliation, RejectReason, now_ns
+from messages import ConnectorDown, ConnectorUp, Mode, OperatorVerb, Reconciliation, RejectReason, now_ns
 from supervision import NO_BACKOFF, SUPERVISION_TOPIC, ChildSpec, ChildStarted, Tree
 from tests.unit.test_risk_checks import UNLIMITED, VENUE, VENUES, Clock, Harness, limits, order
 
@@ -171,3 +171,21 @@ def test_a_new_process_starts_afresh_and_closes_what_the_last_run_left_open(
     gov.restart()
     assert gov.state()["open_incidents"] == []
 
+
+
+def test_an_operator_pause_survives_a_restart_and_a_resume_is_not_undone(
+        governor: Callable[..., Harness]) -> None:
+    gov = governor()
+    gov.live()
+    assert gov.operator(OperatorVerb.PAUSE).startswith("paused")
+
+    gov.restart()
+    gov.live()
+    assert gov.state()["paused"] is True
+    assert gov.submit(order("buy", "1")) is RejectReason.PAUSED
+
+    assert gov.operator(OperatorVerb.RESUME) == "resumed"
+    gov.restart()
+    gov.live()
+    assert gov.state()["paused"] is False
+    assert gov.submit(order("buy", "1")) is None
