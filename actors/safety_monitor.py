@@ -255,6 +255,17 @@ class SafetyMonitor(SupervisedActor):
             bus.subscribe(topic, self.name)
         if self.checks.needs_tick:
             self._schedule_tick()
+        self._announce_restart()
+
+    def _announce_restart(self) -> None:
+        """A restart within the running process is an alert: the checks' running state
+        starts afresh. The findings already raised stay open as incidents in the governor,
+        which records the restart; the venues' states are the governor's and are kept."""
+        if self.context.generation > 0:
+            self.log.bind(generation=self.context.generation).warning(
+                f"safety monitor restarted (generation {self.context.generation}): normal spreads, "
+                f"last mids, cool-downs and the orders tracked for overfill and slippage start afresh "
+                f"(orders sent before the restart are not checked for them)")
 
     def teardown(self) -> None:
         if self._timer is not None:
