@@ -104,6 +104,10 @@ from supervision import (
 __all__ = ["EnterFailsafe", "GetRiskState", "RiskConfig", "RiskGovernor", "Shutdown", "Tick"]
 
 
+RESTART_ALONG_S = 60.0
+"""How long after a core actor restarted the restarts of the core actors after it count as
+part of that one restart (they wait for its start, then each start in turn)."""
+
 JOURNAL_WAIT_S = 0.5
 """Longest the governor waits for the journal's write lock before refusing an order."""
 
@@ -220,8 +224,9 @@ class RiskGovernor(SupervisedActor):
         """Per core actor, its restarts in this run that are journaled."""
         self._restart_alerts: deque[str] = deque(maxlen=20)
         """The latest core actor restarts in words, for status."""
-        self._restarts_along: set[str] = set()
-        """Core actors that restart after this one because it restarted (not counted again)."""
+        self._restarts_along: dict[str, float] = {}
+        """Core actors expected to restart along with one that restarted (the tree restarts
+        every child after the one that failed), until when (clock); not counted again."""
         self._pause_row = 0
         """The journal row open while an operator has paused trading."""
 
@@ -723,19 +728,28 @@ class RiskGovernor(SupervisedActor):
             generations[name] = registry.generation(name) or 0
         trading = last is not None and last.current in TRADING_MODES
         self._record_restarts(new_restarts(generations, self._restarts_recorded), trading=trading)
-        self._restarts_along = set(CORE_ACTORS[CORE_ACTORS.index(topics.RISK_GOVERNOR) + 1:])
+        self._expect_along(self.name)
 
     def _on_core_started(self, event: ChildStarted) -> None:
         """A core actor after this one (re)started: record a restart not recorded yet."""
         if event.name not in CORE_ACTORS or event.name == self.name or event.generation <= 0:
             return
         found = new_restarts({event.name: event.generation}, self._restarts_recorded)
-        along = event.name in self._restarts_along
-        self._restarts_along.discard(event.name)
+        if not found:
+            return
+        along = self._restarts_along.pop(event.name, -1.0) >= self.clock()
         if along:
             self._record_restarts(found, trading=False, along=True)
         else:
             self._record_restarts(found, trading=self.mode in TRADING_MODES)
+            self._expect_along(event.name)
+
+    def _expect_along(self, name: str) -> None:
+        """The core actors after ``name`` restart along with it (the root restarts every
+        child after the one that failed): expect their restarts for a while."""
+        until = self.clock() + RESTART_ALONG_S
+        for later in CORE_ACTORS[CORE_ACTORS.index(name) + 1:]:
+            self._restarts_along[later] = until
 
     def _record_restarts(self, found: list[tuple[str, int]], *, trading: bool, along: bool = False) -> None:
         """Journal, log and count restarts of core actors: one incident for the lot (the
@@ -746,7 +760,7 @@ class RiskGovernor(SupervisedActor):
         first = names[0]
         reason = f"core actor {first} restarted" + (f" (with {', '.join(names[1:])})" if names[1:] else "")
         if along:
-            reason = f"core actor {first} restarted along with {self.name}"
+            reason = f"core actor {first} restarted along with an earlier one"
         now = now_ns()
         outcome = None
         if not along:

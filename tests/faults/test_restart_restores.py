@@ -200,3 +200,28 @@ def test_a_keeper_killed_while_a_venue_is_unreconciled_does_not_report_live(
     alerts = status_risk(svc)
     assert alerts["core_restarts_total"] == 4
     assert "position_keeper" in alerts["core_restarts"][0]
+
+
+def test_a_failsafe_killed_while_trading_is_an_alert_counted_once_and_the_mode_stays(
+    service: Callable[..., Service], recorder: Recorder,
+) -> None:
+    svc = service(settings())
+    trading_has_started(minimum=3)
+    wait_for(lambda: risk(svc).get("mode") == "LIVE", timeout_s=10, what="LIVE")
+    before = registry.lookup("failsafe")
+    counted_before = risk(svc)["degradations_in_window"]
+    mark = recorder.count()
+
+    fail("failsafe", svc, recorder)
+    restored("failsafe", before, svc)
+
+    # the safety monitor, after it in the tree, restarts along with it: recorded, not counted
+    wait_for(lambda: risk(svc).get("core_restarts_total") == 2, timeout_s=10, what="the restarts recorded")
+    state = risk(svc)
+    assert "failsafe" in state["core_restarts"][0]
+    assert state["degradations_in_window"] == counted_before + 1
+    assert journaled_restarts(svc.state_dir) == [("failsafe", 1), ("safety_monitor", 0)]
+    assert "failsafe" in status_risk(svc)["core_restarts"][0]
+    # the governor was not restarted: no mode change came from the failsafe's restart
+    # (its connector restarts along with it, so the venue may halt for a moment: DEGRADED)
+    assert all(current in (Mode.DEGRADED, Mode.LIVE) for _, current in modes_after(recorder, mark))

@@ -152,6 +152,16 @@ def test_a_failsafe_restart_is_an_alert_counted_once(governor: Callable[..., Har
     assert state["mode"] == "LIVE"                    # an alert and a count, not a degradation of the mode
     assert state["degradations_in_window"] == 1 and state["core_restarts_total"] == 1
     assert "failsafe" in state["core_restarts"][0]
+    # the safety monitor, after it in the tree, restarts along: recorded, not counted again
+    gov.publish(SUPERVISION_TOPIC, ChildStarted(supervisor="root", name="safety_monitor", generation=1))
+    state = gov.state()
+    assert state["degradations_in_window"] == 1 and state["core_restarts_total"] == 2
+    assert "along" in state["core_restarts"][1]
+    # a later crash of its own counts
+    gov.clock.advance(61.0)
+    gov.publish(SUPERVISION_TOPIC, ChildStarted(supervisor="root", name="safety_monitor", generation=2))
+    state = gov.state()
+    assert state["degradations_in_window"] == 2 and state["core_restarts_total"] == 3
 
 
 def test_a_new_process_starts_afresh_and_closes_what_the_last_run_left_open(
