@@ -621,6 +621,31 @@ class Journal:
             ).fetchall()
         return {venue: bool(reconciled) for venue, reconciled in rows}
 
+    def orders_for_checks(self, updated_since_ns: int, limit: int) -> list[SubmitOrder]:
+        """The orders still working, and those whose status changed at or after
+        ``updated_since_ns``: the last ``limit`` of them in submission order."""
+        live = tuple(str(state) for state in _LIVE_STATES)
+        with self._errors("read orders"):
+            rows = self._conn().execute(
+                "SELECT client_order_id, venue, symbol, side, quantity, order_type, limit_price,"
+                " stop_price, time_in_force, reduce_only, source, created_ns, submitted_ns, status,"
+                " venue_order_id, status_text, updated_ns FROM orders"
+                f" WHERE status IN ({','.join('?' * len(live))}) OR updated_ns >= ?"
+                " ORDER BY rowid DESC LIMIT ?", (*live, updated_since_ns, limit)).fetchall()
+        return [_order_record(row, {}).order for row in reversed(rows)]
+
+    def fills_of(self, client_order_ids: list[str]) -> list[OrderFilled]:
+        """The journaled fills of the orders ``client_order_ids``, in commit order."""
+        found: list[OrderFilled] = []
+        with self._errors("read fills"):
+            db = self._conn()
+            for start in range(0, len(client_order_ids), 500):
+                chunk = client_order_ids[start:start + 500]
+                rows = db.execute(f"SELECT {_FILL_COLUMNS} FROM fills WHERE client_order_id IN"
+                                  f" ({','.join('?' * len(chunk))}) ORDER BY rowid", chunk).fetchall()
+                found += [_fill_record(row).fill for row in rows]
+        return found
+
     # ---- internals ------------------------------------------------------------------
 
     def _create_schema(self) -> None:

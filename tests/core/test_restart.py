@@ -4,6 +4,8 @@ mode machine, the incident book and the venue book. Times are numbers the test p
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import pytest
 
 from core.incidents import CORE_RESTART, FEED_STALE, VENUE_DOWN, IncidentBook, IncidentKey
@@ -17,9 +19,11 @@ from core.restart import (
     new_restarts,
     restoration,
 )
+from core.safety import OrderTracker, check_overfill
 from core.venues import TradingState, VenueBook
-from messages import Mode, ModeChanged
+from messages import Mode, ModeChanged, OrderFilled, OrderType, Side, SubmitOrder
 
+D = Decimal
 S = 1_000_000_000
 """One second in nanoseconds."""
 WALL = 1_800_000_000 * S
@@ -199,3 +203,26 @@ def test_an_open_operator_pause_is_restored_and_is_no_incident() -> None:
     resumed = JournalFacts(last_mode=None, incidents=[record(1, OPERATOR_PAUSE, age_s=5.0, closed=True,
                                                              counted=False)])
     assert not restoration(resumed, (), now=NOW, now_wall_ns=WALL, window_s=300.0).paused
+
+
+def order(coid: str) -> SubmitOrder:
+    return SubmitOrder(client_order_id=coid, venue="paper", symbol="AAPL", side=Side.BUY, quantity=D(10),
+                       order_type=OrderType.LIMIT, limit_price=D(100), source="strategy")
+
+
+def fill(coid: str, fill_id: str, quantity: str) -> OrderFilled:
+    return OrderFilled(client_order_id=coid, venue="paper", fill_id=fill_id, symbol="AAPL", side=Side.BUY,
+                       quantity=D(quantity), price=D(100), leaves_quantity=D(0))
+
+
+def test_the_tracker_restores_an_order_with_its_fills() -> None:
+    tracker = OrderTracker()
+    tracked = tracker.restore(order("o-1"),
+                              [fill("o-1", "a", "4"), fill("o-1", "a", "4"), fill("o-1", "b", "6")])
+    assert tracked.filled == D(10) and tracked.fill_ids == ("a", "b")
+    assert tracker.on_fill(fill("o-1", "b", "6")) is None                 # delivered again
+    extra = fill("o-1", "c", "1")
+    again = tracker.on_fill(extra)
+    assert again is not None
+    finding = check_overfill(again, extra)
+    assert finding is not None and finding.value == D(11)
