@@ -58,7 +58,8 @@ from core.restart import (
     SERVICE_START,
     IncidentRecord,
     JournalFacts,
-    new_restarts,
+    RestartEvent,
+    RestartLedger,
     restoration,
 )
 from core.venues import VenueBook, VenueChange
@@ -103,10 +104,6 @@ from supervision import (
 
 __all__ = ["EnterFailsafe", "GetRiskState", "RiskConfig", "RiskGovernor", "Shutdown", "Tick"]
 
-
-RESTART_ALONG_S = 60.0
-"""How long after a core actor restarted the restarts of the core actors after it count as
-part of that one restart (they wait for its start, then each start in turn)."""
 
 JOURNAL_WAIT_S = 0.5
 """Longest the governor waits for the journal's write lock before refusing an order."""
@@ -220,13 +217,10 @@ class RiskGovernor(SupervisedActor):
         self._tick: TimerHandle | None = None
         self._run_marker = 0
         """The journal row that marks the start of this run (``core.restart``)."""
-        self._restarts_recorded: dict[str, int] = {}
-        """Per core actor, its restarts in this run that are journaled."""
+        self.restarts = RestartLedger()
+        """The core actor restarts recorded in this run."""
         self._restart_alerts: deque[str] = deque(maxlen=20)
         """The latest core actor restarts in words, for status."""
-        self._restarts_along: dict[str, float] = {}
-        """Core actors expected to restart along with one that restarted (the tree restarts
-        every child after the one that failed), until when (clock); not counted again."""
         self._pause_row = 0
         """The journal row open while an operator has paused trading."""
 
@@ -700,11 +694,9 @@ class RiskGovernor(SupervisedActor):
         plan = restoration(facts, self.venues, now=self.clock(), now_wall_ns=now_ns(),
                            window_s=self.config.degradation_window_s)
         self.incidents.restore(plan.incidents, plan.opened_total)
-        for record in facts.incidents:
-            if record.kind == CORE_RESTART:
-                name = record.symbol
-                self._restarts_recorded[name] = self._restarts_recorded.get(name, 0) + 1
-                self._restart_alerts.append(self._restart_text(name, record.reason, record.opened_ns))
+        restarts = [r for r in facts.incidents if r.kind == CORE_RESTART]
+        self.restarts.load(r.symbol for r in restarts)
+        self._restart_alerts.extend(self._restart_text(r.symbol, r.reason, r.opened_ns) for r in restarts)
         for venue, memory in plan.venues.items():
             self.venue_book.restore(venue, ever_up=memory.ever_up, down_since=memory.down_since,
                                     mismatch=memory.mismatch)
@@ -719,59 +711,37 @@ class RiskGovernor(SupervisedActor):
 
     def _record_own_restart(self, last: ModeChanged | None) -> None:
         """After a restart: record the core actors restarted (this one, and the position
-        keeper when its restart is what restarted this one) as one incident. The core actors
-        after this one in the tree restart along with it: recorded, not counted again."""
+        keeper when its restart is what restarted this one) as one incident; those after
+        this one in the tree restart along with it (``core.restart.RestartLedger``)."""
         if self.context.generation <= 0:
             return
         generations = {self.name: self.context.generation}
         for name in CORE_ACTORS[:CORE_ACTORS.index(topics.RISK_GOVERNOR)]:
             generations[name] = registry.generation(name) or 0
         trading = last is not None and last.current in TRADING_MODES
-        self._record_restarts(new_restarts(generations, self._restarts_recorded), trading=trading)
-        self._expect_along(self.name)
+        self._record_restarts(self.restarts.own_start(self.name, generations, self.clock()), trading=trading)
 
     def _on_core_started(self, event: ChildStarted) -> None:
         """A core actor after this one (re)started: record a restart not recorded yet."""
         if event.name not in CORE_ACTORS or event.name == self.name or event.generation <= 0:
             return
-        found = new_restarts({event.name: event.generation}, self._restarts_recorded)
-        if not found:
-            return
-        along = self._restarts_along.pop(event.name, -1.0) >= self.clock()
-        if along:
-            self._record_restarts(found, trading=False, along=True)
-        else:
-            self._record_restarts(found, trading=self.mode in TRADING_MODES)
-            self._expect_along(event.name)
+        self._record_restarts(self.restarts.started(event.name, event.generation, self.clock()),
+                              trading=self.mode in TRADING_MODES)
 
-    def _expect_along(self, name: str) -> None:
-        """The core actors after ``name`` restart along with it (the root restarts every
-        child after the one that failed): expect their restarts for a while."""
-        until = self.clock() + RESTART_ALONG_S
-        for later in CORE_ACTORS[CORE_ACTORS.index(name) + 1:]:
-            self._restarts_along[later] = until
-
-    def _record_restarts(self, found: list[tuple[str, int]], *, trading: bool, along: bool = False) -> None:
-        """Journal, log and count restarts of core actors: one incident for the lot (the
-        first named is what failed first), counted as one degradation while trading."""
-        if not found:
+    def _record_restarts(self, event: RestartEvent | None, *, trading: bool) -> None:
+        """Journal, log and count a restart of core actors: one incident, counted as one
+        degradation while trading (not when it restarted along with an earlier one)."""
+        if event is None:
             return
-        names = [name for name, _ in found]
-        first = names[0]
-        reason = f"core actor {first} restarted" + (f" (with {', '.join(names[1:])})" if names[1:] else "")
-        if along:
-            reason = f"core actor {first} restarted along with an earlier one"
+        reason = event.reason
         now = now_ns()
         outcome = None
-        if not along:
-            incident = self.incidents.note(IncidentKey(CORE_RESTART, "", first), self.clock(), reason)
+        incident = None
+        if not event.along:
+            incident = self.incidents.note(IncidentKey(CORE_RESTART, "", event.first), self.clock(), reason)
             outcome = self.modes.degrade_restart(reason, self.clock(), trading=trading)
-            counted = bool(outcome.escalate or outcome.noted)
-        else:
-            incident, counted = None, False
-        for index, (name, missing) in enumerate(found):
-            self._restarts_recorded[name] = self._restarts_recorded.get(name, 0) + missing
-            text = reason if index == 0 else f"core actor {name} restarted with {first}"
+        counted = outcome is not None and bool(outcome.escalate or outcome.noted)
+        for index, (name, text) in enumerate(event.texts()):
             self._restart_alerts.append(self._restart_text(name, text, now))
             if self._journal is None:
                 continue
@@ -782,7 +752,7 @@ class RiskGovernor(SupervisedActor):
                     incident.ref = row
             except JournalError as exc:
                 self.log.critical(f"the restart of {name} could not be journaled: {exc}")
-        self.log.bind(actors=names, counted=counted).warning(
+        self.log.bind(actors=[name for name, _ in event.restarted], counted=counted).warning(
             f"{reason}: an alert" + ("; counted as a degradation" if counted else ""))
         if outcome is not None and outcome.escalate:
             self.enter_failsafe(outcome.escalate, source=self.name)
@@ -793,8 +763,7 @@ class RiskGovernor(SupervisedActor):
         return f"{stamp} {name}: {reason}"
 
     def _restart_status(self) -> dict[str, Any]:
-        return {"core_restarts": list(self._restart_alerts),
-                "core_restarts_total": sum(self._restarts_recorded.values())}
+        return {"core_restarts": list(self._restart_alerts), "core_restarts_total": self.restarts.total}
 
     def _journal_incident(self, incident: Incident, *, counted: bool) -> None:
         """Journal an incident that opened (a restarted governor restores it)."""

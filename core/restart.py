@@ -185,3 +185,93 @@ def new_restarts(generations: Mapping[str, int], recorded: Mapping[str, int]) ->
         if missing > 0:
             found.append((name, missing))
     return found
+
+
+RESTART_ALONG_S = 60.0
+"""How long after a core actor restarted the restarts of the core actors after it count as
+part of that one restart (the tree restarts them after it, each in turn)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RestartEvent:
+    """Core actors restarted, to be journaled, logged and (unless ``along``) counted once."""
+
+    restarted: tuple[tuple[str, int], ...]
+    """(actor, restarts) each, in start order; the first is the one that failed first."""
+    along: bool = False
+    """They restarted along with an earlier one that is already counted."""
+
+    @property
+    def first(self) -> str:
+        """The actor that failed (as far as the start order tells)."""
+        return self.restarted[0][0]
+
+    @property
+    def reason(self) -> str:
+        """The alert, in words."""
+        if self.along:
+            return f"core actor {self.first} restarted along with an earlier one"
+        others = [name for name, _ in self.restarted[1:]]
+        return f"core actor {self.first} restarted" + (f" (with {', '.join(others)})" if others else "")
+
+    def texts(self) -> list[tuple[str, str]]:
+        """(actor, words) for each actor restarted."""
+        return [(name, self.reason if i == 0 else f"core actor {name} restarted with {self.first}")
+                for i, (name, _) in enumerate(self.restarted)]
+
+
+@dataclass(slots=True)
+class RestartLedger:
+    """Which core actor restarts are new, and which one crash they belong to.
+
+    A core actor's generation counts its restarts in this process; the ledger counts those
+    already recorded, so a notice seen twice, or a restart recorded before the recorder
+    itself restarted, is recorded once. The root restarts every child after the one that
+    failed: the core actors after a restarted one are expected for ``along_s`` and recorded
+    as restarted along with it (one crash, counted once). Time is passed in."""
+
+    along_s: float = RESTART_ALONG_S
+    """How long restarts after a counted one belong to it."""
+    recorded: dict[str, int] = field(default_factory=dict)
+    """Per core actor, its restarts recorded in this run."""
+    _along: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        """Restarts recorded in this run."""
+        return sum(self.recorded.values())
+
+    def load(self, names: Iterable[str]) -> None:
+        """Restarts already recorded in this run (one name per journaled restart)."""
+        for name in names:
+            self.recorded[name] = self.recorded.get(name, 0) + 1
+
+    def own_start(self, name: str, generations: Mapping[str, int], now: float) -> RestartEvent | None:
+        """The recorder ``name`` started with these generations (its own and those of the
+        core actors before it): the restarts not recorded yet, as one event."""
+        found = new_restarts(generations, self.recorded)
+        self._take(found)
+        self._expect_after(name, now)
+        return RestartEvent(tuple(found)) if found else None
+
+    def started(self, name: str, generation: int, now: float) -> RestartEvent | None:
+        """A core actor started with ``generation``: a new restart, along with an earlier
+        one or of its own; None when nothing is new."""
+        found = new_restarts({name: generation}, self.recorded)
+        if not found:
+            return None
+        self._take(found)
+        along = self._along.pop(name, -1.0) >= now
+        if not along:
+            self._expect_after(name, now)
+        return RestartEvent(tuple(found), along=along)
+
+    def _take(self, found: list[tuple[str, int]]) -> None:
+        for name, missing in found:
+            self.recorded[name] = self.recorded.get(name, 0) + missing
+
+    def _expect_after(self, name: str, now: float) -> None:
+        if name not in CORE_ACTORS:
+            return
+        for later in CORE_ACTORS[CORE_ACTORS.index(name) + 1:]:
+            self._along[later] = now + self.along_s

@@ -14,6 +14,7 @@ from core.restart import (
     OPERATOR_PAUSE,
     IncidentRecord,
     JournalFacts,
+    RestartLedger,
     last_reset_ns,
     monotonic_of,
     new_restarts,
@@ -226,3 +227,37 @@ def test_the_tracker_restores_an_order_with_its_fills() -> None:
     assert again is not None
     finding = check_overfill(again, extra)
     assert finding is not None and finding.value == D(11)
+
+
+# ---- the restart ledger ------------------------------------------------------------------------
+
+
+def test_a_keeper_crash_restarts_everything_after_it_and_is_one_event() -> None:
+    ledger = RestartLedger(along_s=60.0)
+    event = ledger.own_start("risk_governor", {"position_keeper": 1, "risk_governor": 1}, now=NOW)
+    assert event is not None and not event.along and event.first == "position_keeper"
+    assert event.reason == "core actor position_keeper restarted (with risk_governor)"
+    assert [name for name, _ in event.texts()] == ["position_keeper", "risk_governor"]
+    along = ledger.started("failsafe", 1, now=NOW + 1.0)
+    assert along is not None and along.along
+    assert ledger.started("failsafe", 1, now=NOW + 1.5) is None            # the same notice again
+    assert ledger.total == 3
+
+
+def test_a_restart_of_its_own_after_the_along_window_counts_again() -> None:
+    ledger = RestartLedger(along_s=60.0)
+    first = ledger.started("failsafe", 1, now=NOW)
+    assert first is not None and not first.along
+    along = ledger.started("safety_monitor", 1, now=NOW + 59.0)
+    assert along is not None and along.along
+    late = ledger.started("safety_monitor", 2, now=NOW + 200.0)
+    assert late is not None and not late.along
+
+
+def test_a_ledger_rebuilt_from_the_journal_records_nothing_twice() -> None:
+    ledger = RestartLedger()
+    ledger.load(["risk_governor", "failsafe"])
+    assert ledger.own_start("risk_governor", {"risk_governor": 1, "position_keeper": 0}, now=NOW) is None
+    again = ledger.own_start("risk_governor", {"risk_governor": 2, "position_keeper": 0}, now=NOW)
+    assert again is not None and again.restarted == (("risk_governor", 1),)
+    assert ledger.started("dashboard", 4, now=NOW) is None                 # not a core actor
