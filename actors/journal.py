@@ -7,7 +7,9 @@ the thread that opened it. Decimals are stored as text, so nothing is rounded on
 or out.
 
 Every table has one owner, named in ``TABLE_OWNERS``: the risk governor writes the
-write-ahead order log (``orders``) and the mode log; the position keeper writes fills,
+write-ahead order log (``orders``), the mode log and the incidents (``incidents``: each
+opened, closed, and whether it counted as a degradation; what a restarted governor
+restores); the position keeper writes fills,
 order events and reconciliations. A ``Journal`` is opened as a named writer, and a write to
 a table its writer does not own fails with ``JournalError`` before touching the file.
 ``MAINTENANCE_WRITER`` (the default) owns every table: for tools and tests, never for an
@@ -74,6 +76,7 @@ TABLE_OWNERS: dict[str, str] = {
     "reconciliations": KEEPER_WRITER,
     "fill_amendments": KEEPER_WRITER,
     "meta": MAINTENANCE_WRITER,
+    "incidents": GOVERNOR_WRITER,
 }
 """The one writer of each table (the schema itself is created by whoever opens first). The
 governor writes each order row ahead of sending it; the keeper keeps the row's status
@@ -173,6 +176,10 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
             recorded_ns INTEGER NOT NULL,
             PRIMARY KEY (venue, amendment_id)
         )""",
+        "CREATE TABLE IF NOT EXISTS incidents (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " kind TEXT NOT NULL, venue TEXT NOT NULL, symbol TEXT NOT NULL, reason TEXT NOT NULL,"
+        " opened_ns INTEGER NOT NULL, closed_ns INTEGER NOT NULL DEFAULT 0,"
+        " counted INTEGER NOT NULL DEFAULT 0)",
     ),
 }
 """The statements that take a journal from the version before each key to that key. A
@@ -747,6 +754,80 @@ class Journal:
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    # ---- incidents (the risk governor's) ------------------------------------------------
+
+    def record_incident(self, kind: str, venue: str, symbol: str, reason: str, opened_ns: int, *,
+                        counted: bool, closed_ns: int = 0) -> int:
+        """Journal an incident opened (``closed_ns`` 0) or one already over; its row id."""
+        with self._writing("record incident", "incidents"):
+            cursor = self._conn().execute(
+                "INSERT INTO incidents (kind, venue, symbol, reason, opened_ns, closed_ns, counted)"
+                " VALUES (?,?,?,?,?,?,?)", (kind, venue, symbol, reason, opened_ns, closed_ns, int(counted)))
+            return int(cursor.lastrowid or 0)
+
+    def close_incidents(self, closed_ns: int, ids: list[int] | None = None) -> int:
+        """Mark the open incidents ``ids`` (every open one when None) closed; how many."""
+        with self._writing("close incidents", "incidents"):
+            if ids is None:
+                cursor = self._conn().execute(
+                    "UPDATE incidents SET closed_ns = ? WHERE closed_ns = 0", (closed_ns,))
+            else:
+                cursor = self._conn().executemany(
+                    "UPDATE incidents SET closed_ns = ? WHERE id = ? AND closed_ns = 0",
+                    [(closed_ns, i) for i in ids])
+            return int(cursor.rowcount)
+
+    def incident_rows(self, after_id: int = 0) -> list[tuple[int, str, str, str, str, int, int, bool]]:
+        """Journaled incidents after row ``after_id``, oldest first: (id, kind, venue, symbol,
+        reason, opened_ns, closed_ns, counted)."""
+        with self._errors("read incidents"):
+            rows = self._conn().execute(
+                "SELECT id, kind, venue, symbol, reason, opened_ns, closed_ns, counted FROM incidents"
+                " WHERE id > ? ORDER BY id", (after_id,)).fetchall()
+        return [(int(i), k, v, s, r, int(o), int(c), bool(n)) for i, k, v, s, r, o, c, n in rows]
+
+    def last_incident_of(self, kind: str) -> tuple[int, int] | None:
+        """(id, opened_ns) of the last journaled incident of ``kind``; None for none."""
+        with self._errors("read incidents"):
+            row = self._conn().execute(
+                "SELECT id, opened_ns FROM incidents WHERE kind = ? ORDER BY id DESC LIMIT 1",
+                (kind,)).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def last_reconciled_since(self, ts_ns: int) -> dict[str, bool]:
+        """Per venue compared at or after ``ts_ns``: whether its last reconciliation matched."""
+        with self._errors("read reconciliations"):
+            rows = self._conn().execute(
+                "SELECT venue, reconciled FROM reconciliations WHERE id IN"
+                " (SELECT max(id) FROM reconciliations WHERE ts_ns >= ? GROUP BY venue)", (ts_ns,)
+            ).fetchall()
+        return {venue: bool(reconciled) for venue, reconciled in rows}
+
+    def orders_for_checks(self, updated_since_ns: int, limit: int) -> list[SubmitOrder]:
+        """The orders still working, and those whose status changed at or after
+        ``updated_since_ns``: the last ``limit`` of them in submission order."""
+        live = tuple(str(state) for state in _LIVE_STATES)
+        with self._errors("read orders"):
+            rows = self._conn().execute(
+                "SELECT client_order_id, venue, symbol, side, quantity, order_type, limit_price,"
+                " stop_price, time_in_force, reduce_only, source, created_ns, submitted_ns, status,"
+                " venue_order_id, status_text, updated_ns FROM orders"
+                f" WHERE status IN ({','.join('?' * len(live))}) OR updated_ns >= ?"
+                " ORDER BY rowid DESC LIMIT ?", (*live, updated_since_ns, limit)).fetchall()
+        return [_order_record(row, {}).order for row in reversed(rows)]
+
+    def fills_of(self, client_order_ids: list[str]) -> list[OrderFilled]:
+        """The journaled fills of the orders ``client_order_ids``, in commit order."""
+        found: list[OrderFilled] = []
+        with self._errors("read fills"):
+            db = self._conn()
+            for start in range(0, len(client_order_ids), 500):
+                chunk = client_order_ids[start:start + 500]
+                rows = db.execute(f"SELECT {_FILL_COLUMNS} FROM fills WHERE client_order_id IN"
+                                  f" ({','.join('?' * len(chunk))}) ORDER BY rowid", chunk).fetchall()
+                found += [_fill_record(row).fill for row in rows]
+        return found
 
     # ---- internals ------------------------------------------------------------------
 
