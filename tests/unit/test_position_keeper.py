@@ -585,4 +585,6 @@ def test_a_disagreement_is_asked_again_soon_and_confirmed_by_three_reports(tmp_p
         bus.publish(topics.POSITIONS, msgspec.structs.replace(report, request_id=request.request_id))
     bad: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation))
     assert not bad.reconciled and bad.mismatches == ("ES: journal 3, venue 5",)
+    # the incident follows the Reconciliation on another topic: wait for it, then it is the only one
+    recorder.wait_for(lambda m: isinstance(m, SafetyEvent), timeout_s=5)
     assert len(recorder.messages(SafetyEvent)) == 1
