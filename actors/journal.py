@@ -184,7 +184,7 @@ _MIGRATIONS: dict[int, tuple[str, ...]] = {
 }
 """The statements that take a journal from the version before each key to that key. A
 journal of an older version is brought forward at open by its first writer, in one
-transaction per version; columns and tables are only ever added (operators' scripts read
+transaction; columns and tables are only ever added (operators' scripts read
 them). ``_SCHEMA`` is version 1; a new journal is created at version 1 and migrated."""
 
 _FILL_TIME = "(CASE WHEN ts_ns > 0 THEN ts_ns ELSE recorded_ns END)"
@@ -839,20 +839,20 @@ class Journal:
         if version < 0 or version > SCHEMA_VERSION:
             raise JournalError(f"journal {self.path}: schema version {version}, expected {SCHEMA_VERSION}"
                                " (written by a newer tradeguard?)")
-        if version == 0:
-            with self._transaction():
+        # One transaction from whatever version was found to the current one: a reader (which
+        # refuses any other version) never sees a journal half created or half migrated.
+        with self._transaction():
+            if version == 0:
                 for statement in _SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)
                 db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('created_ns', ?)",
                            (str(now_ns()),))
-                db.execute("PRAGMA user_version = 1")
-            version = 1
-        for target in range(version + 1, SCHEMA_VERSION + 1):
-            with self._transaction():
+                version = 1
+            for target in range(version + 1, SCHEMA_VERSION + 1):
                 for statement in _MIGRATIONS[target]:
                     db.execute(statement)
-                db.execute(f"PRAGMA user_version = {target}")
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
