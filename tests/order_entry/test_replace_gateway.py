@@ -146,3 +146,25 @@ def test_a_replace_at_the_fix_venue_reprices_into_a_fill(
     wait_for(lambda: {p.symbol: p.quantity for p in engine.positions(FIX_ACCOUNT) if p.quantity}
              == {"AAPL": Decimal(4)}, timeout_s=10, what="long 4 at the FIX venue")
     assert engine.open_orders(FIX_ACCOUNT) == []
+
+
+def test_a_replacement_the_governor_refuses_ends_the_order_and_says_why(
+        service: Callable[..., Service], clients: Callable[..., FixClient], passwords: None) -> None:
+    """The session's limits pass the replace, the original is cancelled, then the governor's
+    price band refuses the replacement: cancel-then-new cannot put the original back."""
+    port = start(service)
+    client = logged_on(clients(port))
+    engine = paper_venue("paper").engine
+    low = resting_buy_price("AAPL")
+    order = client.new_order("AAPL", "buy", 2, price=low)
+    client.report(order, "0")
+    far = str((Decimal(low) * Decimal("0.5")).quantize(Decimal("0.01")))  # 50% below: outside the band
+    replace_id = client.replace(order, "AAPL", "buy", 2, price=far)
+    client.report(replace_id, "E")
+    reject = client.cancel_reject(replace_id)
+    assert (reject[434], reject[102], reject[39], reject[41]) == ("2", "99", "4", order)
+    assert reject[58].startswith("price_band:")
+    canceled = client.report(order, "4")
+    assert canceled[58].startswith("cancelled for a replace that was refused: price_band:")
+    assert engine.open_orders(ACCOUNT) == []
+    assert not any(m.get(150) == "5" for m in client.reports(replace_id))
