@@ -231,6 +231,13 @@ def render_status(status: StatusDocument) -> list[str]:
     """The status document for people, one line per fact."""
     lines = [f"mode: {status.mode}{'  (paused)' if status.paused else ''}"
              + ("" if status.healthy is not False else "  TREE UNHEALTHY")]
+    if status.risk is not None and (status.risk.paused_sources or status.risk.paused_venues):
+        scopes = [*(f"source {s}" for s in status.risk.paused_sources),
+                  *(f"venue {v}" for v in status.risk.paused_venues)]
+        lines.append(f"paused: {', '.join(scopes)}")
+    for run in status.failsafe.scoped if status.failsafe is not None else []:
+        outcome = {None: "under way", True: "done", False: "NOT DONE"}[run.flat]
+        lines.append(f"scoped flatten {run.scope}: {outcome} ({run.detail or 'started'})")
     pnl = status.pnl
     lines.append(f"pnl: realized {pnl.realized}  unrealized {pnl.unrealized}  daily {pnl.daily}"
                  if pnl is not None else "pnl: unknown (the position keeper did not answer)")

@@ -155,6 +155,9 @@ def test_flatten_a_source_closes_only_its_share_and_pause_holds_until_resumed(
     assert status["risk"]["paused_sources"] == ["fix:STRAT1"]
     [scoped] = status["failsafe"]["scoped"]
     assert scoped["scope"] == "source:fix:STRAT1" and scoped["flat"] is True
+    text = cli("status", "--state-dir", str(state))
+    assert text.returncode == 0 and "paused: source fix:STRAT1" in text.stdout.splitlines()
+    assert "scoped flatten source:fix:STRAT1: done" in text.stdout
     wait_for(lambda: f'operator command accepted: flatten source="fix:STRAT1" by {ME} identity=uid:'
              in governance(state), 5.0, what="the audited flatten")
 
