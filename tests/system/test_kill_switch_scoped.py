@@ -173,6 +173,28 @@ def test_flatten_a_source_closes_only_its_share_and_pause_holds_until_resumed(
              what="the audited resume")
 
 
+def test_a_shared_symbol_is_closed_up_to_the_venue_position_and_never_flipped(
+        running: Callable[..., tuple[Path, int]], sessions: Callable[[int, str], FixClient]) -> None:
+    state, port = running()
+    one, two = sessions(port, "STRAT1"), sessions(port, "STRAT2")
+    bought(one, "AAPL", 10)
+    sold = two.new_order("AAPL", "sell", 4)
+    two.wait(lambda m: m.get(11) == sold and m.get(39) == "2", timeout_s=15, what="4 AAPL sold")
+    assert paper_positions() == {"AAPL": 6}
+    # STRAT1's share is 10, the venue holds 6: 6 are sold, the venue is flat, not short.
+    first = cli("flatten", "--source", "fix:STRAT1", "--state-dir", str(state), "--wait", "40")
+    assert first.returncode == 0, (first.stdout, first.stderr)
+    assert paper_positions() == {}
+    # STRAT2's share is short 4 of a flat venue: nothing is bought, the venue stays flat.
+    second = cli("flatten", "--source", "fix:STRAT2", "--state-dir", str(state), "--wait", "40")
+    assert second.returncode == 0, (second.stdout, second.stderr)
+    assert paper_positions() == {}
+    closing = [f for f in paper_venue("paper").engine.executions(PAPER_ACCOUNT)
+               if f.client_order_id.startswith("fs-source-")]  # the scoped flattens' orders
+    assert {f.side for f in closing} == {Side.SELL} and sum(f.quantity for f in closing) == 6
+    assert send_command(state, "status")["mode"] == "LIVE"
+
+
 def test_pause_a_source_from_the_cli_and_the_refusals(
         running: Callable[..., tuple[Path, int]], sessions: Callable[[int, str], FixClient],
         tmp_path: Path) -> None:
