@@ -261,6 +261,8 @@ class SessionBook:
         self.positions: dict[tuple[str, str], Decimal] = {}
         """(venue, symbol) to the signed quantity the session's fills built."""
         self._sent: deque[float] = deque()
+        self._closing_fills: dict[str, None] = {}
+        """Fill ids of closing orders counted (``note_closing_fill``), oldest first."""
 
     # ---- checks ----------------------------------------------------------------------
 
@@ -416,6 +418,19 @@ class SessionBook:
     def _release(self, cl_ord_id: str, entry: EntryOrder) -> None:
         if self.by_cl_ord_id.get(cl_ord_id) == entry.order.client_order_id:
             del self.by_cl_ord_id[cl_ord_id]
+
+    def note_closing_fill(self, fill: OrderFilled) -> bool:
+        """A fill of an order that closed the session's share on its behalf (an operator's
+        flatten of the session's source): it counts in the session's positions like the
+        session's own fills. False for a fill already counted."""
+        if fill.fill_id in self._closing_fills:
+            return False
+        self._closing_fills[fill.fill_id] = None
+        while len(self._closing_fills) > 10_000:
+            del self._closing_fills[next(iter(self._closing_fills))]
+        key = (fill.venue, fill.symbol)
+        self.positions[key] = self.positions.get(key, _ZERO) + fill.signed_quantity
+        return True
 
     # ---- events ------------------------------------------------------------------------
 

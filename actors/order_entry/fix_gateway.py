@@ -21,6 +21,9 @@ trade, every order passing the session's own limits and then the risk governor.
   (all, or one symbol), then OrderMassCancelReport (r). Nothing of other sources is touched.
 - Every other application message -> BusinessMessageReject (j) with reason 3 (unsupported
   message type).
+- An operator's flatten of a session's source (``tradeguard flatten --source fix:<SenderCompID>``)
+  closes its share with orders of source ``flatten:fix:<SenderCompID>``; their fills count
+  in the session's positions, so its ``max_position`` sees what is left.
 - Cancel-on-disconnect: when a session drops (Logout, TCP loss, missed heartbeats; quickfix
   calls ``onLogout`` for each), its working orders are cancelled at their venues.
 
@@ -50,6 +53,7 @@ from actors import topics
 from actors.order_entry._quickfix import dictionary_settings, listen_on_host, native_accept_host, spare_port
 from actors.order_entry.config import FixGatewayConfig, FixSessionConfig
 from actors.order_entry.protocol import GatewayState, GetGatewayState
+from core.flatten import closing_source
 from core.order_entry import (
     CancelReject,
     CxlRejReason,
@@ -229,6 +233,8 @@ class FixGateway(SupervisedActor):
             for s in config.sessions
         }
         self._owner: dict[str, str] = {}  # tradeguard client_order_id -> SenderCompID
+        self._closing: dict[str, str] = {}  # a flatten's closing order -> the SenderCompID it closes for
+        self._closing_sources = {closing_source(s.source): s.sender_comp_id for s in config.sessions}
         self._mids: dict[tuple[str, str], Decimal] = {}
         self._logged_on: set[str] = set()
         self._ids = itertools.count(1)
@@ -257,6 +263,7 @@ class FixGateway(SupervisedActor):
         self._bridge = _Bridge(tell, credentials)
         bus.subscribe(topics.ORDERS, self.name)
         bus.subscribe(topics.MARKET, self.name)
+        bus.subscribe(topics.SUBMITTED, self.name)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
         native = native_accept_host()
@@ -323,6 +330,7 @@ class FixGateway(SupervisedActor):
             _SessionUp: self._on_session_up,
             _SessionDown: self._on_session_down,
             QuoteBatch: self._on_quotes,
+            SubmitOrder: self._on_submitted,
             OrderAccepted: self._on_event,
             OrderFilled: self._on_event,
             OrderCancelled: self._on_event,
@@ -525,7 +533,25 @@ class FixGateway(SupervisedActor):
 
     # ---- events from the venues and the governor --------------------------------------
 
+    def _on_submitted(self, order: SubmitOrder) -> None:
+        """An order passed to a venue: a flatten's closing order for a session is followed."""
+        sender = self._closing_sources.get(order.source)
+        if sender is not None:
+            self._closing[order.client_order_id] = sender
+
+    def _on_closing_event(self, sender: str,
+                          event: OrderAccepted | OrderFilled | OrderCancelled | OrderRejected) -> None:
+        if isinstance(event, OrderFilled):
+            self._books[sender].note_closing_fill(event)
+        if isinstance(event, OrderCancelled | OrderRejected) or (
+                isinstance(event, OrderFilled) and event.leaves_quantity == 0):
+            self._closing.pop(event.client_order_id, None)
+
     def _on_event(self, event: OrderAccepted | OrderFilled | OrderCancelled | OrderRejected) -> None:
+        closing_for = self._closing.get(event.client_order_id)
+        if closing_for is not None:
+            self._on_closing_event(closing_for, event)
+            return
         sender = self._owner.get(event.client_order_id)
         if sender is None:
             return

@@ -149,3 +149,14 @@ def test_a_pending_replace_is_abandoned_when_the_order_is_cancelled_for_good() -
     [canceled] = book.handle(cancelled(entry))  # a plain cancel now: no replacement goes out
     assert isinstance(canceled, ExecReport) and canceled.exec_type == "4"
     assert book.working() == []
+
+
+def test_a_flattens_closing_fills_count_in_the_sessions_position_once() -> None:
+    book = SessionBook(LIMITS)
+    entry = resting(book, 10)
+    book.handle(fill(entry.order, 10, "50", leaves=0))
+    assert book.positions[("paper", "AAPL")] == 10
+    closing = fill(order(10, side=entry.order.side.opposite), 10, "50", leaves=0)
+    assert book.note_closing_fill(closing)
+    assert not book.note_closing_fill(closing)  # published again: counted once
+    assert book.positions[("paper", "AAPL")] == 0

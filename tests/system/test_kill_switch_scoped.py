@@ -167,8 +167,9 @@ def test_flatten_a_source_closes_only_its_share_and_pause_holds_until_resumed(
     bought(two, "AAPL", 1)
     resumed = cli("resume", "--source", "fix:STRAT1", "--state-dir", str(state))
     assert resumed.returncode == 0, resumed.stderr
-    bought(one, "AAPL", 2)
-    assert paper_positions() == {"AAPL": 7}
+    # The session's own position limit (50) counts the flatten's fills: 45 more fit again.
+    bought(one, "AAPL", 45)
+    assert paper_positions() == {"AAPL": 50}
     wait_for(lambda: 'operator command accepted: resume source="fix:STRAT1"' in governance(state), 5.0,
              what="the audited resume")
 
