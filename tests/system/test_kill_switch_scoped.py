@@ -233,10 +233,15 @@ def test_flatten_a_venue_leaves_the_other_venue_and_the_mode(
     state, _ = running(fix_port)
     quote = engine.quote("AAPL")
     assert quote is not None
-    for venue, n in (("fix", 6), ("paper", 3)):
+    # Marketable limits (IOC): priced by their limit, so they do not wait for the venue's
+    # first quote to reach the governor.
+    paper_quote = paper_venue("paper").engine.quote("AAPL")
+    assert paper_quote is not None
+    for venue, n, ask in (("fix", 6, quote.ask), ("paper", 3, paper_quote.ask)):
         assert registry.tell("risk_governor", SubmitOrder(
             client_order_id=f"t-{venue}", venue=venue, symbol="AAPL", side=Side.BUY, quantity=Decimal(n),
-            source="test"))
+            order_type=OrderType.LIMIT, limit_price=(ask * Decimal("1.02")).quantize(Decimal("0.01")),
+            time_in_force=TimeInForce.IOC, source="test"))
     assert registry.tell("risk_governor", SubmitOrder(
         client_order_id="t-rest", venue="fix", symbol="AAPL", side=Side.BUY, quantity=Decimal(1),
         order_type=OrderType.LIMIT, limit_price=(quote.bid * Decimal("0.97")).quantize(Decimal("0.01")),
