@@ -26,9 +26,14 @@ from actors.errors import ConnectorError
 from messages import (
     CancelAllDone,
     CancelOrder,
+    OrderAccepted,
+    OrderCancelled,
     OrderEvent,
+    OrderRejected,
+    OrderStatus,
     Quote,
     QuoteBatch,
+    RejectReason,
     SubmitOrder,
     VenuePosition,
     VenuePositions,
@@ -114,6 +119,31 @@ class PaperConnector(Connector):
         self._engine().cancel_all(self.paper_config.account)
         # Through the mailbox: the confirmation follows the cancellations the engine queued there.
         self.actor_ref.tell(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=now_ns()))
+
+    def query_order_status(self, order: SubmitOrder) -> None:
+        """Ask the engine: an order it never received is rejected (with a WARNING); one
+        waiting out the engine's latency is no answer yet; otherwise what the engine says
+        (working: accepted; its executions; done: the terminal event) is delivered."""
+        engine = self._engine()
+        account, coid = self.paper_config.account, order.client_order_id
+        status = engine.order_status(account, coid)
+        if status is None:
+            if not engine.is_pending(account, coid):
+                for message in self.lost_order_events(coid, order.symbol, "no such order at the paper venue"):
+                    self.deliver(message)
+            return
+        for fill in engine.executions(account):
+            if fill.client_order_id == coid:
+                self.deliver(fill)  # those already published are dropped
+        if status.status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED):
+            self.deliver(OrderAccepted(client_order_id=coid, venue=self.name, symbol=order.symbol,
+                                       venue_order_id=status.venue_order_id, ts_ns=now_ns()))
+        elif status.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
+            self.deliver(OrderCancelled(client_order_id=coid, venue=self.name, symbol=order.symbol,
+                                        text=f"{status.status} (order status)", ts_ns=now_ns()))
+        elif status.status is OrderStatus.REJECTED:
+            self.deliver(OrderRejected(client_order_id=coid, venue=self.name, reason=RejectReason.VENUE,
+                                       text="rejected (order status)", symbol=order.symbol, ts_ns=now_ns()))
 
     def request_positions(self, request_id: str) -> None:
         """Deliver the venue's positions, preceded by every execution they include.
