@@ -421,6 +421,13 @@ def closing_source(source: str) -> str:
     return f"{CLOSING_SOURCE_PREFIX}{source}"
 
 
+def sent_by_failsafe(source: str) -> bool:
+    """True for the orders the failsafe sends itself, straight to the connectors (its own,
+    ``failsafe``, and a source-scoped flatten's closing orders, ``flatten:<source>``): the
+    governor never wrote them ahead, so the position keeper journals them."""
+    return source == FAILSAFE_SOURCE or source.startswith(CLOSING_SOURCE_PREFIX)
+
+
 def attributed_close(net: Decimal, venue_position: Decimal) -> Decimal:
     """The signed quantity to trade to close a source's share ``net`` of a venue position
     ``venue_position`` (both signed): minus the net, capped by the venue's position, and
