@@ -601,11 +601,14 @@ class Dashboard(SupervisedActor):
         # The reason travels on to the governor, which logs it: one bounded line only.
         try:
             command = OperatorCommand(verb=verb, operator=identity.name,
-                                      reason=one_line(request.reason or ""), ts_ns=now_ns())
+                                      reason=one_line(request.reason or ""), ts_ns=now_ns(),
+                                      scope_venue=one_line(request.venue or ""),
+                                      scope_source=one_line(request.source or ""))
         except MessageError as exc:  # e.g. a reason that is not valid Unicode
             return self._refuse("malformed request", identity, verb=request.verb, claimed=claimed,
                                 detail=printable(str(exc)))
-        audit = f"operator command accepted: {verb} by {identity.name} {identity.describe()}"
+        scope = _scope_text(command)
+        audit = f"operator command accepted: {verb}{scope} by {identity.name} {identity.describe()}"
         if claimed is not None and claimed != identity.user:
             audit += f" claimed={printable(claimed)}"
         if request.reason:
@@ -650,8 +653,13 @@ class Dashboard(SupervisedActor):
                     return f"failed: the risk governor did not answer ({type(exc).__name__})"
         if command.verb is OperatorVerb.FLATTEN:
             # Never let a flatten depend on the governor: go to the failsafe directly.
-            registry.tell("failsafe", FlattenRequested(reason=f"operator flatten by {command.operator}",
-                                                       source="operator", ts_ns=now_ns()))
+            scoped = bool(command.scope_venue or command.scope_source)
+            registry.tell("failsafe", FlattenRequested(
+                reason=f"operator flatten{_scope_text(command)} by {command.operator}", source="operator",
+                scope_venue=command.scope_venue, scope_source=command.scope_source, ts_ns=now_ns()))
+            if scoped:
+                return (f"flattening{_scope_text(command)}: sent straight to the failsafe "
+                        "(the governor is down, so the scope is not paused)")
             return "FAILSAFE: flatten sent straight to the failsafe (the governor is down)"
         return "failed: the risk governor is down"
 
@@ -740,6 +748,16 @@ class Dashboard(SupervisedActor):
             control=ControlStatus(healthy=self.health.healthy(), served=self.health.served,
                                   refused=self.health.refused),
         )
+
+
+def _scope_text(command: OperatorCommand) -> str:
+    """`` venue=X`` / `` source=Y`` for the audit line and answers; empty when unscoped."""
+    text = ""
+    if command.scope_venue:
+        text += f" venue={printable(command.scope_venue)}"
+    if command.scope_source:
+        text += f" source={printable(command.scope_source)}"
+    return text
 
 
 def _journal_counts(counts: OrderCounts, totals: Any) -> OrderCounts:

@@ -16,6 +16,13 @@ changes, writes an incident report (JSON and a readable summary) to the state di
 and publishes it. The closing orders go straight to the connectors, so the procedure
 does not depend on the governor. Stopping never cancels the closing orders; a run cut
 short by a stop is written down as interrupted.
+
+Scoped flattens (``FlattenRequested`` with ``scope_venue`` or ``scope_source``, an
+operator's ``tradeguard flatten --venue X`` or ``--source Y``) run beside it without
+latching FAILSAFE: one venue's rounds (``FlattenPlan`` over that venue), or one source's
+(``core.flatten.SourceFlattenPlan``: its orders cancelled one by one, its attributed share
+of each position closed, the attribution counted from the journal's fills). Their
+outcomes are logged and kept for status; a full flatten supersedes them.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ import math
 import time
 from collections import deque
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -35,7 +43,15 @@ from msgspec import Meta
 from actors import topics
 from actors.errors import JournalError
 from actors.journal import READER, Journal
-from core.flatten import BUSY, Command, FlattenPlan, FlattenPolicy
+from core.flatten import (
+    BUSY,
+    Command,
+    FlattenPlan,
+    FlattenPolicy,
+    SourceFlattenPlan,
+    closing_source,
+    source_nets,
+)
 from core.lifecycle import WorkingOrders
 from messages import (
     FAILSAFE_SOURCE,
@@ -122,6 +138,31 @@ class _Wake(msgspec.Struct, frozen=True):
     token: int
 
 
+class _ScopedRun:
+    """One scoped flatten under way (or finished, kept for status)."""
+
+    def __init__(self, scope: str, plan: FlattenPlan, started_ns: int) -> None:
+        self.scope = scope
+        """``venue:<name>`` or ``source:<name>``."""
+        self.plan = plan
+        self.started_ns = started_ns
+        self.closing_fills: dict[str, OrderFilled] = {}
+        """Fills of this run's closing orders, by fill id (counted before the journal has them)."""
+        self.closing_ids: set[str] = set()
+        """This run's closing orders."""
+        self.flat: bool | None = None
+        self.active = True
+        """Rounds still run: under way, or re-checking after its attempts were spent."""
+        self.ts_ns = 0
+        self.detail = ""
+
+    def status(self) -> dict[str, Any]:
+        """As ``messages.status.ScopedFlattenStatus``."""
+        return {"scope": self.scope, "started_ns": self.started_ns,
+                "venues": {venue: str(state) for venue, state in self.plan.states().items()},
+                "flat": self.flat, "ts_ns": self.ts_ns, "detail": self.detail}
+
+
 class Failsafe(SupervisedActor):
     """Runs the flatten procedure of ARCHITECTURE §6."""
 
@@ -152,6 +193,10 @@ class Failsafe(SupervisedActor):
         self._timeline: deque[dict[str, Any]] = deque(maxlen=config.timeline_size)
         self._actions: list[dict[str, Any]] = []
         self.last_report: FailsafeReport | None = None
+        self._scoped: dict[str, _ScopedRun] = {}
+        """Scoped flattens by scope: under way, or the last outcome of each."""
+        self._source_of: dict[str, str] = {}
+        """The source of every order known working (from the journal and ``submitted``)."""
 
     def setup(self) -> None:
         for topic in (topics.POSITIONS, topics.ORDERS, topics.SUBMITTED, topics.CONNECTORS,
@@ -183,6 +228,7 @@ class Failsafe(SupervisedActor):
             self.log.warning(f"failsafe: working orders not read from the journal: {exc}")
             return
         for record in records:
+            self._source_of[record.order.client_order_id] = record.order.source
             if record.status is not OrderStatus.PENDING and record.order.venue in self.venues:
                 self._working.apply(OrderAccepted(client_order_id=record.order.client_order_id,
                                                   venue=record.order.venue, symbol=record.order.symbol))
@@ -224,9 +270,13 @@ class Failsafe(SupervisedActor):
     # ---- the procedure: the plan decides, the shell sends ---------------------------------
 
     def _on_flatten(self, request: FlattenRequested) -> None:
+        if request.scope_venue or request.scope_source:
+            self._on_scoped_flatten(request)
+            return
         self._remember("flatten_requested", f"{request.source}: {request.reason}")
         if self.running and (self._plan is None or self._plan.outcome() is None):
             return  # a run is under way and has no outcome yet
+        self._supersede_scoped()
         if not self.latched:
             self.latched = True
             # The governor may have sent this, or may be down: telling it is idempotent.
@@ -243,8 +293,8 @@ class Failsafe(SupervisedActor):
         self._send(self._plan.start(self.clock()))
         self._after_change()
 
-    def _send(self, commands: list[tuple[str, Command]]) -> None:
-        plan = self._plan
+    def _send(self, commands: list[tuple[str, Command]], plan: FlattenPlan | None = None) -> None:
+        plan = plan if plan is not None else self._plan
         down: set[str] = set()
         closing: list[str] = []
         for venue, command in commands:
@@ -269,12 +319,15 @@ class Failsafe(SupervisedActor):
 
     def _after_change(self) -> None:
         """Take the plan's notes, re-arm the timer, publish a new outcome."""
+        self._after_scoped_change()
         plan = self._plan
         if plan is None:
+            self._arm(self._scoped_wakeup())
             return
         for note in plan.take_notes():
             self._note(note.action, venue=note.venue, detail=note.detail)
-        self._arm(plan.next_wakeup())
+        wakeups = [t for t in (plan.next_wakeup(), self._scoped_wakeup()) if t is not None]
+        self._arm(min(wakeups, default=None))
         outcome = plan.outcome()
         if outcome is not None and outcome != self._reported:
             self._report(outcome)
@@ -287,22 +340,37 @@ class Failsafe(SupervisedActor):
         self._timer = self._after(max(at - self.clock(), 0.0), _Wake(self._wake_token))
 
     def _on_wake(self, wake: _Wake) -> None:
-        if wake.token != self._wake_token or self._plan is None:
+        if wake.token != self._wake_token:
             return
-        self._send(self._plan.due(self.clock()))
+        for run in self._active_scoped():
+            self._send(run.plan.due(self.clock()), run.plan)
+        if self._plan is not None:
+            self._send(self._plan.due(self.clock()))
         self._after_change()
 
     def _on_submitted(self, order: SubmitOrder) -> None:
         if order.source != FAILSAFE_SOURCE:  # our own were tracked when sent
             self._working.sent(order.venue, order.client_order_id)
+            self._source_of[order.client_order_id] = order.source
 
     def _on_cancel_done(self, done: CancelAllDone) -> None:
         self._note("cancel_all_done", venue=done.venue)
+        for run in self._active_scoped():
+            run.plan.on_cancel_done(done.venue, done.request_id)
         if self._plan is not None:
             self._plan.on_cancel_done(done.venue, done.request_id)
-            self._after_change()
+        self._after_change()
 
     def _on_positions(self, report: VenuePositions) -> None:
+        for scoped in self._active_scoped():
+            answer = scoped.plan.on_positions(report, now_ns())
+            if answer is not None:
+                self._note("venue_positions", venue=report.venue, scope=scoped.scope,
+                           positions=_positions(report.positions))
+                scoped.closing_ids.update(o.client_order_id for _, o in answer if isinstance(o, SubmitOrder))
+                self._send(answer, scoped.plan)
+                self._after_change()
+                return
         plan = self._plan
         if plan is None:
             return
@@ -317,18 +385,27 @@ class Failsafe(SupervisedActor):
 
     def _on_order_event(self, event: OrderAccepted | OrderFilled | OrderRejected | OrderCancelled) -> None:
         self._working.apply(event)
+        source = self._source_of.get(event.client_order_id)
+        if isinstance(event, OrderCancelled | OrderRejected) or (
+                isinstance(event, OrderFilled) and event.leaves_quantity == 0):
+            self._source_of.pop(event.client_order_id, None)
+        self._scoped_order_event(event, source)
         if self._plan is not None:
             self._plan.on_order_event(event, self.clock())
+            self._after_change()
+        elif self._scoped:
             self._after_change()
 
     def _on_connector_up(self, event: ConnectorUp) -> None:
         self._remember("connector_up", f"{event.name} generation {event.generation}")
         self._down.discard(event.name)
         self._up_generation[event.name] = event.generation
+        for run in self._active_scoped():
+            self._send(run.plan.on_connector_up(event.name, self.clock()), run.plan)
         if self.latched and self._plan is not None:
             self._send(self._plan.on_connector_up(event.name, self.clock()))
             self.running = True
-            self._after_change()
+        self._after_change()
 
     def _on_child_exited(self, event: ChildExited) -> None:
         self._remember("child_exited",
@@ -342,9 +419,11 @@ class Failsafe(SupervisedActor):
 
     def _connector_gone(self, venue: str) -> None:
         self._down.add(venue)
+        for run in self._active_scoped():
+            run.plan.on_connector_down(venue)
         if self._plan is not None:
             self._plan.on_connector_down(venue)
-            self._after_change()
+        self._after_change()
 
     def _on_mode(self, event: ModeChanged) -> None:
         self._remember("mode", f"{event.previous} -> {event.current}: {event.reason}")
@@ -386,6 +465,98 @@ class Failsafe(SupervisedActor):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+
+    # ---- scoped flattens: one venue or one source, FAILSAFE not latched ------------------
+
+    def _on_scoped_flatten(self, request: FlattenRequested) -> None:
+        venue, source = request.scope_venue, request.scope_source
+        scope = f"venue:{venue}" if venue else f"source:{source}"
+        self._remember("scoped_flatten_requested", f"{scope}: {request.reason}")
+        if self.latched:
+            self.log.warning(f"scoped flatten of {scope} not started: FAILSAFE is flattening every venue")
+            return
+        if venue and venue not in self.venues:
+            self.log.error(f"scoped flatten of {scope} not started: unknown venue")
+            return
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+        incident = f"{scope.replace(':', '-')}-{stamp}-{now_ns() % 1_000_000:06d}"
+        plan: FlattenPlan
+        if venue:
+            plan = FlattenPlan(incident, (venue,), self.config.policy(), self._working.working)
+        else:
+            plan = SourceFlattenPlan(incident, source, self.venues, self.config.policy(),
+                                     lambda v: self._working_of_source(v, source),
+                                     lambda v: self._source_nets(scope, source, v))
+        run = _ScopedRun(scope, plan, now_ns())
+        self._scoped[scope] = run
+        self.log.warning(f"scoped flatten of {scope} ({request.source}: {request.reason}); "
+                         "the mode is not changed")
+        self._send(plan.start(self.clock()), plan)
+        self._after_change()
+
+    def _working_of_source(self, venue: str, source: str) -> frozenset[str]:
+        return frozenset(coid for coid in self._working.working(venue) if self._source_of.get(coid) == source)
+
+    def _source_nets(self, scope: str, source: str, venue: str) -> dict[str, Decimal]:
+        """The source's net per symbol at ``venue``: the journal's fills of its orders, and
+        this run's closing fills as they arrive (the journal may not hold them yet)."""
+        run = self._scoped.get(scope)
+        closing = run.closing_ids if run is not None else set()
+        sources: dict[str, str] = {}
+        fills: list[OrderFilled] = []
+        if self.journal_path is not None and self.journal_path.exists():
+            try:
+                with Journal(self.journal_path, writer=READER) as journal:
+                    sources = {r.order.client_order_id: r.order.source for r in journal.orders()}
+                    fills = journal.fills()
+            except JournalError as exc:
+                self.log.error(f"scoped flatten of {scope}: the journal could not be read: {exc}")
+        nets = source_nets(source, sources, fills, exclude=closing)
+        if run is not None:
+            sources.update({coid: closing_source(source) for coid in closing})
+            for key, value in source_nets(source, sources, run.closing_fills.values()).items():
+                nets[key] = nets.get(key, Decimal(0)) + value
+        return {symbol: net for (where, symbol), net in nets.items() if where == venue}
+
+    def _scoped_order_event(self, event: OrderAccepted | OrderFilled | OrderRejected | OrderCancelled,
+                            source: str | None) -> None:
+        for run in self._active_scoped():
+            if isinstance(event, OrderFilled) and event.client_order_id in run.closing_ids:
+                run.closing_fills[event.fill_id] = event
+            run.plan.on_order_event(event, self.clock())
+            plan = run.plan
+            if (isinstance(event, OrderFilled) and isinstance(plan, SourceFlattenPlan)
+                    and source == plan.source):
+                plan.source_filled(event.venue, self.clock())
+
+    def _active_scoped(self) -> list[_ScopedRun]:
+        return [run for run in self._scoped.values() if run.active]
+
+    def _scoped_wakeup(self) -> float | None:
+        times = [t for run in self._active_scoped() if (t := run.plan.next_wakeup()) is not None]
+        return min(times, default=None)
+
+    def _after_scoped_change(self) -> None:
+        for run in self._active_scoped():
+            for note in run.plan.take_notes():
+                self._note(note.action, venue=note.venue, scope=run.scope, detail=note.detail)
+            outcome = run.plan.outcome()
+            if outcome is None or outcome == run.flat:
+                continue
+            run.flat, run.ts_ns = outcome, now_ns()
+            run.active = not outcome  # a NOT DONE one keeps re-checking
+            run.detail = ", ".join(f"{v}: {s}" for v, s in run.plan.states().items())
+            if outcome:
+                self.log.warning(f"scoped flatten of {run.scope} done: {run.detail}")
+            else:
+                self.log.critical(f"scoped flatten of {run.scope}: NOT DONE ({run.detail}); re-checking")
+
+    def _supersede_scoped(self) -> None:
+        for run in self._active_scoped():
+            run.active = False
+            run.flat, run.ts_ns = False, now_ns()
+            run.detail = "superseded: the failsafe flattens every venue"
+            self.log.warning(f"scoped flatten of {run.scope} superseded by the failsafe")
 
     # ---- records --------------------------------------------------------------------
 
@@ -475,6 +646,7 @@ class Failsafe(SupervisedActor):
             "last_report": to_builtins(self.last_report) if self.last_report else None,
             "rounds_under_way": (sorted(v for v, s in self._plan.states().items() if s in BUSY)
                                  if self._plan is not None else []),
+            "scoped": [run.status() for run in self._scoped.values()],
         }
 
 

@@ -34,9 +34,9 @@ import msgspec
 from actors import topics
 from actors.errors import JournalError
 from core.amendments import AmendedFills, Amendment, Applied, amendment_id, amendment_kind
+from core.flatten import closing_source, sent_by_failsafe
 from core.lifecycle import STEPS, VenueEvent
 from messages import (
-    FAILSAFE_SOURCE,
     CancelAllDone,
     Mode,
     ModeChanged,
@@ -533,7 +533,7 @@ class Journal:
     def record_order(self, order: SubmitOrder, ts_ns: int | None = None) -> bool:
         """Journal an order passed to a connector; False when its client order id is
         already known (the first record stands)."""
-        if self.writer == KEEPER_WRITER and order.source != FAILSAFE_SOURCE:
+        if self.writer == KEEPER_WRITER and not sent_by_failsafe(order.source):
             raise JournalError(f"journal {self.path}: record order refused: orders is written by "
                                f"{GOVERNOR_WRITER}, not {self.writer} (only the failsafe's orders are)")
         ts = now_ns() if ts_ns is None else ts_ns
@@ -654,12 +654,13 @@ class Journal:
 
     def source_positions(self, source: str) -> tuple[dict[tuple[str, str], Decimal], int]:
         """Net quantity per (venue, symbol) of the fills of the orders whose ``source`` is
-        ``source``, and how many such fills there are."""
+        ``source`` (and of the closing orders of an operator's flatten of that source,
+        ``flatten:<source>``, which closed its share), and how many such fills there are."""
         with self._errors("read fills"):
             rows = self._conn().execute(
                 "SELECT f.venue, f.symbol, f.side, f.quantity FROM fills f JOIN orders o"
-                " ON o.client_order_id = f.client_order_id AND o.venue = f.venue WHERE o.source = ?",
-                (source,),
+                " ON o.client_order_id = f.client_order_id AND o.venue = f.venue WHERE o.source IN (?, ?)",
+                (source, closing_source(source)),
             ).fetchall()
         positions: dict[tuple[str, str], Decimal] = {}
         for venue, symbol, side, quantity in rows:

@@ -56,6 +56,7 @@ from actors.errors import JournalError
 from actors.journal import KEEPER_WRITER, Journal
 from core.amendments import AmendedFills, Amendment, amendment_id, describe, rebuild_position
 from core.exposure import is_valid_quote, mid_of
+from core.flatten import sent_by_failsafe
 from core.pnl import (
     DAY_NS,
     DailyTotals,
@@ -68,7 +69,6 @@ from core.pnl import (
 )
 from core.reconcile import ReconcileSchedule, ReconcileState, compare
 from messages import (
-    FAILSAFE_SOURCE,
     CancelAllDone,
     ConnectorDown,
     ConnectorUp,
@@ -513,9 +513,10 @@ class PositionKeeper(SupervisedActor):
     # ---- orders -------------------------------------------------------------------------
 
     def _on_submitted(self, order: SubmitOrder) -> None:
-        # The governor wrote its orders ahead; the failsafe's closing orders are ours to
-        # journal (the failsafe depends on neither the governor nor the journal).
-        if order.source == FAILSAFE_SOURCE:
+        # The governor wrote its orders ahead; the failsafe's closing orders (a scoped
+        # flatten's too) are ours to journal (the failsafe depends on neither the governor
+        # nor the journal).
+        if sent_by_failsafe(order.source):
             self.journal.record_order(order, self._clock())
 
     def _on_order_event(self, event: OrderAccepted | OrderRejected | OrderCancelled | CancelAllDone) -> None:

@@ -567,6 +567,8 @@ class RiskGovernor(SupervisedActor):
         self.modes.on_failsafe_report(report.flat)
 
     def _on_operator(self, command: OperatorCommand) -> str:
+        if command.scope_venue or command.scope_source:
+            return self._on_scoped_operator(command)
         self.log.bind(operator=command.operator, verb=str(command.verb)).warning(
             f"operator {command.operator}: {command.verb} {command.reason}".rstrip()
         )
@@ -588,6 +590,41 @@ class RiskGovernor(SupervisedActor):
             self._made(reset.change)
             return f"reset: mode is {self.mode}"
         return str(self.mode)
+
+    def _on_scoped_operator(self, command: OperatorCommand) -> str:
+        """Pause, resume or flatten one source or one venue. A scoped flatten pauses its
+        scope and hands the flatten to the failsafe; it never latches FAILSAFE (only an
+        unscoped flatten is the failsafe), so the mode stays as it is."""
+        venue, source = command.scope_venue, command.scope_source
+        scope = f"venue {venue}" if venue else f"source {source}"
+        self.log.bind(operator=command.operator, verb=str(command.verb), venue=venue, source=source).warning(
+            f"operator {command.operator}: {command.verb} {scope} {command.reason}".rstrip())
+        verb = command.verb
+        if venue and source:
+            return "refused: one scope at a time (a venue or a source)"
+        if venue and venue not in self.venues:
+            return f"refused: unknown venue {venue!r}"
+        paused = self.desk.paused_venues if venue else self.desk.paused_sources
+        name = venue or source
+        if verb is OperatorVerb.PAUSE:
+            paused.add(name)
+            return f"paused: {scope}: its new orders are refused until resumed"
+        if verb is OperatorVerb.RESUME:
+            if name not in paused:
+                return f"resumed: {scope} (it was not paused)"
+            paused.discard(name)
+            return f"resumed: {scope}"
+        if verb is not OperatorVerb.FLATTEN:
+            return f"refused: {verb} takes no scope"
+        if self.mode is Mode.FAILSAFE:
+            return "refused: FAILSAFE is latched: every venue is being flattened already"
+        paused.add(name)
+        request = FlattenRequested(reason=f"operator flatten of {scope} by {command.operator}: "
+                                          f"{command.reason}".rstrip(": "),
+                                   source="operator", scope_venue=venue, scope_source=source, ts_ns=now_ns())
+        if not registry.tell(topics.FAILSAFE_ACTOR, request):
+            return f"failed: the failsafe is down; {scope} is paused"
+        return f"flattening {scope}: paused until resumed; mode stays {self.mode}"
 
     def _on_shutdown(self, command: Shutdown) -> str:
         self._made(self.modes.shutdown(command.reason))
@@ -627,6 +664,8 @@ class RiskGovernor(SupervisedActor):
         return {
             "mode": str(self.mode),
             "paused": self.paused,
+            "paused_sources": sorted(self.desk.paused_sources),
+            "paused_venues": sorted(self.desk.paused_venues),
             "connectors_up": sorted(self.desk.up),
             "circuits": {venue: str(c.state) for venue, c in self._circuits.items()},
             "working_orders": len(self.exposure.working),

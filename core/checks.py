@@ -8,7 +8,8 @@ None when the order may go. The order of the lists is the order of the checks:
    order id, and in FAILSAFE only the failsafe's own orders.
 2. The failsafe's own orders then only need to be reduce-only; nothing else applies.
 3. The trading checks, built from the limits (a limit of 0 leaves its check out):
-   trading mode, pause, venue up, venue not HALTED (``core.venues``), reduce-only, DEGRADED
+   trading mode, pause, a paused source or venue (``ScopePaused``), venue up, venue not
+   HALTED (``core.venues``), reduce-only, DEGRADED
    reduces only, venue not REDUCING unless the order reduces, order rate, order quantity,
    price band, a market to price the order, order notional, position, open
    positions, daily notional, daily loss, circuit breaker.
@@ -77,6 +78,10 @@ class Desk:
     """Every client order id already used."""
     paused: bool = False
     """True while an operator paused trading."""
+    paused_sources: set[str] = field(default_factory=set)
+    """Order sources an operator paused (``pause --source``, a source-scoped flatten)."""
+    paused_venues: set[str] = field(default_factory=set)
+    """Venues an operator paused (``pause --venue``, a venue-scoped flatten)."""
     now: float = 0.0
     """Monotonic seconds: the time of the check."""
     venue_book: VenueBook | None = None
@@ -236,6 +241,26 @@ class NotPaused:
 
     def __call__(self, order: SubmitOrder, view: OrderView, desk: Desk) -> str | None:
         return "trading is paused by an operator" if desk.paused else None
+
+
+def scope_paused(order: SubmitOrder, paused_sources: set[str] | frozenset[str],
+                 paused_venues: set[str] | frozenset[str]) -> str | None:
+    """Why ``order`` is refused by a scoped pause (its source or its venue paused), or None."""
+    if order.source in paused_sources:
+        return f"source {order.source} is paused by an operator"
+    if order.venue in paused_venues:
+        return f"venue {order.venue} is paused by an operator"
+    return None
+
+
+class ScopePaused:
+    """An operator's pause of one source or one venue refuses that source's new orders, or
+    every new order to that venue, until resumed."""
+
+    reason: RejectReason = RejectReason.PAUSED
+
+    def __call__(self, order: SubmitOrder, view: OrderView, desk: Desk) -> str | None:
+        return scope_paused(order, desk.paused_sources, desk.paused_venues)
 
 
 class VenueUp:
@@ -469,8 +494,8 @@ class PreTradeChecks:
         self.limits = limits
         self.rate = OrderRate(limits.max_orders_per_s) if limits.max_orders_per_s > 0 else None
         trading: list[TradingCheck] = [
-            TradingMode(), NotPaused(), VenueUp(), VenueTrading(), ReduceOnly(), DegradedReducesOnly(),
-            VenueReducing(),
+            TradingMode(), NotPaused(), ScopePaused(), VenueUp(), VenueTrading(), ReduceOnly(),
+            DegradedReducesOnly(), VenueReducing(),
         ]
         if self.rate is not None:
             trading.append(self.rate)

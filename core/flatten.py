@@ -23,13 +23,30 @@ flat. An exhausted venue also starts again with fresh attempts when its connecto
 The plan sends nothing itself and keeps no clock: every entry point takes ``now`` (seconds
 on a monotonic clock) and returns the commands to send; ``next_wakeup`` tells the caller
 when to call ``due`` again.
+
+Scoped flattens (an operator's ``flatten --venue X`` or ``--source Y``) run the same rounds
+without latching FAILSAFE: a venue scope is a ``FlattenPlan`` over that one venue; a
+source scope is a ``SourceFlattenPlan``, whose rounds cancel that source's working orders
+one by one (never a mass cancel, which would take other sources' orders with it) and close
+only what is attributed to the source:
+
+**Attribution rule.** Per (venue, symbol), the source's share is the net of the fills of
+its orders as the journal holds them (its closing orders, source ``flatten:<source>``,
+included, so a closed share nets to zero). The quantity closed is that net, capped by the
+position the venue reports for the symbol, and nothing when the venue's position is flat or
+on the other side: a scoped flatten only ever reduces the venue's position toward zero,
+never flips it, and never closes more than the source opened. When several sources share
+a symbol, each keeps its own share; what the others opened stays open. A source whose
+orders were netted away by another source's (it bought 10, another sold 10: the venue is
+flat) has nothing closed.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from enum import StrEnum
 
 from messages import (
@@ -197,6 +214,10 @@ class FlattenPlan:
         run.round_deadline = now + self.policy.round_timeout_s
         run.cancel_deadline = now + min(self.policy.cancel_timeout_s, self.policy.round_timeout_s)
         run.next_round_at = math.inf
+        return self._round_commands(venue, run)
+
+    def _round_commands(self, venue: str, run: VenueRun) -> list[tuple[str, Command]]:
+        """What a round starts with: a mass cancel and a read of the venue's positions."""
         self.notes.append(Note("cancel_all_and_read_positions", venue,
                                f"round {run.round}" + (" (re-check)" if run.recheck else "")))
         return [
@@ -270,13 +291,19 @@ class FlattenPlan:
         if run is None or report.request_id != run.request_id or run.state is not VenueState.WAITING:
             return None
         run.last_positions = report.positions
-        open_positions = [p for p in report.positions if p.quantity != 0]
-        if not open_positions:
+        orders = self._closing_orders(report, run, now_ns)
+        if not orders:
             run.positions_flat = True
             self._settle(report.venue)
             return []
         run.state = VenueState.CLOSING
-        orders = [
+        run.closing.update(order.client_order_id for order in orders)
+        return [(report.venue, order) for order in orders]
+
+    def _closing_orders(self, report: VenuePositions, run: VenueRun, now_ns: int) -> list[SubmitOrder]:
+        """The reduce-only market orders closing every open position the venue reported."""
+        open_positions = [p for p in report.positions if p.quantity != 0]
+        return [
             SubmitOrder(
                 client_order_id=f"{run.request_id}-{n}", venue=report.venue, symbol=position.symbol,
                 side=Side.SELL if position.quantity > 0 else Side.BUY, quantity=abs(position.quantity),
@@ -284,8 +311,6 @@ class FlattenPlan:
             )
             for n, position in enumerate(open_positions)
         ]
-        run.closing.update(order.client_order_id for order in orders)
-        return [(report.venue, order) for order in orders]
 
     def on_order_event(self, event: OrderAccepted | OrderFilled | OrderRejected | OrderCancelled,
                        now: float) -> bool:
@@ -346,8 +371,7 @@ class FlattenPlan:
         orders = sorted(self.working(venue) - run.closing)
         self.notes.append(Note("mass_cancel_unconfirmed", venue,
                                f"cancelling {len(orders)} working order(s) one by one"))
-        return [(venue, CancelOrder(client_order_id=coid, venue=venue, source=FAILSAFE_SOURCE))
-                for coid in orders]
+        return _cancels(venue, orders)
 
     # ---- the end ----------------------------------------------------------------------------
 
@@ -379,3 +403,106 @@ class FlattenPlan:
             self.notes.append(Note("venue_flat", venue, f"after {run.round} round(s)"))
             return True
         return False
+
+
+def _cancels(venue: str, client_order_ids: Iterable[str]) -> list[tuple[str, Command]]:
+    return [(venue, CancelOrder(client_order_id=coid, venue=venue, source=FAILSAFE_SOURCE))
+            for coid in client_order_ids]
+
+
+# ---- scoped flattens: one order source -----------------------------------------------------
+
+CLOSING_SOURCE_PREFIX = "flatten:"
+"""A source-scoped flatten's closing orders carry ``flatten:<source>`` as their source."""
+
+
+def closing_source(source: str) -> str:
+    """The source of the closing orders of a flatten of ``source``."""
+    return f"{CLOSING_SOURCE_PREFIX}{source}"
+
+
+def sent_by_failsafe(source: str) -> bool:
+    """True for the orders the failsafe sends itself, straight to the connectors (its own,
+    ``failsafe``, and a source-scoped flatten's closing orders, ``flatten:<source>``): the
+    governor never wrote them ahead, so the position keeper journals them."""
+    return source == FAILSAFE_SOURCE or source.startswith(CLOSING_SOURCE_PREFIX)
+
+
+def attributed_close(net: Decimal, venue_position: Decimal) -> Decimal:
+    """The signed quantity to trade to close a source's share ``net`` of a venue position
+    ``venue_position`` (both signed): minus the net, capped by the venue's position, and
+    zero when the venue is flat or on the other side (never flips the venue's position)."""
+    if net == 0 or venue_position == 0 or (net > 0) != (venue_position > 0):
+        return Decimal(0)
+    size = min(abs(net), abs(venue_position))
+    return -size if net > 0 else size
+
+
+def source_nets(source: str, sources: Mapping[str, str], fills: Iterable[OrderFilled],
+                *, exclude: Collection[str] = ()) -> dict[tuple[str, str], Decimal]:
+    """Per (venue, symbol), the net signed quantity the fills of ``source``'s orders (and of
+    its scoped flattens' closing orders) built. ``sources`` maps client order ids to their
+    source; fills of orders in ``exclude`` are left out (the caller counts them itself)."""
+    mine = {source, closing_source(source)}
+    nets: dict[tuple[str, str], Decimal] = {}
+    for fill in fills:
+        if fill.client_order_id in exclude or sources.get(fill.client_order_id) not in mine:
+            continue
+        key = (fill.venue, fill.symbol)
+        nets[key] = nets.get(key, Decimal(0)) + fill.signed_quantity
+    return nets
+
+
+NetsOf = Callable[[str], Mapping[str, Decimal]]
+"""A source's net per symbol at a venue, as the attribution rule counts it."""
+
+
+class SourceFlattenPlan(FlattenPlan):
+    """The rounds of a flatten of one order source over ``venues``: each round cancels the
+    source's working orders at the venue one by one and reads the venue's positions, then
+    closes the source's attributed share of each (``attributed_close``) with reduce-only
+    market orders of source ``flatten:<source>``. A venue is done (``FLAT``) when, in one
+    round, nothing is left to close and no order of the source works there.
+
+    ``working`` gives the source's working orders at a venue; ``nets`` the source's net per
+    symbol there, counting the closing orders' fills."""
+
+    def __init__(self, incident: str, source: str, venues: Iterable[str], policy: FlattenPolicy,
+                 working: WorkingOf, nets: NetsOf) -> None:
+        super().__init__(incident, venues, policy, working)
+        self.source = source
+        self.nets = nets
+
+    def _round_commands(self, venue: str, run: VenueRun) -> list[tuple[str, Command]]:
+        run.cancelled_one_by_one = True  # never a mass cancel: other sources' orders stay
+        orders = sorted(self.working(venue))
+        self.notes.append(Note("cancel_source_orders_and_read_positions", venue,
+                               f"round {run.round}" + (" (re-check)" if run.recheck else "")
+                               + f": {len(orders)} order(s) of {self.source}"))
+        return [*_cancels(venue, orders), (venue, RequestPositions(venue=venue, request_id=run.request_id))]
+
+    def _closing_orders(self, report: VenuePositions, run: VenueRun, now_ns: int) -> list[SubmitOrder]:
+        held = {p.symbol: p.quantity for p in report.positions}
+        orders: list[SubmitOrder] = []
+        for symbol, net in sorted(self.nets(report.venue).items()):
+            trade = attributed_close(net, held.get(symbol, Decimal(0)))
+            if trade == 0:
+                continue
+            orders.append(SubmitOrder(
+                client_order_id=f"{run.request_id}-{len(orders)}", venue=report.venue, symbol=symbol,
+                side=Side.BUY if trade > 0 else Side.SELL, quantity=abs(trade), order_type=OrderType.MARKET,
+                reduce_only=True, source=closing_source(self.source), created_ns=now_ns))
+        return orders
+
+    def _orders_clear(self, venue: str) -> bool:
+        return not (self.working(venue) - self.runs[venue].closing)
+
+    def source_filled(self, venue: str, now: float) -> None:
+        """An order of the source traded at ``venue`` (a cancel lost the race): what the
+        round read is stale, so a round under way reads the venue again."""
+        run = self.runs.get(venue)
+        if run is None or run.state not in BUSY or run.closing:
+            return
+        if run.positions_flat:
+            run.positions_flat = False
+            self._end_round(venue, now, "an order of the source traded during the round", pause=False)

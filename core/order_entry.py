@@ -11,6 +11,15 @@ that would grow the position, what its working orders could still add: an order 
 refused when, filled in full together with the session's other working orders on the
 same side, it would leave the position beyond the limit. An order that brings the
 position toward zero is not refused for position.
+
+A cancel/replace (FIX 35=G) is done as cancel-then-new, since no connector can modify an
+order in place: ``request_replace`` checks the replacement against the session's limits as
+a new order of the new quantity (the order it replaces no longer counted) and marks the
+order pending replace; the caller cancels it at the venue. Once the venue confirms the
+cancel, ``handle`` returns the replacement to send, for the new quantity less what the
+original filled; the session sees Replaced when the venue accepts it. If the original
+fills before its cancel lands, or the replacement is refused, the replace is rejected
+(an ``OrderCancelReject`` with ``CxlRejResponseTo`` 2).
 """
 
 from __future__ import annotations
@@ -31,10 +40,15 @@ from messages.orders import (
 )
 
 __all__ = [
+    "CancelReject",
+    "CxlRejReason",
+    "CxlRejResponseTo",
     "EntryOrder",
     "ExecReport",
     "ExecType",
     "OrdStatus",
+    "Outcome",
+    "PendingReplace",
     "SessionBook",
     "SessionLimits",
     "credentials_match",
@@ -48,7 +62,9 @@ class ExecType:
 
     NEW = "0"
     CANCELED = "4"
+    REPLACED = "5"
     REJECTED = "8"
+    PENDING_REPLACE = "E"
     TRADE = "F"
 
 
@@ -61,6 +77,27 @@ class OrdStatus:
     CANCELED = "4"
     REJECTED = "8"
     PENDING_NEW = "A"
+    PENDING_REPLACE = "E"
+
+
+class CxlRejReason:
+    """FIX CxlRejReason (102) values tradeguard sends on an OrderCancelReject (35=9)."""
+
+    TOO_LATE = "0"
+    UNKNOWN_ORDER = "1"
+    VENUE = "2"
+    """Broker / exchange option: the venue is down or refused."""
+    PENDING = "3"
+    """A cancel or replace of the order is already pending."""
+    DUPLICATE_CL_ORD_ID = "6"
+    OTHER = "99"
+
+
+class CxlRejResponseTo:
+    """FIX CxlRejResponseTo (434)."""
+
+    CANCEL = "1"
+    REPLACE = "2"
 
 
 _ORD_STATUS: dict[OrderStatus, str] = {
@@ -128,6 +165,40 @@ class ExecReport:
     """OrigClOrdID (41), on the Canceled report answering a cancel request."""
     text: str = ""
     """Text (58): on a rejection, ``<reason code>: <words>``."""
+    order_qty: Decimal | None = None
+    """OrderQty (38): the order's quantity as the session knows it (after a replace, the
+    new quantity); None: the order's own."""
+
+
+@dataclass(frozen=True)
+class CancelReject:
+    """What one OrderCancelReject (35=9) to the session says."""
+
+    cl_ord_id: str
+    """ClOrdID (11): the cancel's or the replace's own ClOrdID."""
+    orig_cl_ord_id: str
+    """OrigClOrdID (41): the order the request named."""
+    order_id: str
+    """OrderID (37): tradeguard's id of the order; ``NONE`` when unknown."""
+    ord_status: str
+    """OrdStatus (39): where the order stands now."""
+    response_to: str
+    """CxlRejResponseTo (434): 1 a cancel request, 2 a cancel/replace request."""
+    reason: str
+    """CxlRejReason (102)."""
+    text: str
+    """Text (58)."""
+
+
+@dataclass
+class PendingReplace:
+    """A cancel/replace waiting for the venue to confirm the cancel of the order."""
+
+    cl_ord_id: str
+    """The replace's ClOrdID: the replacement's from now on."""
+    order: SubmitOrder
+    """The replacement as the session asked for it: the new quantity in full, and
+    tradeguard's ``client_order_id`` for the new venue order."""
 
 
 @dataclass
@@ -148,6 +219,14 @@ class EntryOrder:
     """ClOrdID of the session's pending cancel request, if any."""
     fill_ids: set[str] = field(default_factory=set)
     """Fills applied (a connector resynchronising may publish a fill again)."""
+    replace: PendingReplace | None = None
+    """A cancel/replace of this order waiting for the cancel at the venue."""
+    replaces: EntryOrder | None = None
+    """On a replacement: the order it replaced."""
+    base_cum: Decimal = _ZERO
+    """On a replacement: what the orders it replaced had filled (counted in ``cum``)."""
+    replaced_reported: bool = True
+    """False on a replacement until the session got its Replaced report."""
 
     @property
     def avg_px(self) -> Decimal:
@@ -155,9 +234,14 @@ class EntryOrder:
         return self.notional / self.cum if self.cum else _ZERO
 
     @property
+    def order_qty(self) -> Decimal:
+        """The quantity the session knows the order by (after a replace: the new one)."""
+        return self.base_cum + self.order.quantity
+
+    @property
     def leaves(self) -> Decimal:
         """Quantity still working: zero once the order is done."""
-        return _ZERO if self.status.is_done() else self.order.quantity - self.cum
+        return _ZERO if self.status.is_done() else self.order_qty - self.cum
 
     @property
     def working(self) -> bool:
@@ -177,13 +261,19 @@ class SessionBook:
         self.positions: dict[tuple[str, str], Decimal] = {}
         """(venue, symbol) to the signed quantity the session's fills built."""
         self._sent: deque[float] = deque()
+        self._closing_fills: dict[str, None] = {}
+        """Fill ids of closing orders counted (``note_closing_fill``), oldest first."""
 
     # ---- checks ----------------------------------------------------------------------
 
-    def check(self, order: SubmitOrder, reference_price: Decimal | None,
-              now: float) -> tuple[RejectReason, str] | None:
+    def check(self, order: SubmitOrder, reference_price: Decimal | None, now: float,
+              *, replacing: EntryOrder | None = None) -> tuple[RejectReason, str] | None:
         """The session's limits for ``order`` at time ``now`` (seconds); the first one it
-        breaks, or None. Every call counts against the rate, passed or not."""
+        breaks, or None. Every call counts against the rate, passed or not.
+
+        ``replacing``: ``order`` replaces that working order: it is checked as a new order
+        of its full quantity, the order it replaces is no longer counted, and what that
+        one filled is not counted again."""
         limits = self.limits
         while self._sent and now - self._sent[0] >= 1.0:
             self._sent.popleft()
@@ -205,9 +295,10 @@ class SessionBook:
         key = (order.venue, order.symbol)
         position = self.positions.get(key, _ZERO)
         same_side = sum((o.leaves for o in self.orders.values()
-                         if o.working and (o.order.venue, o.order.symbol) == key
+                         if o.working and o is not replacing and (o.order.venue, o.order.symbol) == key
                          and o.order.side is order.side), _ZERO)
-        projected = position + order.side.sign * (same_side + order.quantity)
+        adds = order.quantity - (replacing.cum if replacing is not None else _ZERO)
+        projected = position + order.side.sign * (same_side + adds)
         if abs(projected) > limits.max_position and abs(projected) > abs(position):
             return RejectReason.MAX_POSITION, (
                 f"session limit: position {order.symbol} would reach {projected} "
@@ -260,52 +351,231 @@ class SessionBook:
         entry.status = OrderStatus.REJECTED
         return self._report(entry, ExecType.REJECTED, text=f"{reason}: {text}")
 
-    def apply(self, event: OrderAccepted | OrderFilled | OrderCancelled | OrderRejected
-              ) -> ExecReport | tuple[str, str] | None:
-        """The report ``event`` is owed to the session: an ``ExecReport``, or for a
-        refused cancel request ``(cancel ClOrdID, text)`` (an OrderCancelReject), or None
-        when it changes nothing (unknown order, repeated fill, late event)."""
+    # ---- cancel and cancel/replace requests --------------------------------------------
+
+    def cancel_reject(self, request_id: str, orig_cl_ord_id: str, entry: EntryOrder | None,
+                      response_to: str, reason: str, text: str) -> CancelReject:
+        """The OrderCancelReject answering a request about ``entry`` (None: unknown)."""
+        return CancelReject(
+            cl_ord_id=request_id, orig_cl_ord_id=orig_cl_ord_id,
+            order_id=entry.order.client_order_id if entry is not None else "NONE",
+            ord_status=self._ord_status(entry) if entry is not None else OrdStatus.REJECTED,
+            response_to=response_to, reason=reason, text=text)
+
+    def request_replace(self, orig_cl_ord_id: str, cl_ord_id: str, replacement: SubmitOrder,
+                        reference_price: Decimal | None, now: float) -> ExecReport | CancelReject:
+        """A cancel/replace of the order the session knows as ``orig_cl_ord_id`` by
+        ``replacement`` (its new quantity in full, a fresh ``client_order_id``), named
+        ``cl_ord_id``. A Pending Replace report when it may go ahead (the caller then
+        cancels the order at its venue), else the OrderCancelReject. Counts in the rate."""
+        entry = self.find(orig_cl_ord_id)
+
+        def reject(reason: str, text: str) -> CancelReject:
+            return self.cancel_reject(cl_ord_id, orig_cl_ord_id, entry, CxlRejResponseTo.REPLACE,
+                                      reason, text)
+
+        if entry is None:
+            self.check(replacement, reference_price, now)  # counted, whatever comes of it
+            return reject(CxlRejReason.UNKNOWN_ORDER, "unknown order")
+        if not entry.working:
+            self.check(replacement, reference_price, now)
+            return reject(CxlRejReason.TOO_LATE, f"order already {entry.status}")
+        if entry.replace is not None or entry.cancel_cl_ord_id is not None:
+            self.check(replacement, reference_price, now)
+            return reject(CxlRejReason.PENDING, "a cancel or replace of the order is pending")
+        if entry.status is OrderStatus.PENDING:
+            self.check(replacement, reference_price, now)
+            return reject(CxlRejReason.OTHER, "the order is not yet acknowledged by its venue")
+        if cl_ord_id == orig_cl_ord_id or cl_ord_id in self.by_cl_ord_id:
+            self.check(replacement, reference_price, now)
+            return reject(CxlRejReason.DUPLICATE_CL_ORD_ID, f"ClOrdID {cl_ord_id} already used")
+        original = entry.order
+        for name in ("venue", "symbol", "side"):
+            if getattr(replacement, name) != getattr(original, name):
+                self.check(replacement, reference_price, now)
+                return reject(CxlRejReason.OTHER, f"{name} cannot be changed by a replace")
+        refusal = self.check(replacement, reference_price, now, replacing=entry)
+        if refusal is not None:
+            return reject(CxlRejReason.OTHER, f"{refusal[0]}: {refusal[1]}")
+        if replacement.quantity <= entry.cum:
+            return reject(CxlRejReason.TOO_LATE,
+                          f"new quantity {replacement.quantity} not above the {entry.cum} filled")
+        entry.replace = PendingReplace(cl_ord_id=cl_ord_id, order=replacement)
+        self.by_cl_ord_id[cl_ord_id] = original.client_order_id  # reserved until it resolves
+        return self._report(entry, ExecType.PENDING_REPLACE, cl_ord_id=cl_ord_id,
+                            orig_cl_ord_id=entry.cl_ord_id, ord_status=OrdStatus.PENDING_REPLACE)
+
+    def abandon_replace(self, entry: EntryOrder, text: str) -> CancelReject | None:
+        """Give up ``entry``'s pending replace (the order is being cancelled for good: a
+        mass cancel, the session dropping); its OrderCancelReject, or None without one."""
+        pending, entry.replace = entry.replace, None
+        if pending is None:
+            return None
+        self._release(pending.cl_ord_id, entry)
+        return self.cancel_reject(pending.cl_ord_id, entry.cl_ord_id, entry, CxlRejResponseTo.REPLACE,
+                                  CxlRejReason.TOO_LATE, text)
+
+    def _release(self, cl_ord_id: str, entry: EntryOrder) -> None:
+        if self.by_cl_ord_id.get(cl_ord_id) == entry.order.client_order_id:
+            del self.by_cl_ord_id[cl_ord_id]
+
+    def note_closing_fill(self, fill: OrderFilled) -> bool:
+        """A fill of an order that closed the session's share on its behalf (an operator's
+        flatten of the session's source): it counts in the session's positions like the
+        session's own fills. False for a fill already counted."""
+        if fill.fill_id in self._closing_fills:
+            return False
+        self._closing_fills[fill.fill_id] = None
+        while len(self._closing_fills) > 10_000:
+            del self._closing_fills[next(iter(self._closing_fills))]
+        key = (fill.venue, fill.symbol)
+        self.positions[key] = self.positions.get(key, _ZERO) + fill.signed_quantity
+        return True
+
+    # ---- events ------------------------------------------------------------------------
+
+    def handle(self, event: OrderAccepted | OrderFilled | OrderCancelled | OrderRejected) -> list[Outcome]:
+        """What ``event`` means for the session, in order: execution reports, cancel
+        rejects, and a replacement order to send (a ``SubmitOrder``, after the venue
+        confirmed the cancel of the order it replaces). Empty when it changes nothing
+        (unknown order, repeated fill, late event)."""
         entry = self.orders.get(event.client_order_id)
         if entry is None:
-            return None
+            return []
         if isinstance(event, OrderAccepted):
             if entry.status is not OrderStatus.PENDING:
-                return None
-            entry.status = OrderStatus.ACCEPTED
-            return self._report(entry, ExecType.NEW)
+                return []
+            entry.status = OrderStatus.PARTIALLY_FILLED if entry.cum else OrderStatus.ACCEPTED
+            if not entry.replaced_reported:
+                return [self._replaced(entry)]
+            return [self._report(entry, ExecType.NEW)]
         if isinstance(event, OrderFilled):
-            if event.fill_id in entry.fill_ids or entry.status in (OrderStatus.REJECTED,):
-                return None
-            entry.fill_ids.add(event.fill_id)
-            entry.cum += event.quantity
-            entry.notional += event.quantity * event.price
-            key = (entry.order.venue, entry.order.symbol)
-            self.positions[key] = self.positions.get(key, _ZERO) + event.signed_quantity
-            full = event.leaves_quantity == 0 or entry.cum >= entry.order.quantity
-            entry.status = OrderStatus.FILLED if full else OrderStatus.PARTIALLY_FILLED
-            return self._report(entry, ExecType.TRADE, last_qty=event.quantity,
-                                last_px=event.price, exec_id=event.fill_id)
+            return self._on_fill(entry, event)
         if isinstance(event, OrderCancelled):
-            if entry.status.is_done():
-                return None
+            return self._on_cancelled(entry, event)
+        return self._on_rejected(entry, event)
+
+    def _on_fill(self, entry: EntryOrder, event: OrderFilled) -> list[Outcome]:
+        if event.fill_id in entry.fill_ids or entry.status is OrderStatus.REJECTED:
+            return []
+        out: list[Outcome] = []
+        if not entry.replaced_reported:  # traded before its acknowledgement came
+            out.append(self._replaced(entry))
+        entry.fill_ids.add(event.fill_id)
+        entry.cum += event.quantity
+        entry.notional += event.quantity * event.price
+        key = (entry.order.venue, entry.order.symbol)
+        self.positions[key] = self.positions.get(key, _ZERO) + event.signed_quantity
+        full = event.leaves_quantity == 0 or entry.cum >= entry.order_qty
+        entry.status = OrderStatus.FILLED if full else OrderStatus.PARTIALLY_FILLED
+        out.append(self._report(entry, ExecType.TRADE, last_qty=event.quantity,
+                                last_px=event.price, exec_id=event.fill_id))
+        if full and entry.replace is not None:
+            rejected = self.abandon_replace(entry, "too late: the order filled")
+            if rejected is not None:
+                out.append(rejected)
+        return out
+
+    def _on_cancelled(self, entry: EntryOrder, event: OrderCancelled) -> list[Outcome]:
+        if entry.status.is_done():
+            return []
+        pending = entry.replace
+        if pending is None:
             entry.status = OrderStatus.CANCELLED
             cancel_id, entry.cancel_cl_ord_id = entry.cancel_cl_ord_id, None
-            return self._report(entry, ExecType.CANCELED, text=event.text,
-                                cl_ord_id=cancel_id, orig_cl_ord_id=entry.cl_ord_id if cancel_id else None)
-        # OrderRejected: of the order itself while it is pending, else of a cancel request.
+            if not entry.replaced_reported:
+                entry.replaced_reported = True  # the replace never showed; this ends it
+                if entry.replaces is not None:
+                    return [self._report(entry, ExecType.CANCELED, text=event.text,
+                                         cl_ord_id=cancel_id or entry.cl_ord_id,
+                                         orig_cl_ord_id=entry.replaces.cl_ord_id)]
+            return [self._report(entry, ExecType.CANCELED, text=event.text, cl_ord_id=cancel_id,
+                                 orig_cl_ord_id=entry.cl_ord_id if cancel_id else None)]
+        # The cancel of a replace: the replacement goes now, for what is left to fill.
+        entry.replace = None
+        entry.status = OrderStatus.CANCELLED
+        left = pending.order.quantity - entry.cum
+        if left <= 0:
+            self._release(pending.cl_ord_id, entry)
+            return [
+                self._report(entry, ExecType.CANCELED, text=event.text),
+                self.cancel_reject(pending.cl_ord_id, entry.cl_ord_id, entry, CxlRejResponseTo.REPLACE,
+                                   CxlRejReason.TOO_LATE,
+                                   f"filled {entry.cum} before the cancel, not below the new quantity"),
+            ]
+        template = pending.order
+        replacement = SubmitOrder(
+            client_order_id=template.client_order_id, venue=template.venue, symbol=template.symbol,
+            side=template.side, quantity=left, order_type=template.order_type,
+            limit_price=template.limit_price, stop_price=template.stop_price,
+            time_in_force=template.time_in_force, reduce_only=template.reduce_only,
+            source=template.source, created_ns=template.created_ns)
+        successor = EntryOrder(order=replacement, cl_ord_id=pending.cl_ord_id, cum=entry.cum,
+                               notional=entry.notional, replaces=entry, base_cum=entry.cum,
+                               replaced_reported=False)
+        self.orders[replacement.client_order_id] = successor
+        self.by_cl_ord_id[pending.cl_ord_id] = replacement.client_order_id
+        return [replacement]
+
+    def _on_rejected(self, entry: EntryOrder, event: OrderRejected) -> list[Outcome]:
+        # Of the order itself while it is pending, else of a cancel (or replace) request.
         if entry.status is OrderStatus.PENDING:
-            return self.refuse(entry, event.reason, event.text)
+            if entry.replaces is not None and not entry.replaced_reported:
+                return self._replacement_refused(entry, event)
+            return [self.refuse(entry, event.reason, event.text)]
+        text = f"{event.reason}: {event.text}"
+        if entry.replace is not None:
+            pending, entry.replace = entry.replace, None
+            self._release(pending.cl_ord_id, entry)
+            return [self.cancel_reject(pending.cl_ord_id, entry.cl_ord_id, entry, CxlRejResponseTo.REPLACE,
+                                       CxlRejReason.VENUE if event.reason is RejectReason.VENUE_DOWN
+                                       else CxlRejReason.OTHER, text)]
         if entry.cancel_cl_ord_id is not None:
             cancel_id, entry.cancel_cl_ord_id = entry.cancel_cl_ord_id, None
-            return cancel_id, f"{event.reason}: {event.text}"
-        return None
+            return [self.cancel_reject(cancel_id, entry.cl_ord_id, entry, CxlRejResponseTo.CANCEL,
+                                       CxlRejReason.OTHER, text)]
+        return []
+
+    def _replacement_refused(self, entry: EntryOrder, event: OrderRejected) -> list[Outcome]:
+        """The replacement was refused after the order it replaces was cancelled: the
+        order is gone (Canceled under its old ClOrdID) and the replace is rejected."""
+        original = entry.replaces
+        assert original is not None
+        entry.status = OrderStatus.REJECTED
+        entry.replaced_reported = True
+        self._release(entry.cl_ord_id, entry)
+        text = f"{event.reason}: {event.text}"
+        return [
+            self._report(original, ExecType.CANCELED,
+                         text=f"cancelled for a replace that was refused: {text}"),
+            self.cancel_reject(entry.cl_ord_id, original.cl_ord_id, original, CxlRejResponseTo.REPLACE,
+                               CxlRejReason.OTHER, text),
+        ]
+
+    def _replaced(self, entry: EntryOrder) -> ExecReport:
+        entry.replaced_reported = True
+        original = entry.replaces
+        return self._report(entry, ExecType.REPLACED,
+                            orig_cl_ord_id=original.cl_ord_id if original is not None else None)
+
+    @staticmethod
+    def _ord_status(entry: EntryOrder) -> str:
+        if entry.replace is not None and entry.working:
+            return OrdStatus.PENDING_REPLACE
+        return _ORD_STATUS[entry.status]
 
     def _report(self, entry: EntryOrder, exec_type: str, *, last_qty: Decimal | None = None,
                 last_px: Decimal | None = None, exec_id: str = "", text: str = "",
-                cl_ord_id: str | None = None, orig_cl_ord_id: str | None = None) -> ExecReport:
+                cl_ord_id: str | None = None, orig_cl_ord_id: str | None = None,
+                ord_status: str | None = None) -> ExecReport:
         return ExecReport(
             cl_ord_id=cl_ord_id or entry.cl_ord_id, order_id=entry.order.client_order_id,
-            exec_type=exec_type, ord_status=_ORD_STATUS[entry.status], cum_qty=entry.cum,
+            exec_type=exec_type, ord_status=ord_status or _ORD_STATUS[entry.status], cum_qty=entry.cum,
             leaves_qty=entry.leaves, avg_px=entry.avg_px, last_qty=last_qty, last_px=last_px,
-            exec_id=exec_id, orig_cl_ord_id=orig_cl_ord_id, text=text,
+            exec_id=exec_id, orig_cl_ord_id=orig_cl_ord_id, text=text, order_qty=entry.order_qty,
         )
+
+
+Outcome = ExecReport | CancelReject | SubmitOrder
+"""What ``SessionBook.handle`` asks of the gateway: a report or cancel reject to send to
+the session, or a replacement order to send to the risk governor."""

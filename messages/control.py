@@ -161,10 +161,16 @@ class OperatorCommand(Message, frozen=True, kw_only=True):
     """Why, as the operator put it (audited)."""
     ts_ns: int = 0
     """When the command was received, wall clock nanoseconds."""
+    scope_venue: str = ""
+    """Pause, resume or flatten only this venue; empty: not scoped to a venue."""
+    scope_source: str = ""
+    """Pause, resume or flatten only this order source (``fix:<SenderCompID>``, a strategy
+    name, ``api:<user>``); empty: not scoped to a source."""
 
 
 class FlattenRequested(Message, frozen=True, kw_only=True):
-    """Start the failsafe procedure."""
+    """Start the failsafe procedure; with a scope, a scoped flatten that does not latch
+    FAILSAFE."""
 
     reason: str
     """What triggered it, in words; goes into the incident report."""
@@ -172,6 +178,11 @@ class FlattenRequested(Message, frozen=True, kw_only=True):
     """Who triggered it: ``risk_governor``, ``operator``, ``shutdown`` ..."""
     ts_ns: int = 0
     """When, wall clock nanoseconds."""
+    scope_venue: str = ""
+    """Flatten only this venue (cancel everything there, close every position there)."""
+    scope_source: str = ""
+    """Flatten only this order source: cancel its working orders and close what it opened,
+    as far as positions can be attributed to it."""
 
 
 class FailsafeReport(Message, frozen=True, kw_only=True):

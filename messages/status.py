@@ -145,6 +145,11 @@ class RiskStatus(Record, frozen=True, kw_only=True):
     """Trading mode: STARTUP, READY, LIVE, DEGRADED, FAILSAFE or SHUTDOWN."""
     paused: bool
     """An operator paused trading: new orders are refused."""
+    paused_sources: list[str] = []
+    """Order sources an operator paused (``pause --source``): their new orders are refused."""
+    paused_venues: list[str] = []
+    """Venues an operator paused (``pause --venue``, or a venue-scoped flatten): new orders to
+    them are refused."""
     connectors_up: list[str] = []
     """Venues whose connector is up."""
     circuits: dict[str, str] = {}
@@ -194,6 +199,26 @@ class FailsafeStatus(Record, frozen=True, kw_only=True):
     """Per venue, where its flatten stands: pending, waiting, closing, backoff, flat, down, exhausted."""
     last_report: FailsafeReport | None = None
     """The last finished run: flat or not, attempts, incident report path."""
+    scoped: list[ScopedFlattenStatus] = []
+    """Scoped flattens (one venue or one source) under way or finished, one per scope."""
+
+
+class ScopedFlattenStatus(Record, frozen=True, kw_only=True):
+    """One scoped flatten (``tradeguard flatten --venue X`` or ``--source Y``)."""
+
+    scope: str
+    """``venue:<name>`` or ``source:<name>``."""
+    started_ns: int
+    """When it started, ns since the epoch."""
+    venues: dict[str, str] = {}
+    """Per venue it covers, where it stands (the failsafe's states: waiting, closing, flat ...)."""
+    flat: bool | None = None
+    """None while under way; True once every venue it covers is done (no working order of
+    the scope, nothing of the scope left to close); False when attempts were spent."""
+    ts_ns: int = 0
+    """When ``flat`` last changed, ns since the epoch."""
+    detail: str = ""
+    """Summary in words."""
 
 
 class Alert(Record, frozen=True, kw_only=True):
@@ -277,6 +302,10 @@ class ControlRequest(msgspec.Struct, frozen=True, kw_only=True):
     """Who the client says it is (recorded as claimed, never trusted)."""
     reason: str | None = None
     """Why (audited)."""
+    venue: str | None = None
+    """Scope of pause, resume or flatten: this venue only."""
+    source: str | None = None
+    """Scope of pause, resume or flatten: this order source only."""
 
 
 class ControlReply(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):

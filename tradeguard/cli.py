@@ -206,7 +206,21 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _control(args: argparse.Namespace, verb: str, reason: str = "") -> Any:
-    return send_command(_state_dir(args), verb, reason=reason, timeout_s=args.timeout)
+    return send_command(_state_dir(args), verb, reason=reason, timeout_s=args.timeout,
+                        venue=getattr(args, "venue", None), source=getattr(args, "source", None))
+
+
+def _scope(args: argparse.Namespace) -> str:
+    """``venue:X`` or ``source:Y`` for a scoped command; empty when unscoped."""
+    if getattr(args, "venue", None):
+        return f"venue:{args.venue}"
+    if getattr(args, "source", None):
+        return f"source:{args.source}"
+    return ""
+
+
+_REFUSED = ("refused:", "failed:")
+"""How the service's answer to a scoped command starts when it did not act."""
 
 
 def _status(args: argparse.Namespace) -> StatusDocument:
@@ -217,6 +231,13 @@ def render_status(status: StatusDocument) -> list[str]:
     """The status document for people, one line per fact."""
     lines = [f"mode: {status.mode}{'  (paused)' if status.paused else ''}"
              + ("" if status.healthy is not False else "  TREE UNHEALTHY")]
+    if status.risk is not None and (status.risk.paused_sources or status.risk.paused_venues):
+        scopes = [*(f"source {s}" for s in status.risk.paused_sources),
+                  *(f"venue {v}" for v in status.risk.paused_venues)]
+        lines.append(f"paused: {', '.join(scopes)}")
+    for run in status.failsafe.scoped if status.failsafe is not None else []:
+        outcome = {None: "under way", True: "done", False: "NOT DONE"}[run.flat]
+        lines.append(f"scoped flatten {run.scope}: {outcome} ({run.detail or 'started'})")
     pnl = status.pnl
     lines.append(f"pnl: realized {pnl.realized}  unrealized {pnl.unrealized}  daily {pnl.daily}"
                  if pnl is not None else "pnl: unknown (the position keeper did not answer)")
@@ -264,7 +285,10 @@ def _wait_seconds(text: str) -> float:
 def cmd_flatten(args: argparse.Namespace) -> int:
     """FAILSAFE now; with a wait, exit 0 only once the failsafe reports every venue flat
     (venue-confirmed), after this command. A NOT FLAT report (a venue down, attempts spent)
-    does not end the wait: the failsafe keeps retrying and re-checking."""
+    does not end the wait: the failsafe keeps retrying and re-checking. With ``--venue`` or
+    ``--source``: a scoped flatten (``cmd_flatten_scoped``), FAILSAFE not latched."""
+    if _scope(args):
+        return cmd_flatten_scoped(args)
     try:
         asked_ns = time.time_ns()
         print(_control(args, "flatten", args.reason))
@@ -297,16 +321,72 @@ def cmd_flatten(args: argparse.Namespace) -> int:
         return EXIT_FAILURE
 
 
+def cmd_flatten_scoped(args: argparse.Namespace) -> int:
+    """Flatten one venue or one source (the scope is paused until resumed; the mode does not
+    change). Exit 0 once the failsafe reports the scope done after this command (at once
+    with ``--no-wait``); 1 when refused, unreachable, or not done within ``--wait``."""
+    scope = _scope(args)
+    try:
+        asked_ns = time.time_ns()
+        result = str(_control(args, "flatten", args.reason))
+        if result.startswith(_REFUSED):
+            print(f"tradeguard: flatten {scope} {result}", file=sys.stderr)
+            return EXIT_FAILURE
+        print(result)
+        if args.no_wait:
+            return EXIT_OK
+        deadline = time.monotonic() + args.wait
+        detail = ""
+        while True:
+            failsafe = _status(args).failsafe
+            runs = failsafe.scoped if failsafe is not None else []
+            run = next((r for r in runs if r.scope == scope), None)
+            if run is not None and run.started_ns >= asked_ns:
+                detail = run.detail
+                if run.flat:
+                    print(f"{scope}: done ({run.detail})")
+                    return EXIT_OK
+            if time.monotonic() >= deadline:
+                break
+            time.sleep(min(0.2, max(deadline - time.monotonic(), 0.0)))
+        print(f"tradeguard: {scope}: NOT DONE after {args.wait:g}s ({detail or 'no outcome yet'}); "
+              "the failsafe keeps re-checking; see `tradeguard status`", file=sys.stderr)
+        return EXIT_FAILURE
+    except ControlError as exc:
+        print(f"tradeguard: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
 def _simple(verb: str) -> Any:
     def run(args: argparse.Namespace) -> int:
         try:
-            print(_control(args, verb, getattr(args, "reason", "")))
+            result = _control(args, verb, getattr(args, "reason", ""))
         except ControlError as exc:
             print(f"tradeguard: {exc}", file=sys.stderr)
             return EXIT_FAILURE
+        if _scope(args) and str(result).startswith(_REFUSED):
+            print(f"tradeguard: {verb} {_scope(args)} {result}", file=sys.stderr)
+            return EXIT_FAILURE
+        print(result)
         return EXIT_OK
 
     return run
+
+
+def _with_scope(p: argparse.ArgumentParser, verb: str) -> None:
+    """``--venue X`` / ``--source Y``: the command acts on that venue or source only."""
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--venue", type=_scope_name,
+                       help=f"{verb} this venue only (a configured connector name)")
+    group.add_argument("--source", type=_scope_name, help=f"{verb} this order source only "
+                       "(fix:<SenderCompID>, a strategy's name, api:<user>)")
+
+
+def _scope_name(text: str) -> str:
+    """A scope's name: never empty (an empty one must not turn a scoped flatten into FAILSAFE)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a name, got an empty one")
+    return text
 
 
 def cmd_reset(args: argparse.Namespace) -> int:
@@ -379,8 +459,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("--json", action="store_true", help="print the full status as JSON")
     status.set_defaults(func=cmd_status)
 
-    flatten = with_state(sub.add_parser("flatten", help="FAILSAFE: cancel everything and flatten"))
+    flatten = with_state(sub.add_parser("flatten", help="FAILSAFE: cancel everything and flatten; with "
+                                        "--venue or --source only that scope (no FAILSAFE)"))
     flatten.add_argument("--reason", default="", help="why (audited)")
+    _with_scope(flatten, "flatten")
     flatten.add_argument("--no-wait", action="store_true", help="do not wait for the venues to be flat")
     flatten.add_argument("--wait", type=_wait_seconds, default=30.0,
                          help="seconds to wait for every venue to report flat (0..86400)")
@@ -390,6 +472,8 @@ def build_parser() -> argparse.ArgumentParser:
                        ("reset", "leave FAILSAFE once the venues are confirmed flat")):
         p = with_state(sub.add_parser(verb, help=text))
         p.add_argument("--reason", default="", help="why (audited)")
+        if verb != "reset":
+            _with_scope(p, verb)
         p.set_defaults(func=cmd_reset if verb == "reset" else _simple(verb))
 
     dash = with_state(sub.add_parser("dashboard", help="terminal dashboard of the running service"))

@@ -20,7 +20,7 @@ class ControlError(TradeguardError):
 
 
 def _exchange(state_dir: Path, verb: str, *, reason: str, operator: str | None, token: str | None,
-              timeout_s: float) -> bytes:
+              timeout_s: float, venue: str | None = None, source: str | None = None) -> bytes:
     """Send one request; the raw answer."""
     state_dir = Path(state_dir)
     if not (state_dir / CONTROL_SOCKET).exists():
@@ -33,7 +33,7 @@ def _exchange(state_dir: Path, verb: str, *, reason: str, operator: str | None, 
     # The service takes the operator's identity from the operating system (the socket's
     # peer credentials); the name sent here is only recorded as what the client claimed.
     request = ControlRequest(token=token, verb=verb, reason=reason,
-                             operator=operator or getpass.getuser())
+                             operator=operator or getpass.getuser(), venue=venue, source=source)
     try:
         body = msgspec.json.encode(request)
     except UnicodeError as exc:  # a lone surrogate in a reason or name is no text to send
@@ -54,11 +54,14 @@ def _exchange(state_dir: Path, verb: str, *, reason: str, operator: str | None, 
 
 
 def send_command(state_dir: Path, verb: str, *, reason: str = "", operator: str | None = None,
-                 token: str | None = None, timeout_s: float = 5.0) -> Any:
+                 token: str | None = None, timeout_s: float = 5.0, venue: str | None = None,
+                 source: str | None = None) -> Any:
     """Send ``verb`` to the service whose state directory is ``state_dir``; returns the
     result as plain JSON values or raises ``ControlError``. The credential is read from the
-    state directory unless ``token`` is given."""
-    raw = _exchange(state_dir, verb, reason=reason, operator=operator, token=token, timeout_s=timeout_s)
+    state directory unless ``token`` is given. ``venue`` / ``source`` scope a pause, resume
+    or flatten to one venue or one order source."""
+    raw = _exchange(state_dir, verb, reason=reason, operator=operator, token=token, timeout_s=timeout_s,
+                    venue=venue, source=source)
     try:
         reply = json.loads(raw)
     except ValueError as exc:

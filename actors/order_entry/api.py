@@ -39,7 +39,7 @@ from actors.order_entry.protocol import (
     GetApiPositions,
     fills_endpoint,
 )
-from core.order_entry import SessionBook, SessionLimits
+from core.order_entry import ExecReport, SessionBook, SessionLimits
 from messages import (
     CancelOrder,
     OrderAccepted,
@@ -196,9 +196,10 @@ class ClientApi(SupervisedActor):
         if user is None:
             return
         book = self._book(user)
-        report = book.apply(event)
-        if report is None or isinstance(report, tuple):
+        reports = [o for o in book.handle(event) if isinstance(o, ExecReport)]
+        if not reports:
             return
+        report = reports[-1]
         if report.text and isinstance(event, OrderRejected):
             self._texts[event.client_order_id] = report.text
         if isinstance(event, OrderFilled) and self._publisher is not None:

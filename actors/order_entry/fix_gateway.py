@@ -11,10 +11,19 @@ trade, every order passing the session's own limits and then the risk governor.
   Rejected (ExecType 8, Text ``<reason code>: <words>``) whether the session's limits,
   the governor or the venue refused.
 - OrderCancelRequest (F) -> a cancel at the venue; Canceled, or OrderCancelReject (9).
+- OrderCancelReplaceRequest (G) -> cancel-then-new (no connector modifies an order in
+  place): the replacement passes the session's limits as a new order of the new quantity;
+  Pending Replace (ExecType E), the original cancelled at the venue, then the replacement
+  for the new quantity less what the original filled through the governor and, once the
+  venue accepts it, Replaced (ExecType 5); OrderCancelReject (9, CxlRejResponseTo 2) when
+  it cannot be done (unknown, done or filled first, a limit, the replacement refused).
 - OrderMassCancelRequest (q) -> a cancel of each of the session's own working orders
   (all, or one symbol), then OrderMassCancelReport (r). Nothing of other sources is touched.
-- OrderCancelReplaceRequest (G) and every other application message -> BusinessMessageReject
-  (j) with reason 3 (unsupported message type).
+- Every other application message -> BusinessMessageReject (j) with reason 3 (unsupported
+  message type).
+- An operator's flatten of a session's source (``tradeguard flatten --source fix:<SenderCompID>``)
+  closes its share with orders of source ``flatten:fix:<SenderCompID>``; their fills count
+  in the session's positions, so its ``max_position`` sees what is left.
 - Cancel-on-disconnect: when a session drops (Logout, TCP loss, missed heartbeats; quickfix
   calls ``onLogout`` for each), its working orders are cancelled at their venues.
 
@@ -44,7 +53,18 @@ from actors import topics
 from actors.order_entry._quickfix import dictionary_settings, listen_on_host, native_accept_host, spare_port
 from actors.order_entry.config import FixGatewayConfig, FixSessionConfig
 from actors.order_entry.protocol import GatewayState, GetGatewayState
-from core.order_entry import ExecReport, SessionBook, SessionLimits, credentials_match
+from core.flatten import closing_source
+from core.order_entry import (
+    CancelReject,
+    CxlRejReason,
+    CxlRejResponseTo,
+    EntryOrder,
+    ExecReport,
+    Outcome,
+    SessionBook,
+    SessionLimits,
+    credentials_match,
+)
 from messages import (
     CancelOrder,
     MessageError,
@@ -213,6 +233,8 @@ class FixGateway(SupervisedActor):
             for s in config.sessions
         }
         self._owner: dict[str, str] = {}  # tradeguard client_order_id -> SenderCompID
+        self._closing: dict[str, str] = {}  # a flatten's closing order -> the SenderCompID it closes for
+        self._closing_sources = {closing_source(s.source): s.sender_comp_id for s in config.sessions}
         self._mids: dict[tuple[str, str], Decimal] = {}
         self._logged_on: set[str] = set()
         self._ids = itertools.count(1)
@@ -241,6 +263,7 @@ class FixGateway(SupervisedActor):
         self._bridge = _Bridge(tell, credentials)
         bus.subscribe(topics.ORDERS, self.name)
         bus.subscribe(topics.MARKET, self.name)
+        bus.subscribe(topics.SUBMITTED, self.name)
         self.state_dir.mkdir(parents=True, exist_ok=True)
         os.chmod(self.state_dir, 0o700)
         native = native_accept_host()
@@ -307,6 +330,7 @@ class FixGateway(SupervisedActor):
             _SessionUp: self._on_session_up,
             _SessionDown: self._on_session_down,
             QuoteBatch: self._on_quotes,
+            SubmitOrder: self._on_submitted,
             OrderAccepted: self._on_event,
             OrderFilled: self._on_event,
             OrderCancelled: self._on_event,
@@ -346,8 +370,15 @@ class FixGateway(SupervisedActor):
             logger.bind(channel="governance").warning(
                 f"fix gateway: {why}: cancelling {len(working)} working orders of {sender}")
         for entry in working:
+            self._abandon_replace(sender, book, entry, why)
             registry.tell(entry.order.venue, CancelOrder(client_order_id=entry.order.client_order_id,
                                                          venue=entry.order.venue, source=session.source))
+
+    def _abandon_replace(self, sender: str, book: SessionBook, entry: EntryOrder, why: str) -> None:
+        """The order is cancelled for good: a replace of it waiting for that cancel is rejected."""
+        rejected = book.abandon_replace(entry, f"too late: {why}")
+        if rejected is not None:
+            self._send_cancel_reject(sender, rejected)
 
     # ---- market data (reference prices) ---------------------------------------------
 
@@ -360,7 +391,8 @@ class FixGateway(SupervisedActor):
 
     def _on_inbound(self, request: _Inbound) -> None:
         self.received += 1
-        handlers = {"D": self._on_new_order, "F": self._on_cancel, "q": self._on_mass_cancel}
+        handlers = {"D": self._on_new_order, "F": self._on_cancel, "G": self._on_replace,
+                    "q": self._on_mass_cancel}
         handler = handlers.get(request.msg_type)
         try:
             if handler is None:
@@ -432,20 +464,54 @@ class FixGateway(SupervisedActor):
         orig = fields.get(Tag.ORIG_CL_ORD_ID)
         if not cancel_id or not orig:
             raise _BadRequest("ClOrdID (11) and OrigClOrdID (41) are required")
-        entry = self._books[sender].find(orig)
-        if entry is None or not entry.working:
-            order_id = entry.order.client_order_id if entry else "NONE"
-            self._send_cancel_reject(sender, cancel_id, orig, order_id,
-                                     "unknown order" if entry is None else "order already done",
-                                     reason="1" if entry is None else "0")
+        book = self._books[sender]
+        entry = book.find(orig)
+        if entry is None or not entry.working or entry.replace is not None:
+            if entry is None:
+                reason, text = CxlRejReason.UNKNOWN_ORDER, "unknown order"
+            elif entry.working:
+                reason, text = CxlRejReason.PENDING, "a replace of the order is pending"
+            else:
+                reason, text = CxlRejReason.TOO_LATE, "order already done"
+            self._send_cancel_reject(sender, book.cancel_reject(cancel_id, orig, entry,
+                                                                CxlRejResponseTo.CANCEL, reason, text))
             return
         entry.cancel_cl_ord_id = cancel_id
         order = entry.order
         if not registry.tell(order.venue, CancelOrder(client_order_id=order.client_order_id,
                                                       venue=order.venue, source=order.source)):
             entry.cancel_cl_ord_id = None
-            self._send_cancel_reject(sender, cancel_id, orig, order.client_order_id,
-                                     f"venue {order.venue} is down", reason="2")
+            self._send_cancel_reject(sender, book.cancel_reject(
+                cancel_id, orig, entry, CxlRejResponseTo.CANCEL, CxlRejReason.VENUE,
+                f"venue {order.venue} is down"))
+
+    def _on_replace(self, request: _Inbound) -> None:
+        sender, fields = request.sender, request.fields
+        session, book = self._sessions[sender], self._books[sender]
+        cl_ord_id = fields.get(Tag.CL_ORD_ID)
+        orig = fields.get(Tag.ORIG_CL_ORD_ID)
+        if not cl_ord_id or not orig:
+            raise _BadRequest("ClOrdID (11) and OrigClOrdID (41) are required")
+        entry = book.find(orig)
+        venue = (fields.get(_EX_DESTINATION) or (entry.order.venue if entry is not None else None)
+                 or session.default_venue or next(iter(self.venues)))
+        replacement = self._decode_order(fields, session, venue)
+        outcome = book.request_replace(orig, cl_ord_id, replacement,
+                                       self._mids.get((venue, replacement.symbol)), self.clock())
+        if isinstance(outcome, CancelReject):
+            logger.bind(channel="governance").info(
+                f"fix gateway: {sender} replace {cl_ord_id} of {orig} refused: {outcome.text}")
+            self._send_cancel_reject(sender, outcome)
+            return
+        assert entry is not None
+        self._send_report(sender, entry.order, outcome)
+        order = entry.order
+        if not registry.tell(order.venue, CancelOrder(client_order_id=order.client_order_id,
+                                                      venue=order.venue, source=order.source)):
+            book.abandon_replace(entry, "")
+            self._send_cancel_reject(sender, book.cancel_reject(
+                cl_ord_id, orig, entry, CxlRejResponseTo.REPLACE, CxlRejReason.VENUE,
+                f"venue {order.venue} is down"))
 
     def _on_mass_cancel(self, request: _Inbound) -> None:
         sender, fields = request.sender, request.fields
@@ -457,15 +523,35 @@ class FixGateway(SupervisedActor):
             self._send_mass_report(sender, request_id, kind, "0", 0, symbol,
                                    text="only types 1 (by symbol) and 7 (all) are served")
             return
-        targets = [e for e in self._books[sender].working() if kind == "7" or e.order.symbol == symbol]
+        book = self._books[sender]
+        targets = [e for e in book.working() if kind == "7" or e.order.symbol == symbol]
         for entry in targets:
+            self._abandon_replace(sender, book, entry, "the orders were mass cancelled")
             registry.tell(entry.order.venue, CancelOrder(client_order_id=entry.order.client_order_id,
                                                          venue=entry.order.venue, source=source))
         self._send_mass_report(sender, request_id, kind, kind, len(targets), symbol)
 
     # ---- events from the venues and the governor --------------------------------------
 
+    def _on_submitted(self, order: SubmitOrder) -> None:
+        """An order passed to a venue: a flatten's closing order for a session is followed."""
+        sender = self._closing_sources.get(order.source)
+        if sender is not None:
+            self._closing[order.client_order_id] = sender
+
+    def _on_closing_event(self, sender: str,
+                          event: OrderAccepted | OrderFilled | OrderCancelled | OrderRejected) -> None:
+        if isinstance(event, OrderFilled):
+            self._books[sender].note_closing_fill(event)
+        if isinstance(event, OrderCancelled | OrderRejected) or (
+                isinstance(event, OrderFilled) and event.leaves_quantity == 0):
+            self._closing.pop(event.client_order_id, None)
+
     def _on_event(self, event: OrderAccepted | OrderFilled | OrderCancelled | OrderRejected) -> None:
+        closing_for = self._closing.get(event.client_order_id)
+        if closing_for is not None:
+            self._on_closing_event(closing_for, event)
+            return
         sender = self._owner.get(event.client_order_id)
         if sender is None:
             return
@@ -474,15 +560,28 @@ class FixGateway(SupervisedActor):
         if entry is None:
             return
         try:
-            outcome = book.apply(event)
+            outcomes = book.handle(event)
         except Exception:  # an event that cannot be applied is logged, never fatal
             self.log.exception(f"fix gateway: {type(event).__name__} for {event.client_order_id} not applied")
             return
-        if isinstance(outcome, ExecReport):
-            self._send_report(sender, entry.order, outcome)
-        elif outcome is not None:
-            cancel_id, text = outcome
-            self._send_cancel_reject(sender, cancel_id, entry.cl_ord_id, entry.order.client_order_id, text)
+        self._deliver(sender, book, outcomes)
+
+    def _deliver(self, sender: str, book: SessionBook, outcomes: list[Outcome]) -> None:
+        """Send the session its reports and cancel rejects; send a replacement on."""
+        for outcome in outcomes:
+            if isinstance(outcome, ExecReport):
+                about = book.orders.get(outcome.order_id)
+                if about is not None:
+                    self._send_report(sender, about.order, outcome)
+            elif isinstance(outcome, CancelReject):
+                self._send_cancel_reject(sender, outcome)
+            else:
+                self._owner[outcome.client_order_id] = sender
+                if not registry.tell("risk_governor", outcome):
+                    self._deliver(sender, book, book.handle(OrderRejected(
+                        client_order_id=outcome.client_order_id, venue=outcome.venue,
+                        reason=RejectReason.MODE, text="the risk governor is down",
+                        symbol=outcome.symbol, source=outcome.source, ts_ns=now_ns())))
 
     # ---- messages to the sessions -----------------------------------------------------
 
@@ -505,7 +604,8 @@ class FixGateway(SupervisedActor):
             (Tag.ORD_REJ_REASON, _ORD_REJ_OTHER if report.exec_type == "8" else None),
             (Tag.SYMBOL, order.symbol or "N/A"),
             (Tag.SIDE, SIDE_CODES[order.side]),
-            (Tag.ORDER_QTY, format_decimal(order.quantity)),
+            (Tag.ORDER_QTY, format_decimal(report.order_qty if report.order_qty is not None
+                                           else order.quantity)),
             (Tag.PRICE, format_decimal(order.limit_price) if order.limit_price is not None else None),
             (Tag.LAST_QTY, format_decimal(report.last_qty) if report.last_qty is not None else None),
             (Tag.LAST_PX, format_decimal(report.last_px) if report.last_px is not None else None),
@@ -520,19 +620,15 @@ class FixGateway(SupervisedActor):
                 message.setField(int(tag), value)
         self._send(sender, message)
 
-    def _send_cancel_reject(self, sender: str, cancel_id: str, orig: str, order_id: str, text: str,
-                            *, reason: str = "99") -> None:
+    def _send_cancel_reject(self, sender: str, reject: CancelReject) -> None:
         message = fix.Message()
         message.getHeader().setField(Tag.MSG_TYPE, "9")
-        entry = self._books[sender].find(orig)
-        status = "8"
-        if entry is not None:
-            status = {"accepted": "0", "partially_filled": "1", "filled": "2", "cancelled": "4",
-                      "pending": "A"}.get(str(entry.status), "8")
-        for tag, value in ((Tag.ORDER_ID, order_id), (Tag.CL_ORD_ID, cancel_id), (Tag.ORIG_CL_ORD_ID, orig),
-                           (Tag.ORD_STATUS, status), (Tag.CXL_REJ_RESPONSE_TO, "1"),
-                           (Tag.CXL_REJ_REASON, reason), (Tag.TEXT, text[:200])):
-            message.setField(int(tag), value)
+        for tag, value in ((Tag.ORDER_ID, reject.order_id), (Tag.CL_ORD_ID, reject.cl_ord_id),
+                           (Tag.ORIG_CL_ORD_ID, reject.orig_cl_ord_id), (Tag.ORD_STATUS, reject.ord_status),
+                           (Tag.CXL_REJ_RESPONSE_TO, reject.response_to),
+                           (Tag.CXL_REJ_REASON, reject.reason), (Tag.TEXT, reject.text[:200])):
+            if value:
+                message.setField(int(tag), value)
         self._send(sender, message)
 
     def _send_mass_report(self, sender: str, request_id: str, kind: str, response: str, count: int,

@@ -161,8 +161,8 @@ def test_the_circuit_check_comes_last_and_lets_one_probe_through() -> None:
 def test_a_disabled_limit_is_not_in_the_list() -> None:
     checks, _ = desk()
     assert [type(c).__name__ for c in checks.trading] == [
-        "TradingMode", "NotPaused", "VenueUp", "VenueTrading", "ReduceOnly", "DegradedReducesOnly",
-        "VenueReducing", "Priced", "CircuitClosed"]
+        "TradingMode", "NotPaused", "ScopePaused", "VenueUp", "VenueTrading", "ReduceOnly",
+        "DegradedReducesOnly", "VenueReducing", "Priced", "CircuitClosed"]
 
 
 def test_exposure_follows_fills_once_and_working_leaves() -> None:

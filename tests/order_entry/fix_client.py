@@ -170,6 +170,25 @@ class FixClient:
                         60: utc_timestamp()})
         return cancel_id
 
+    def replace(self, orig: str, symbol: str, side: str, quantity: Decimal | int | str, *,
+                price: Decimal | str | None = None, cl_ord_id: str | None = None,
+                venue: str | None = None) -> str:
+        """An OrderCancelReplaceRequest (G) of ``orig``: the new quantity and price."""
+        cl_ord_id = cl_ord_id or self.next_id("r")
+        fields = {11: cl_ord_id, 41: orig, 55: symbol, 54: "1" if side == "buy" else "2",
+                  38: str(quantity), 40: "2" if price is not None else "1", 60: utc_timestamp(), 59: "0"}
+        if price is not None:
+            fields[44] = str(price)
+        if venue is not None:
+            fields[100] = venue
+        self.send("G", fields)
+        return cl_ord_id
+
+    def cancel_reject(self, cl_ord_id: str, timeout_s: float = 10.0) -> dict[int, str]:
+        """The OrderCancelReject (9) answering the request ``cl_ord_id``."""
+        return self.wait(lambda m: m.get(35) == "9" and m.get(11) == cl_ord_id, timeout_s,
+                         f"OrderCancelReject for {cl_ord_id}")
+
     # ---- receiving ------------------------------------------------------------------
 
     def received(self, fields: dict[int, str]) -> None:

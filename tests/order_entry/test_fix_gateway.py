@@ -165,14 +165,15 @@ def test_cancel_mass_cancel_and_replace(
     for cl_ord_id in orders:
         client.report(cl_ord_id, "4")
     wait_for(lambda: engine.open_orders(ACCOUNT) == [], timeout_s=10, what="nothing working at the venue")
-    # Cancel/replace is not served: a BusinessMessageReject, and the order is untouched.
+    # Cancel/replace: the resting order becomes 4 at the venue, under the new ClOrdID.
     resting = client.new_order("AAPL", "buy", 3, price=price)
     client.report(resting, "0")
-    client.send("G", {11: "repl-1", 41: resting, 55: "AAPL", 54: "1", 38: "4", 40: "2", 44: price,
-                      60: "20250101-00:00:00.000"})
-    business = client.wait(lambda m: m.get(35) == "j", what="business reject of G")
-    assert business[380] == "3" and business[372] == "G"
-    assert [w.order.quantity for w in engine.open_orders(ACCOUNT)] == [Decimal(3)]
+    replace_id = client.replace(resting, "AAPL", "buy", 4, price=price)
+    pending = client.report(replace_id, "E")
+    assert pending[41] == resting and pending[39] == "E"
+    replaced = client.report(replace_id, "5")
+    assert replaced[41] == resting and Decimal(replaced[38]) == 4 and Decimal(replaced[151]) == 4
+    assert [w.order.quantity for w in engine.open_orders(ACCOUNT)] == [Decimal(4)]
 
 
 @pytest.mark.timeout(90)

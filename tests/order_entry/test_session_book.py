@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from actors.errors import ConfigError
-from core.order_entry import ExecReport, SessionBook, SessionLimits, credentials_match
+from core.order_entry import CancelReject, ExecReport, SessionBook, SessionLimits, credentials_match
 from messages import (
     OrderAccepted,
     OrderCancelled,
@@ -66,8 +66,8 @@ def test_position_counts_fills_and_same_side_working_orders_and_lets_reductions_
     book = SessionBook(LIMITS)
     first = order(100)
     book.add(first, "c1")
-    book.apply(OrderAccepted(client_order_id=first.client_order_id, venue="paper", symbol="AAPL"))
-    book.apply(fill(first, 100))
+    book.handle(OrderAccepted(client_order_id=first.client_order_id, venue="paper", symbol="AAPL"))
+    book.handle(fill(first, 100))
     assert book.positions[("paper", "AAPL")] == 100
     working = order(40, price="50")
     assert book.check(working, None, 10.0) is None
@@ -85,39 +85,42 @@ def test_events_become_execution_reports() -> None:
     book = SessionBook(LIMITS)
     o = order(10, price="50")
     book.add(o, "client-1")
-    new = book.apply(OrderAccepted(client_order_id=o.client_order_id, venue="paper", symbol="AAPL"))
+    [new] = book.handle(OrderAccepted(client_order_id=o.client_order_id, venue="paper", symbol="AAPL"))
     assert isinstance(new, ExecReport) and (new.exec_type, new.ord_status, new.leaves_qty) == ("0", "0", 10)
-    part = book.apply(fill(o, 4, "50", leaves=6, fill_id="x1"))
+    [part] = book.handle(fill(o, 4, "50", leaves=6, fill_id="x1"))
     assert isinstance(part, ExecReport)
     assert (part.exec_type, part.ord_status, part.cum_qty, part.leaves_qty) == ("F", "1", 4, 6)
     assert part.last_qty == 4
-    assert book.apply(fill(o, 4, "50", leaves=6, fill_id="x1")) is None  # the same fill again
-    rest = book.apply(fill(o, 6, "51", leaves=0))
+    assert book.handle(fill(o, 4, "50", leaves=6, fill_id="x1")) == []  # the same fill again
+    [rest] = book.handle(fill(o, 6, "51", leaves=0))
     assert isinstance(rest, ExecReport)
     assert (rest.ord_status, rest.cum_qty, rest.leaves_qty) == ("2", 10, 0)
     assert rest.avg_px == Decimal("50.6") and rest.last_px == 51
-    assert book.apply(OrderCancelled(client_order_id=o.client_order_id, venue="paper")) is None  # done
+    assert book.handle(OrderCancelled(client_order_id=o.client_order_id, venue="paper")) == []  # done
 
 
 def test_a_refused_cancel_and_a_governor_rejection() -> None:
     book = SessionBook(LIMITS)
     o = order(5, price="50")
     book.add(o, "c1")
-    rejected = book.apply(OrderRejected(client_order_id=o.client_order_id, venue="paper",
+    [rejected] = book.handle(OrderRejected(client_order_id=o.client_order_id, venue="paper",
                                         reason=RejectReason.PRICE_BAND, text="outside the band"))
     assert isinstance(rejected, ExecReport)
     assert (rejected.exec_type, rejected.ord_status) == ("8", "8")
     assert rejected.text == "price_band: outside the band"
     resting = order(5, price="50")
     entry = book.add(resting, "c2")
-    book.apply(OrderAccepted(client_order_id=resting.client_order_id, venue="paper", symbol="AAPL"))
+    book.handle(OrderAccepted(client_order_id=resting.client_order_id, venue="paper", symbol="AAPL"))
     entry.cancel_cl_ord_id = "cx"
-    refused = book.apply(OrderRejected(client_order_id=resting.client_order_id, venue="paper",
-                                       reason=RejectReason.VENUE, text="too late"))
-    assert refused == ("cx", "venue: too late")
+    [refused] = book.handle(OrderRejected(client_order_id=resting.client_order_id, venue="paper",
+                                          reason=RejectReason.VENUE, text="too late"))
+    assert isinstance(refused, CancelReject)
+    assert (refused.cl_ord_id, refused.orig_cl_ord_id, refused.response_to, refused.text) == (
+        "cx", "c2", "1", "venue: too late")
+    assert refused.ord_status == "0"  # still working
     assert book.working() == [entry]
     entry.cancel_cl_ord_id = "cy"
-    cancelled = book.apply(OrderCancelled(client_order_id=resting.client_order_id, venue="paper"))
+    [cancelled] = book.handle(OrderCancelled(client_order_id=resting.client_order_id, venue="paper"))
     assert isinstance(cancelled, ExecReport)
     assert (cancelled.cl_ord_id, cancelled.orig_cl_ord_id, cancelled.ord_status) == ("cy", "c2", "4")
     assert book.working() == []
