@@ -25,6 +25,12 @@ when the venue is reconciled or not) goes out on PORTFOLIO and is journaled; a
 new disagreement (or a change in the differences) also raises a ``reconciliation_mismatch``
 safety event, once: the same differences found again raise nothing new. A mismatch stays
 until a later comparison agrees.
+
+When the report lists the venue's working orders (``VenuePositions.open_orders``), they are
+compared with the orders the journal holds working there (pending, accepted, partially
+filled): an order working on one side only is a difference, under the same confirmation
+rule as positions. An order whose journal state changed within ``order_settle_s`` of the
+report is left out of that comparison (the venue's list may not show the change yet).
 """
 
 from __future__ import annotations
@@ -54,7 +60,14 @@ from core.pnl import (
     parse_boundary,
     session_start_ns,
 )
-from core.reconcile import ReconcileSchedule, ReconcileState, compare
+from core.reconcile import (
+    ReconcileSchedule,
+    ReconcileState,
+    compare,
+    order_differences,
+    prune_changes,
+    unsettled_orders,
+)
 from messages import (
     FAILSAFE_SOURCE,
     CancelAllDone,
@@ -114,6 +127,10 @@ class KeeperConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     fill on its way to the journal makes one comparison disagree); 1 confirms at once."""
     mismatch_recheck_s: Annotated[float, Meta(ge=0.05, le=60.0)] = 0.5
     """How soon the venue is asked again after a comparison that disagreed."""
+    order_settle_s: Annotated[float, Meta(ge=0.0, le=60.0)] = 2.0
+    """An order whose journal state changed less than this long before a venue's report
+    (submitted, acknowledged, filled, ended) is left out of that report's comparison of
+    working orders: the venue's list may not show the change yet. 0..60 seconds."""
 
     def __post_init__(self) -> None:
         parse_boundary(self.session_boundary)
@@ -171,6 +188,9 @@ class PositionKeeper(SupervisedActor):
         self._reconcile_timer: TimerHandle | None = None
         self._reconcile_token = 0
         self._requests = 0
+        self._order_changes: dict[str, int] = {}
+        """When each order's journal state last changed (keeper clock ns), kept while it is
+        recent enough to leave the order out of a comparison of working orders."""
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -241,6 +261,7 @@ class PositionKeeper(SupervisedActor):
             self._log.bind(venue=fill.venue, fill_id=fill.fill_id).debug("duplicate fill ignored")
             return
         self._fills += 1
+        self._note_order_change(fill.client_order_id)
         self._apply(fill, effect)
         if (fill.ts_ns or recorded_ns) >= self._day.start_ns:
             self._count_today(fill, effect.realized_pnl)
@@ -346,6 +367,7 @@ class PositionKeeper(SupervisedActor):
     # ---- orders -------------------------------------------------------------------------
 
     def _on_submitted(self, order: SubmitOrder) -> None:
+        self._note_order_change(order.client_order_id)
         # The governor wrote its orders ahead; the failsafe's closing orders are ours to
         # journal (the failsafe depends on neither the governor nor the journal).
         if order.source == FAILSAFE_SOURCE:
@@ -353,6 +375,8 @@ class PositionKeeper(SupervisedActor):
 
     def _on_order_event(self, event: OrderAccepted | OrderRejected | OrderCancelled | CancelAllDone) -> None:
         self.journal.record_order_event(event, self._clock())
+        if not isinstance(event, CancelAllDone):
+            self._note_order_change(event.client_order_id)
 
     def _order_counts(self, request: GetOrderCounts) -> OrderTotals | None:
         """Order traffic from the journal; None (no answer) when the journal cannot be read."""
@@ -400,9 +424,12 @@ class PositionKeeper(SupervisedActor):
     def _on_venue_positions(self, report: VenuePositions) -> None:
         venue = report.venue
         ours = {p.symbol: p for p in self._open_positions() if p.venue == venue}
-        comparison = compare(venue, {s: p.quantity for s, p in ours.items()}, report.positions)
-        mismatches = list(comparison.differences)
         ts = self._clock()
+        journal_working, unsettled = (self._working_orders(venue, ts) if report.open_orders is not None
+                                      else (set(), frozenset()))
+        comparison = compare(venue, {s: p.quantity for s, p in ours.items()}, report.positions,
+                             journal_working, report.open_orders, unsettled)
+        mismatches = list(comparison.differences)
         standing = self._standing.record(comparison, ts)
         if standing.pending:
             # Not confirmed yet (a fill may be on its way): ask again soon, change nothing.
@@ -428,6 +455,10 @@ class PositionKeeper(SupervisedActor):
             mismatches=tuple(mismatches),
             ts_ns=ts,
             since_ns=standing.since_ns,
+            venue_open_orders=(None if report.open_orders is None
+                               else tuple(sorted(report.open_orders))),
+            keeper_open_orders=tuple(sorted(journal_working)) if report.open_orders is not None else (),
+            order_mismatches=order_differences(mismatches),
         )
         self.journal.record_reconciliation(reconciliation)
         self._reconciliations[venue] = reconciliation
@@ -444,6 +475,24 @@ class PositionKeeper(SupervisedActor):
                     detail="; ".join(mismatches), ts_ns=ts,
                 ),
             )
+
+    # ---- working orders (reconciliation) ------------------------------------------------
+
+    def _note_order_change(self, client_order_id: str) -> None:
+        """The journal state of an order changed now (see ``order_settle_s``)."""
+        now = self._clock()
+        self._order_changes[client_order_id] = now
+        if len(self._order_changes) > 1024:
+            prune_changes(self._order_changes, now, int(self.config.order_settle_s * 1e9))
+
+    def _working_orders(self, venue: str, now: int) -> tuple[set[str], frozenset[str]]:
+        """The client order ids the journal holds working at ``venue``, and the orders too
+        recently changed to compare at ``now``."""
+        settle_ns = int(self.config.order_settle_s * 1e9)
+        prune_changes(self._order_changes, now, settle_ns)
+        working = {record.order.client_order_id for record in self.journal.open_orders()
+                   if record.order.venue == venue}
+        return working, unsettled_orders(self._order_changes, now, settle_ns)
 
     # ---- helpers --------------------------------------------------------------------------
 

@@ -116,7 +116,8 @@ class PaperConnector(Connector):
         self.actor_ref.tell(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=now_ns()))
 
     def request_positions(self, request_id: str) -> None:
-        """Deliver the venue's positions, preceded by every execution they include.
+        """Deliver the venue's positions and working orders, preceded by every execution the
+        positions include.
 
         The engine thread hands fills to the mailbox, so a fill can be in the venue's
         positions before its event reaches the bus; a report published ahead of it would
@@ -142,7 +143,12 @@ class PaperConnector(Connector):
             for p in reported if p.quantity != Decimal(0)
         )
         self.deliver(VenuePositions(venue=self.name, positions=positions, request_id=request_id,
-                                    ts_ns=now_ns()))
+                                    ts_ns=now_ns(), open_orders=self._working_orders()))
+
+    def _working_orders(self) -> tuple[str, ...]:
+        """The client order ids of the account's orders working at the venue now."""
+        return tuple(working.order.client_order_id
+                     for working in self._engine().open_orders(self.paper_config.account))
 
     # ---- engine callbacks (engine thread) ---------------------------------------------
 
