@@ -280,6 +280,13 @@ class _OrderRecord(msgspec.Struct, kw_only=True):
     """The engine order working for it now; empty: ``client_order_id`` (never modified)."""
     replaced: list[str] = []
     """Engine orders it worked as before each modification, oldest first."""
+    completed_ns: int = 0
+    """When it became done (wall clock ns); 0 while working (and for orders of state files
+    written before this was kept: never reported as completed)."""
+    completed_status: str = ""
+    """Why it is done, in words (completedOrder's ``completedStatus``)."""
+    silent_cancel: bool = False
+    """The venue cancels it without telling any client (``cancel_at_venue(silent=True)``)."""
 
     @property
     def working_id(self) -> str:
@@ -592,6 +599,28 @@ class TwsVenue:
         exec_ids: list[str] = []
         self._run_in_loop(self._apply_correction, found[0], price, exec_ids)
         return exec_ids[0]
+
+    def cancel_at_venue(self, client_order_id: str, reason: str = "cancelled at the venue", *,
+                        silent: bool = False) -> None:
+        """Cancel a working order at the venue itself, as an exchange or IB does (an IOC's
+        remainder, a halt, a risk desk). The clients of the order that are connected get its
+        orderStatus Cancelled and error 202, as from TWS; one that is disconnected learns it
+        only from later requests (open orders no longer list it, completed orders do). With
+        ``silent`` no client is told even while connected: the order just stops working
+        (what a client sees when the venue loses the notice). Raises ``ValueError`` for an
+        order that is unknown or not working."""
+        record = self._by_coid.get(client_order_id)
+        if record is None or record.is_done:
+            raise ValueError(f"client_order_id: no working order {client_order_id!r}")
+        self._run_in_loop(self._mark_venue_cancel, record, silent)
+        log.warning("TWS venue: order %s cancelled at the venue%s: %s", client_order_id,
+                    " without telling its clients" if silent else "", reason)
+        self.engine.cancel(self.account, record.working_id)
+
+    def _mark_venue_cancel(self, record: _OrderRecord, silent: bool) -> None:
+        record.silent_cancel = silent
+        record.cancel_requested = True
+        self._dirty = True
 
     def disconnect_client(self, client_id: int) -> None:
         """Drop one client's socket abruptly; its orders keep working, and what happens
@@ -1356,8 +1385,55 @@ class TwsVenue:
         self._send(session, Out.OPEN_ORDER_END)
 
     def _req_completed_orders(self, session: _Session, fields: Fields) -> None:
-        fields.flag()  # apiOnly
+        """The orders of the account that became done today (UTC day), whichever client
+        placed them, oldest first; with apiOnly, only those placed through the API. Then the
+        end marker. TWS keeps no completed order from an earlier day."""
+        api_only = fields.flag()
+        day_start = _day_start_ns(time.time_ns())
+        for record in self._state.orders:
+            if not record.is_done or record.completed_ns < day_start:
+                continue
+            if api_only and record.order_id <= 0:
+                continue  # entered elsewhere (not through the API)
+            self._send_completed_order(session, record)
         self._send(session, Out.COMPLETED_ORDERS_END)
+
+    def _stamp_completed(self, record: _OrderRecord, text: str) -> None:
+        """Note when and why an order became done (once), for completed orders."""
+        if record.is_done and not record.completed_ns:
+            record.completed_ns = time.time_ns()
+            record.completed_status = text
+            self._dirty = True
+
+    def _send_completed_order(self, session: _Session, record: _OrderRecord) -> None:
+        """completedOrder (no message version): the contract, the order's fields as IB
+        lists them for a completed order (no order id, no client id), unused ones empty,
+        its status, filled quantity, completion time and words."""
+        inst = self._instruments.get(record.symbol) or _Instrument.from_symbol(
+            record.symbol or "?", Decimal("0.01"))
+        fields: list[object] = [
+            record.action, record.quantity, record.order_type, record.limit_price,
+            record.stop_price, record.tif, "", self.account, "O", 0, record.order_ref,
+            record.perm_id, 0, 0, 0, "",  # outsideRth, hidden, discretionaryAmt, goodAfterTime
+            "", "", "", "", "", "", "", "", "",  # faGroup .. settlingFirm
+            0, "", -1,  # shortSaleSlot, designatedLocation, exemptCode
+            "", "", "", "", "",  # startingPrice .. stockRangeUpper
+            0, 0, 0, "", 0, 0,  # displaySize .. triggerMethod
+            "", 0, "", "",  # volatility .. deltaNeutralAuxPrice
+            0, 0, "", "", "",  # continuousUpdate .. comboLegsDescrip
+            0, 0, 0,  # combo legs, order combo legs, smart combo routing params
+            "", "", "",  # scaleInitLevelSize, scaleSubsLevelSize, scalePriceIncrement
+            "",  # hedgeType
+            "", "", 0, 0,  # clearingAccount, clearingIntent, notHeld, no delta neutral contract
+            "",  # algoStrategy
+            0, record.status, 0, 0,  # solicited, status, randomizeSize, randomizePrice
+            0,  # conditions
+            "", "", "", 0, 0, "",  # trailStopPrice .. autoCancelDate
+            record.filled, 0, 0, "", 0, 0, 0,  # filledQuantity .. parentPermId
+            ib_time(record.completed_ns), record.completed_status,
+            *session.wire.completed_order_tail(),
+        ]
+        self._send(session, Out.COMPLETED_ORDER, *inst.fields(), *fields)
 
     def _record_for(
         self, client_order_id: str, order: SubmitOrder | None = None,
@@ -1435,8 +1511,9 @@ class TwsVenue:
                 self._abandon_modification(pending, event.text or str(event.reason))
             else:
                 self._replacements[event.client_order_id] = pending
+            self._stamp_completed(record, record.status)
             return
-        recipients = self._recipients(record)
+        recipients = [] if record.silent_cancel else self._recipients(record)
         if isinstance(event, OrderAccepted):
             if record.status == "PendingSubmit":
                 record.status = "Submitted"
@@ -1460,6 +1537,8 @@ class TwsVenue:
                 record.status = "Inactive"
                 for session in recipients:
                     self._reject(session, record.order_id, event.text or str(event.reason))
+        text = getattr(event, "text", "") or ""
+        self._stamp_completed(record, f"{record.status}: {text}" if text else record.status)
 
     def _apply_fill(self, fill: OrderFilled) -> None:
         record = self._record_for(fill.client_order_id, fill=fill)
@@ -1476,6 +1555,7 @@ class TwsVenue:
                                  record.avg_price)
             self._send_commission(session, fill)
             self._send_order_status(session, record)
+        self._stamp_completed(record, f"Filled Size: {record.filled} Price: {record.avg_price}")
         inst = self._instruments.get(fill.symbol)
         if inst is None:
             return
@@ -1738,6 +1818,12 @@ class TwsVenue:
     def _send_account_summaries(self, session: _Session) -> None:
         for req_id, tags in list(session.account_summaries.items()):
             self._send_account_summary(session, req_id, tags)
+
+
+def _day_start_ns(ts_ns: int) -> int:
+    """The start of the UTC day containing ``ts_ns``."""
+    day = 86_400 * 10**9
+    return ts_ns - ts_ns % day
 
 
 def _error_schedule(text: str) -> list[tuple[int, float]]:

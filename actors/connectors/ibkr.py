@@ -199,6 +199,9 @@ _MAX_HELD_TRADES = 1000
 """Trades held while the actor catches up; older ones beyond this are dropped."""
 _MAX_SENT_TIMES = 10_000
 """Orders whose sending time is kept for the late execution check; the oldest go first."""
+_MAX_PUBLISHED = 100_000
+"""Execution ids remembered as delivered; the oldest go first (the journal still drops a
+fill delivered again)."""
 _LOCAL_STATES = frozenset({"PendingSubmit", "ApiPending"})
 """Order states ib_insync sets itself before the venue has said anything."""
 
@@ -349,6 +352,19 @@ class _Order:
     """When this session first heard from the venue of an order it wrote (0: not yet)."""
 
 
+@dataclass(frozen=True)
+class _Carried:
+    """An order of this client that had not ended when its session closed: the next
+    session's resync finds out what became of it (actor lifetime)."""
+
+    client_order_id: str
+    symbol: str
+    total: Decimal
+    """Its quantity."""
+    perm_id: int
+    """IB's permanent id, 0 when the venue had not answered yet."""
+
+
 def _guarded(handler: Callable[..., None]) -> Callable[..., None]:
     """Wrap an ib_insync event handler: an exception is counted and logged, never raised
     into ib_insync's reader."""
@@ -430,6 +446,13 @@ class IbkrConnector(Connector):
         """Connectivity codes halting the venue now, with their texts."""
         self._sent_ns: OrderedDict[str, int] = OrderedDict()
         """Wall time each order was written, until its first fill (kept across sessions)."""
+        self._carried: dict[str, _Carried] = {}
+        """This client's orders that had not ended when a session closed, until a resync
+        learns what became of them (kept across sessions; the loop thread owns it while a
+        session runs, the actor thread between sessions)."""
+        self._published: OrderedDict[str, None] = OrderedDict()
+        """IB execIds already delivered as fills (kept across sessions, bounded): a resync
+        delivers only the executions not delivered before."""
 
     # ---- the contract (actor thread) -------------------------------------------------------
 
@@ -437,6 +460,7 @@ class IbkrConnector(Connector):
         """Start the I/O thread and the opening of the API session; the loop thread says
         ``up`` (or ``lost``) through the link."""
         link = self._link = self.link
+        self._carry_unfinished()
         # A new session starts from what it reads itself: its resync re-reads the orders,
         # its subscriptions are made again, and no side of a book pairs with a new one.
         self._orders.clear()
@@ -818,6 +842,7 @@ class IbkrConnector(Connector):
             if not order.accepted and trade.orderStatus.status in _WORKING:
                 order.accepted = True
                 self._tell(self._accepted(order))
+        completed = await self._completed_orders()
         fills: list[Fill] = await self._request(
             ib.reqExecutionsAsync(ExecutionFilter(acctCode=self.account))
         )
@@ -825,15 +850,23 @@ class IbkrConnector(Connector):
         for fill in fills:
             coid = _order_name(fill.execution.orderRef, fill.execution.clientId, fill.execution.orderId)
             final[coid] = max(final.get(coid, Decimal(0)), _decimal(fill.execution.cumQty))
+        delivered = 0
         for fill in fills:
+            if fill.execution.execId in self._published:
+                continue  # delivered before: nothing counts twice
             coid = _order_name(fill.execution.orderRef, fill.execution.clientId, fill.execution.orderId)
-            total = open_totals.get(coid, final[coid])
+            total = open_totals.get(coid) or self._known_total(coid, completed, final[coid])
             self._check_late(coid, self._symbol_of(fill.contract), _ts_ns(fill.execution.time))
             message = self._filled(coid, self._symbol_of(fill.contract), fill, total)
             if message is not None:
+                self._note_published(message.fill_id)
                 self._tell(message)
+                delivered += 1
+        ended = self._end_carried(open_totals, completed, final)
         self.log.info(
-            f"connector {self.name}: resync: {len(trades)} open orders, {len(fills)} executions"
+            f"connector {self.name}: resync: {len(trades)} open orders, {len(completed)} completed, "
+            f"{len(fills)} executions ({delivered} not delivered before), {ended} orders ended "
+            f"while the session was down"
         )
         await self._report_positions("")
 
@@ -982,6 +1015,7 @@ class IbkrConnector(Connector):
         assert self._request_lock is not None
         async with self._request_lock:
             reported = await self._request(ib.reqPositionsAsync())
+            working = await self._working_orders(ib)
         positions = []
         for position in reported:
             if position.account != self.account or position.position == 0:
@@ -994,7 +1028,106 @@ class IbkrConnector(Connector):
             except ValueError as exc:
                 self.count_malformed(f"position {position}: {exc}")
         self._tell(VenuePositions(venue=self.name, positions=tuple(positions), request_id=request_id,
-                                  ts_ns=now_ns()))
+                                  ts_ns=now_ns(), open_orders=working))
+
+    # ---- recovery after a reconnect, working orders (loop thread unless noted) -----------
+
+    async def _working_orders(self, ib: IB) -> tuple[str, ...]:
+        """This client's orders working at the venue (``reqOpenOrders``), by client order id,
+        for the reconciliation (the caller holds the request lock)."""
+        trades: list[IbTrade] = await self._request(ib.reqOpenOrdersAsync())
+        return tuple(sorted({
+            _order_name(t.order.orderRef, t.order.clientId, t.order.orderId) for t in trades
+            if t.orderStatus.status not in IbOrderStatus.DoneStates
+        }))
+
+    def _carry_unfinished(self) -> None:
+        """Before a new session (actor thread, no loop running): remember this client's
+        orders the closing session had not seen end, for the next resync."""
+        for order in self._orders.values():
+            ib_order = order.trade.order
+            if order.done or not (order.sent_here or ib_order.clientId == self.ib_config.client_id):
+                continue
+            self._carried[order.client_order_id] = _Carried(
+                order.client_order_id, order.symbol, _decimal(ib_order.totalQuantity),
+                ib_order.permId or order.trade.orderStatus.permId)
+
+    async def _completed_orders(self) -> dict[str, IbTrade]:
+        """The account's orders completed today (``reqCompletedOrders``, API orders only),
+        by client order id: the orderRef, else found by permId among the carried orders."""
+        ib = self._session()
+        assert self._request_lock is not None
+        async with self._request_lock:
+            trades: list[IbTrade] = await self._request(ib.reqCompletedOrdersAsync(True))
+        by_perm = {carried.perm_id: coid for coid, carried in self._carried.items() if carried.perm_id}
+        completed: dict[str, IbTrade] = {}
+        for trade in trades:
+            coid = trade.order.orderRef or by_perm.get(trade.order.permId, "")
+            if coid:
+                completed[coid] = trade
+        return completed
+
+    def _known_total(self, coid: str, completed: dict[str, IbTrade], cumulative: Decimal) -> Decimal:
+        """The quantity of an order no longer working: the completed order's, else the
+        carried record's, else the largest cumulative quantity executed (then the last
+        execution leaves nothing)."""
+        trade = completed.get(coid)
+        if trade is not None and trade.order.totalQuantity:
+            return _decimal(trade.order.totalQuantity)
+        carried = self._carried.get(coid)
+        return carried.total if carried is not None else cumulative
+
+    def _end_carried(self, open_totals: dict[str, Decimal], completed: dict[str, IbTrade],
+                     executed: dict[str, Decimal]) -> int:
+        """End, exactly once, every carried order that ended at the venue while the session
+        was down; returns how many were ended.
+
+        Still working (open orders): the new session follows it. Completed: Filled ends by
+        its executions (already delivered), Cancelled / ApiCancelled is ``OrderCancelled``,
+        anything else (Inactive) ``OrderRejected`` with the venue's words. Neither open nor
+        completed: fully executed ends by its executions; partly executed is
+        ``OrderCancelled`` (no longer working); never executed is ``OrderRejected``: the
+        venue never received it."""
+        ended = 0
+        for coid, carried in list(self._carried.items()):
+            del self._carried[coid]
+            if coid in open_totals:
+                continue  # still working: this session follows it
+            ended += 1
+            filled = executed.get(coid, Decimal(0))
+            trade = completed.get(coid)
+            message: OrderCancelled | OrderRejected | None = None
+            if trade is not None:
+                status = trade.orderStatus.status
+                words = f"IB completed order: {status}"
+                if status in _CANCELLED:
+                    message = OrderCancelled(client_order_id=coid, venue=self.name, symbol=carried.symbol,
+                                             text=words, ts_ns=now_ns())
+                elif status != IbOrderStatus.Filled:
+                    message = self._rejected(coid, carried.symbol, RejectReason.VENUE, words)
+                self._orders[coid] = _Order(coid, carried.symbol, trade, accepted=True, done=True)
+            elif filled < carried.total and filled > 0:
+                message = OrderCancelled(
+                    client_order_id=coid, venue=self.name, symbol=carried.symbol, ts_ns=now_ns(),
+                    text=f"no longer working at IB after the reconnect "
+                         f"({filled} of {carried.total} executed)")
+            elif filled == 0:
+                message = self._rejected(
+                    coid, carried.symbol, RejectReason.VENUE,
+                    "IB does not know the order after the reconnect (not open, not completed, no "
+                    "execution): it never reached the venue")
+            if message is not None:
+                self.log.bind(client_order_id=coid).warning(
+                    f"connector {self.name}: order {coid} ended while the session was down: "
+                    f"{type(message).__name__} ({message.text})")
+                self._tell(message)
+        return ended
+
+    def _note_published(self, exec_id: str) -> None:
+        """An execution was delivered as a fill (loop thread)."""
+        self._published[exec_id] = None
+        while len(self._published) > _MAX_PUBLISHED:
+            self._published.popitem(last=False)
 
     # ---- ib_insync events (loop thread) ----------------------------------------------------
 
@@ -1079,6 +1212,7 @@ class IbkrConnector(Connector):
         message = self._filled(order.client_order_id, order.symbol, fill,
                                _decimal(trade.order.totalQuantity))
         if message is not None:
+            self._note_published(message.fill_id)
             self._tell(message)
 
     def _check_late(self, coid: str, symbol: str, acked_ns: int) -> None:
