@@ -1542,6 +1542,10 @@ class TwsVenue:
 
     def _apply_fill(self, fill: OrderFilled) -> None:
         record = self._record_for(fill.client_order_id, fill=fill)
+        if not record.symbol:  # an order entered elsewhere, first seen before it was known
+            record.symbol = fill.symbol
+            record.action = "BUY" if fill.side is Side.BUY else "SELL"
+            record.quantity = record.quantity or fill.quantity + fill.leaves_quantity
         total = record.filled + fill.quantity
         record.avg_price = (record.avg_price * record.filled + fill.price * fill.quantity) / total
         record.filled = total
