@@ -115,6 +115,11 @@ _CANCEL_ALL = "x:"
 _POSITIONS = "p:"
 _PING = "ping:"
 _RESYNC = "resync"
+_WORKING = "w:"
+"""Prefix of the open-orders request sent with a positions request: its answer goes with
+the positions report (reconciliation), not out as acknowledgements."""
+_MAX_WORKING_LISTS = 64
+"""Open-order lists kept waiting for their positions reply; the oldest go first."""
 
 
 class _TopicState:
@@ -164,6 +169,8 @@ class ZmqConnector(Connector):
         self._last_pong = 0.0
         self._ping_ids = itertools.count(1)
         self._frame_handlers = self._order_handlers()
+        self._working_lists: dict[str, tuple[str, ...]] = {}
+        """Positions request id -> the venue's working orders read just before (poller thread)."""
 
     # ---- the contract (actor thread) -------------------------------------------------------
 
@@ -278,7 +285,9 @@ class ZmqConnector(Connector):
         self.count_out()
 
     def request_positions(self, request_id: str) -> None:
-        """Ask for positions; ``VenuePositions`` with ``request_id`` is delivered."""
+        """Ask for the working orders, then positions; ``VenuePositions`` with
+        ``request_id`` is delivered, listing the working orders when the venue answered."""
+        self._send(wire.OpenOrdersRequest(req_id=_WORKING + request_id))
         self._send(wire.PositionsRequest(req_id=_POSITIONS + request_id))
         self.count_out()
 
@@ -634,12 +643,14 @@ class ZmqConnector(Connector):
             )
             for p in frame.positions
         )
+        request_id = frame.req_id.removeprefix(_POSITIONS)
         self._tell(
             VenuePositions(
                 venue=self.name,
                 positions=positions,
-                request_id=frame.req_id.removeprefix(_POSITIONS),
+                request_id=request_id,
                 ts_ns=frame.ts_ns,
+                open_orders=self._working_lists.pop(request_id, None),
             )
         )
 
@@ -649,6 +660,8 @@ class ZmqConnector(Connector):
             self._tell(fill)
 
     def _on_open_orders(self, frame: wire.OpenOrdersReply) -> None:
+        if self._keep_working_list(frame):
+            return
         accepted = [
             OrderAccepted(
                 client_order_id=order.client_order_id,
@@ -661,6 +674,21 @@ class ZmqConnector(Connector):
         ]
         for message in accepted:
             self._tell(message)
+
+    def _keep_working_list(self, frame: wire.OpenOrdersReply) -> bool:
+        """Keep the venue's working orders for the positions reply that follows: the one
+        asked with a positions request (True: nothing else to do), and the resync's (whose
+        positions request has the empty id; its orders are also acknowledged)."""
+        if frame.req_id == _RESYNC:
+            request_id = ""
+        elif frame.req_id.startswith(_WORKING):
+            request_id = frame.req_id.removeprefix(_WORKING)
+        else:
+            return False
+        self._working_lists[request_id] = tuple(sorted({o.client_order_id for o in frame.orders}))
+        while len(self._working_lists) > _MAX_WORKING_LISTS:
+            self._working_lists.pop(next(iter(self._working_lists)))
+        return frame.req_id != _RESYNC
 
     def _on_cancel_all_done(self, frame: wire.CancelAllDoneReply) -> None:
         request_id = frame.req_id.removeprefix(_CANCEL_ALL)
