@@ -27,8 +27,8 @@ from tests.connectors.test_zmq_connector import (  # noqa: F401 - fixtures
 from venues.engine import VenueEngine
 
 
-def test_positions_reports_list_the_working_orders(  # noqa: F811 - the fixtures imported above
-        tree: Tree, engine: VenueEngine, inbox: Inbox) -> None:
+def test_positions_reports_list_the_working_orders(
+        tree: Tree, engine: VenueEngine, inbox: Inbox) -> None:  # noqa: F811 - fixtures imported above
     resync = inbox.wait(VenuePositions, lambda m: m.request_id == "")
     assert resync.open_orders == ()                    # the resync's report lists them too
     for coid in ("rest-a", "rest-b"):
