@@ -617,6 +617,22 @@ class TwsVenue:
                     " without telling its clients" if silent else "", reason)
         self.engine.cancel(self.account, record.working_id)
 
+    def _schedule_venue_cancel(self, record: _OrderRecord) -> None:
+        """With ``cancel_after_s``: the venue cancels the order that long from now if it
+        still works then (on the loop)."""
+        after = self.behaviour.cancel_after_s
+        if after > 0 and self._loop is not None:
+            self._loop.call_later(after, self._guarded, self._venue_cancel_due, record)
+
+    def _venue_cancel_due(self, record: _OrderRecord) -> None:
+        if record.is_done or record.cancel_requested:
+            return
+        self._mark_venue_cancel(record, self.behaviour.silent_cancels)
+        log.warning("TWS venue: order %s cancelled by the venue after %.1fs (switch)%s",
+                    record.client_order_id, self.behaviour.cancel_after_s,
+                    " without telling its clients" if self.behaviour.silent_cancels else "")
+        self.engine.cancel(self.account, record.working_id)
+
     def _mark_venue_cancel(self, record: _OrderRecord, silent: bool) -> None:
         record.silent_cancel = silent
         record.cancel_requested = True
@@ -1517,6 +1533,7 @@ class TwsVenue:
         if isinstance(event, OrderAccepted):
             if record.status == "PendingSubmit":
                 record.status = "Submitted"
+                self._schedule_venue_cancel(record)
             for session in recipients:
                 self._send_open_order(session, record)
                 self._send_order_status(session, record)
@@ -1877,6 +1894,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="read reqGlobalCancel and do nothing")
     parser.add_argument("--master-client-id", type=int, default=None,
                         help="client id that also receives every other order's events")
+    parser.add_argument("--cancel-after", type=float, default=0.0, metavar="SECONDS",
+                        help="the venue cancels every order still working this long after it "
+                             "was accepted (0: never)")
+    parser.add_argument("--silent-cancels", action="store_true",
+                        help="the venue's own cancels (--cancel-after) are told to no client")
     parser.add_argument("--initial-cash", type=Decimal, default=Decimal(1_000_000),
                         help="the account's cash before its first execution (USD)")
     parser.add_argument("--inject-errors", type=_error_schedule, default=[],
@@ -1890,7 +1912,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             coalesce_quotes=args.coalesce_quotes and not args.split_quotes,
             quote_split_delay_s=args.quote_split_delay,
             drop_order_rate=args.drop_order_rate, ignore_global_cancel=args.ignore_global_cancel,
-            master_client_id=args.master_client_id, initial_cash=args.initial_cash)
+            master_client_id=args.master_client_id, initial_cash=args.initial_cash,
+            cancel_after_s=args.cancel_after, silent_cancels=args.silent_cancels)
         engine_config = EngineConfig(
             seed=args.seed,
             volatility_bps=step_volatility_bps(args.annual_volatility, args.step_interval))

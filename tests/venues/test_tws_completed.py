@@ -163,3 +163,25 @@ def test_a_silent_cancel_tells_no_client_and_shows_in_later_requests(
     assert (placed.orderRef, state.status) == ("quiet-1", "Cancelled")
     assert not [a for a in client.of("orderStatus") if a[0] == 31 and a[1] == "Cancelled"]
     assert not [a for a in client.of("error") if a[0] == 31]
+
+
+@pytest.mark.parametrize("silent", [False, True])
+def test_the_venue_cancels_orders_on_its_own_after_a_while(
+        client: IbapiClient, venue: TwsVenue, engine: VenueEngine, silent: bool) -> None:
+    venue.configure(cancel_after_s=0.2, silent_cancels=silent)
+    client.placeOrder(41, aapl(), order("BUY", 3, "LMT", "aged-1", limit=150))
+    client.wait_for("orderStatus", lambda a: a[0] == 41 and a[1] == "Submitted")
+    wait_until(lambda: engine.open_orders(ACCOUNT) == [], "the venue's own cancel")
+    if not silent:
+        client.wait_for("orderStatus", lambda a: a[0] == 41 and a[1] == "Cancelled")
+    [(_c, placed, state)] = completed(client, api_only=True)
+    assert (placed.orderRef, state.status) == ("aged-1", "Cancelled")
+    told = [a for a in client.of("orderStatus") if a[0] == 41 and a[1] == "Cancelled"]
+    assert bool(told) is not silent
+
+
+def test_cancel_after_is_checked() -> None:
+    from venues.tws_behaviour import TwsBehaviour
+
+    with pytest.raises(ValueError, match="cancel_after_s"):
+        TwsBehaviour(cancel_after_s=-1.0)
