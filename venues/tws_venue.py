@@ -45,7 +45,7 @@ Outgoing message ids sent: 1 tickPrice, 2 tickSize, 3 orderStatus, 4 errMsg, 5 o
 58 marketDataType, 59 commissionReport, 61 position, 62 positionEnd, 63 accountSummary,
 64 accountSummaryEnd, 71 positionMulti, 72 positionMultiEnd, 73 accountUpdateMulti,
 74 accountUpdateMultiEnd, 78 familyCodes, 80 mktDepthExchanges, 85 newsProviders,
-102 completedOrdersEnd.
+101 completedOrder, 102 completedOrdersEnd.
 
 Error codes used: 103 duplicate order id, 104 modification of a filled order, 105
 modification refused (contract or action changed, quantity not above the filled part),
@@ -78,8 +78,9 @@ Mapping to the engine
 
 Not supported (answered with error 201): what-if orders, untransmitted, child
 (``parentId``) and OCA orders, order types other than MKT, LMT, STP and STP LMT, time in
-force other than DAY, GTC, IOC and FOK. Completed orders are not replayed
-(``reqCompletedOrders`` answers its end marker only); use ``reqExecutions``. Algo
+force other than DAY, GTC, IOC and FOK. ``reqCompletedOrders`` answers the account's
+orders done today (UTC), with apiOnly those placed through the API, each a completedOrder
+in the negotiated version's layout, then its end marker. Algo
 strategies and other order attributes not named here are accepted and ignored.
 Commissions are reported as zero. The account is one USD margin account
 (``venues.tws_account``). Each venue serves one account; the order table grows for the

@@ -62,11 +62,26 @@ Mapping
   and text. A refused cancel (161, 10147, 10148) is counted and logged: the order keeps
   whatever state the venue reports.
 * Executions -> ``OrderFilled``: ``fill_id`` is IB's execId, leaves is the order's total
-  quantity minus the execution's cumulative quantity. Executions replayed by ``resync``
-  whose order no longer works get leaves measured against the largest cumulative
-  quantity seen for that order (the last one gets zero).
+  quantity minus the execution's cumulative quantity. Executions read by ``resync``
+  whose order no longer works get leaves measured against the order's quantity (its
+  completed order's, or as it was sent), else the largest cumulative quantity seen for
+  that order (the last one gets zero).
 * Positions -> ``VenuePositions``, in answer to ``request_positions`` and after every
-  (re)connect; ``avgCost`` is the average price (stocks).
+  (re)connect; ``avgCost`` is the average price (stocks). The report lists this client's
+  working orders (``reqOpenOrders``) for the reconciliation.
+
+Recovery after a reconnect
+--------------------------
+``resync`` reads this client's open orders, the account's API orders completed today
+(``reqCompletedOrders``), the account's executions and its positions. Only executions not
+delivered before (by execId, remembered for the life of the actor, bounded) are delivered:
+a fill is never delivered twice by one actor, and the journal drops a fill it has. Every
+order of this client that was working when the session was lost (remembered across
+sessions) and no longer works is ended exactly once: completed Cancelled or ApiCancelled
+-> ``OrderCancelled``; completed otherwise (Inactive) -> ``OrderRejected`` (VENUE);
+completed Filled, or fully executed -> ended by its fills; partly executed and neither
+open nor completed -> ``OrderCancelled``; never executed and neither open nor completed
+-> ``OrderRejected`` (VENUE): the venue never received it. A WARNING names each.
 * Market data: the ticks of every symbol (bid and ask prices with their sizes, size-only
   ticks, LAST) are applied to the symbol's level-1 book (``core.l1_book``), and quotes
   are published only from the book: each ``pendingTickersEvent`` (one socket read)
