@@ -1119,6 +1119,8 @@ class FixConnector(Connector):
             listing = self._listings.get(mass_id)
             if listing is None:
                 return
+            # A pending cancel may name the cancel's ClOrdID: the order is its OrigClOrdID.
+            coid = _get(message, Tag.ORIG_CL_ORD_ID) or coid
             if status in _WORKING and coid:
                 listing.working.add(coid)
                 self._status_seen.add(coid)  # a listing acknowledges nothing again

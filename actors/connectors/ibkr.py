@@ -77,7 +77,8 @@ Recovery after a reconnect
 delivered before (by execId, remembered for the life of the actor, bounded) are delivered:
 a fill is never delivered twice by one actor, and the journal drops a fill it has. Every
 order of this client that was working when the session was lost (remembered across
-sessions) and no longer works is ended exactly once: completed Cancelled or ApiCancelled
+sessions; after a start, the journal's orders of this venue that are not terminal) and no
+longer works is ended exactly once: completed Cancelled or ApiCancelled
 -> ``OrderCancelled``; completed otherwise (Inactive) -> ``OrderRejected`` (VENUE);
 completed Filled, or fully executed -> ended by its fills; partly executed and neither
 open nor completed -> ``OrderCancelled``; never executed and neither open nor completed
@@ -133,7 +134,8 @@ from msgspec import Meta
 from actors import topics
 from actors.connectors._io import IoThread, SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
-from actors.errors import ConnectorError
+from actors.errors import ConnectorError, JournalError
+from actors.journal import READER, Journal
 from core.l1_book import L1Books
 from messages import (
     CancelAllDone,
@@ -158,7 +160,7 @@ from messages import (
     VenuePositions,
     now_ns,
 )
-from messages.bounds import Host, Label, Port
+from messages.bounds import FileName, Host, Label, Port
 from supervision import bus
 
 __all__ = ["IbkrConfig", "IbkrConnector"]
@@ -259,6 +261,10 @@ class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
     late_ack_warn_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 2.0
     """An order acknowledged by the venue more than this long after it was sent raises a
     ``late_execution`` WARNING when it fills. Above 0."""
+    journal: FileName = "journal.sqlite3"
+    """File name, in the state directory, of the journal whose orders for this venue that
+    are not terminal are looked for at the first resync after a start (the keeper's
+    ``journal_name``); read only, and only when the file exists."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -270,6 +276,8 @@ class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
             raise ValueError(f"client_id: must not be negative, got {self.client_id}")
         if not self.exchange or not self.currency:
             raise ValueError("exchange, currency: must not be empty")
+        if not self.journal or "/" in self.journal or self.journal in (".", ".."):
+            raise ValueError(f"journal: must be a plain file name, got {self.journal!r}")
         if self.request_timeout_s <= 0:
             raise ValueError(f"request_timeout_s: must be positive, got {self.request_timeout_s}")
         if not 0 <= self.book_settle_s <= 5:
@@ -378,6 +386,8 @@ class _Carried:
     """Its quantity."""
     perm_id: int
     """IB's permanent id, 0 when the venue had not answered yet."""
+    filled: Decimal = Decimal(0)
+    """What the journal holds as filled (orders read from the journal after a start)."""
 
 
 def _guarded(handler: Callable[..., None]) -> Callable[..., None]:
@@ -465,6 +475,7 @@ class IbkrConnector(Connector):
         """This client's orders that had not ended when a session closed, until a resync
         learns what became of them (kept across sessions; the loop thread owns it while a
         session runs, the actor thread between sessions)."""
+        self._journal_read = False
         self._published: OrderedDict[str, None] = OrderedDict()
         """IB execIds already delivered as fills (kept across sessions, bounded): a resync
         delivers only the executions not delivered before."""
@@ -476,6 +487,9 @@ class IbkrConnector(Connector):
         ``up`` (or ``lost``) through the link."""
         link = self._link = self.link
         self._carry_unfinished()
+        if not self._journal_read:
+            self._journal_read = True
+            self._carry_journal_orders()
         # A new session starts from what it reads itself: its resync re-reads the orders,
         # its subscriptions are made again, and no side of a book pairs with a new one.
         self._orders.clear()
@@ -1067,6 +1081,31 @@ class IbkrConnector(Connector):
                 order.client_order_id, order.symbol, _decimal(ib_order.totalQuantity),
                 ib_order.permId or order.trade.orderStatus.permId)
 
+    def _carry_journal_orders(self) -> None:
+        """Once per start (actor thread): the journal's orders of this venue that are not
+        terminal are carried into the first resync, so that an order that ended at IB while
+        the process was down is ended in the journal too."""
+        path = self.state_dir / self.ib_config.journal
+        if not path.is_file():
+            return
+        try:
+            with Journal(path, writer=READER) as journal:  # only read: the keeper and governor write it
+                records = journal.open_orders()
+        except JournalError as exc:
+            self.count_error()
+            self.log.error(f"connector {self.name}: cannot read the journal's orders: {exc}")
+            return
+        carried = 0
+        for record in records:
+            order = record.order
+            if order.venue != self.name or order.client_order_id in self._carried:
+                continue
+            self._carried[order.client_order_id] = _Carried(
+                order.client_order_id, order.symbol, order.quantity, 0, filled=record.filled_quantity)
+            carried += 1
+        if carried:
+            self.log.info(f"connector {self.name}: {carried} open order(s) from the journal")
+
     async def _completed_orders(self) -> dict[str, IbTrade]:
         """The account's orders completed today (``reqCompletedOrders``, API orders only),
         by client order id: the orderRef, else found by permId among the carried orders."""
@@ -1109,7 +1148,7 @@ class IbkrConnector(Connector):
             if coid in open_totals:
                 continue  # still working: this session follows it
             ended += 1
-            filled = executed.get(coid, Decimal(0))
+            filled = max(executed.get(coid, Decimal(0)), carried.filled)
             trade = completed.get(coid)
             message: OrderCancelled | OrderRejected | None = None
             if trade is not None:

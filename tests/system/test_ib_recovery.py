@@ -150,14 +150,13 @@ def rig(tmp_path: Path) -> Iterator[Rig]:
     proxy = FaultProxy(tws.port).start()
     recorder = Recorder.spawn("recorder", [topics.ORDERS, topics.CONNECTORS, topics.PORTFOLIO])
     runner.start()
-    svc = Service(settings(proxy.port), tmp_path / "state")
+    rig = Rig(engine, tws, proxy, Service(settings(proxy.port), tmp_path / "state"), recorder)
     try:
-        svc.start()
-        rig = Rig(engine, tws, proxy, svc, recorder)
+        rig.svc.start()
         wait_for(lambda: rig.mode() == "LIVE", timeout_s=20, what="the service LIVE on the IB venue")
         yield rig
     finally:
-        svc.stop()
+        rig.svc.stop()   # the one running now (a test may have started another)
         proxy.heal()
         proxy.stop()
         runner.stop()
@@ -246,3 +245,28 @@ def test_an_order_cancelled_behind_the_services_back_keeps_it_from_live(rig: Rig
     wait_for(lambda: (r := rig.reconciliation()) is not None and r.reconciled, timeout_s=10,
              what="reconciled once the end is journaled")
     wait_for(lambda: rig.mode() == "LIVE", timeout_s=10, what="LIVE again")
+
+
+def test_an_order_that_ended_while_the_service_was_stopped_ends_in_the_journal(
+        rig: Rig, tmp_path: Path) -> None:
+    """The process stops while an order works; IB cancels it meanwhile; the next start
+    reads the journal's open orders and ends it from IB's completed orders."""
+    rig.submit("across", Side.SELL, 2, MID + Decimal(5))
+    rig.recorder.wait_for(lambda m: isinstance(m, OrderAccepted) and m.client_order_id == "across")
+    rig.submit("filled-meanwhile", Side.BUY, 1, MID - Decimal(2))
+    rig.recorder.wait_for(lambda m: isinstance(m, OrderAccepted) and m.client_order_id == "filled-meanwhile")
+    rig.svc.stop()
+    rig.tws.cancel_at_venue("across", "cancelled while the service was stopped")
+    rig.engine.set_mid("AAPL", MID - Decimal(3))
+    wait_for(lambda: rig.engine.open_orders(ACCOUNT) == [], what="nothing working at the venue")
+
+    rig.svc = Service(settings(rig.proxy.port), tmp_path / "state")
+    rig.svc.start()
+    wait_for(lambda: rig.statuses() == {"across": OrderStatus.CANCELLED,
+                                        "filled-meanwhile": OrderStatus.FILLED},
+             timeout_s=15, what="both orders ended in the journal as at the venue")
+    assert rig.journal_fills() == rig.venue_fills()
+    wait_for(lambda: (r := rig.reconciliation()) is not None and r.reconciled
+             and r.venue_open_orders == (), timeout_s=10, what="reconciled after the restart")
+    assert rig.journal_positions() == rig.venue_positions() == {"AAPL": Decimal(1)}
+    wait_for(lambda: rig.mode() == "LIVE", timeout_s=10, what="LIVE after the restart")
