@@ -30,7 +30,8 @@ When the report lists the venue's working orders (``VenuePositions.open_orders``
 compared with the orders the journal holds working there (pending, accepted, partially
 filled): an order working on one side only is a difference, under the same confirmation
 rule as positions. An order whose journal state changed within ``order_settle_s`` of the
-report is left out of that comparison (the venue's list may not show the change yet).
+report is left out of that comparison (the venue's list may not show the change yet), and
+so is one the venue has not acknowledged yet unless ``compare_unacknowledged``.
 """
 
 from __future__ import annotations
@@ -80,6 +81,7 @@ from messages import (
     OrderCancelled,
     OrderFilled,
     OrderRejected,
+    OrderStatus,
     OrderTotals,
     PortfolioSnapshot,
     PositionState,
@@ -131,6 +133,11 @@ class KeeperConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     """An order whose journal state changed less than this long before a venue's report
     (submitted, acknowledged, filled, ended) is left out of that report's comparison of
     working orders: the venue's list may not show the change yet. 0..60 seconds."""
+    compare_unacknowledged: bool = False
+    """Compare the orders the venue has not acknowledged yet (journal status pending) with
+    its working orders too. Off: such an order is left out of the comparison until the
+    venue acknowledges or ends it (an order lost in flight is then not a reconciliation
+    difference: the connector's recovery, or an order status query, ends it)."""
 
     def __post_init__(self) -> None:
         parse_boundary(self.session_boundary)
@@ -392,6 +399,7 @@ class PositionKeeper(SupervisedActor):
         # Its resync delivers positions at once; the period starts from that comparison.
         self._connected.add(event.name)
         self._schedule.compared(event.name, time.monotonic())
+        self._recheck_pending(event.name)
         self._arm_reconcile()
 
     def _on_connector_down(self, event: ConnectorDown) -> None:
@@ -478,6 +486,13 @@ class PositionKeeper(SupervisedActor):
 
     # ---- working orders (reconciliation) ------------------------------------------------
 
+    def _recheck_pending(self, venue: str) -> None:
+        """A report that came before the venue's ConnectorUp (a resync delivers its report
+        first) and disagreed is asked again soon, not a whole period later."""
+        standing = self._standing.venues.get(venue)
+        if standing is not None and standing.pending:
+            self._schedule.due_at[venue] = time.monotonic() + self.config.mismatch_recheck_s
+
     def _note_order_change(self, client_order_id: str) -> None:
         """The journal state of an order changed now (see ``order_settle_s``)."""
         now = self._clock()
@@ -490,9 +505,13 @@ class PositionKeeper(SupervisedActor):
         recently changed to compare at ``now``."""
         settle_ns = int(self.config.order_settle_s * 1e9)
         prune_changes(self._order_changes, now, settle_ns)
-        working = {record.order.client_order_id for record in self.journal.open_orders()
-                   if record.order.venue == venue}
-        return working, unsettled_orders(self._order_changes, now, settle_ns)
+        records = [record for record in self.journal.open_orders() if record.order.venue == venue]
+        working = {record.order.client_order_id for record in records}
+        skipped = unsettled_orders(self._order_changes, now, settle_ns)
+        if not self.config.compare_unacknowledged:
+            skipped |= {record.order.client_order_id for record in records
+                        if record.status is OrderStatus.PENDING}
+        return working, skipped
 
     # ---- helpers --------------------------------------------------------------------------
 

@@ -607,10 +607,29 @@ def test_an_order_working_on_one_side_only_makes_the_venue_unreconciled(tmp_path
 
 
 def test_an_order_that_just_changed_is_not_compared_yet(tmp_path: Path, recorder: Recorder) -> None:
-    """An order submitted a moment before the venue's report may not be on its list yet."""
+    """An order acknowledged a moment before the venue's report may not be on its list yet."""
     start_keeper(tmp_path, mismatch_confirmations=1, order_settle_s=30.0)
     bus.publish(topics.SUBMITTED, SubmitOrder(client_order_id="n1", venue="paper", symbol="ES",
                                               side=Side.BUY, quantity=D(1), source=FAILSAFE_SOURCE))
+    bus.publish(topics.ORDERS, OrderAccepted(client_order_id="n1", venue="paper", symbol="ES"))
     bus.publish(topics.POSITIONS, VenuePositions(venue="paper", open_orders=()))
     report: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation))
     assert report.reconciled and report.keeper_open_orders == ("n1",)
+
+
+@pytest.mark.parametrize("compare_unacknowledged", [False, True])
+def test_an_order_not_acknowledged_yet_is_compared_only_when_asked(
+        tmp_path: Path, recorder: Recorder, compare_unacknowledged: bool) -> None:
+    """An order the venue has not acknowledged (lost in flight, say) is left to the recovery
+    and the status queries, unless ``compare_unacknowledged``."""
+    start_keeper(tmp_path, mismatch_confirmations=1, order_settle_s=0.0,
+                 compare_unacknowledged=compare_unacknowledged)
+    bus.publish(topics.SUBMITTED, SubmitOrder(client_order_id="p1", venue="paper", symbol="ES",
+                                              side=Side.BUY, quantity=D(1), source=FAILSAFE_SOURCE))
+    bus.publish(topics.POSITIONS, VenuePositions(venue="paper", open_orders=()))
+    report: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation))
+    assert report.reconciled is not compare_unacknowledged
+    mark = len(recorder.messages())
+    bus.publish(topics.POSITIONS, VenuePositions(venue="paper", open_orders=("p1",)))  # acceptance lost
+    listed: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation), after=mark)
+    assert listed.reconciled
