@@ -214,8 +214,8 @@ class PaperConnector(Connector):
 
     def _working_orders(self) -> tuple[str, ...]:
         """The client order ids of the account's orders working at the venue now."""
-        return tuple(working.order.client_order_id
-                     for working in self._engine().open_orders(self.paper_config.account))
+        return tuple(sorted(working.order.client_order_id
+                            for working in self._engine().open_orders(self.paper_config.account)))
 
     # ---- engine callbacks (engine thread) ---------------------------------------------
 
