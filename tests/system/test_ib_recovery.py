@@ -87,10 +87,11 @@ class Rig:
     def journal_path(self) -> Path:
         return self.svc.state_dir / "journal.sqlite3"
 
-    def submit(self, coid: str, side: Side, quantity: int, limit: Decimal) -> None:
+    def submit(self, coid: str, side: Side, quantity: int, limit: Decimal,
+               time_in_force: TimeInForce = TimeInForce.GTC) -> None:
         assert registry.tell("risk_governor", SubmitOrder(
             client_order_id=coid, venue=VENUE, symbol="AAPL", side=side, quantity=Decimal(quantity),
-            order_type=OrderType.LIMIT, limit_price=limit, time_in_force=TimeInForce.GTC, source="test"))
+            order_type=OrderType.LIMIT, limit_price=limit, time_in_force=time_in_force, source="test"))
 
     def mode(self) -> str | None:
         state = self.svc.ask("risk_governor", GetRiskState())
@@ -141,8 +142,10 @@ class Rig:
 
 
 @pytest.fixture
-def rig(tmp_path: Path) -> Iterator[Rig]:
-    engine = VenueEngine("tws", EngineConfig(symbols={"AAPL": MID}, depth=Decimal(100)))
+def rig(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Rig]:
+    latency_ms = getattr(request, "param", 0)   # the engine's latency, when a test asks
+    engine = VenueEngine("tws", EngineConfig(symbols={"AAPL": MID}, depth=Decimal(100),
+                                             latency_ms=latency_ms))
     engine.step()
     runner = EngineRunner(engine, interval_s=0.05)
     tws = TwsVenue(engine)
@@ -270,3 +273,23 @@ def test_an_order_that_ended_while_the_service_was_stopped_ends_in_the_journal(
              and r.venue_open_orders == (), timeout_s=10, what="reconciled after the restart")
     assert rig.journal_positions() == rig.venue_positions() == {"AAPL": Decimal(1)}
     wait_for(lambda: rig.mode() == "LIVE", timeout_s=10, what="LIVE after the restart")
+
+
+@pytest.mark.parametrize("rig", [1500], indirect=True)
+def test_an_ioc_cancelled_at_the_venue_while_the_link_was_dead_ends_once(rig: Rig) -> None:
+    """The venue takes 1.5 s to work an order: an IOC sent just before the link dies is
+    cancelled there while the connector cannot hear it (TWS's words stuck in the dead link)."""
+    rig.submit("ioc", Side.BUY, 3, MID - Decimal(2), TimeInForce.IOC)     # below the ask: no fill
+    wait_for(lambda: rig.statuses().get("ioc") is OrderStatus.PENDING, what="the IOC journaled")
+    rig.cut_link()
+    wait_for(lambda: rig.tws._by_coid.get("ioc") is not None and rig.tws._by_coid["ioc"].is_done,
+             timeout_s=10, what="the IOC done at the venue")
+    assert rig.ends_of("ioc") == []
+    healed = rig.heal_link()
+    wait_for(lambda: rig.statuses()["ioc"] is OrderStatus.CANCELLED, timeout_s=10,
+             what="the IOC cancelled in the journal")
+    [ended] = rig.ends_of("ioc", healed)
+    assert isinstance(ended, OrderCancelled)
+    wait_for(lambda: (r := rig.reconciliation()) is not None and r.reconciled and r.venue_open_orders == (),
+             timeout_s=10, what="reconciled, nothing working")
+    assert rig.journal_fills() == rig.venue_fills() == set()
