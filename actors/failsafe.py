@@ -158,6 +158,16 @@ class Failsafe(SupervisedActor):
                       topics.SAFETY, topics.MODE, SUPERVISION_TOPIC):
             bus.subscribe(topic, self.name)
         self._learn_working_orders()
+        self._announce_restart()
+
+    def _announce_restart(self) -> None:
+        """A restart within the running process is an alert: the run under way (if any) was
+        forgotten; the governor, which records the restart as an incident, asks for the
+        procedure again while FAILSAFE is latched and the venues are not confirmed flat."""
+        if self.context.generation > 0:
+            self.log.bind(generation=self.context.generation).warning(
+                f"failsafe restarted (generation {self.context.generation}): any run under way "
+                f"was forgotten; it runs again when asked while FAILSAFE is latched")
 
     def _learn_working_orders(self) -> None:
         """The orders the journal holds acknowledged by their venue and not done: working

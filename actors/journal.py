@@ -7,7 +7,9 @@ the thread that opened it. Decimals are stored as text, so nothing is rounded on
 or out.
 
 Every table has one owner, named in ``TABLE_OWNERS``: the risk governor writes the
-write-ahead order log (``orders``) and the mode log; the position keeper writes fills,
+write-ahead order log (``orders``), the mode log and the incidents (``incidents``: each
+opened, closed, and whether it counted as a degradation; what a restarted governor
+restores); the position keeper writes fills,
 order events and reconciliations. A ``Journal`` is opened as a named writer, and a write to
 a table its writer does not own fails with ``JournalError`` before touching the file.
 ``MAINTENANCE_WRITER`` (the default) owns every table: for tools and tests, never for an
@@ -31,6 +33,7 @@ import msgspec
 
 from actors import topics
 from actors.errors import JournalError
+from core.amendments import AmendedFills, Amendment, Applied, amendment_id, amendment_kind
 from core.lifecycle import STEPS, VenueEvent
 from messages import (
     FAILSAFE_SOURCE,
@@ -51,6 +54,7 @@ from messages import (
     encode,
     now_ns,
 )
+from messages.orders import FillBusted, FillCorrected
 
 SCHEMA_VERSION = 2
 GOVERNOR_WRITER = topics.RISK_GOVERNOR
@@ -70,7 +74,9 @@ TABLE_OWNERS: dict[str, str] = {
     "fills": KEEPER_WRITER,
     "order_events": KEEPER_WRITER,
     "reconciliations": KEEPER_WRITER,
+    "fill_amendments": KEEPER_WRITER,
     "meta": MAINTENANCE_WRITER,
+    "incidents": GOVERNOR_WRITER,
 }
 """The one writer of each table (the schema itself is created by whoever opens first). The
 governor writes each order row ahead of sending it; the keeper keeps the row's status
@@ -147,6 +153,33 @@ CREATE TABLE IF NOT EXISTS mode_log (
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: (
         "ALTER TABLE fills ADD COLUMN inferred INTEGER NOT NULL DEFAULT 0",
+        # A fill for an order the journal never held: activity on the account from elsewhere.
+        "ALTER TABLE fills ADD COLUMN external INTEGER NOT NULL DEFAULT 0",
+        # Trade busts and corrections, beside the fills they amend (the fills stay as reported).
+        """CREATE TABLE IF NOT EXISTS fill_amendments (
+            venue TEXT NOT NULL,
+            amendment_id TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            fill_id TEXT NOT NULL,
+            client_order_id TEXT NOT NULL,
+            symbol TEXT NOT NULL,
+            side TEXT NOT NULL,
+            quantity TEXT NOT NULL,
+            price TEXT NOT NULL,
+            applied INTEGER NOT NULL,
+            quantity_delta TEXT NOT NULL,
+            notional_delta TEXT NOT NULL,
+            realized_pnl TEXT NOT NULL,
+            fill_ts_ns INTEGER NOT NULL,
+            body TEXT NOT NULL,
+            ts_ns INTEGER NOT NULL,
+            recorded_ns INTEGER NOT NULL,
+            PRIMARY KEY (venue, amendment_id)
+        )""",
+        "CREATE TABLE IF NOT EXISTS incidents (id INTEGER PRIMARY KEY AUTOINCREMENT,"
+        " kind TEXT NOT NULL, venue TEXT NOT NULL, symbol TEXT NOT NULL, reason TEXT NOT NULL,"
+        " opened_ns INTEGER NOT NULL, closed_ns INTEGER NOT NULL DEFAULT 0,"
+        " counted INTEGER NOT NULL DEFAULT 0)",
     ),
 }
 """The statements that take a journal from the version before each key to that key. A
@@ -159,7 +192,7 @@ _FILL_TIME = "(CASE WHEN ts_ns > 0 THEN ts_ns ELSE recorded_ns END)"
 
 _FILL_COLUMNS = (
     "venue, fill_id, client_order_id, symbol, side, quantity, price, leaves_quantity, "
-    "venue_order_id, realized_pnl, ts_ns, recorded_ns"
+    "venue_order_id, realized_pnl, ts_ns, recorded_ns, inferred, external"
 )
 
 _EVENT_OF_MESSAGE: dict[type, VenueEvent] = {
@@ -189,11 +222,33 @@ class JournaledFill(msgspec.Struct, frozen=True, kw_only=True):
     """P&L this fill realized against the position it met."""
     recorded_ns: int
     """When it was committed to the journal, wall clock nanoseconds."""
+    external: bool = False
+    """True for a fill of an order the journal never held (activity on the account from
+    elsewhere): ``fill.client_order_id`` and ``fill.venue_order_id`` are the venue's ids."""
 
     @property
     def effective_ns(self) -> int:
         """When the fill counts as having happened: the venue's time, else ours."""
         return self.fill.ts_ns or self.recorded_ns
+
+
+class JournaledAmendment(msgspec.Struct, frozen=True, kw_only=True):
+    """A trade bust or correction as the journal holds it."""
+
+    amendment: FillBusted | FillCorrected
+    """The venue's report."""
+    applied: bool
+    """True when it changed an execution in effect in the journal."""
+    quantity_delta: Decimal
+    """Change of the order's filled quantity (negative for a bust)."""
+    notional_delta: Decimal
+    """Change of the traded notional."""
+    realized_pnl: Decimal
+    """Change of realized P&L it booked (on the day it was journaled)."""
+    fill_ts_ns: int
+    """When the amended execution happened (venue time, else journal time); 0 when none."""
+    recorded_ns: int
+    """When it was committed to the journal, wall clock nanoseconds."""
 
 
 class OrderRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -304,17 +359,20 @@ class Journal:
 
     # ---- fills ----------------------------------------------------------------------
 
-    def record_fill(self, fill: OrderFilled, realized_pnl: Decimal, recorded_ns: int | None = None) -> bool:
-        """Commit ``fill`` with the P&L it realizes; False (and nothing written) when a fill
-        with the same venue and fill id is already in the journal."""
+    def record_fill(self, fill: OrderFilled, realized_pnl: Decimal, recorded_ns: int | None = None,
+                    *, external: bool = False) -> bool:
+        """Commit ``fill`` with the P&L it realizes (``inferred`` as the fill says;
+        ``external`` for an order the journal never held); False (and nothing written) when
+        a fill with the same venue and fill id is already in the journal."""
         recorded = now_ns() if recorded_ns is None else recorded_ns
         with self._writing("record fill", "fills"), self._transaction() as db:
             cursor = db.execute(
-                f"INSERT OR IGNORE INTO fills ({_FILL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT OR IGNORE INTO fills ({_FILL_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (
                     fill.venue, fill.fill_id, fill.client_order_id, fill.symbol, str(fill.side),
                     str(fill.quantity), str(fill.price), str(fill.leaves_quantity),
                     fill.venue_order_id, str(realized_pnl), fill.ts_ns, recorded,
+                    int(fill.inferred), int(external),
                 ),
             )
             if cursor.rowcount != 1:
@@ -332,21 +390,111 @@ class Journal:
             ).fetchone()
             return row is not None
 
-    def fill_records(self, since_ns: int | None = None) -> list[JournaledFill]:
+    def fill_records(self, since_ns: int | None = None, *, amended: bool = True,
+                     venue: str | None = None) -> list[JournaledFill]:
         """Journaled fills in the order they were committed; with ``since_ns``, only those
-        that happened at or after it (venue time, else journal time)."""
+        that happened at or after it (venue time, else journal time); with ``venue``, only
+        that venue's. ``amended`` (the default): the executions in effect, busts and
+        corrections applied (``core.amendments``: a busted fill is left out, a corrected one
+        carries its new quantity, price and id); otherwise every fill as the venue reported
+        it. The ``realized_pnl`` of a record is the one journaled with the fill."""
         sql = f"SELECT {_FILL_COLUMNS} FROM fills"
-        params: tuple[Any, ...] = ()
+        where: list[str] = []
+        params: list[Any] = []
         if since_ns is not None:
-            sql += f" WHERE {_FILL_TIME} >= ?"
-            params = (since_ns,)
+            where.append(f"{_FILL_TIME} >= ?")
+            params.append(since_ns)
+        if venue is not None:
+            where.append("venue = ?")
+            params.append(venue)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
         with self._errors("read fills"):
-            rows = self._conn().execute(sql + " ORDER BY rowid", params).fetchall()
-        return [_fill_record(row) for row in rows]
+            rows = self._conn().execute(sql + " ORDER BY rowid", tuple(params)).fetchall()
+        records = [_fill_record(row) for row in rows]
+        if not amended:
+            return records
+        amendments = self.amendments(venue)
+        if not amendments:
+            return records
+        book = AmendedFills((r.fill for r in records), amendments)
+        by_id = {(r.fill.venue, r.fill.fill_id): r for r in records}
+        return [msgspec.structs.replace(by_id[(reported.venue, reported.fill_id)], fill=current)
+                for reported, current in book.in_effect()]
 
     def fills(self, since_ns: int | None = None) -> list[OrderFilled]:
-        """Journaled fills in commit order (see ``fill_records``)."""
+        """Journaled fills in effect, in commit order (see ``fill_records``)."""
         return [record.fill for record in self.fill_records(since_ns)]
+
+    def knows_order(self, venue: str, client_order_id: str) -> bool:
+        """True when the journal holds the order ``client_order_id`` for ``venue`` (written
+        ahead by the governor, or a failsafe order): a fill of any other is external."""
+        with self._errors("read order"):
+            row = self._conn().execute(
+                "SELECT 1 FROM orders WHERE client_order_id = ? AND venue = ?", (client_order_id, venue)
+            ).fetchone()
+            return row is not None
+
+    # ---- trade busts and corrections ------------------------------------------------
+
+    def record_amendment(self, amendment: Amendment, applied: Applied, realized_pnl: Decimal,
+                         recorded_ns: int | None = None) -> bool:
+        """Commit a trade bust or correction with what it did (``applied``: the execution
+        before and after) and the change of realized P&L it books; False (and nothing
+        written) when the venue's amendment id is already journaled for the venue."""
+        recorded = now_ns() if recorded_ns is None else recorded_ns
+        before = applied.before
+        with self._writing("record amendment", "fill_amendments"), self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO fill_amendments (venue, amendment_id, kind, fill_id,"
+                " client_order_id, symbol, side, quantity, price, applied, quantity_delta,"
+                " notional_delta, realized_pnl, fill_ts_ns, body, ts_ns, recorded_ns)"
+                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (
+                    amendment.venue, amendment_id(amendment), amendment_kind(amendment),
+                    amendment.fill_id, amendment.client_order_id, amendment.symbol, str(amendment.side),
+                    "0" if isinstance(amendment, FillBusted) else str(amendment.quantity),
+                    str(amendment.price), int(applied.applied), str(applied.quantity_delta),
+                    str(applied.notional_delta), str(realized_pnl),
+                    0 if before is None else (before.ts_ns or recorded),
+                    encode(amendment).decode(), amendment.ts_ns, recorded,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def has_amendment(self, venue: str, amendment_id: str) -> bool:
+        """True when the bust or correction ``amendment_id`` of ``venue`` is journaled."""
+        with self._errors("read amendment"):
+            row = self._conn().execute(
+                "SELECT 1 FROM fill_amendments WHERE venue = ? AND amendment_id = ?", (venue, amendment_id)
+            ).fetchone()
+            return row is not None
+
+    def amendments(self, venue: str | None = None) -> list[Amendment]:
+        """Journaled busts and corrections in commit order; with ``venue``, only its."""
+        sql, params = "SELECT kind, body FROM fill_amendments", tuple[str, ...]()
+        if venue is not None:
+            sql, params = sql + " WHERE venue = ?", (venue,)
+        with self._errors("read amendments"):
+            rows = self._conn().execute(sql + " ORDER BY rowid", params).fetchall()
+        return [_amendment(kind, body) for kind, body in rows]
+
+    def amendment_records(self, since_ns: int = 0) -> list[JournaledAmendment]:
+        """Journaled busts and corrections recorded at or after ``since_ns``, in commit order,
+        with what each did."""
+        with self._errors("read amendments"):
+            rows = self._conn().execute(
+                "SELECT kind, body, applied, quantity_delta, notional_delta, realized_pnl, fill_ts_ns,"
+                " recorded_ns FROM fill_amendments WHERE recorded_ns >= ? ORDER BY rowid", (since_ns,)
+            ).fetchall()
+        return [
+            JournaledAmendment(
+                amendment=_amendment(kind, body),
+                applied=bool(applied), quantity_delta=Decimal(q), notional_delta=Decimal(n),
+                realized_pnl=Decimal(r), fill_ts_ns=fill_ts, recorded_ns=recorded,
+            )
+            for kind, body, applied, q, n, r, fill_ts, recorded in rows
+        ]
 
     def fill_count(self) -> int:
         """How many fills the journal holds."""
@@ -354,18 +502,29 @@ class Journal:
             return int(self._conn().execute("SELECT count(*) FROM fills").fetchone()[0])
 
     def traded_notional_since(self, ts_ns: int) -> Decimal:
-        """Sum of |quantity x price| of the fills that happened at or after ``ts_ns``."""
+        """Sum of |quantity x price| of the fills that happened at or after ``ts_ns``, as
+        busts and corrections left them."""
         with self._errors("read fills"):
-            rows = self._conn().execute(
+            db = self._conn()
+            rows = db.execute(
                 f"SELECT quantity, price FROM fills WHERE {_FILL_TIME} >= ?", (ts_ns,)
             ).fetchall()
-        return sum((abs(Decimal(q) * Decimal(p)) for q, p in rows), Decimal(0))
+            deltas = db.execute(
+                "SELECT notional_delta FROM fill_amendments WHERE applied = 1 AND fill_ts_ns >= ?", (ts_ns,)
+            ).fetchall()
+        total = sum((abs(Decimal(q) * Decimal(p)) for q, p in rows), Decimal(0))
+        return max(total + sum((Decimal(d) for (d,) in deltas), Decimal(0)), Decimal(0))
 
     def realized_pnl_since(self, ts_ns: int) -> Decimal:
-        """Sum of the realized P&L of the fills that happened at or after ``ts_ns``."""
+        """Sum of the realized P&L of the fills that happened at or after ``ts_ns``, plus the
+        changes booked by the busts and corrections journaled at or after it."""
         with self._errors("read fills"):
-            rows = self._conn().execute(
+            db = self._conn()
+            rows = db.execute(
                 f"SELECT realized_pnl FROM fills WHERE {_FILL_TIME} >= ?", (ts_ns,)
+            ).fetchall()
+            rows += db.execute(
+                "SELECT realized_pnl FROM fill_amendments WHERE recorded_ns >= ?", (ts_ns,)
             ).fetchall()
         return sum((Decimal(r) for (r,) in rows), Decimal(0))
 
@@ -400,11 +559,14 @@ class Journal:
             return cursor.rowcount == 1
 
     def record_order_event(self, event: OrderEventMessage, ts_ns: int | None = None) -> None:
-        """Journal an order event and, for accepted, rejected and cancelled, the order's new
-        status (one transaction). Fills go through ``record_fill``."""
+        """Journal an order event and, for accepted, rejected, cancelled and expired (a
+        cancel flagged ``expired``), the order's new status (one transaction). Fills go
+        through ``record_fill``."""
         ts = now_ns() if ts_ns is None else ts_ns
         client_order_id = getattr(event, "client_order_id", "")
         lifecycle_event = _EVENT_OF_MESSAGE.get(type(event))
+        if isinstance(event, OrderCancelled) and event.expired:
+            lifecycle_event = VenueEvent.EXPIRED
         with self._writing("record order event", "order_events"), self._transaction() as db:
             db.execute(
                 "INSERT INTO order_events (client_order_id, venue, kind, body, recorded_ns)"
@@ -443,6 +605,8 @@ class Journal:
                 " venue_order_id, status_text, updated_ns FROM orders ORDER BY rowid"
             ).fetchall()
             fill_rows = db.execute("SELECT venue, client_order_id, quantity FROM fills").fetchall()
+            fill_rows += db.execute("SELECT venue, client_order_id, quantity_delta FROM fill_amendments"
+                                    " WHERE applied = 1").fetchall()
         filled: dict[tuple[str, str], Decimal] = {}
         for venue, client_order_id, quantity in fill_rows:
             key = (venue, client_order_id)
@@ -479,12 +643,38 @@ class Journal:
             ).fetchall()
             filled: dict[tuple[str, str], Decimal] = {}
             for row in rows:
-                sql = "SELECT quantity FROM fills WHERE venue = ? AND client_order_id = ?"
-                for (quantity,) in db.execute(sql, (row[1], row[0])).fetchall():
+                sql = ("SELECT quantity FROM fills WHERE venue = ? AND client_order_id = ?"
+                       " UNION ALL SELECT quantity_delta FROM fill_amendments"
+                       " WHERE applied = 1 AND venue = ? AND client_order_id = ?")
+                for (quantity,) in db.execute(sql, (row[1], row[0], row[1], row[0])).fetchall():
                     key = (row[1], row[0])
                     filled[key] = filled.get(key, Decimal(0)) + Decimal(quantity)
         records = [_order_record(row, filled) for row in rows]
         return [record for record in records if not record.status.is_done()]
+
+    def source_positions(self, source: str) -> tuple[dict[tuple[str, str], Decimal], int]:
+        """Net quantity per (venue, symbol) of the fills of the orders whose ``source`` is
+        ``source``, and how many such fills there are."""
+        with self._errors("read fills"):
+            rows = self._conn().execute(
+                "SELECT f.venue, f.symbol, f.side, f.quantity FROM fills f JOIN orders o"
+                " ON o.client_order_id = f.client_order_id AND o.venue = f.venue WHERE o.source = ?",
+                (source,),
+            ).fetchall()
+        positions: dict[tuple[str, str], Decimal] = {}
+        for venue, symbol, side, quantity in rows:
+            signed = Decimal(quantity) if side == str(Side.BUY) else -Decimal(quantity)
+            positions[(venue, symbol)] = positions.get((venue, symbol), Decimal(0)) + signed
+        return positions, len(rows)
+
+    def order_fill_ids(self, venue: str, client_order_id: str) -> list[str]:
+        """The fill ids journaled for one order, in commit order."""
+        with self._errors("read fills"):
+            rows = self._conn().execute(
+                "SELECT fill_id FROM fills WHERE venue = ? AND client_order_id = ? ORDER BY rowid",
+                (venue, client_order_id),
+            ).fetchall()
+        return [row[0] for row in rows]
 
     def client_order_ids(self) -> set[str]:
         """Every client order id the journal has seen."""
@@ -564,6 +754,80 @@ class Journal:
                 " ON CONFLICT (key) DO UPDATE SET value = excluded.value",
                 (key, value),
             )
+
+    # ---- incidents (the risk governor's) ------------------------------------------------
+
+    def record_incident(self, kind: str, venue: str, symbol: str, reason: str, opened_ns: int, *,
+                        counted: bool, closed_ns: int = 0) -> int:
+        """Journal an incident opened (``closed_ns`` 0) or one already over; its row id."""
+        with self._writing("record incident", "incidents"):
+            cursor = self._conn().execute(
+                "INSERT INTO incidents (kind, venue, symbol, reason, opened_ns, closed_ns, counted)"
+                " VALUES (?,?,?,?,?,?,?)", (kind, venue, symbol, reason, opened_ns, closed_ns, int(counted)))
+            return int(cursor.lastrowid or 0)
+
+    def close_incidents(self, closed_ns: int, ids: list[int] | None = None) -> int:
+        """Mark the open incidents ``ids`` (every open one when None) closed; how many."""
+        with self._writing("close incidents", "incidents"):
+            if ids is None:
+                cursor = self._conn().execute(
+                    "UPDATE incidents SET closed_ns = ? WHERE closed_ns = 0", (closed_ns,))
+            else:
+                cursor = self._conn().executemany(
+                    "UPDATE incidents SET closed_ns = ? WHERE id = ? AND closed_ns = 0",
+                    [(closed_ns, i) for i in ids])
+            return int(cursor.rowcount)
+
+    def incident_rows(self, after_id: int = 0) -> list[tuple[int, str, str, str, str, int, int, bool]]:
+        """Journaled incidents after row ``after_id``, oldest first: (id, kind, venue, symbol,
+        reason, opened_ns, closed_ns, counted)."""
+        with self._errors("read incidents"):
+            rows = self._conn().execute(
+                "SELECT id, kind, venue, symbol, reason, opened_ns, closed_ns, counted FROM incidents"
+                " WHERE id > ? ORDER BY id", (after_id,)).fetchall()
+        return [(int(i), k, v, s, r, int(o), int(c), bool(n)) for i, k, v, s, r, o, c, n in rows]
+
+    def last_incident_of(self, kind: str) -> tuple[int, int] | None:
+        """(id, opened_ns) of the last journaled incident of ``kind``; None for none."""
+        with self._errors("read incidents"):
+            row = self._conn().execute(
+                "SELECT id, opened_ns FROM incidents WHERE kind = ? ORDER BY id DESC LIMIT 1",
+                (kind,)).fetchone()
+        return None if row is None else (int(row[0]), int(row[1]))
+
+    def last_reconciled_since(self, ts_ns: int) -> dict[str, bool]:
+        """Per venue compared at or after ``ts_ns``: whether its last reconciliation matched."""
+        with self._errors("read reconciliations"):
+            rows = self._conn().execute(
+                "SELECT venue, reconciled FROM reconciliations WHERE id IN"
+                " (SELECT max(id) FROM reconciliations WHERE ts_ns >= ? GROUP BY venue)", (ts_ns,)
+            ).fetchall()
+        return {venue: bool(reconciled) for venue, reconciled in rows}
+
+    def orders_for_checks(self, updated_since_ns: int, limit: int) -> list[SubmitOrder]:
+        """The orders still working, and those whose status changed at or after
+        ``updated_since_ns``: the last ``limit`` of them in submission order."""
+        live = tuple(str(state) for state in _LIVE_STATES)
+        with self._errors("read orders"):
+            rows = self._conn().execute(
+                "SELECT client_order_id, venue, symbol, side, quantity, order_type, limit_price,"
+                " stop_price, time_in_force, reduce_only, source, created_ns, submitted_ns, status,"
+                " venue_order_id, status_text, updated_ns FROM orders"
+                f" WHERE status IN ({','.join('?' * len(live))}) OR updated_ns >= ?"
+                " ORDER BY rowid DESC LIMIT ?", (*live, updated_since_ns, limit)).fetchall()
+        return [_order_record(row, {}).order for row in reversed(rows)]
+
+    def fills_of(self, client_order_ids: list[str]) -> list[OrderFilled]:
+        """The journaled fills of the orders ``client_order_ids``, in commit order."""
+        found: list[OrderFilled] = []
+        with self._errors("read fills"):
+            db = self._conn()
+            for start in range(0, len(client_order_ids), 500):
+                chunk = client_order_ids[start:start + 500]
+                rows = db.execute(f"SELECT {_FILL_COLUMNS} FROM fills WHERE client_order_id IN"
+                                  f" ({','.join('?' * len(chunk))}) ORDER BY rowid", chunk).fetchall()
+                found += [_fill_record(row).fill for row in rows]
+        return found
 
     # ---- internals ------------------------------------------------------------------
 
@@ -657,14 +921,22 @@ def _decimal(value: str | None) -> Decimal | None:
     return None if value is None else Decimal(value)
 
 
+def _amendment(kind: str, body: str) -> Amendment:
+    if kind == "bust":
+        return decode_as(body, FillBusted)
+    return decode_as(body, FillCorrected)
+
+
 def _fill_record(row: tuple[Any, ...]) -> JournaledFill:
-    venue, fill_id, client_order_id, symbol, side, quantity, price, leaves, venue_order_id, pnl, ts, rec = row
+    (venue, fill_id, client_order_id, symbol, side, quantity, price, leaves, venue_order_id, pnl, ts, rec,
+     inferred, external) = row
     fill = OrderFilled(
         client_order_id=client_order_id, venue=venue, fill_id=fill_id, symbol=symbol, side=Side(side),
         quantity=Decimal(quantity), price=Decimal(price), leaves_quantity=Decimal(leaves),
-        venue_order_id=venue_order_id, ts_ns=ts,
+        venue_order_id=venue_order_id, ts_ns=ts, inferred=bool(inferred),
     )
-    return JournaledFill(fill=fill, realized_pnl=Decimal(pnl), recorded_ns=rec)
+    return JournaledFill(fill=fill, realized_pnl=Decimal(pnl), recorded_ns=rec, external=bool(external))
+
 
 
 def _order_record(row: tuple[Any, ...], filled: dict[tuple[str, str], Decimal]) -> OrderRecord:

@@ -32,6 +32,17 @@ filled): an order working on one side only is a difference, under the same confi
 rule as positions. An order whose journal state changed within ``order_settle_s`` of the
 report is left out of that comparison (the venue's list may not show the change yet), and
 so is one the venue has not acknowledged yet unless ``compare_unacknowledged``.
+
+Trade busts and corrections (``FillBusted`` / ``FillCorrected``, ``core.amendments``) are
+journaled once each (``fill_amendments``, keyed by the venue's id of the amendment; a
+repeat, or a replay after a restart, changes nothing) and applied by rebuilding the
+position from the executions in effect, so a bust takes back its quantity and the P&L it
+realized (the change is booked on the day of the amendment). A fill of an order the
+journal does not hold for that venue is external activity: journaled with ``external``
+set and the venue's ids, applied, logged and raised as a WARNING (``external_fill``). Both
+make the venue unreconciled at once (``ReconcileState.mark_unreconciled``: a
+``Reconciliation`` that is not reconciled, journaled and published) and ask the venue for
+its positions; it is reconciled again when they agree with the journal.
 """
 
 from __future__ import annotations
@@ -50,6 +61,7 @@ from msgspec import Meta
 from actors import topics
 from actors.errors import JournalError
 from actors.journal import KEEPER_WRITER, Journal
+from core.amendments import AmendedFills, Amendment, amendment_id, describe, rebuild_position
 from core.exposure import is_valid_quote, mid_of
 from core.pnl import (
     DAY_NS,
@@ -77,6 +89,7 @@ from messages import (
     GetOrderCounts,
     GetPortfolio,
     GetReconciliations,
+    GetSourceBook,
     OrderAccepted,
     OrderCancelled,
     OrderFilled,
@@ -91,11 +104,15 @@ from messages import (
     RequestPositions,
     SafetyEvent,
     Severity,
+    SourceBook,
+    SourceOrder,
+    SourcePosition,
     SubmitOrder,
     VenuePositions,
     now_ns,
 )
 from messages.bounds import FileName
+from messages.orders import FillBusted, FillCorrected
 from supervision import SupervisedActor, TimerHandle, bus, registry, scheduler
 
 __all__ = [
@@ -198,6 +215,11 @@ class PositionKeeper(SupervisedActor):
         self._order_changes: dict[str, int] = {}
         """When each order's journal state last changed (keeper clock ns), kept while it is
         recent enough to leave the order out of a comparison of working orders."""
+        self._corrections: set[tuple[str, str]] = set()
+        """(venue, correction id) of every journaled correction."""
+        self._early: set[tuple[str, str]] = set()
+        """(venue, fill id) of executions a journaled bust or correction named before the
+        execution itself reached the journal."""
 
     # ---- lifecycle ------------------------------------------------------------------
 
@@ -221,6 +243,8 @@ class PositionKeeper(SupervisedActor):
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
         return {
             OrderFilled: self._on_fill,
+            FillBusted: self._on_amendment,
+            FillCorrected: self._on_amendment,
             QuoteBatch: self._on_quotes,
             SubmitOrder: self._on_submitted,
             OrderAccepted: self._on_order_event,
@@ -234,6 +258,7 @@ class PositionKeeper(SupervisedActor):
             GetPortfolio: lambda _m: self.snapshot(),
             GetReconciliations: lambda _m: dict(self._reconciliations),
             GetOrderCounts: self._order_counts,
+            GetSourceBook: self._on_source_book,
             _PublishDue: self._on_publish_due,
             _SessionRollover: self._on_session_rollover,
         }
@@ -247,12 +272,17 @@ class PositionKeeper(SupervisedActor):
 
     def _replay(self) -> None:
         started = time.perf_counter()
-        records = self.journal.fill_records()
+        records = self.journal.fill_records()  # in effect: busts and corrections applied
         for record in records:
             fill = record.fill
             effect = self._effect(fill)
             self._apply(fill, effect)
-        self._fills = len(records)
+        self._fills = self.journal.fill_count()
+        amendments = self.journal.amendment_records()
+        self._early = {(r.amendment.venue, r.amendment.fill_id) for r in amendments
+                       if not r.applied and not self.journal.has_fill(r.amendment.venue, r.amendment.fill_id)}
+        self._corrections = {(r.amendment.venue, r.amendment.correction_id) for r in amendments
+                             if isinstance(r.amendment, FillCorrected)}
         self._roll_session(force=True)
         self._log.bind(fills=self._fills, positions=len(self._open_positions())).info(
             f"journal replayed: {self._fills} fills in {time.perf_counter() - started:.3f}s"
@@ -262,9 +292,18 @@ class PositionKeeper(SupervisedActor):
 
     def _on_fill(self, fill: OrderFilled) -> None:
         self._roll_session()  # before the insert: a new session re-reads the journal
+        if (fill.venue, fill.fill_id) in self._early:
+            self._on_amended_fill(fill)
+            return
+        if self._corrections and (fill.venue, fill.fill_id) in self._corrections:
+            # The corrected execution reported again under the correction's id (IB's
+            # executions after a reconnect report the latest revision): already in effect.
+            self._log.bind(venue=fill.venue, fill_id=fill.fill_id).debug("corrected execution ignored")
+            return
+        external = not fill.client_order_id or not self.journal.knows_order(fill.venue, fill.client_order_id)
         effect = self._effect(fill)
         recorded_ns = self._clock()
-        if not self.journal.record_fill(fill, effect.realized_pnl, recorded_ns):
+        if not self.journal.record_fill(fill, effect.realized_pnl, recorded_ns, external=external):
             self._log.bind(venue=fill.venue, fill_id=fill.fill_id).debug("duplicate fill ignored")
             return
         self._fills += 1
@@ -272,7 +311,128 @@ class PositionKeeper(SupervisedActor):
         self._apply(fill, effect)
         if (fill.ts_ns or recorded_ns) >= self._day.start_ns:
             self._count_today(fill, effect.realized_pnl)
+        if external:
+            self._on_external(fill)
         self._publish()
+
+    def _on_external(self, fill: OrderFilled) -> None:
+        """A fill (journaled, applied) of an order the journal never held: activity on the
+        account from elsewhere. A WARNING, and the venue unreconciled until its positions
+        agree with the journal again."""
+        detail = (f"external fill {fill.fill_id} at {fill.venue}: {fill.side} {fill.quantity} {fill.symbol} "
+                  f"at {fill.price}, order {fill.client_order_id or '(no ClOrdID)'} / venue order "
+                  f"{fill.venue_order_id or '(none)'}, not sent by tradeguard")
+        self._log.bind(venue=fill.venue, fill_id=fill.fill_id, client_order_id=fill.client_order_id,
+                       venue_order_id=fill.venue_order_id, symbol=fill.symbol).warning(detail)
+        bus.publish(topics.SAFETY, SafetyEvent(
+            kind="external_fill", severity=Severity.WARNING, venue=fill.venue, symbol=fill.symbol,
+            detail=detail, ts_ns=self._clock(),
+        ))
+        self._mark_unreconciled(fill.venue, detail)
+
+    # ---- trade busts and corrections ----------------------------------------------------
+
+    def _amended_book(self, venue: str, extra: OrderFilled | None = None) -> AmendedFills:
+        """``venue``'s executions as reported (and ``extra``), with its journaled amendments."""
+        fills = [r.fill for r in self.journal.fill_records(amended=False, venue=venue)]
+        if extra is not None:
+            fills.append(extra)
+        return AmendedFills(fills, self.journal.amendments(venue))
+
+    def _replace_position(self, venue: str, symbol: str, book: AmendedFills) -> Decimal:
+        """Rebuild one position from the executions in effect; the realized P&L it changed."""
+        key = (venue, symbol)
+        rebuilt = rebuild_position(venue, symbol, book.fills(venue, symbol))
+        previous = self._positions.get(key)
+        change = rebuilt.realized_pnl - (previous.realized_pnl if previous is not None else ZERO)
+        self._positions[key] = rebuilt
+        held = self._open.setdefault(venue, set())
+        if rebuilt.quantity:
+            held.add(symbol)
+        else:
+            held.discard(symbol)
+        return change
+
+    def _on_amendment(self, amendment: Amendment) -> None:
+        """A trade bust or correction: journaled once (by the venue's id of it), applied to
+        the position it amends (rebuilt from the executions in effect, so the P&L the
+        amended trade realized goes with it), a WARNING in the log, and the venue
+        unreconciled until its positions agree with the journal again."""
+        venue, ident = amendment.venue, amendment_id(amendment)
+        log = self._log.bind(venue=venue, amendment_id=ident, fill_id=amendment.fill_id,
+                             client_order_id=amendment.client_order_id)
+        if self.journal.has_amendment(venue, ident):
+            log.info(f"trade amendment {ident} at {venue} already applied; the repeat changes nothing")
+            return
+        self._roll_session()
+        book = self._amended_book(venue)
+        applied = book.amend(amendment)
+        realized = ZERO
+        if applied.before is not None:
+            symbol = applied.before.symbol
+            previous = self._positions.get((venue, symbol))
+            rebuilt = rebuild_position(venue, symbol, book.fills(venue, symbol))
+            realized = rebuilt.realized_pnl - (previous.realized_pnl if previous is not None else ZERO)
+        if not self.journal.record_amendment(amendment, applied, realized, self._clock()):
+            log.info(f"trade amendment {ident} at {venue} already applied; the repeat changes nothing")
+            return
+        detail = describe(amendment, applied)
+        if isinstance(amendment, FillCorrected):
+            self._corrections.add((venue, amendment.correction_id))
+        if applied.before is None:
+            if not self.journal.has_fill(venue, amendment.fill_id):
+                self._early.add((venue, amendment.fill_id))
+        else:
+            before = applied.before
+            self._replace_position(venue, before.symbol, book)
+            if (before.ts_ns or self._clock()) >= self._day.start_ns:
+                self._day.notional = max(self._day.notional + applied.notional_delta, ZERO)
+            self._day.realized += realized
+            self._day.traded.add((venue, before.symbol))
+            detail += f"; realized P&L {realized:+}"
+        log.warning(f"{venue}: {detail}")
+        self._mark_unreconciled(venue, detail)
+        self._publish()
+
+    def _on_amended_fill(self, fill: OrderFilled) -> None:
+        """An execution reaching the journal after a bust or correction of it: journaled as
+        reported, the position rebuilt from what is in effect (the amendment applies)."""
+        book = self._amended_book(fill.venue, extra=fill)
+        previous = self._positions.get((fill.venue, fill.symbol))
+        rebuilt = rebuild_position(fill.venue, fill.symbol, book.fills(fill.venue, fill.symbol))
+        realized = rebuilt.realized_pnl - (previous.realized_pnl if previous is not None else ZERO)
+        external = not fill.client_order_id or not self.journal.knows_order(fill.venue, fill.client_order_id)
+        if not self.journal.record_fill(fill, realized, self._clock(), external=external):
+            return
+        self._early.discard((fill.venue, fill.fill_id))
+        self._fills += 1
+        self._replace_position(fill.venue, fill.symbol, book)
+        self._day.realized += realized
+        self._day.traded.add((fill.venue, fill.symbol))
+        self._log.bind(venue=fill.venue, fill_id=fill.fill_id).warning(
+            f"fill {fill.fill_id} at {fill.venue} arrived after its bust or correction; applied as amended")
+        self._mark_unreconciled(fill.venue, f"fill {fill.fill_id} arrived after its bust or correction")
+        self._publish()
+
+    def _mark_unreconciled(self, venue: str, reason: str) -> None:
+        """``venue`` is unreconciled until a comparison with its positions agrees: published
+        and journaled as a ``Reconciliation`` (the governor halts the venue and keeps the mode
+        from LIVE), and the venue asked for its positions soon."""
+        ts = self._clock()
+        standing = self._standing.mark_unreconciled(venue, reason, ts)
+        marks = self._marks.get(venue, {})
+        ours = {p.symbol: p for p in self._open_positions() if p.venue == venue}
+        reconciliation = Reconciliation(
+            venue=venue, reconciled=False,
+            keeper_positions=tuple(ours[s].state(marks.get(s)) for s in sorted(ours)),
+            mismatches=standing.differences, ts_ns=ts, since_ns=standing.since_ns,
+        )
+        self.journal.record_reconciliation(reconciliation)
+        self._reconciliations[venue] = reconciliation
+        bus.publish(topics.PORTFOLIO, reconciliation)
+        if venue in self._connected:
+            self._schedule.due_at[venue] = time.monotonic() + self.config.mismatch_recheck_s
+            self._arm_reconcile()
 
     def _effect(self, fill: OrderFilled) -> FillEffect:
         position = self._positions.get((fill.venue, fill.symbol))
@@ -304,8 +464,15 @@ class PositionKeeper(SupervisedActor):
             return
         start = session_start_ns(now, self.config.session_boundary)
         self._day.restart(start)
-        for record in self.journal.fill_records(since_ns=start):
+        for record in self.journal.fill_records(since_ns=start, amended=False):
             self._count_today(record.fill, record.realized_pnl)
+        # Busts and corrections book their P&L change on the day they are journaled, and
+        # change the notional of the day their execution happened.
+        for amended in self.journal.amendment_records(since_ns=start):
+            self._day.realized += amended.realized_pnl
+            if amended.applied:
+                self._day.traded.add((amended.amendment.venue, amended.amendment.symbol))
+        self._day.notional = self.journal.traded_notional_since(start)
 
     def _schedule_rollover(self) -> None:
         now = self._clock()
@@ -392,6 +559,28 @@ class PositionKeeper(SupervisedActor):
         except JournalError as exc:
             self._log.error(f"order counts not read from the journal: {exc}")
             return None
+
+    def _on_source_book(self, request: GetSourceBook) -> None:
+        """Tell one source (a strategy that starts) its positions and working orders, from the
+        journal; nothing is told when the journal cannot be read (the source asks again)."""
+        try:
+            positions, fills = self.journal.source_positions(request.source)
+            working = tuple(
+                SourceOrder(order=record.order, status=record.status, filled_quantity=record.filled_quantity,
+                            fill_ids=tuple(self.journal.order_fill_ids(record.order.venue,
+                                                                       record.order.client_order_id)))
+                for record in self.journal.open_orders() if record.order.source == request.source
+            )
+        except JournalError as exc:
+            self._log.error(f"book of {request.source} not read from the journal: {exc}")
+            return
+        book = SourceBook(
+            source=request.source, request_id=request.request_id, fills=fills, working=working,
+            positions=tuple(SourcePosition(venue=venue, symbol=symbol, quantity=quantity)
+                            for (venue, symbol), quantity in sorted(positions.items()) if quantity),
+            ts_ns=self._clock(),
+        )
+        registry.tell(request.reply_to, book)
 
     # ---- reconciliation -----------------------------------------------------------------
 

@@ -12,11 +12,21 @@ and publishes each transition it returns. Signals are grouped into incidents by
 ``core.incidents.IncidentBook`` (one degradation per incident), and each venue's trading
 state (ACTIVE, REDUCING, HALTED) is ``core.venues.VenueBook``'s. Venue rejections feed one
 ``core.rejections.CircuitBreaker`` per venue.
+
+A restart never upgrades the mode: every incident is journaled (``incidents``) as it opens
+and closes, and a governor restarted within the running process (its generation above 0)
+starts from what ``core.restart.restoration`` makes of the journal (the mode, the
+degradations in the window, the open incidents, each venue's outage and mismatch) instead
+of STARTUP -> READY. A restart of a core actor (this one included) is itself an incident:
+a WARNING, listed in the status (``core_restarts``) and counted as one degradation while
+trading. The first start in a process starts afresh as it always did (READY, or FAILSAFE
+when the journal holds the latch) and marks the start of the run in the journal.
 """
 
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
@@ -31,10 +41,27 @@ from actors.journal import GOVERNOR_WRITER, Journal
 from actors.log_budget import LogBudget
 from core.checks import Desk, Limits, PreTradeChecks
 from core.exposure import Exposure
-from core.incidents import RECONCILIATION_MISMATCH, VENUE_DOWN, IncidentBook, IncidentKey
-from core.modes import ForbiddenTransition, ModeChange, ModeMachine, ModeRules
+from core.incidents import (
+    CORE_RESTART,
+    RECONCILIATION_MISMATCH,
+    VENUE_DOWN,
+    Incident,
+    IncidentBook,
+    IncidentKey,
+)
+from core.modes import TRADING_MODES, ForbiddenTransition, ModeChange, ModeMachine, ModeRules
 from core.pnl import session_start_ns
 from core.rejections import CircuitBreaker, is_venue_rejection
+from core.restart import (
+    CORE_ACTORS,
+    OPERATOR_PAUSE,
+    SERVICE_START,
+    IncidentRecord,
+    JournalFacts,
+    RestartEvent,
+    RestartLedger,
+    restoration,
+)
 from core.venues import VenueBook, VenueChange
 from messages import (
     ConnectorDown,
@@ -63,6 +90,7 @@ from messages import (
     now_ns,
 )
 from messages.bounds import Amount, Duration, Tally, decimal_range
+from messages.orders import FillBusted, FillCorrected
 from supervision import (
     SUPERVISION_TOPIC,
     ChildExited,
@@ -188,6 +216,14 @@ class RiskGovernor(SupervisedActor):
         self.counts = {"checked": 0, "passed": 0, "rejected": 0}
         self._refusal_log = LogBudget(burst=5, window_s=10.0)
         self._tick: TimerHandle | None = None
+        self._run_marker = 0
+        """The journal row that marks the start of this run (``core.restart``)."""
+        self.restarts = RestartLedger()
+        """The core actor restarts recorded in this run."""
+        self._restart_alerts: deque[str] = deque(maxlen=20)
+        """The latest core actor restarts in words, for status."""
+        self._pause_row = 0
+        """The journal row open while an operator has paused trading."""
 
     # ---- the state the status and the tests read --------------------------------------
 
@@ -225,10 +261,11 @@ class RiskGovernor(SupervisedActor):
             daily_traded_notional=self._journal.traded_notional_since(session), fills=self.exposure.fills,
         )
         history = self._journal.mode_history(limit=1)
-        change = self.modes.start(history[-1] if history else None)
+        change = self._start_mode(history[-1] if history else None)
         self._made(change)
         if change.current is Mode.FAILSAFE:
             self._request_flatten(change.reason)
+        self._record_own_restart(history[-1] if history else None)
         self._schedule_tick()
 
     def teardown(self) -> None:
@@ -244,6 +281,8 @@ class RiskGovernor(SupervisedActor):
             OrderAccepted: self._on_accepted,
             OrderRejected: self._on_rejected,
             OrderFilled: self._on_filled,
+            FillBusted: self.exposure.on_amendment,
+            FillCorrected: self.exposure.on_amendment,
             OrderCancelled: self._on_cancelled,
             SafetyEvent: self._on_safety,
             ConnectorUp: self._on_connector_up,
@@ -319,10 +358,13 @@ class RiskGovernor(SupervisedActor):
     def incident(self, key: IncidentKey, reason: str, *, enter: bool = True) -> bool:
         """One signal of an incident: a new one is one degradation (``enter=False``: counted
         without leaving LIVE); a signal of an open one changes nothing. True when new."""
-        if self.incidents.signal(key, self.clock(), reason) is None:
+        opened = self.incidents.signal(key, self.clock(), reason)
+        if opened is None:
             self.log.debug(f"incident continues: {reason}")
             return False
+        counted = self.modes.mode in TRADING_MODES
         self.degrade(reason, enter=enter)
+        self._journal_incident(opened, counted=counted)
         return True
 
     def degrade(self, reason: str, *, enter: bool = True) -> None:
@@ -493,6 +535,7 @@ class RiskGovernor(SupervisedActor):
             self.incident(IncidentKey(VENUE_DOWN, venue), reason, enter=False)
 
     def _on_child_started(self, event: ChildStarted) -> None:
+        self._on_core_started(event)
         if event.name == topics.FAILSAFE_ACTOR and self.modes.latched and not self.modes.failsafe_flat:
             # A restarted failsafe has forgotten its run: the venues are not confirmed flat yet.
             self._request_flatten("the failsafe restarted before the venues were confirmed flat")
@@ -597,4 +640,166 @@ class RiskGovernor(SupervisedActor):
             "open_incidents": [i.describe() for i in self.incidents.open()],
             "incidents_opened": self.incidents.opened_total,
             **self.counts,
+            **self._restart_status(),
         }
+
+    # ---- restarts: the journal's incidents, and what a restarted governor restores -------
+
+    def on_receive(self, message: Any) -> Any:
+        paused = self.desk.paused
+        try:
+            return super().on_receive(message)
+        finally:
+            self._journal_closed_incidents()
+            if self.desk.paused != paused:
+                self._journal_pause(self.desk.paused)
+
+    def _start_mode(self, last: ModeChanged | None) -> ModeChange:
+        """The first start in a process starts afresh (``ModeMachine.start``) and marks the
+        run in the journal; a restart restores (``_restore``)."""
+        if self.context.generation > 0:
+            return self._restore(last)
+        assert self._journal is not None
+        now = now_ns()
+        try:
+            stale = self._journal.close_incidents(now)
+            self._run_marker = self._journal.record_incident(
+                SERVICE_START, "", "", "the service started", now, counted=False, closed_ns=now)
+            if stale:
+                self.log.info(f"{stale} incident(s) left open by the previous run closed: "
+                              f"a new run starts afresh")
+        except JournalError as exc:
+            self.log.critical(f"the start of the run could not be journaled: {exc}")
+        return self.modes.start(last)
+
+    def _journal_facts(self, last: ModeChanged | None) -> JournalFacts:
+        assert self._journal is not None
+        marker = self._journal.last_incident_of(SERVICE_START)
+        self._run_marker, started_ns = marker if marker is not None else (0, 0)
+        records = [IncidentRecord(ref=i, kind=k, venue=v, symbol=sym, reason=r, opened_ns=o, closed_ns=c,
+                                  counted=n)
+                   for i, k, v, sym, r, o, c, n in self._journal.incident_rows(self._run_marker)]
+        return JournalFacts(last_mode=last, incidents=records, run_started_ns=started_ns,
+                            modes=self._journal.mode_history(limit=500),
+                            reconciled=self._journal.last_reconciled_since(started_ns))
+
+    def _restore(self, last: ModeChanged | None) -> ModeChange:
+        """A restart within the running process: the mode, the degradation window, the open
+        incidents and the venues' facts as the journal has them (``core.restart``)."""
+        why = f"{self.name} restarted (generation {self.context.generation})"
+        try:
+            facts = self._journal_facts(last)
+        except JournalError as exc:
+            # Without the journal's incidents, the safe side: what the mode log says, and
+            # the venues HALTED until they reconcile (as they are anyway after a restart).
+            self.log.critical(f"{why}: the incidents could not be read from the journal: {exc}")
+            facts = JournalFacts(last_mode=last)
+        plan = restoration(facts, self.venues, now=self.clock(), now_wall_ns=now_ns(),
+                           window_s=self.config.degradation_window_s)
+        self.incidents.restore(plan.incidents, plan.opened_total)
+        restarts = [r for r in facts.incidents if r.kind == CORE_RESTART]
+        self.restarts.load(r.symbol for r in restarts)
+        self._restart_alerts.extend(self._restart_text(r.symbol, r.reason, r.opened_ns) for r in restarts)
+        for venue, memory in plan.venues.items():
+            self.venue_book.restore(venue, ever_up=memory.ever_up, down_since=memory.down_since,
+                                    mismatch=memory.mismatch)
+            if self.incidents.watches_quotes(venue):
+                self._watch_quotes.add(venue)
+            self.venue_book.set_findings(venue, self.incidents.findings(venue))
+        if plan.paused:
+            self.desk.paused = True
+            self._pause_row = plan.pause_ref
+        self.log.bind(generation=self.context.generation).warning(f"{why}: restoring: {plan.describe()}")
+        return self.modes.restore(last, plan.degradations, plan.last_degradation, why=why)
+
+    def _record_own_restart(self, last: ModeChanged | None) -> None:
+        """After a restart: record the core actors restarted (this one, and the position
+        keeper when its restart is what restarted this one) as one incident; those after
+        this one in the tree restart along with it (``core.restart.RestartLedger``)."""
+        if self.context.generation <= 0:
+            return
+        generations = {self.name: self.context.generation}
+        for name in CORE_ACTORS[:CORE_ACTORS.index(topics.RISK_GOVERNOR)]:
+            generations[name] = registry.generation(name) or 0
+        trading = last is not None and last.current in TRADING_MODES
+        self._record_restarts(self.restarts.own_start(self.name, generations, self.clock()), trading=trading)
+
+    def _on_core_started(self, event: ChildStarted) -> None:
+        """A core actor after this one (re)started: record a restart not recorded yet."""
+        if event.name not in CORE_ACTORS or event.name == self.name or event.generation <= 0:
+            return
+        self._record_restarts(self.restarts.started(event.name, event.generation, self.clock()),
+                              trading=self.mode in TRADING_MODES)
+
+    def _record_restarts(self, event: RestartEvent | None, *, trading: bool) -> None:
+        """Journal, log and count a restart of core actors: one incident, counted as one
+        degradation while trading (not when it restarted along with an earlier one)."""
+        if event is None:
+            return
+        reason = event.reason
+        now = now_ns()
+        outcome = None
+        incident = None
+        if not event.along:
+            incident = self.incidents.note(IncidentKey(CORE_RESTART, "", event.first), self.clock(), reason)
+            outcome = self.modes.degrade_restart(reason, self.clock(), trading=trading)
+        counted = outcome is not None and bool(outcome.escalate or outcome.noted)
+        for index, (name, text) in enumerate(event.texts()):
+            self._restart_alerts.append(self._restart_text(name, text, now))
+            if self._journal is None:
+                continue
+            try:
+                row = self._journal.record_incident(CORE_RESTART, "", name, text, now,
+                                                   counted=counted and index == 0, closed_ns=now)
+                if incident is not None and index == 0:
+                    incident.ref = row
+            except JournalError as exc:
+                self.log.critical(f"the restart of {name} could not be journaled: {exc}")
+        self.log.bind(actors=[name for name, _ in event.restarted], counted=counted).warning(
+            f"{reason}: an alert" + ("; counted as a degradation" if counted else ""))
+        if outcome is not None and outcome.escalate:
+            self.enter_failsafe(outcome.escalate, source=self.name)
+
+    @staticmethod
+    def _restart_text(name: str, reason: str, ts_ns: int) -> str:
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ts_ns / 1e9))
+        return f"{stamp} {name}: {reason}"
+
+    def _restart_status(self) -> dict[str, Any]:
+        return {"core_restarts": list(self._restart_alerts), "core_restarts_total": self.restarts.total}
+
+    def _journal_incident(self, incident: Incident, *, counted: bool) -> None:
+        """Journal an incident that opened (a restarted governor restores it)."""
+        if self._journal is None:
+            return
+        try:
+            incident.ref = self._journal.record_incident(
+                incident.key.kind, incident.key.venue, incident.key.symbol, incident.reason, now_ns(),
+                counted=counted)
+        except JournalError as exc:
+            self.log.critical(f"incident {incident.describe()} could not be journaled: {exc}")
+
+    def _journal_pause(self, paused: bool) -> None:
+        """Journal an operator's pause (open) or resume (closed): a restarted governor
+        stays paused."""
+        if self._journal is None:
+            return
+        now = now_ns()
+        try:
+            if paused:
+                self._pause_row = self._journal.record_incident(
+                    OPERATOR_PAUSE, "", "", "trading paused by an operator", now, counted=False)
+            elif self._pause_row:
+                self._journal.close_incidents(now, [self._pause_row])
+                self._pause_row = 0
+        except JournalError as exc:
+            self.log.critical(f"the operator {'pause' if paused else 'resume'} could not be journaled: {exc}")
+
+    def _journal_closed_incidents(self) -> None:
+        closed = [i.ref for i in self.incidents.take_closed() if i.ref]
+        if not closed or self._journal is None or self._journal.closed:
+            return
+        try:
+            self._journal.close_incidents(now_ns(), closed)
+        except JournalError as exc:
+            self.log.critical(f"{len(closed)} closed incident(s) could not be journaled: {exc}")

@@ -22,6 +22,8 @@ from loguru import logger
 from msgspec import Meta
 
 from actors import topics
+from actors.errors import JournalError
+from actors.journal import READER, Journal
 from core.safety import (
     CROSSED_MARKET,
     FEED_STALE,
@@ -108,6 +110,10 @@ __all__ = [
 ]
 
 ZERO = Decimal(0)
+
+RELEARN_DONE_ORDERS_S = 3600.0
+"""A restarted monitor tracks again the working orders, and those done within this long (an
+overfill comes for an order that looks filled)."""
 
 
 class SafetyConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -236,11 +242,14 @@ class SafetyMonitor(SupervisedActor):
     """
 
     def __init__(self, config: SafetyConfig, state_dir: Path | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, *, journal_path: Path | None = None) -> None:
+        """``journal_path``: the journal a restarted monitor reads (never writes) the orders
+        still working from, to go on checking their fills."""
         super().__init__()
         self.config = config
         self.state_dir = None if state_dir is None else Path(state_dir)
         """Accepted like every actor's; the monitor keeps no files."""
+        self.journal_path = journal_path
         self.checks = SafetyChecks(config, clock)
         self.log = logger.bind(channel="safety")
         self._timer: TimerHandle | None = None
@@ -255,6 +264,39 @@ class SafetyMonitor(SupervisedActor):
             bus.subscribe(topic, self.name)
         if self.checks.needs_tick:
             self._schedule_tick()
+        self._announce_restart()
+
+    def _announce_restart(self) -> None:
+        """A restart within the running process is an alert: the checks' running state
+        starts afresh. The findings already raised stay open as incidents in the governor,
+        which records the restart; the venues' states are the governor's and are kept."""
+        if self.context.generation <= 0:
+            return
+        relearned = self._relearn_orders()
+        self.log.bind(generation=self.context.generation).warning(
+            f"safety monitor restarted (generation {self.context.generation}): normal spreads, last "
+            f"mids and cool-downs start afresh; {relearned} recent order(s) tracked again from the "
+            f"journal for the overfill check")
+
+    def _relearn_orders(self) -> int:
+        """Track again the orders the journal holds as working or done lately, with their
+        fills: a fill after the restart still counts against what the order had filled."""
+        if self.journal_path is None or not Path(self.journal_path).exists():
+            return 0
+        since = time.time_ns() - int(RELEARN_DONE_ORDERS_S * 1e9)
+        try:
+            with Journal(self.journal_path, writer=READER) as journal:
+                orders = journal.orders_for_checks(since, self.config.max_tracked_orders)
+                fills = journal.fills_of([o.client_order_id for o in orders])
+        except JournalError as exc:
+            self.log.warning(f"safety monitor: working orders not read from the journal: {exc}")
+            return 0
+        by_order: dict[str, list[OrderFilled]] = {}
+        for fill in fills:
+            by_order.setdefault(fill.client_order_id, []).append(fill)
+        for order in orders:
+            self.checks.orders.restore(order, by_order.get(order.client_order_id, ()))
+        return len(orders)
 
     def teardown(self) -> None:
         if self._timer is not None:

@@ -26,6 +26,7 @@ from benchmarks.harness import (
     start_tree,
     symbols,
     wait_until,
+    write_ahead,
 )
 from messages import FAILSAFE_SOURCE, CancelAll, FlattenRequested, Side, SubmitOrder, now_ns
 from supervision import registry
@@ -59,11 +60,15 @@ def _one_flatten(positions: int, history_fills: int = 0) -> dict[str, float]:
         connector = FeedablePaperConnector.instances[VENUE]
         venue = connector.venue
         assert venue is not None
-        # Open one position per symbol, straight at the connector (as if traded earlier).
-        for i, symbol in enumerate(names):
-            registry.tell(VENUE, SubmitOrder(client_order_id=f"open-{i}", venue=VENUE, symbol=symbol,
-                                             side=Side.BUY if i % 2 == 0 else Side.SELL,
-                                             quantity=Decimal(10), source="benchmark", created_ns=now_ns()))
+        # Open one position per symbol, straight at the connector (as if traded earlier),
+        # the orders written ahead as the governor does.
+        opening = [SubmitOrder(client_order_id=f"open-{i}", venue=VENUE, symbol=symbol,
+                               side=Side.BUY if i % 2 == 0 else Side.SELL,
+                               quantity=Decimal(10), source="benchmark", created_ns=now_ns())
+                   for i, symbol in enumerate(names)]
+        write_ahead(state_dir, opening)
+        for order in opening:
+            registry.tell(VENUE, order)
         wait_until(lambda: len(venue.engine.positions(ACCOUNT)) == positions, 60, "positions at the venue")
         wait_until(lambda: sum(1 for p in ask("position_keeper", GetPortfolio()).positions if p.quantity)
                    == positions, 60, "positions in the keeper")

@@ -40,6 +40,7 @@ from actors import topics
 from actors.connectors.paper import PaperConfig, PaperConnector
 from actors.dashboard import Dashboard, DashboardConfig
 from actors.failsafe import Failsafe, FailsafeConfig
+from actors.journal import GOVERNOR_WRITER, Journal
 from actors.position_keeper import KeeperConfig, PositionKeeper
 from actors.risk_governor import RiskConfig, RiskGovernor
 from actors.safety_monitor import SafetyConfig, SafetyMonitor
@@ -50,6 +51,7 @@ from messages import (
     Quote,
     QuoteBatch,
     Side,
+    SubmitOrder,
     VenuePositions,
     now_ns,
 )
@@ -270,9 +272,23 @@ def start_tree(specs: Sequence[ChildSpec]) -> Tree:
     return tree
 
 
-def seed_positions(names: Sequence[str], count: int) -> None:
-    """Give the position keeper ``count`` open positions (fills published on ORDERS, as a
-    connector does), so quotes move its marks and it publishes snapshots as in service."""
+def write_ahead(state_dir: Path, orders: Sequence[SubmitOrder]) -> None:
+    """Journal ``orders`` as the risk governor writes its orders ahead of sending them (a
+    fill of an order the journal never held is activity from elsewhere: a WARNING)."""
+    with Journal(state_dir / KeeperConfig().journal_name, writer=GOVERNOR_WRITER) as journal:
+        for order in orders:
+            journal.record_order(order)
+
+
+def seed_positions(names: Sequence[str], count: int, state_dir: Path) -> None:
+    """Give the position keeper ``count`` open positions (orders written ahead, their fills
+    published on ORDERS, as a connector does), so quotes move its marks and it publishes
+    snapshots as in service."""
+    write_ahead(state_dir, [
+        SubmitOrder(client_order_id=f"seed-{i}", venue=VENUE, symbol=symbol, side=Side.BUY,
+                    quantity=Decimal(10), source="benchmark")
+        for i, symbol in enumerate(names[:count])
+    ])
     for i, symbol in enumerate(names[:count]):
         bus.publish(topics.ORDERS, OrderFilled(
             client_order_id=f"seed-{i}", venue=VENUE, fill_id=f"seed-{i}", symbol=symbol, side=Side.BUY,

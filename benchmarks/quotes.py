@@ -96,7 +96,7 @@ def quote_throughput(total_quotes: int = 600_000, batch_size: int = 500, repeats
                            sink_topics=(topics.MARKET, topics.PORTFOLIO, topics.DASHBOARD))
         tree = start_tree(specs)
         connector = FeedablePaperConnector.instances[VENUE]
-        seed_positions(names, 10)
+        seed_positions(names, 10, state_dir)
         _drain([VENUE, *subscribers])
         rates: list[float] = []
         start_ns = time.time_ns()
@@ -263,7 +263,7 @@ def quote_verdict_latency(rate: int = 10_000, seconds: float = 5.0, step_s: floa
         venue = FeedablePaperConnector.instances[VENUE].venue
         assert venue is not None
         engine = venue.engine
-        seed_positions(names, min(5, len(names)))
+        seed_positions(names, min(5, len(names)), state_dir)
 
         def step(_n: int) -> None:
             engine.step()

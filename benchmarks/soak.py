@@ -43,7 +43,7 @@ def rss_soak(seconds: float = 30.0, rate: int = 5_000, step_s: float = 0.01) -> 
         venue = FeedablePaperConnector.instances[VENUE].venue
         assert venue is not None
         engine = venue.engine
-        seed_positions(names, min(10, len(names)))
+        seed_positions(names, min(10, len(names)), state_dir)
         for name in ("position_keeper", "safety_monitor", "dashboard_sink"):
             ask(name, Barrier())
         time.sleep(1.0)

@@ -1,12 +1,13 @@
 """tradeguard's trading logic, free of actors, threads, sockets, SQLite and clocks: the
-mode machine, exposure, pre-trade checks, rejection loops, the order lifecycle, the
-failsafe's rounds, P&L, and the safety checks. Time is always passed in."""
+mode machine, exposure, pre-trade checks, rejection loops, the order lifecycle, orders
+in flight, the failsafe's rounds, P&L, and the safety checks. Time is always passed in."""
 
 from __future__ import annotations
 
 from core.checks import Desk, Limits, PreTradeChecks, Refusal
 from core.exposure import Exposure, is_valid_quote, mid_of, valid_mid
 from core.flatten import FlattenPlan, FlattenPolicy, VenueState
+from core.inflight import Answered, GiveUp, InflightAction, InflightOrders, QueryStatus
 from core.l1_book import L1Book, L1Books
 from core.lifecycle import OrderLifecycle, VenueEvent, WorkingOrders, event_of
 from core.modes import TRANSITIONS, ForbiddenTransition, ModeChange, ModeMachine, ModeRules, latched_in
@@ -17,6 +18,7 @@ from core.safety import Finding, SafetyChecks, SafetyRules
 __all__ = [
     "DAY_NS",
     "TRANSITIONS",
+    "Answered",
     "CircuitBreaker",
     "CircuitState",
     "DailyTotals",
@@ -27,6 +29,9 @@ __all__ = [
     "FlattenPlan",
     "FlattenPolicy",
     "ForbiddenTransition",
+    "GiveUp",
+    "InflightAction",
+    "InflightOrders",
     "L1Book",
     "L1Books",
     "Limits",
@@ -36,6 +41,7 @@ __all__ = [
     "OrderLifecycle",
     "Position",
     "PreTradeChecks",
+    "QueryStatus",
     "Refusal",
     "RejectionLoop",
     "SafetyChecks",

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from decimal import Decimal
 
 from messages import OrderFilled, PortfolioSnapshot, Quote, Side, SubmitOrder
+from messages.orders import FillBusted, FillCorrected
 
 ZERO = Decimal(0)
 
@@ -80,6 +81,10 @@ class Exposure:
         """Working orders by client order id: (venue, symbol, signed leaves quantity)."""
         self._totals: dict[Key, WorkingTotals] = {}
         self._fill_ids: set[tuple[str, str]] = set()
+        self._in_effect: dict[tuple[str, str], tuple[str, Decimal]] = {}
+        """(venue, fill id) -> (symbol, signed quantity in effect), for busts and corrections."""
+        self._aliases: dict[tuple[str, str], tuple[str, str]] = {}
+        """(venue, correction id) -> (venue, fill id) of the execution it corrected."""
         self.portfolio = PortfolioSnapshot()
         """The position keeper's last snapshot (daily P&L and notional)."""
         self._unreported: deque[tuple[int, Decimal]] = deque()
@@ -111,8 +116,27 @@ class Exposure:
         if key in self._fill_ids:
             return False
         self._fill_ids.add(key)
+        self._in_effect[key] = (fill.symbol, fill.signed_quantity)
         pos_key = (fill.venue, fill.symbol)
         self.positions[pos_key] = self.positions.get(pos_key, ZERO) + fill.signed_quantity
+        return True
+
+    def on_amendment(self, amendment: FillBusted | FillCorrected) -> bool:
+        """A trade bust (the execution's quantity leaves the position) or correction (its
+        quantity is replaced); False for an execution not applied here or already busted."""
+        named = (amendment.venue, amendment.fill_id)
+        execution = self._aliases.get(named, named)
+        found = self._in_effect.get(execution)
+        if found is None or not found[1]:
+            return False
+        symbol, before = found
+        after = ZERO
+        if isinstance(amendment, FillCorrected):
+            after = amendment.quantity if before > 0 else -amendment.quantity
+            self._aliases[(amendment.venue, amendment.correction_id)] = execution
+        self._in_effect[execution] = (symbol, after)
+        key = (amendment.venue, symbol)
+        self.positions[key] = self.positions.get(key, ZERO) + after - before
         return True
 
     def on_fill(self, fill: OrderFilled) -> bool:

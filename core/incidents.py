@@ -19,6 +19,11 @@ A stale feed at a venue whose outage is open is that outage (``key_for``). The i
 open at a venue, outages and mismatches aside, are its safety findings (``findings``: the
 venue trades REDUCING while it has any).
 
+A restart of a core actor (``CORE_RESTART``) is an incident of its own that opens and closes
+at once (``note``). Every incident closed is also kept for the caller until it takes them
+(``take_closed``: the governor journals them). A book rebuilt after its actor restarted is
+given back the incidents that were open (``restore``); they count nothing again.
+
 Time is passed in (monotonic seconds); the book has no clock and no I/O.
 """
 
@@ -38,8 +43,11 @@ CROSSED_MARKET = "crossed_market"
 """A crossed book (the safety monitor's kind)."""
 RECONCILIATION_MISMATCH = "reconciliation_mismatch"
 """The journal and a venue disagree (the position keeper's kind)."""
+CORE_RESTART = "core_restart"
+"""A core actor (position keeper, risk governor, failsafe, safety monitor) was restarted by
+its supervisor; the key's symbol names the actor."""
 
-NOT_FINDINGS: frozenset[str] = frozenset({VENUE_DOWN, RECONCILIATION_MISMATCH})
+NOT_FINDINGS: frozenset[str] = frozenset({VENUE_DOWN, RECONCILIATION_MISMATCH, CORE_RESTART})
 """Kinds that halt a venue by its connection or reconciliation, not as safety findings."""
 CLEARED_BY_QUOTES: frozenset[str] = frozenset({FEED_STALE, CROSSED_MARKET})
 """Kinds that market data clears."""
@@ -75,6 +83,8 @@ class Incident:
     """The first signal, in words."""
     signals: int = 1
     """Signals received while open (the first included)."""
+    ref: int = 0
+    """The caller's reference to it (the governor: its journal row); 0 for none."""
 
     def describe(self) -> str:
         """``kind venue/symbol`` for status and logs."""
@@ -96,6 +106,7 @@ class IncidentBook:
         """Incidents opened since the book was made."""
         self.signals_total = 0
         """Signals received since the book was made (opening ones included)."""
+        self._closed: list[Incident] = []
 
     def __len__(self) -> int:
         return len(self._open)
@@ -123,13 +134,13 @@ class IncidentBook:
             keys = [k for k in self._open if k.kind == kind and k.venue == venue]
         else:
             keys = [k for k in (IncidentKey(kind, venue, s) for s in symbols) if k in self._open]
-        return [self._open.pop(k) for k in keys]
+        return self._close(keys)
 
     def expire(self, now: float) -> list[Incident]:
         """Close the incidents without a recovery signal not signalled for ``quiet_s``."""
         keys = [k for k, i in self._open.items()
                 if k.kind not in CLEARED_BY_SIGNAL and now - i.last_seen >= self.quiet_s]
-        return [self._open.pop(k) for k in keys]
+        return self._close(keys)
 
     def key_for(self, kind: str, venue: str, symbol: str = "") -> IncidentKey:
         """The incident a finding of ``kind`` belongs to: its own, or the open outage of
@@ -170,3 +181,30 @@ class IncidentBook:
     def open(self) -> list[Incident]:
         """Every open incident, oldest first."""
         return list(self._open.values())
+
+    # ---- restarts and the record of closed incidents ------------------------------------
+
+    def _close(self, keys: Iterable[IncidentKey]) -> list[Incident]:
+        closed = [self._open.pop(k) for k in keys]
+        self._closed.extend(closed)
+        return closed
+
+    def take_closed(self) -> list[Incident]:
+        """The incidents closed since the last call, oldest first (and forget them)."""
+        closed, self._closed = self._closed, []
+        return closed
+
+    def note(self, key: IncidentKey, now: float, reason: str) -> Incident:
+        """An incident that is over as soon as it happened (a core actor restart): counted
+        in ``opened_total`` (the caller counts one degradation), never open."""
+        self.opened_total += 1
+        self.signals_total += 1
+        return Incident(key=key, opened=now, last_seen=now, reason=reason)
+
+    def restore(self, incidents: Iterable[Incident], opened_total: int = 0) -> None:
+        """Give a rebuilt book the incidents that were open (their first signal already
+        counted: nothing is counted again) and how many were opened before. An incident
+        already open here keeps its own record."""
+        for incident in incidents:
+            self._open.setdefault(incident.key, incident)
+        self.opened_total = max(self.opened_total, opened_total)

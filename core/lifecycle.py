@@ -2,7 +2,8 @@
 
 ``pending -> accepted -> partially filled -> filled / cancelled / rejected / expired``.
 The inputs are the venue's events (``OrderAccepted``, ``OrderFilled`` with what it leaves,
-``OrderCancelled``, ``OrderRejected``, and an expiry); ``STEPS`` is the whole table. The
+``OrderCancelled``, ``OrderRejected``, and an expiry: an ``OrderCancelled`` flagged
+``expired``); ``STEPS`` is the whole table. The
 terminal states are ``messages.DONE_STATES`` (``OrderStatus.is_done()``): once there an
 order changes no more, and a later event is reported as late (a fill racing a cancel is
 still a fill for the position, but the order stays cancelled).
@@ -61,7 +62,7 @@ def event_of(message: OrderAccepted | OrderFilled | OrderCancelled | OrderReject
     if isinstance(message, OrderAccepted):
         return E.ACCEPTED
     if isinstance(message, OrderCancelled):
-        return E.CANCELLED
+        return E.EXPIRED if message.expired else E.CANCELLED
     return E.REJECTED
 
 

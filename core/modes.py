@@ -6,6 +6,10 @@ transition; ``ModeMachine`` applies them and holds the rules that decide them:
 - Start: STARTUP goes to READY, unless the journal's last transition left FAILSAFE latched
   (the last mode was FAILSAFE, or SHUTDOWN straight from FAILSAFE); then STARTUP goes to
   FAILSAFE and the flatten procedure runs again.
+- Restart: a machine rebuilt after its actor crashed (the process still running) never
+  comes back more permissive than it was (``restore``): FAILSAFE latched stays FAILSAFE,
+  DEGRADED comes back DEGRADED (STARTUP -> DEGRADED) with the degradations still in the
+  window, LIVE and READY come back READY (LIVE again only once the venues are ready).
 - READY goes to LIVE as soon as the venues are ready (``core.venues.VenueBook.ready``: by
   default at least one venue connected and reconciled).
 - Degradation: in LIVE or DEGRADED, each degradation (one incident, see ``core.incidents``)
@@ -32,13 +36,13 @@ caller journals, logs and publishes each ``ModeChange`` it returns, in order.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from messages import Mode, ModeChanged
 
 TRANSITIONS: Mapping[Mode, frozenset[Mode]] = {
-    Mode.STARTUP: frozenset({Mode.READY, Mode.FAILSAFE, Mode.SHUTDOWN}),
+    Mode.STARTUP: frozenset({Mode.READY, Mode.DEGRADED, Mode.FAILSAFE, Mode.SHUTDOWN}),
     Mode.READY: frozenset({Mode.LIVE, Mode.FAILSAFE, Mode.SHUTDOWN}),
     Mode.LIVE: frozenset({Mode.DEGRADED, Mode.FAILSAFE, Mode.SHUTDOWN}),
     Mode.DEGRADED: frozenset({Mode.LIVE, Mode.FAILSAFE, Mode.SHUTDOWN}),
@@ -46,7 +50,8 @@ TRANSITIONS: Mapping[Mode, frozenset[Mode]] = {
     Mode.SHUTDOWN: frozenset(),
 }
 """Every allowed transition: ``TRANSITIONS[a]`` holds the modes reachable from ``a``.
-STARTUP -> FAILSAFE restores a latch found in the journal; READY -> FAILSAFE is an
+STARTUP -> FAILSAFE restores a latch found in the journal; STARTUP -> DEGRADED restores
+DEGRADED after a restart of the governing actor (``ModeMachine.restore``); READY -> FAILSAFE is an
 emergency before any venue is up; FAILSAFE -> READY is the operator reset (see
 ``ModeMachine.reset``)."""
 
@@ -168,6 +173,31 @@ class ModeMachine:
             return self.transition(Mode.FAILSAFE, "restored: FAILSAFE is latched until an operator reset")
         return self.transition(Mode.READY, "started")
 
+    def restore(self, last: ModeChanged | None, degradations: Sequence[float] = (),
+                last_degradation: float | None = None, why: str = "restarted") -> ModeChange:
+        """Leave STARTUP after a restart of the governing actor within the running process:
+        back to the mode ``last`` (the journal's last transition) left, never a more
+        permissive one. FAILSAFE latched stays FAILSAFE; DEGRADED stays DEGRADED; SHUTDOWN
+        stays SHUTDOWN; LIVE, READY and anything else go to READY (LIVE again once the
+        venues are ready). ``degradations`` (monotonic times, oldest first) are the ones
+        still counted in the window, ``last_degradation`` the time of the last one (the
+        recovery quiet time runs from it)."""
+        self._degradations.extend(sorted(degradations))
+        if last_degradation is not None:
+            self._last_degradation = last_degradation
+        elif self._degradations:
+            self._last_degradation = self._degradations[-1]
+        before = last.current if last is not None else None
+        if latched_in(last):
+            return self.transition(Mode.FAILSAFE, f"{why}: FAILSAFE is latched until an operator reset")
+        if before is Mode.DEGRADED:
+            return self.transition(Mode.DEGRADED, f"{why}: restored DEGRADED "
+                                                  f"({len(self._degradations)} degradation(s) in the window)")
+        if before is Mode.SHUTDOWN:
+            return self.transition(Mode.SHUTDOWN, f"{why}: the service was stopping")
+        was = f" (was {before})" if before is not None else ""
+        return self.transition(Mode.READY, f"{why}: READY until the venues are ready again{was}")
+
     def venues_up(self, ready: bool, why: str = "venues connected and reconciled") -> ModeChange | None:
         """READY -> LIVE once the venues are ``ready``."""
         if self.mode is Mode.READY and ready:
@@ -185,6 +215,27 @@ class ModeMachine:
         counts it (and may escalate) without taking LIVE to DEGRADED."""
         if self.mode not in TRADING_MODES:
             return Degradation()
+        escalate = self._count(reason, now)
+        if escalate:
+            return Degradation(escalate=escalate)
+        if self.mode is Mode.LIVE and enter:
+            return Degradation(change=self.transition(Mode.DEGRADED, reason))
+        return Degradation(noted=True)
+
+    def degrade_restart(self, reason: str, now: float, *, trading: bool) -> Degradation:
+        """Count a core actor restart at ``now`` as one degradation, without changing the
+        mode (as ``degrade(enter=False)``), when trading was under way before it:
+        ``trading`` says the mode before the restart was LIVE or DEGRADED (a restored
+        machine may be READY meanwhile). Outside trading it is not counted."""
+        if not trading and self.mode not in TRADING_MODES:
+            return Degradation()
+        if self.mode not in TRADING_MODES | {Mode.READY}:
+            return Degradation()
+        escalate = self._count(reason, now)
+        return Degradation(escalate=escalate) if escalate else Degradation(noted=True)
+
+    def _count(self, reason: str, now: float) -> str:
+        """Add a degradation at ``now`` to the window; the escalation reason when full."""
         self._last_degradation = now
         window = self._degradations
         window.append(now)
@@ -192,11 +243,8 @@ class ModeMachine:
             window.popleft()
         limit = self.rules.degradations_to_failsafe
         if limit > 0 and len(window) >= limit:
-            return Degradation(escalate=(f"{len(window)} degradations within "
-                                         f"{self.rules.degradation_window_s}s; last: {reason}"))
-        if self.mode is Mode.LIVE and enter:
-            return Degradation(change=self.transition(Mode.DEGRADED, reason))
-        return Degradation(noted=True)
+            return f"{len(window)} degradations within {self.rules.degradation_window_s}s; last: {reason}"
+        return ""
 
     def recover(self, now: float, ready: bool) -> ModeChange | None:
         """DEGRADED -> LIVE when the venues are ``ready`` (the caller also requires none

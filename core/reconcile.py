@@ -5,8 +5,10 @@ working) and what the venue reported (positions; working orders when the venue's
 lists them) and returns the differences, one line each. No difference is *reconciled*;
 any difference is a mismatch, and stays one until a later comparison agrees
 (fail-closed). ``ReconcileState`` keeps, per venue, whether it is reconciled and since
-when, so status can say "unreconciled since 12:03:07". ``ReconcileSchedule`` says when
-each venue is next due for a periodic comparison. Time is passed in.
+when, so status can say "unreconciled since 12:03:07"; ``mark_unreconciled`` makes a venue
+unreconciled without a comparison, when the journal applied a trade bust or correction or
+a fill for an order it never sent, until the venue's positions agree again.
+``ReconcileSchedule`` says when each venue is next due for a periodic comparison. Time is passed in.
 """
 
 from __future__ import annotations
@@ -121,6 +123,11 @@ class VenueReconciliation:
     pending: bool = False
     """The last comparison disagreed but the disagreement is not confirmed yet: the standing
     is unchanged and the venue is to be asked again soon."""
+    amended: bool = False
+    """Unreconciled by an event the journal applied (a trade bust or correction, a fill for
+    an order never sent), not by a comparison: until the venue's positions are compared
+    again, a disagreement is confirmed as for a reconciled venue (it may be a report on its
+    way), and an agreement reconciles it."""
 
 
 @dataclass(slots=True)
@@ -141,7 +148,8 @@ class ReconcileState:
         """Apply a comparison made at ``now_ns``; the venue's new standing."""
         standing = self.venues.setdefault(comparison.venue, VenueReconciliation())
         standing.streak = 0 if comparison.reconciled else standing.streak + 1
-        standing.pending = (not comparison.reconciled and standing.reconciled is not False
+        standing.pending = (not comparison.reconciled
+                            and (standing.reconciled is not False or standing.amended)
                             and standing.streak < self.confirmations)
         if standing.pending:
             standing.new_mismatch = False
@@ -153,6 +161,24 @@ class ReconcileState:
         standing.reconciled = comparison.reconciled
         standing.last_ns = now_ns
         standing.differences = comparison.differences
+        standing.amended = False
+        return standing
+
+    def mark_unreconciled(self, venue: str, reason: str, now_ns: int) -> VenueReconciliation:
+        """The journal applied something the venue's positions must confirm (a trade bust
+        or correction, a fill for an order never sent): ``venue`` is unreconciled from
+        ``now_ns`` until a comparison agrees. ``reason`` is one line; several such events add their lines."""
+        standing = self.venues.setdefault(venue, VenueReconciliation())
+        if standing.reconciled is not False:
+            standing.since_ns = now_ns
+            standing.differences = ()
+        standing.reconciled = False
+        standing.amended = True
+        standing.pending = False
+        standing.new_mismatch = False
+        standing.streak = 0
+        if reason not in standing.differences:
+            standing.differences = (*standing.differences, reason)
         return standing
 
 

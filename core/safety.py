@@ -516,6 +516,15 @@ class OrderTracker:
         """The tracked order, or None."""
         return self._orders.get(client_order_id)
 
+    def restore(self, order: SubmitOrder, fills: Iterable[OrderFilled]) -> TrackedOrder:
+        """Track ``order`` again after a restart, with the fills it already had (a fill
+        delivered again later is then not counted twice). A market order's reference (the
+        mid when it was sent) is not known any more: its slippage is not judged."""
+        tracked = self.on_submit(order, None)
+        for fill in fills:
+            self.on_fill(fill)
+        return tracked
+
 
 FillRule = Callable[[TrackedOrder, OrderFilled], Finding | None]
 """A check of one new fill against the order it belongs to (already applied)."""

@@ -26,6 +26,13 @@ process is HALTED but not in an outage: nothing was traded there by this process
 A reconciliation that arrives while the connector is down (the new session's, which can
 overtake its ``ConnectorUp``) counts for the next session.
 
+A book rebuilt after its actor restarted is given back, per venue, the facts that the new
+connector sessions cannot tell it (``restore``): whether the venue was up in this run (so an
+outage still starts when it goes down), since when it has been down (so ``max_outage_s``
+runs on from the start of the outage, not from the restart), and whether its last
+reconciliation was a mismatch (HALTED until one matches). Connection and reconciliation
+are never restored: the restarted connectors connect and reconcile again.
+
 Time is passed in (monotonic seconds); the book has no clock and no I/O.
 """
 
@@ -176,6 +183,21 @@ class VenueBook:
         if v is None:
             return None
         v.findings = tuple(findings)
+        return self._derive(v)
+
+    def restore(self, venue: str, *, ever_up: bool, down_since: float | None,
+                mismatch: bool) -> VenueChange | None:
+        """Facts of ``venue`` from before a restart (see the module text); never marks it
+        connected or reconciled."""
+        v = self.venues.get(venue)
+        if v is None:
+            return None
+        v.ever_up = v.ever_up or ever_up or down_since is not None
+        if down_since is not None and not v.connected:
+            v.down_since = down_since if v.down_since is None else min(v.down_since, down_since)
+        v.mismatch = v.mismatch or mismatch
+        if v.mismatch:
+            v.reconciled = False
         return self._derive(v)
 
     # ---- what follows -------------------------------------------------------------------

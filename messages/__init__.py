@@ -67,6 +67,14 @@ from messages.requests import (
     SafetyStats,
     Shutdown,
 )
+from messages.strategies import (
+    GetSourceBook,
+    GetStrategyState,
+    SourceBook,
+    SourceOrder,
+    SourcePosition,
+    StrategyState,
+)
 
 __all__ = [
     "DONE_STATES",
@@ -97,6 +105,8 @@ __all__ = [
     "GetReconciliations",
     "GetRiskState",
     "GetSafetyStats",
+    "GetSourceBook",
+    "GetStrategyState",
     "HealthReport",
     "Message",
     "MessageError",
@@ -125,6 +135,10 @@ __all__ = [
     "Severity",
     "Shutdown",
     "Side",
+    "SourceBook",
+    "SourceOrder",
+    "SourcePosition",
+    "StrategyState",
     "SubmitOrder",
     "TimeInForce",
     "Trade",

@@ -61,6 +61,8 @@ class Tag(enum.IntEnum):
     TIME_IN_FORCE = 59
     TRANSACT_TIME = 60
     POSS_RESEND = 97
+    TEST_REQ_ID = 112
+    EXPIRE_TIME = 126
     STOP_PX = 99
     CXL_REJ_REASON = 102
     ORD_REJ_REASON = 103
@@ -130,6 +132,8 @@ TIFS: dict[str, TimeInForce] = {
 """TimeInForce (59) code -> time in force."""
 TIF_CODES: dict[TimeInForce, str] = {value: key for key, value in TIFS.items()}
 """Time in force -> TimeInForce (59) code."""
+GTD = "6"
+"""TimeInForce (59) Good Till Date: the order expires at its ExpireTime (126)."""
 
 
 def format_decimal(value: Decimal) -> str:

@@ -313,6 +313,10 @@ class OrderCancelled(Message, frozen=True, kw_only=True):
     """Why, in words."""
     ts_ns: int = 0
     """When the venue cancelled, wall clock nanoseconds."""
+    expired: bool = False
+    """True when the venue ended the order because its time in force ran out (FIX
+    ExecType / OrdStatus ``C``): the order is *expired*, not cancelled (``OrderStatus.EXPIRED``);
+    everything that only needs to know that the order stopped working treats it as a cancel."""
 
 
 class VenuePosition(Message, frozen=True, kw_only=True):

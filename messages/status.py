@@ -177,7 +177,12 @@ class RiskStatus(Record, frozen=True, kw_only=True):
     open_incidents: list[str] = []
     """Open incidents (``kind venue/symbol``): each counted once, until it clears."""
     incidents_opened: int = 0
-    """Incidents opened since the governor started."""
+    """Incidents opened in this run (kept across a restart of the governor)."""
+    core_restarts: list[str] = []
+    """The latest restarts of core actors (position keeper, risk governor, failsafe, safety
+    monitor) in this run, oldest first (``<UTC time> <actor>: <reason>``); each is an alert."""
+    core_restarts_total: int = 0
+    """Restarts of core actors in this run."""
     checked: int = 0
     """Orders the pre-trade checks looked at."""
     passed: int = 0

@@ -137,6 +137,9 @@ class NewOrderRequest(Frame, frozen=True, kw_only=True, tag="new_order"):
     """When true the order may only reduce the account's position."""
     source: str = ""
     """Free text: who sent the order."""
+    expire_ns: int | None = None
+    """When present, the venue refuses the order if it arrives at or after this wall-clock
+    time (nanoseconds since the epoch): an arrival deadline, so a late order never trades."""
 
     field_bounds: ClassVar[Bounds] = MappingProxyType({
         "quantity": QUANTITY_BOUNDS,
@@ -151,6 +154,8 @@ class NewOrderRequest(Frame, frozen=True, kw_only=True, tag="new_order"):
         require_above_zero("quantity", self.quantity)
         require_above_zero("limit_price", self.limit_price)
         require_above_zero("stop_price", self.stop_price)
+        if self.expire_ns is not None and self.expire_ns <= 0:
+            raise ValueError(f"expire_ns: must be positive, got {self.expire_ns}")
 
 
 class CancelRequest(Frame, frozen=True, kw_only=True, tag="cancel"):
@@ -306,6 +311,9 @@ class CancelledEvent(Frame, frozen=True, kw_only=True, tag="cancelled"):
     """Why."""
     ts_ns: int
     """When, wall clock nanoseconds."""
+    expired: bool = False
+    """True when the venue ended the order because its time in force ran out (the order
+    is expired, not cancelled); absent means false."""
 
 
 class CancelRejectedEvent(Frame, frozen=True, kw_only=True, tag="cancel_rejected"):

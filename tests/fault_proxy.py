@@ -21,6 +21,7 @@ from types import TracebackType
 
 _CHUNK = 65536
 _POLL_S = 0.05
+_RESET_ERRORS = frozenset({errno.ECONNRESET, errno.EPIPE})
 
 
 class _Pair:
@@ -171,9 +172,11 @@ class FaultProxy:
             except OSError:
                 pass
         # One side closed or reset: close both. Linux reports a reset that follows unread
-        # data as an end of file; the pending socket error tells them apart.
+        # data as an end of file; the pending socket error tells them apart: ECONNRESET, or
+        # EPIPE for a reset that followed the client's FIN (a shutdown, then an abortive
+        # close, as quickfix closes its sockets).
         with contextlib.suppress(OSError):
-            if pair.client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) == errno.ECONNRESET:
+            if pair.client.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) in _RESET_ERRORS:
                 client_reset = True
         self.client_ends[pair.number] = "reset" if client_reset else "eof"
         for end in (pair.client, pair.upstream):

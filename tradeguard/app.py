@@ -13,6 +13,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+import msgspec
 import pykka
 from loguru import logger
 
@@ -27,7 +28,7 @@ from actors.order_entry.fix_gateway import FixGateway
 from actors.position_keeper import GetPortfolio, PositionKeeper
 from actors.risk_governor import GetRiskState, RiskGovernor, Shutdown
 from actors.safety_monitor import SafetyMonitor
-from actors.strategies.sample import SampleStrategy
+from actors.strategies import strategy_class
 from messages import CancelAll, FlattenRequested, Mode, now_ns
 from supervision import (
     Backoff,
@@ -141,6 +142,19 @@ def _why(exc: OSError) -> str:
     return exc.strerror or str(exc)
 
 
+def _reading_keeper_journal(config: Any, journal_name: str) -> Any:
+    """A connector that reads the journal at start (its ``journal`` setting: the FIX
+    connector learns the open orders to query) reads the position keeper's
+    (``keeper.journal_name``), unless its own section names another file."""
+    if not isinstance(config, msgspec.Struct):
+        return config
+    field = next((f for f in msgspec.structs.fields(config) if f.name == "journal"), None)
+    current: object = getattr(config, field.name) if field is not None else None
+    if field is None or current != field.default:
+        return config
+    return msgspec.structs.replace(config, journal=journal_name)
+
+
 def build_tree(settings: Settings, state_dir: Path, *, on_escalation: Any = None,
                health_check: Any = None) -> Tree:
     """The tree: keeper, governor, failsafe, safety monitor, connectors, strategies,
@@ -153,13 +167,14 @@ def build_tree(settings: Settings, state_dir: Path, *, on_escalation: Any = None
     venues = settings.venues()
     names = tuple(venues)
     connectors = [
-        ChildSpec(name=c.name, actor_class=connector_class(c.kind), args=(c, state_dir),
+        ChildSpec(name=c.name, actor_class=connector_class(c.kind),
+                  args=(_reading_keeper_journal(c, settings.keeper.journal_name), state_dir),
                   start_timeout_s=c.connect_timeout_s + 10.0)
         for c in settings.connector_configs()
     ]
     strategies = [
-        ChildSpec(name=s.name, actor_class=SampleStrategy, args=(s,), restart=Restart.PERMANENT)
-        for s in settings.strategies
+        ChildSpec(name=s.name, actor_class=strategy_class(s.kind), args=(s,), restart=Restart.PERMANENT)
+        for s in settings.strategy_configs()
     ]
     order_entry = []
     if settings.order_entry.api:
@@ -178,7 +193,8 @@ def build_tree(settings: Settings, state_dir: Path, *, on_escalation: Any = None
                   args=(settings.failsafe, state_dir, names),
                   kwargs={"journal_path": state_dir / settings.keeper.journal_name}, **beat),
         ChildSpec(name="safety_monitor", actor_class=SafetyMonitor,
-                  args=(settings.safety, state_dir), **beat),
+                  args=(settings.safety, state_dir),
+                  kwargs={"journal_path": state_dir / settings.keeper.journal_name}, **beat),
         ChildSpec(name="connectors", actor_class=Supervisor, args=(connectors,),
                   kwargs={"strategy": Strategy.ONE_FOR_ONE, "intensity": sup.connectors_intensity,
                           "period_s": sup.connectors_period_s, "backoff": backoff},

@@ -198,7 +198,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     kinds = ", ".join(f"{c.name} ({c.kind})" for c in settings.connector_configs())
     print(f"ok: mode {settings.service.mode}; connectors: {kinds}; "
-          f"strategies: {', '.join(s.name for s in settings.strategies) or 'none'}")
+          f"strategies: {', '.join(f'{s.name} ({s.kind})' for s in settings.strategy_configs()) or 'none'}")
     off = disabled_checks(settings)
     if off:
         print(f"note: set to 0, so switched off: {', '.join(off)}")

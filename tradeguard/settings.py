@@ -27,7 +27,7 @@ from actors.order_entry.config import OrderEntryConfig, check_order_entry
 from actors.position_keeper import KeeperConfig
 from actors.risk_governor import RiskConfig
 from actors.safety_monitor import SafetyConfig
-from actors.strategies.sample import SampleConfig
+from actors.strategies import DEFAULT_KIND, StrategyConfig, strategy_class
 from messages.bounds import (
     DECIMAL_BOUNDS,
     DECIMAL_MAGNITUDE,
@@ -117,14 +117,19 @@ class Settings(_Strict, frozen=True, kw_only=True):
     dashboard: DashboardConfig = DashboardConfig()
     connectors: tuple[Any, ...] = ()
     """Connector sections (decoded by their kind's own config type)."""
-    strategies: tuple[SampleConfig, ...] = ()
-    """Order sources."""
+    strategies: tuple[Any, ...] = ()
+    """In-process order sources (decoded by their kind's own config type; the kind defaults
+    to ``sample``)."""
     order_entry: OrderEntryConfig = OrderEntryConfig()
     """Order sources outside the process: the client API and the FIX gateway (both off by default)."""
 
     def connector_configs(self) -> tuple[ConnectorConfig, ...]:
         """The connector sections, typed."""
         return tuple(c for c in self.connectors if isinstance(c, ConnectorConfig))
+
+    def strategy_configs(self) -> tuple[StrategyConfig, ...]:
+        """The strategy sections, typed."""
+        return tuple(s for s in self.strategies if isinstance(s, StrategyConfig))
 
     def venues(self) -> dict[str, tuple[str, ...]]:
         """Connector name to its symbols."""
@@ -215,6 +220,9 @@ def parse_settings(data: dict[str, Any], *, environ: dict[str, str] | None = Non
     raw_connectors = raw.pop("connectors", [])
     if not isinstance(raw_connectors, list):
         raise ConfigError("connectors: expected an array of tables ([[connectors]])")
+    raw_strategies = raw.pop("strategies", [])
+    if not isinstance(raw_strategies, list):
+        raise ConfigError("strategies: expected an array of tables ([[strategies]])")
     settings: Settings = _convert(raw, Settings, "")
     connectors: list[ConnectorConfig] = []
     for index, section in enumerate(raw_connectors):
@@ -228,7 +236,20 @@ def parse_settings(data: dict[str, Any], *, environ: dict[str, str] | None = Non
         except ConfigError as exc:
             raise ConfigError(f"{where}.kind: {exc}") from exc
         connectors.append(_convert(section, config_type, where))
-    settings = msgspec.structs.replace(settings, connectors=tuple(connectors))
+    strategies: list[StrategyConfig] = []
+    for index, section in enumerate(raw_strategies):
+        where = f"strategies[{index}]"
+        if not isinstance(section, dict):
+            raise ConfigError(f"{where}: expected a table")
+        kind = section.get("kind", DEFAULT_KIND)
+        if not isinstance(kind, str):
+            raise ConfigError(f"{where}.kind: expected a string")
+        try:
+            strategy_type = _strategy_config_type(kind)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}.kind: {exc}") from exc
+        strategies.append(_convert(section, strategy_type, where))
+    settings = msgspec.structs.replace(settings, connectors=tuple(connectors), strategies=tuple(strategies))
     check_values(settings)
     _check(settings, environ)
     return settings
@@ -237,6 +258,14 @@ def parse_settings(data: dict[str, Any], *, environ: dict[str, str] | None = Non
 @functools.lru_cache(maxsize=64)
 def _connector_config_type(kind: str) -> type[ConnectorConfig]:
     return connector_class(kind).config_type
+
+
+@functools.lru_cache(maxsize=64)
+def _strategy_config_type(kind: str) -> type[StrategyConfig]:
+    config_type = strategy_class(kind).config_type
+    if not (isinstance(config_type, type) and issubclass(config_type, StrategyConfig)):
+        raise ConfigError(f"strategy kind {kind!r}: its config_type is not a StrategyConfig")
+    return config_type
 
 
 @functools.lru_cache(maxsize=256)
@@ -331,7 +360,7 @@ def _check(settings: Settings, environ: dict[str, str]) -> None:
     if not names:
         raise ConfigError("connectors: at least one connector is required")
     venues = settings.venues()
-    for index, strategy in enumerate(settings.strategies):
+    for index, strategy in enumerate(settings.strategy_configs()):
         where = f"strategies[{index}]"
         if strategy.name in RESERVED_NAMES or strategy.name in names:
             raise ConfigError(f"{where}.name: {strategy.name!r} is reserved or used twice")

@@ -575,6 +575,12 @@ class VenueEngine:
                 for live in acct.working.values()
             ]
 
+    def is_pending(self, account: str, client_order_id: str) -> bool:
+        """True while the order waits out ``latency_ms`` (received, not at the book yet)."""
+        with self._lock:
+            return any(kind == _DELAYED_SUBMIT and acct == account and isinstance(arg, SubmitOrder)
+                       and arg.client_order_id == client_order_id for _, kind, acct, arg in self._delayed)
+
     def order_status(self, account: str, client_order_id: str) -> WorkingOrder | None:
         """The order as the venue knows it, working or done; ``None`` when it never accepted it."""
         with self._lock:

@@ -69,6 +69,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -86,6 +87,7 @@ from messages import (
     RejectReason,
     Side,
     SubmitOrder,
+    TimeInForce,
 )
 from messages.fix_spec import (
     BEGIN_STRINGS,
@@ -93,6 +95,7 @@ from messages.fix_spec import (
     FIX42,
     FIX44,
     FIXT11,
+    GTD,
     ORD_TYPE_CODES,
     ORD_TYPES,
     SIDE_CODES,
@@ -163,6 +166,8 @@ class FixBehaviour(msgspec.Struct, frozen=True, kw_only=True):
     """Share of orders answered by a BusinessMessageReject (35=j, BusinessRejectRefID=ClOrdID)."""
     drop_rate: float = 0.0
     """Share of orders dropped in flight: never acknowledged, never working."""
+    answer_status: bool = True
+    """Answer OrderStatusRequest (35=H). ``False``: every H is read and never answered."""
     bust_rate: float = 0.0
     """Share of trades busted (ExecType=H) at the engine step after they were reported."""
     correct_rate: float = 0.0
@@ -205,6 +210,39 @@ def spec_dir() -> Path:
 def dictionary_settings(begin_string: str, directory: Path) -> dict[str, str]:
     """quickfix settings that select (and for 4.2 generate) the data dictionaries."""
     return data_dictionary_settings(begin_string, spec_dir(), directory)
+
+
+_TOO_LATE_TO_ENTER = "4"
+"""OrdRejReason (103): too late to enter."""
+
+
+def expired_on_arrival(message: fix.Message, now_ns: int) -> str:
+    """Why a NewOrderSingle with TimeInForce GTD is refused on arrival at ``now_ns`` (its
+    ExpireTime has passed), or "" when it may enter (not GTD, or still good). A GTD order
+    without ExpireTime is invalid (``BadRequest``): this venue takes no ExpireDate."""
+    expire_ns = expire_time_of(message)
+    if expire_ns is None or now_ns < expire_ns:
+        return ""
+    late_ms = (now_ns - expire_ns) // 1_000_000
+    return f"ExpireTime {_get(message, Tag.EXPIRE_TIME)} passed {late_ms} ms before the order arrived"
+
+
+def expire_time_of(message: fix.Message) -> int | None:
+    """The ExpireTime (126) of a GTD order in wall-clock nanoseconds; None when the order is
+    not GTD. ``BadRequest`` for a GTD order without a valid one."""
+    if _get(message, Tag.TIME_IN_FORCE) != GTD:
+        return None
+    expire = _get(message, Tag.EXPIRE_TIME)
+    if not expire:
+        raise BadRequest("ExpireTime (126) is required with TimeInForce GTD")
+    stamp, _, fraction = expire.partition(".")
+    try:
+        moment = datetime.strptime(stamp, "%Y%m%d-%H:%M:%S").replace(tzinfo=UTC)
+    except ValueError:
+        raise BadRequest(f"ExpireTime {expire!r} is not a UTCTimestamp") from None
+    if not fraction.isdigit() and fraction:
+        raise BadRequest(f"ExpireTime {expire!r} is not a UTCTimestamp")
+    return int(moment.timestamp()) * 1_000_000_000 + int((fraction + "000000000")[:9] or 0)
 
 
 def _listening_descriptor(port: int) -> int | None:
@@ -263,6 +301,7 @@ _PARTIAL = "1"
 _FILLED = "2"
 _CANCELED = "4"
 _REJECTED = "8"
+_EXPIRED = "C"
 
 
 @dataclass
@@ -274,6 +313,10 @@ class _Order:
     status: str = _PENDING_NEW
     cum: Decimal = _ZERO
     notional: Decimal = _ZERO
+    expire_ns: int | None = None
+    """ExpireTime of a GTD order (wall-clock nanoseconds); None for any other."""
+    expiring: bool = False
+    """Its ExpireTime has passed and the engine was asked to take it off the book."""
 
     @property
     def avg_px(self) -> Decimal:
@@ -283,7 +326,7 @@ class _Order:
     @property
     def leaves(self) -> Decimal:
         """Quantity still working (zero once done)."""
-        if self.status in (_FILLED, _CANCELED, _REJECTED):
+        if self.status in (_FILLED, _CANCELED, _REJECTED, _EXPIRED):
             return _ZERO
         return self.order.quantity - self.cum
 
@@ -711,6 +754,7 @@ class FixVenue:
     def _on_quotes(self, quotes: list[Quote]) -> None:
         """Engine step (runner thread): one incremental refresh for the subscribed symbols."""
         self._misbehave_on_step()
+        self._expire_due()
         try:
             if not self._logged_on.is_set():
                 return
@@ -737,6 +781,23 @@ class FixVenue:
         except Exception:
             self.callback_errors += 1
             _log.exception("fix venue: publishing quotes failed")
+
+    def _expire_due(self) -> None:
+        """Take the GTD orders whose ExpireTime has passed off the book (engine step); each is
+        reported expired (ExecType C)."""
+        try:
+            now = time.time_ns()
+            with self._lock:
+                due = [coid for coid, record in self._orders.items()
+                       if record.expire_ns is not None and record.expire_ns <= now
+                       and not record.expiring and record.status in (_NEW, _PARTIAL)]
+                for coid in due:
+                    self._orders[coid].expiring = True
+            for coid in due:
+                self.engine.cancel(self.account, coid)
+        except Exception:
+            self.callback_errors += 1
+            _log.exception("fix venue: expiring orders failed")
 
     def _misbehave_on_step(self) -> None:
         """Busts, corrections and fills from elsewhere, at an engine step (lock held)."""
@@ -788,13 +849,19 @@ class FixVenue:
             return
         try:
             order = self._decode_order(message)
+            expire_ns = expire_time_of(message)
+            expired = expired_on_arrival(message, time.time_ns())
         except (BadRequest, ValueError, InvalidOperation, KeyError, fix.FieldNotFound) as exc:
             self._reject_raw(message, coid, f"invalid order: {exc}")
+            return
+        if expired:
+            _log.info(f"fix venue {self.engine.venue}: order {coid} refused: {expired}")
+            self._reject_raw(message, coid, expired, reason=_TOO_LATE_TO_ENTER)
             return
         with self._lock:
             duplicate = coid in self._orders
             if not duplicate:
-                self._orders[coid] = _Order(order=order)
+                self._orders[coid] = _Order(order=order, expire_ns=expire_ns)
         if duplicate:
             self._send(self._report(
                 _Order(order=order, status=_REJECTED), "8", text=f"duplicate ClOrdID {coid}",
@@ -811,7 +878,7 @@ class FixVenue:
         if order_type is None:
             raise BadRequest(f"unsupported OrdType {message.getField(Tag.ORD_TYPE)}")
         tif_code = _get(message, Tag.TIME_IN_FORCE) or "0"
-        tif = TIFS.get(tif_code)
+        tif = TimeInForce.GTC if tif_code == GTD else TIFS.get(tif_code)  # GTD: until ExpireTime
         if tif is None:
             raise BadRequest(f"unsupported TimeInForce {tif_code}")
         quantity = _get(message, Tag.ORDER_QTY)
@@ -835,8 +902,10 @@ class FixVenue:
             created_ns=time.time_ns(),
         )
 
-    def _reject_raw(self, message: fix.Message, coid: str, text: str) -> None:
-        """Reject an order that could not be decoded, echoing what it said."""
+    def _reject_raw(self, message: fix.Message, coid: str, text: str, *,
+                    reason: str | None = None) -> None:
+        """Reject an order that could not be decoded (or came too late), echoing what it
+        said; ``reason`` is the OrdRejReason (other by default)."""
         report = self._new("8")
         _set(report, (
             (Tag.ORDER_ID, "NONE"),
@@ -845,7 +914,7 @@ class FixVenue:
             (Tag.EXEC_TRANS_TYPE, "0" if self._legacy else None),
             (Tag.EXEC_TYPE, _REJECTED),
             (Tag.ORD_STATUS, _REJECTED),
-            (Tag.ORD_REJ_REASON, "0" if self._legacy else "99"),
+            (Tag.ORD_REJ_REASON, reason or ("0" if self._legacy else "99")),
             (Tag.SYMBOL, _get(message, Tag.SYMBOL) or "N/A"),
             (Tag.SIDE, message.getField(Tag.SIDE)),
             (Tag.LEAVES_QTY, "0"),
@@ -972,6 +1041,10 @@ class FixVenue:
             if isinstance(event, OrderCancelled):
                 if record is None:
                     return None
+                if record.expiring:
+                    record.status = _EXPIRED
+                    self._forget(coid)
+                    return self._report(record, _EXPIRED, text="expired at its ExpireTime")
                 record.status = _CANCELED
                 cancel_id = self._cancel_requests.get(coid)
                 self._forget(coid)
@@ -1185,6 +1258,9 @@ class FixVenue:
     def _on_status_request(self, message: fix.Message) -> None:
         """OrderStatusRequest (H): one ExecutionReport with ExecType=I for the order."""
         coid = message.getField(Tag.CL_ORD_ID)
+        if not self.behaviour.answer_status:
+            self.misbehaviours["status_ignored"] = self.misbehaviours.get("status_ignored", 0) + 1
+            return
         req_id = _get(message, _ORD_STATUS_REQ_ID)
         status = self.engine.order_status(self.account, coid)
         with self._lock:
@@ -1341,6 +1417,8 @@ def _parser() -> argparse.ArgumentParser:
     misbehave.add_argument("--drop-rate", "--drop-order-rate", dest="drop_rate", type=float,
                            default=0.0,
                            help="share of orders dropped in flight (never acknowledged)")
+    misbehave.add_argument("--no-status-answers", action="store_true",
+                           help="read OrderStatusRequests (35=H) and never answer them")
     misbehave.add_argument("--bust-rate", type=float, default=0.0,
                            help="share of trades busted afterwards (ExecType=H)")
     misbehave.add_argument("--correct-rate", type=float, default=0.0,
@@ -1359,6 +1437,7 @@ def behaviour_from_args(args: argparse.Namespace) -> FixBehaviour:
         session_reject_rate=args.session_reject_rate,
         business_reject_rate=args.business_reject_rate,
         drop_rate=args.drop_rate,
+        answer_status=not args.no_status_answers,
         bust_rate=args.bust_rate,
         correct_rate=args.correct_rate,
         foreign_fill_rate=args.foreign_fill_rate,

@@ -32,6 +32,10 @@ class TwsBehaviour(msgspec.Struct, frozen=True, kw_only=True):
     worked, and never reported by any later request."""
     ignore_global_cancel: bool = False
     """reqGlobalCancel is read and ignored: no order is cancelled and nothing is answered."""
+    ignore_completed_orders: bool = False
+    """reqCompletedOrders for API orders only (``apiOnly``, what a client asks about its own
+    orders) is read and never answered: a client waiting for the end marker times out. The
+    request for all completed orders (ib_insync's, at connect) is still answered."""
     master_client_id: int | None = None
     """TWS's "Master API client ID": the session with this client id also receives the
     order status and executions of every other client's orders and of orders placed

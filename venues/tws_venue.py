@@ -206,8 +206,35 @@ _TIME_IN_FORCE = {
     "GTC": TimeInForce.GTC,
     "IOC": TimeInForce.IOC,
     "FOK": TimeInForce.FOK,
+    "GTD": TimeInForce.GTC,  # works until its goodTillDate (checked on arrival)
 }
 _ACTIONS = {"BUY": Side.BUY, "SELL": Side.SELL, "SSHORT": Side.SELL}
+
+
+def good_till_ns(good_till: str) -> int:
+    """Wall-clock nanoseconds of a ``goodTillDate`` (formats as for ``gtd_problem``); 0 when
+    it cannot be read."""
+    text = good_till.strip().removesuffix(" UTC").strip()
+    for layout in ("%Y%m%d %H:%M:%S", "%Y%m%d-%H:%M:%S"):
+        try:
+            return int(datetime.strptime(text, layout).replace(tzinfo=UTC).timestamp()) * 1_000_000_000
+        except ValueError:
+            continue
+    return 0
+
+
+def gtd_problem(good_till: str, now_ns: int) -> str:
+    """Why a GTD order with this ``goodTillDate`` is refused on arrival at ``now_ns``, or ""
+    when it is still good. Formats: ``YYYYMMDD HH:MM:SS`` with an optional ``UTC`` (the
+    time is UTC either way: this venue has no exchange time zone), or ``YYYYMMDD-HH:MM:SS``."""
+    if not good_till.strip():
+        return "a GTD order needs a goodTillDate"
+    expires_ns = good_till_ns(good_till)
+    if not expires_ns:
+        return f"goodTillDate {good_till!r} is not YYYYMMDD HH:MM:SS"
+    if expires_ns <= now_ns:
+        return f"the order expired on its goodTillDate {good_till} before it arrived"
+    return ""
 
 
 @dataclass(frozen=True)
@@ -288,6 +315,8 @@ class _OrderRecord(msgspec.Struct, kw_only=True):
     """Why it is done, in words (completedOrder's ``completedStatus``)."""
     silent_cancel: bool = False
     """The venue cancels it without telling any client (``cancel_at_venue(silent=True)``)."""
+    good_till_ns: int = 0
+    """The goodTillDate of a GTD order (wall-clock nanoseconds); 0 for any other."""
 
     @property
     def working_id(self) -> str:
@@ -424,6 +453,8 @@ class TwsVenue:
         its own request id."""
         self.dropped_orders: list[tuple[int, int]] = []
         """(clientId, orderId) of every placeOrder lost in flight by the drop switch."""
+        self.completed_orders_ignored = 0
+        """reqCompletedOrders left unanswered by ``ignore_completed_orders``."""
         self._drop_next = 0
         self._random = random.Random(self.behaviour.seed)
         self._connectivity_lost = False
@@ -580,10 +611,17 @@ class TwsVenue:
             raise ValueError(f"symbol: not traded here: {symbol!r}")
         self._external_orders += 1
         client_order_id = f"external-{os.getpid()}-{time.time_ns()}-{self._external_orders}"
-        self.engine.submit(self.account, SubmitOrder(
+        order = SubmitOrder(
             client_order_id=client_order_id, venue=self.engine.venue, symbol=symbol, side=side,
             quantity=quantity, order_type=OrderType.MARKET, source="tws-external",
-            created_ns=time.time_ns()))
+            created_ns=time.time_ns())
+        # Its IB record first (symbol, side, quantity): a market order may be done before
+        # the venue's loop looks for it among the working ones.
+        def record() -> None:
+            self._record_for(client_order_id, order)
+
+        self._run_in_loop(record)
+        self.engine.submit(self.account, order)
         return client_order_id
 
     def correct_execution(self, fill_id: str, price: Decimal) -> str:
@@ -1096,6 +1134,7 @@ class TwsVenue:
         self._call_in_loop(self._publish_quotes, quotes)
 
     def _publish_quotes(self, quotes: list[Quote]) -> None:
+        self._expire_due()
         if self._connectivity_lost:
             return
         by_symbol = {quote.symbol: quote for quote in quotes}
@@ -1104,6 +1143,19 @@ class TwsVenue:
                 quote = by_symbol.get(symbol)
                 if quote is not None:
                     self._send_quote_ticks(session, req_id, quote)
+
+    def _expire_due(self) -> None:
+        """At an engine step: cancel the working GTD orders whose goodTillDate has passed
+        (IB reports the order Cancelled)."""
+        now = time.time_ns()
+        for record in self._state.orders:
+            if (record.good_till_ns and record.good_till_ns <= now and not record.cancel_requested
+                    and record.status in ("Submitted", "PreSubmitted")
+                    and not any(p.record is record for p in self._replacements.values())):
+                record.cancel_requested = True
+                self._dirty = True
+                log.info("TWS venue: order %d expired on its goodTillDate", record.order_id)
+                self.engine.cancel(self.account, record.working_id)
 
     # ------------------------------------------------------------------ handlers: orders
 
@@ -1119,7 +1171,7 @@ class TwsVenue:
         order_ref = fields.text()
         transmit = fields.flag()
         parent_id = fields.integer(default=0)
-        what_if = self._read_order_tail(fields, query)
+        what_if, good_till = self._read_order_tail(fields, query)
         client_id = session.client_id
         assert client_id is not None
         if order_id <= 0:
@@ -1151,6 +1203,7 @@ class TwsVenue:
             else f"unknown account {account}" if account not in ("", self.account)
             else f"unsupported order type {ib_type!r}" if ib_type not in _ORDER_TYPES
             else f"unsupported time in force {tif!r}" if tif not in _TIME_IN_FORCE
+            else gtd_problem(good_till, time.time_ns()) if tif == "GTD"
             else f"unsupported action {action!r}" if action not in _ACTIONS
             else f"bad quantity {quantity}" if quantity is None or quantity <= 0
             else ""
@@ -1199,20 +1252,23 @@ class TwsVenue:
             stop_price=order.stop_price,
             tif=tif or "DAY",
             order_ref=order_ref,
+            good_till_ns=good_till_ns(good_till) if tif == "GTD" else 0,
         )
         self._state.orders.append(record)
         self._index(record)
         self.engine.submit(self.account, order)
 
-    def _read_order_tail(self, fields: Fields, query: ContractQuery) -> bool:
+    def _read_order_tail(self, fields: Fields, query: ContractQuery) -> tuple[bool, str]:
         """Walk the rest of a placeOrder message to its whatIf flag (the layout up to there is
-        the same at every server version spoken here)."""
+        the same at every server version spoken here); also returns its goodTillDate."""
         fields.skip(6)  # blockOrder, sweepToFill, displaySize, triggerMethod, outsideRth, hidden
         if query.sec_type == "BAG":
             fields.skip(8 * fields.integer())
             fields.skip(fields.integer())
             fields.skip(2 * fields.integer())
-        fields.skip(30)  # sharesAllocation .. volatilityType
+        fields.skip(3)  # sharesAllocation, discretionaryAmt, goodAfterTime
+        good_till = fields.text()
+        fields.skip(26)  # faGroup .. volatilityType
         if fields.text():  # deltaNeutralOrderType
             fields.skip(9)
         else:
@@ -1230,7 +1286,7 @@ class TwsVenue:
         if fields.text():  # algoStrategy
             fields.skip(2 * fields.integer())
         fields.skip(1)  # algoId
-        return fields.flag()
+        return fields.flag(), good_till
 
     def _refuse_reuse(self, session: _Session, record: _OrderRecord) -> None:
         """placeOrder with the id of an order that is done."""
@@ -1391,8 +1447,12 @@ class TwsVenue:
         self._send_open_orders(session, only_own=False)
 
     def _send_open_orders(self, session: _Session, *, only_own: bool) -> None:
-        for working in self.engine.open_orders(self.account):
-            record = self._record_for(working.order.client_order_id, working.order)
+        records = [self._record_for(w.order.client_order_id, w.order)
+                   for w in self.engine.open_orders(self.account)]
+        # Received and not at the book yet (the engine's latency): TWS lists them too.
+        records += [r for r in self._state.orders if r.status == "PendingSubmit" and not r.is_done
+                    and self.engine.is_pending(self.account, r.working_id) and r not in records]
+        for record in records:
             if record.is_done:
                 continue
             if only_own and record.client_id != session.client_id:
@@ -1406,6 +1466,9 @@ class TwsVenue:
         placed them, oldest first; with apiOnly, only those placed through the API. Then the
         end marker. TWS keeps no completed order from an earlier day."""
         api_only = fields.flag()
+        if api_only and self.behaviour.ignore_completed_orders:
+            self.completed_orders_ignored += 1
+            return
         day_start = _day_start_ns(time.time_ns())
         for record in self._state.orders:
             if not record.is_done or record.completed_ns < day_start:
@@ -1893,6 +1956,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="probability that a placeOrder is lost in flight")
     parser.add_argument("--ignore-global-cancel", action="store_true",
                         help="read reqGlobalCancel and do nothing")
+    parser.add_argument("--ignore-completed-orders", action="store_true",
+                        help="read reqCompletedOrders for API orders only (apiOnly) and never "
+                             "answer")
     parser.add_argument("--master-client-id", type=int, default=None,
                         help="client id that also receives every other order's events")
     parser.add_argument("--cancel-after", type=float, default=0.0, metavar="SECONDS",
@@ -1913,6 +1979,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             coalesce_quotes=args.coalesce_quotes and not args.split_quotes,
             quote_split_delay_s=args.quote_split_delay,
             drop_order_rate=args.drop_order_rate, ignore_global_cancel=args.ignore_global_cancel,
+            ignore_completed_orders=args.ignore_completed_orders,
             master_client_id=args.master_client_id, initial_cash=args.initial_cash,
             cancel_after_s=args.cancel_after, silent_cancels=args.silent_cancels)
         engine_config = EngineConfig(

@@ -10,7 +10,7 @@
 
 Misbehaviour switches (``ZmqBehaviour``; ``tradeguard venue zmq --help``): orders dropped
 in flight (never acknowledged), a refused or unanswered ``cancel_all``, and fills for
-orders no client sent. The ``order_status`` request is always answered.
+orders no client sent, and ``order_status`` requests never answered.
 
 One I/O thread owns both sockets. Engine callbacks (from the engine runner thread or from
 a request being handled) only queue outgoing frames and wake the I/O thread, so no socket
@@ -42,6 +42,7 @@ from messages import (
     OrderFilled,
     OrderStatus,
     Quote,
+    RejectReason,
     Side,
     SubmitOrder,
 )
@@ -54,6 +55,9 @@ if TYPE_CHECKING:
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1"})
 """Hosts the venue may bind: it is a local simulator, never reachable from outside."""
+
+CODE_EXPIRED = "SIM-106"
+"""The venue's code for an order that arrived at or after its ``expire_ns``."""
 
 DEFAULT_ACCOUNT = "zmq"
 """Engine account the venue trades for."""
@@ -77,6 +81,8 @@ class ZmqBehaviour(msgspec.Struct, frozen=True, kw_only=True):
 
     drop_rate: float = 0.0
     """Share of ``new_order`` requests dropped in flight: no event ever, never working."""
+    answer_status: bool = True
+    """Answer ``order_status`` requests. ``False``: they are read and never answered."""
     cancel_all: str = "accept"
     """``accept``, ``refuse`` (reply ``cancel_all_rejected``, nothing cancelled) or
     ``ignore`` (no reply, nothing cancelled)."""
@@ -147,6 +153,8 @@ class ZmqVenue:
         self._foreign_draw = random.Random(f"{self.behaviour.seed}:foreign")
         self.dropped: list[str] = []
         """Client order ids of the orders dropped in flight, oldest first."""
+        self.expired_on_arrival: list[str] = []
+        """Client order ids of the orders refused because they arrived after ``expire_ns``."""
         self.misbehaviours: dict[str, int] = {}
         """How often each switch acted (drop, cancel_all_refused, ...)."""
         self.state_path = state_path
@@ -324,6 +332,7 @@ class ZmqVenue:
                     symbol=event.symbol,
                     text=event.text,
                     ts_ns=event.ts_ns or time.time_ns(),
+                    expired=event.expired,
                 )
             # OrderRejected: a refused cancel when a cancel is pending and the order is not
             # waiting for its own acceptance; otherwise the new order was refused.
@@ -507,6 +516,8 @@ class ZmqVenue:
         }
 
     def _on_new_order(self, request: wire.NewOrderRequest) -> None:
+        if request.expire_ns is not None and self._refused_expired(request):
+            return
         order = SubmitOrder(
             client_order_id=request.client_order_id,
             venue=self.engine.venue,
@@ -530,6 +541,22 @@ class ZmqVenue:
         with self._state_lock:
             self._order_states.setdefault(order.client_order_id, "new")
         self.engine.submit(self.account, order)  # events arrive through the order listener
+
+    def _refused_expired(self, request: wire.NewOrderRequest) -> bool:
+        """Refuse an order that arrives at or after its ``expire_ns`` (a ``rejected`` event to
+        every client; the venue never knew the order)."""
+        now = time.time_ns()
+        if request.expire_ns is None or now < request.expire_ns:
+            return False
+        late_ms = (now - request.expire_ns) // 1_000_000
+        self.expired_on_arrival.append(request.client_order_id)
+        _log.bind(client_order_id=request.client_order_id).info(
+            f"order arrived {late_ms} ms after its expiry")
+        self._enqueue("event", wire.encoder.encode(wire.RejectedEvent(
+            client_order_id=request.client_order_id, symbol=request.symbol, reason=RejectReason.VENUE,
+            text=f"{CODE_EXPIRED} expired {late_ms} ms before it arrived", ts_ns=now,
+        )))
+        return True
 
     def _on_cancel(self, request: wire.CancelRequest) -> None:
         with self._state_lock:
@@ -579,7 +606,10 @@ class ZmqVenue:
         )
         return wire.OpenOrdersReply(req_id=request.req_id, orders=orders, ts_ns=time.time_ns())
 
-    def _on_order_status(self, request: wire.OrderStatusRequest) -> wire.Frame:
+    def _on_order_status(self, request: wire.OrderStatusRequest) -> wire.Frame | None:
+        if not self.behaviour.answer_status:
+            self._count("status_ignored")
+            return None
         status = self.engine.order_status(self.account, request.client_order_id)
         if status is None:
             with self._state_lock:  # received, not yet at the book (engine latency)
@@ -693,6 +723,8 @@ def _parser() -> argparse.ArgumentParser:
     misbehave.add_argument("--drop-rate", "--drop-order-rate", dest="drop_rate", type=float,
                            default=0.0,
                            help="share of orders dropped in flight (never acknowledged)")
+    misbehave.add_argument("--no-status-answers", action="store_true",
+                           help="read order_status requests and never answer them")
     misbehave.add_argument("--cancel-all", choices=sorted(CANCEL_ALL_MODES), default="accept",
                            help="carry out, refuse or ignore cancel_all requests")
     misbehave.add_argument("--foreign-fill-rate", type=float, default=0.0,
@@ -709,7 +741,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(venue_argv(argv))
     state_path = args.state_dir / "zmq-venue.json" if args.state_dir is not None else None
     try:
-        behaviour = ZmqBehaviour(drop_rate=args.drop_rate, cancel_all=args.cancel_all,
+        behaviour = ZmqBehaviour(drop_rate=args.drop_rate, answer_status=not args.no_status_answers,
+                                 cancel_all=args.cancel_all,
                                  foreign_fill_rate=args.foreign_fill_rate, seed=args.seed)
         engine = VenueEngine(args.name, EngineConfig(
             seed=args.seed, volatility_bps=step_volatility_bps(args.annual_volatility, args.interval)))

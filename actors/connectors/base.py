@@ -26,6 +26,18 @@ While disconnected, orders are refused at once (``VENUE_DOWN``); cancels, mass c
 and position requests are counted as errors and logged (nothing is answered, as for a
 venue that does not answer).
 
+Orders in flight (``core.inflight``): every order written to the venue is tracked until
+the connector delivers the venue's first word about it (accepted, rejected, filled,
+cancelled). One still unanswered ``inflight_timeout_s`` after it was sent is queried at
+the venue (``query_order_status``, the connector's status request), again after each
+further ``inflight_timeout_s``, up to ``inflight_retries`` queries; the answer arrives as
+an ordinary order event. When the queries are spent the order is given up: a cancel for
+it is sent to the venue (in case it arrives later), ``order_given_up`` lets the connector
+forget it, it is ended with ``OrderCancelled`` (text ``lost in flight: ...``), a WARNING
+``SafetyEvent`` of kind ``order_lost_in_flight`` is raised and the venue's positions are
+requested at once (a reconciliation). No query is sent while the session is down; the
+session coming back restarts each order's wait (docs/operations.md, "In-flight orders").
+
 Every connector implements ``connect``, ``disconnect``, ``resync``, ``subscribe``,
 ``submit``, ``cancel``, ``cancel_all`` and ``request_positions``. The base routes told
 commands to them, publishes what the venue says on the bus, drops duplicate fills, keeps
@@ -38,6 +50,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -48,7 +61,9 @@ from msgspec import Meta
 
 from actors import topics
 from actors.connectors._io import SessionLink, SessionLost, SessionUp
-from actors.errors import ConnectorError
+from actors.errors import ConnectorError, JournalError
+from actors.journal import Journal
+from core.inflight import GiveUp, InflightOrders, QueryStatus
 from messages import (
     CancelAll,
     CancelAllDone,
@@ -60,6 +75,7 @@ from messages import (
     OrderCancelled,
     OrderFilled,
     OrderRejected,
+    OrderStatus,
     QuoteBatch,
     RejectReason,
     RequestPositions,
@@ -100,6 +116,13 @@ class ConnectorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     reconnect_reset_after_s: float = 30.0
     """A session up this long before it is lost reconnects from ``reconnect_initial_s``
     again; a shorter one continues the growing delays (a flapping venue backs off). Above 0."""
+    inflight_timeout_s: Annotated[float, Meta(ge=0.05, le=3600.0)] = 5.0
+    """How long an order sent may go unanswered by the venue before its status is queried
+    there, and the wait after each query. At least 0.05."""
+    inflight_retries: Annotated[int, Meta(ge=0, le=100)] = 3
+    """Status queries for an unanswered order before it is given up: cancelled at the
+    venue, ended as cancelled (``lost in flight``), the venue reconciled at once, a WARNING
+    raised. 0 gives up after one ``inflight_timeout_s`` without a query."""
 
     def __post_init__(self) -> None:
         _check_range("connect_timeout_s", self.connect_timeout_s, 0.1)
@@ -109,6 +132,9 @@ class ConnectorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
         _check_range("reconnect_multiplier", self.reconnect_multiplier, 1.0, 10.0)
         _check_range("reconnect_jitter_s", self.reconnect_jitter_s, 0.0)
         _check_range("reconnect_reset_after_s", self.reconnect_reset_after_s, 0.001)
+        _check_range("inflight_timeout_s", self.inflight_timeout_s, 0.05, 3600.0)
+        if not 0 <= self.inflight_retries <= 100:
+            raise ValueError(f"inflight_retries: must be within 0..100, got {self.inflight_retries}")
 
     def reconnect_backoff(self) -> Backoff:
         """The reconnection delays as the supervision kernel's backoff policy (tenacity)."""
@@ -123,6 +149,11 @@ def _check_range(field: str, value: float, low: float, high: float | None = None
         raise ValueError(f"{field}: must be finite and {bound}, got {value}")
 
 
+JOURNAL_NAME = "journal.sqlite3"
+"""The journal's file name in the state directory (the keeper's default ``journal_name``),
+for a connector whose config has no ``journal`` field of its own."""
+
+
 class _ConnectDeadline(msgspec.Struct, frozen=True):
     attempt: int
 
@@ -133,6 +164,10 @@ class _Reconnect(msgspec.Struct, frozen=True):
 
 class _HealthTick(msgspec.Struct, frozen=True):
     pass
+
+
+class _InflightDue(msgspec.Struct, frozen=True):
+    token: int
 
 
 Phase = Literal["connecting", "up", "waiting", "stopped"]
@@ -170,6 +205,13 @@ class Connector(SupervisedActor):
         self._up_since = 0.0
         self._timer: TimerHandle | None = None
         self._backoff = config.reconnect_backoff()
+        # Orders in flight (actor thread).
+        self._inflight = InflightOrders(config.inflight_timeout_s, config.inflight_retries)
+        self._inflight_orders: dict[str, SubmitOrder] = {}
+        self._inflight_timer: TimerHandle | None = None
+        self._inflight_at = math.inf
+        self._inflight_token = 0
+        self._journal_checked = False
 
     @property
     def name(self) -> str:
@@ -223,6 +265,32 @@ class Connector(SupervisedActor):
         the venue's address)."""
         return f"no session within {self.config.connect_timeout_s}s"
 
+    def query_order_status(self, order: SubmitOrder) -> None:
+        """Ask the venue for the state of ``order``, sent and still unanswered; deliver the
+        answer as an order event (``OrderAccepted`` while it works, its fills, or the
+        terminal event; ``lost_order_events`` when the venue does not know it). The default
+        sends nothing: such a connector's orders are given up after the retries."""
+        self.log.debug(f"connector {self.name}: no status query for {order.client_order_id}")
+
+    def order_given_up(self, client_order_id: str) -> None:
+        """The in-flight policy ended ``client_order_id`` (its cancel already sent): forget
+        what the connector keeps about it. The default keeps nothing."""
+
+    def lost_order_events(self, client_order_id: str, symbol: str, venue_words: str
+                          ) -> tuple[OrderRejected, SafetyEvent]:
+        """What a connector delivers when its venue answers a status query with "unknown
+        order": the order never reached the venue. It ends rejected, with a WARNING. Any
+        thread (it only builds the messages)."""
+        detail = f"order {client_order_id} never reached the venue ({venue_words}): resolved as rejected"
+        self.log.warning(f"connector {self.name}: {detail}")
+        ts = now_ns()
+        return (
+            OrderRejected(client_order_id=client_order_id, venue=self.name, reason=RejectReason.VENUE,
+                          text=f"never reached the venue: {venue_words}", symbol=symbol, ts_ns=ts),
+            SafetyEvent(kind="order_lost", severity=Severity.WARNING, venue=self.name, symbol=symbol,
+                        detail=detail, ts_ns=ts),
+        )
+
     # ---- lifecycle ------------------------------------------------------------------
 
     def setup(self) -> None:
@@ -234,7 +302,10 @@ class Connector(SupervisedActor):
     def teardown(self) -> None:
         self.phase = "stopped"
         was_connected, self._connected = self._connected, False
-        for timer in (self._health_timer, self._timer):
+        if self._inflight:
+            self.log.warning(f"connector {self.name} stopped with {len(self._inflight)} order(s) "
+                             f"unanswered: {', '.join(self._inflight.in_flight()[:20])}")
+        for timer in (self._health_timer, self._timer, self._inflight_timer):
             if timer is not None:
                 timer.cancel()
         self.link.close()
@@ -265,6 +336,7 @@ class Connector(SupervisedActor):
             _ConnectDeadline: self._on_connect_deadline,
             _Reconnect: self._on_reconnect,
             _HealthTick: self._on_health_tick,
+            _InflightDue: self._on_inflight_due,
         }
 
     # ---- connecting, reconnecting (actor thread) -------------------------------------
@@ -293,6 +365,9 @@ class Connector(SupervisedActor):
         # Every session re-reads the venue's executions and publishes them again (the journal
         # drops those it has): a fill a subscriber missed gets another chance.
         self._seen_fills.clear()
+        if not self._journal_checked:
+            self._journal_checked = True
+            self._track_journal_pending()
         try:
             self.resync()
             if self.config.symbols:
@@ -300,6 +375,8 @@ class Connector(SupervisedActor):
         except ConnectorError as exc:
             self._lose_session(f"resynchronisation failed: {exc}")
             return
+        self._inflight.session_up(time.monotonic())
+        self._arm_inflight()
         bus.publish(topics.CONNECTORS,
                     ConnectorUp(name=self.name, generation=self.context.generation, ts_ns=now_ns()))
         if self._outage_reported:
@@ -334,6 +411,8 @@ class Connector(SupervisedActor):
         self._connected = False
         self._outage_since = time.monotonic()
         self._outage_reported = True
+        self._inflight.session_lost()
+        self._arm_inflight()
         self.log.warning(f"connector {self.name} lost its session: {reason}")
         bus.publish(topics.CONNECTORS, ConnectorDown(name=self.name, reason=reason, ts_ns=now_ns()))
         self._close_session()
@@ -392,6 +471,8 @@ class Connector(SupervisedActor):
                                        text=f"connector {self.name} is not connected to its venue",
                                        symbol=order.symbol, source=order.source, ts_ns=now_ns()))
             return
+        # Tracked before it is written: a refusal delivered by ``submit`` ends the tracking.
+        self._track_sent(order)
         try:
             self.submit(order)
         except ConnectorError as exc:
@@ -442,14 +523,137 @@ class Connector(SupervisedActor):
         if self.phase == "up":
             self._lose_session(f"{what} failed: {exc}")
 
+    # ---- orders in flight (actor thread) ----------------------------------------------
+
+    def _track_sent(self, order: SubmitOrder) -> None:
+        coid = order.client_order_id
+        if coid in self._inflight:
+            return
+        self._inflight.sent(coid, time.monotonic())
+        self._inflight_orders[coid] = order
+        self._arm_inflight()
+
+    def _track_journal_pending(self) -> None:
+        """Orders of this venue the journal holds as sent and never answered (a previous
+        life of the connector or of the process sent them): in flight from now on, so the
+        resynchronisation or the status queries end each of them. Read only, once per
+        actor; a journal that cannot be read is logged and skipped."""
+        path = self.state_dir / str(getattr(self.config, "journal", JOURNAL_NAME))
+        if not path.is_file():
+            return
+        try:
+            with Journal(path) as journal:  # only read: the keeper and the governor write it
+                records = journal.open_orders()
+        except JournalError as exc:
+            self.count_error()
+            self.log.error(f"connector {self.name}: cannot read the journal's open orders: {exc}")
+            return
+        pending = [r.order for r in records if r.order.venue == self.name and r.status is OrderStatus.PENDING]
+        for order in pending:
+            self._track_sent(order)
+        if pending:
+            self.log.warning(f"connector {self.name}: {len(pending)} order(s) from the journal never "
+                             f"answered by the venue, in flight again: "
+                             f"{', '.join(o.client_order_id for o in pending[:20])}")
+
+    def _settle_inflight(self, client_order_id: str) -> None:
+        """The venue said something about ``client_order_id``: no longer in flight."""
+        answered = self._inflight.answered(client_order_id, time.monotonic())
+        self._inflight_orders.pop(client_order_id, None)
+        if answered is not None and answered.queries:
+            self.log.info(f"connector {self.name}: order {client_order_id} answered after "
+                          f"{answered.queries} status quer{'y' if answered.queries == 1 else 'ies'} "
+                          f"({answered.waited_s:.1f}s after it was sent)")
+
+    def _arm_inflight(self) -> None:
+        """Have ``_InflightDue`` told when the next query or give-up is due."""
+        due = self._inflight.next_due()
+        if due is None:
+            if self._inflight_timer is not None:
+                self._inflight_timer.cancel()
+                self._inflight_timer = None
+            self._inflight_at = math.inf
+            return
+        if self._inflight_timer is not None and self._inflight_at <= due:
+            return  # the armed timer comes first; it re-arms
+        if self._inflight_timer is not None:
+            self._inflight_timer.cancel()
+        self._inflight_token += 1
+        self._inflight_at = due
+        self._inflight_timer = scheduler.call_later(
+            max(due - time.monotonic(), 0.0), _teller(self.actor_ref, _InflightDue(self._inflight_token)))
+
+    def _on_inflight_due(self, message: _InflightDue) -> None:
+        if message.token != self._inflight_token or self.phase == "stopped":
+            return
+        self._inflight_timer = None
+        self._inflight_at = math.inf
+        for action in self._inflight.due(time.monotonic()):
+            if isinstance(action, GiveUp):
+                self._give_up(action)
+            elif self.phase == "up":  # a query may have lost the session: no more are sent
+                self._query(action)
+        self._arm_inflight()
+
+    def _query(self, action: QueryStatus) -> None:
+        order = self._inflight_orders.get(action.client_order_id)
+        if order is None:
+            return
+        self.log.bind(client_order_id=order.client_order_id, attempt=action.attempt).warning(
+            f"connector {self.name}: no answer for order {order.client_order_id}; status query "
+            f"{action.attempt} of {self.config.inflight_retries}")
+        try:
+            self.query_order_status(order)
+        except ConnectorError as exc:
+            self._command_failed("status query", exc)
+            return
+        self.count_out()
+
+    def _give_up(self, action: GiveUp) -> None:
+        """The policy: cancel at the venue, end the order, alert, reconcile at once."""
+        coid = action.client_order_id
+        order = self._inflight_orders.pop(coid, None)
+        if order is None:
+            return
+        symbol = order.symbol
+        detail = (f"order {coid} ({order.side} {order.quantity} {symbol}) {action.text}: "
+                  f"cancelled at the venue, ended as cancelled; positions re-read")
+        self.log.bind(client_order_id=coid, queries=action.queries).warning(
+            f"connector {self.name}: {detail}")
+        try:
+            self.cancel(CancelOrder(client_order_id=coid, venue=self.name, source="inflight"))
+            self.count_out()
+        except ConnectorError as exc:
+            self.count_error()
+            self.log.warning(f"connector {self.name}: cancel of lost order {coid} not sent: {exc}")
+        try:
+            self.order_given_up(coid)
+        except Exception:  # forgetting must not stop the order's end
+            self.count_error()
+            self.log.exception(f"connector {self.name}: forgetting lost order {coid} failed")
+        ts = now_ns()
+        self.deliver(OrderCancelled(client_order_id=coid, venue=self.name, symbol=symbol,
+                                    text=action.text, ts_ns=ts))
+        self.deliver(SafetyEvent(kind="order_lost_in_flight", severity=Severity.WARNING, venue=self.name,
+                                 symbol=symbol, detail=detail, value=Decimal(action.queries), ts_ns=ts))
+        try:
+            self.request_positions(f"inflight-{coid}")
+        except ConnectorError as exc:
+            self.count_error()
+            self.log.warning(f"connector {self.name}: positions after lost order {coid} not asked: {exc}")
+
     # ---- what the venue says --------------------------------------------------------
 
     def deliver(self, message: Any) -> None:
         """Publish a venue message on its topic (actor thread only); drops fills already
-        published in this session."""
+        published in this session. An order event ends the order's time in flight."""
         if isinstance(message, QuoteBatch):
             bus.publish(topics.MARKET, message)
-        elif isinstance(message, OrderFilled):
+            return
+        coid = getattr(message, "client_order_id", None)
+        if coid and coid in self._inflight:
+            self._settle_inflight(coid)
+        if isinstance(message, OrderFilled):
             if message.fill_id in self._seen_fills:
                 self.count_drop()
                 return

@@ -27,7 +27,8 @@ Message flow (docs/fix.md has the whole subset):
   go out as one ``QuoteBatch``; a book without both sides sends nothing.
 - ``submit``: NewOrderSingle (D). ExecutionReports (8) become ``OrderAccepted``,
   ``OrderFilled`` (partial and full), ``OrderCancelled`` and ``OrderRejected`` (the
-  venue's OrdRejReason code and Text).
+  venue's OrdRejReason code and Text); ExecType=C (and OrdStatus=C in a status report)
+  is an ``OrderCancelled`` flagged ``expired``.
 - ``cancel``: OrderCancelRequest (F); an OrderCancelReject (9) is logged and counted.
 - ``cancel_all``: OrderMassCancelRequest (q, all orders); the report (r) becomes
   ``CancelAllDone``.
@@ -58,6 +59,17 @@ configured with the FIXT11/FIX50SP2 dictionaries and uses the 4.4 message bodies
 exercised by one test against the simulated venue, which serves the same subset over
 FIXT.1.1. A production 5.0 SP2 venue may require fields this subset leaves out.
 
+Staleness (``core.staleness``): a TestRequest (35=1, TestReqID ``tg-probe-…``) probes the
+logged-on session every ``probe_interval_s``; the venue must answer with a Heartbeat
+echoing its TestReqID. Once none has come for ``probe_interval_s + probe_timeout_s`` the
+session is stale and ``submit`` refuses every new order (``VENUE_DOWN``) instead of
+writing it. After ``stale_after_s`` the session is declared dead: its socket gets
+``SO_LINGER`` 0 (found by its peer: quickfix has no option for it), the initiator is
+stopped, so the kernel drops what it has not sent, and the connector reconnects. With
+``order_expiry_s`` resting limit orders go GTD with an ExpireTime; an order first
+acknowledged more than ``late_ack_warn_s`` after it was sent raises a WARNING
+``late_execution`` safety event.
+
 quickfix's ``Application`` callbacks keep quickfix's camelCase names (``onLogon``,
 ``fromApp``...); everything else is snake_case.
 """
@@ -65,6 +77,7 @@ quickfix's ``Application`` callbacks keep quickfix's camelCase names (``onLogon`
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 import sysconfig
 import threading
@@ -80,11 +93,13 @@ import quickfix as fix
 from msgspec import Meta
 
 from actors import topics
-from actors.connectors._io import SessionLink
+from actors.connectors._io import SessionLink, SessionUp
+from actors.connectors._staleness import late_event, linger_zero
 from actors.connectors.base import Connector, ConnectorConfig
 from actors.errors import ConnectorError, JournalError
 from actors.journal import Journal
 from core.l1_book import L1Book, L1Books
+from core.staleness import LateAcks, Liveness, SessionProbe, expire_time_ns, takes_gtd
 from messages import (
     PRICE_BOUNDS,
     CancelAllDone,
@@ -108,6 +123,7 @@ from messages.fix_spec import (
     BEGIN_STRINGS,
     EXTENDED_42_TYPES,
     FIX42,
+    GTD,
     ORD_TYPE_CODES,
     SIDE_CODES,
     SIDES,
@@ -118,7 +134,7 @@ from messages.fix_spec import (
     utc_timestamp,
 )
 from messages.orders import FillBusted, FillCorrected
-from supervision import bus
+from supervision import TimerHandle, bus, scheduler
 
 
 class FixConfig(ConnectorConfig, frozen=True, kw_only=True):
@@ -149,6 +165,21 @@ class FixConfig(ConnectorConfig, frozen=True, kw_only=True):
     """File name, in the state directory, of the journal whose orders for this venue that
     are not terminal are queried (OrderStatusRequest) at every logon after a start (the
     keeper's ``journal_name``); read only, and only when the file exists."""
+    probe_interval_s: Annotated[float, Meta(ge=0.05, le=60.0)] = 1.0
+    """How often a TestRequest (35=1) probes the logged-on session. 0.05 to 60."""
+    probe_timeout_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 0.5
+    """How long a probe may go unanswered, beyond ``probe_interval_s`` since the last
+    answering Heartbeat, before the session is stale and takes no new order. Above 0."""
+    stale_after_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 5.0
+    """Silence (no TestRequest answered) after which the session is declared dead, its
+    socket reset and the session reconnected. Above 0."""
+    late_ack_warn_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 2.0
+    """An order first acknowledged by the venue (ExecutionReport) more than this long after
+    it was sent raises a ``late_execution`` WARNING. Above 0."""
+    order_expiry_s: Annotated[float, Meta(ge=0.0, le=86400.0)] = 0.0
+    """Limit and stop-limit orders that would rest (DAY, GTC) are sent TimeInForce GTD (6)
+    with ExpireTime (126) this many seconds after their sending, so the venue refuses one
+    that arrives later and expires it then. 0 (the default) sends none."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -165,6 +196,19 @@ class FixConfig(ConnectorConfig, frozen=True, kw_only=True):
                 raise ValueError(f"{name}: must not be empty")
         if not self.journal or "/" in self.journal or self.journal in (".", ".."):
             raise ValueError(f"journal: must be a plain file name, got {self.journal!r}")
+        _check_probe_settings(self)
+
+
+def _check_probe_settings(cfg: FixConfig) -> None:
+    """The probe, late acknowledgement and expiry settings, each finite within its range."""
+    if not (math.isfinite(cfg.probe_interval_s) and 0.05 <= cfg.probe_interval_s <= 60):
+        raise ValueError(f"probe_interval_s: must be within 0.05..60, got {cfg.probe_interval_s}")
+    for name in ("probe_timeout_s", "stale_after_s", "late_ack_warn_s"):
+        value = getattr(cfg, name)
+        if not (math.isfinite(value) and 0 < value <= 3600):
+            raise ValueError(f"{name}: must be above 0 and at most 3600, got {value}")
+    if not (math.isfinite(cfg.order_expiry_s) and 0 <= cfg.order_expiry_s <= 86400):
+        raise ValueError(f"order_expiry_s: must be within 0..86400, got {cfg.order_expiry_s}")
 
 
 # ---- data dictionaries ------------------------------------------------------------------------
@@ -250,6 +294,10 @@ _RESENDABLE = frozenset({"H", "V", "AF", "AN", EXTENDED_42_TYPES["AF"], EXTENDED
 _RECONNECT_INTERVAL_S = 3600
 """quickfix's own reconnect interval: longer than any attempt, so it never reconnects."""
 _MAX_PENDING = 256  # position / mass cancel requests remembered while unanswered
+_PROBE_PREFIX = "tg-probe-"
+"""TestReqID (112) prefix of this connector's probes; quickfix's own are ``TEST``."""
+_PROBE_TICK_S = 0.25
+"""Longest time between two looks at the probe's state (dead sessions are found this soon)."""
 _K = TypeVar("_K")
 _V = TypeVar("_V")
 
@@ -278,6 +326,22 @@ class _OrderListing:
         self.complete = False
         """The report with LastRptRequested=Y arrived."""
         self.refused = False
+
+
+@dataclass(frozen=True)
+class _ProbeTick:
+    """Time to look at the probe of connection attempt ``attempt`` (timer -> actor)."""
+
+    attempt: int
+
+
+@dataclass(frozen=True)
+class _ProbeAnswer:
+    """A Heartbeat answering one of our TestRequests arrived (quickfix thread -> actor)."""
+
+    test_req_id: str
+    at: float
+    """Monotonic time of its arrival."""
 
 
 @dataclass
@@ -367,6 +431,11 @@ class FixConnector(Connector):
         self._status_seen: set[str] = set()  # working orders reported by status this session
         self._journal_read = False
         self._books = L1Books(config.name)  # quickfix thread only; every change published
+        self._probe: SessionProbe | None = None  # actor thread; None while no session is up
+        self._probe_timer: TimerHandle | None = None
+        self._probe_ids = itertools.count(1)
+        self._probes_sent: dict[str, float] = {}  # TestReqID -> monotonic sending time
+        self._late = LateAcks(config.late_ack_warn_s)  # actor thread
         self._ids = itertools.count(1)
         self._handlers: dict[str, Callable[[fix.Message], None]] = {
             "8": self._on_execution_report,
@@ -426,6 +495,11 @@ class FixConnector(Connector):
         table = super().handlers()
         table[FillBusted] = self._deliver_amendment
         table[FillCorrected] = self._deliver_amendment
+        table[SessionUp] = self._on_up_then_probe
+        table[_ProbeTick] = self._on_probe_tick
+        table[_ProbeAnswer] = self._on_probe_answer
+        for acknowledgement in (OrderAccepted, OrderFilled, OrderRejected, OrderCancelled):
+            table[acknowledgement] = self._deliver_checking_delay
         return table
 
     def _deliver_amendment(self, message: FillBusted | FillCorrected) -> None:
@@ -461,6 +535,25 @@ class FixConnector(Connector):
                 self.log.error(f"connector {self.name}: status request for {coid} not sent")
         if orders:
             self.log.info(f"connector {self.name}: asked the status of {len(orders)} order(s)")
+
+    def query_order_status(self, order: SubmitOrder) -> None:
+        """OrderStatusRequest (H) for one order still unanswered; the ExecutionReport
+        (ExecType=I) answering it is decoded like those of a resync."""
+        request = self._new("H")
+        _set(request, (
+            (Tag.CL_ORD_ID, order.client_order_id),
+            (_ORD_STATUS_REQ_ID, None if self._legacy else self._next_id("st-")),
+            (Tag.SYMBOL, order.symbol),
+            (Tag.SIDE, SIDE_CODES[order.side]),
+        ))  # fmt: skip
+        if not self._send(request):  # logged off: the logon's own queries will ask
+            self.count_error()
+            self.log.warning(f"connector {self.name}: status request for "
+                             f"{order.client_order_id} not sent (not logged on)")
+
+    def order_given_up(self, client_order_id: str) -> None:
+        """Not asked about at the next logon: a late report of it is still published."""
+        self._forget(client_order_id)
 
     def _track_journal_orders(self) -> None:
         """Track the journal's orders of this venue that are not terminal (read only; once
@@ -520,9 +613,11 @@ class FixConnector(Connector):
             self._send(request)
 
     def submit(self, order: SubmitOrder) -> None:
-        """NewOrderSingle; refused at once when the session is not logged on."""
+        """NewOrderSingle; refused at once when the session is not logged on or stale."""
         if not self._logged_on.is_set():
             self.deliver(self._refusal(order, "FIX session not logged on"))
+            return
+        if self._refused_stale(order):
             return
         message = self._new("D")
         _set(message, (
@@ -538,6 +633,8 @@ class FixConnector(Connector):
             (Tag.TIME_IN_FORCE, TIF_CODES[order.time_in_force]),
             (Tag.EXEC_INST, "E" if order.reduce_only else None),  # do not increase
         ))  # fmt: skip
+        self._set_expiry(message, order)
+        self._late.sent(order.client_order_id, now_ns())
         with self._state_lock:
             self._orders[order.client_order_id] = _Order(
                 order.symbol, SIDE_CODES[order.side], format_decimal(order.quantity)
@@ -664,6 +761,132 @@ class FixConnector(Connector):
         while len(table) > bound:
             del table[next(iter(table))]
 
+    # ---- staleness, expiry, late acknowledgements (actor thread) ----------------------------
+
+    def _on_up_then_probe(self, message: SessionUp) -> None:
+        """The session is up: the base resynchronises; then the probing starts."""
+        self._on_session_up(message)
+        if self.phase == "up" and message.attempt == self.link.attempt:
+            cfg = self.fix_config
+            self._probe = SessionProbe(interval_s=cfg.probe_interval_s, timeout_s=cfg.probe_timeout_s,
+                                       dead_after_s=cfg.stale_after_s, now=time.monotonic())
+            self._on_probe_tick(_ProbeTick(message.attempt))
+
+    def _on_probe_tick(self, tick: _ProbeTick) -> None:
+        """Send a TestRequest when one is due; declare the session dead after
+        ``stale_after_s`` without an answer."""
+        probe = self._probe
+        if tick.attempt != self.link.attempt:
+            return  # a tick of an earlier session
+        if probe is None or self.phase != "up":
+            self._probe = None
+            return
+        now = time.monotonic()
+        state = probe.state(now)
+        if state is Liveness.DEAD:
+            self._declare_dead(f"no answer to TestRequest for {probe.silent_s(now):.1f}s "
+                               f"(stale_after_s {self.fix_config.stale_after_s})")
+            return
+        if state is Liveness.STALE:
+            self._note_stale(now)
+        if probe.probe_due(now):
+            probe.sent(now)
+            test_req_id = f"{_PROBE_PREFIX}{self.link.attempt}-{next(self._probe_ids)}"
+            self._remember(self._probes_sent, test_req_id, now, bound=64)
+            self._send_test_request(test_req_id)
+        delay = min(_PROBE_TICK_S, probe.next_probe_in(now) or probe.interval_s)
+        self._probe_timer = scheduler.call_later(delay, self._teller(tick))
+
+    def _teller(self, message: object) -> Callable[[], None]:
+        ref = self.actor_ref
+
+        def tell() -> None:
+            try:
+                ref.tell(message)
+            except Exception:  # the actor is gone: nothing to probe
+                pass
+
+        return tell
+
+    def _send_test_request(self, test_req_id: str) -> None:
+        """A TestRequest (35=1): the venue must answer with a Heartbeat echoing TestReqID."""
+        message = fix.Message()
+        message.getHeader().setField(Tag.MSG_TYPE, "1")
+        message.setField(Tag.TEST_REQ_ID, test_req_id)
+        if not self._send(message):
+            self.log.debug(f"connector {self.name}: TestRequest {test_req_id} not sent")
+
+    def _on_heartbeat(self, message: fix.Message) -> None:
+        """A Heartbeat (quickfix thread): one answering our TestRequest goes to the actor."""
+        test_req_id = _get(message, Tag.TEST_REQ_ID) or ""
+        if test_req_id.startswith(_PROBE_PREFIX):
+            self._link.tell(_ProbeAnswer(test_req_id, time.monotonic()))
+
+    def _on_probe_answer(self, answer: _ProbeAnswer) -> None:
+        probe = self._probe
+        if probe is None or not answer.test_req_id.startswith(f"{_PROBE_PREFIX}{self.link.attempt}-"):
+            return
+        sent = self._probes_sent.pop(answer.test_req_id, None)
+        if sent is not None:
+            self.note_latency((answer.at - sent) * 1000.0)  # the session's round trip
+        stale_s = probe.answered(answer.at)
+        if stale_s is not None:
+            self.log.warning(f"connector {self.name}: FIX session answers again after "
+                             f"{stale_s:.1f}s stale")
+
+    def _note_stale(self, now: float) -> None:
+        probe = self._probe
+        if probe is not None and probe.note(now):
+            self.log.warning(f"connector {self.name}: FIX session stale: no answer to TestRequest "
+                             f"for {probe.silent_s(now):.1f}s; new orders are refused")
+
+    def _refused_stale(self, order: SubmitOrder) -> bool:
+        """Refuse ``order`` (``VENUE_DOWN``) when a probe is overdue: nothing new is written to
+        a session that may deliver it much later."""
+        probe = self._probe
+        now = time.monotonic()
+        if probe is None or probe.takes_orders(now):
+            return False
+        self._note_stale(now)
+        self.deliver(self._refusal(order, f"FIX session stale: no answer to TestRequest for "
+                                          f"{probe.silent_s(now):.1f}s"))
+        return True
+
+    def _declare_dead(self, reason: str) -> None:
+        """Close the silent session abortively and reconnect: ``SO_LINGER`` 0 on its socket
+        makes quickfix's close a reset that drops the bytes the kernel has not sent yet."""
+        self.log.warning(f"connector {self.name}: FIX session declared dead: {reason}")
+        self._probe = None
+        self._linger_zero()
+        self._lose_session(reason)
+
+    def _linger_zero(self) -> None:
+        """``SO_LINGER`` 0 on the session's socket: quickfix offers no option for it, so
+        the socket is found by its peer, the venue's address."""
+        cfg = self.fix_config
+        linger_zero(cfg.host, cfg.port, self.log, f"connector {self.name}")
+
+    def _set_expiry(self, message: fix.Message, order: SubmitOrder) -> None:
+        """With ``order_expiry_s`` set, a resting limit order goes TimeInForce GTD with an
+        ExpireTime that long after now."""
+        expires_ns = expire_time_ns(now_ns(), self.fix_config.order_expiry_s)
+        if expires_ns is None or not takes_gtd(order):
+            return
+        message.setField(Tag.TIME_IN_FORCE, GTD)
+        message.setField(Tag.EXPIRE_TIME, utc_timestamp(expires_ns))
+
+    def _deliver_checking_delay(
+        self, message: OrderAccepted | OrderFilled | OrderRejected | OrderCancelled
+    ) -> None:
+        """Publish an order event; the first acknowledgement (accepted or filled) of an order
+        later than ``late_ack_warn_s`` after its sending raises a WARNING naming both."""
+        event = late_event(self._late, message, self.name)
+        if event is not None:
+            self.log.bind(client_order_id=message.client_order_id, delay_s=str(event.value)).warning(
+                f"connector {self.name}: {event.detail}")
+            self.deliver(event)
+        self.deliver(message)
+
     # ---- quickfix callbacks (quickfix thread) -----------------------------------------------
 
     def _guard(self, where: str, handler: Callable[..., None], *args: object) -> None:
@@ -701,7 +924,9 @@ class FixConnector(Connector):
 
     def _on_incoming_admin(self, message: fix.Message) -> None:
         msg_type = message.getHeader().getField(Tag.MSG_TYPE)
-        if msg_type == "5":
+        if msg_type == "0":
+            self._on_heartbeat(message)
+        elif msg_type == "5":
             self._logout_text = _get(message, Tag.TEXT) or ""
         elif msg_type == "3":
             self.count_error()
@@ -808,11 +1033,12 @@ class FixConnector(Connector):
                 text=f"OrdRejReason {code}: {text}" if code is not None else text,
                 symbol=symbol, ts_ns=ts,
             ))  # fmt: skip
-        elif exec_type in ("4", "C"):  # canceled, expired
+        elif exec_type in ("4", "C"):  # canceled, expired (its time in force ran out)
             cancelled = _get(message, Tag.ORIG_CL_ORD_ID) or coid
             self._forget(cancelled)
             self._link.tell(OrderCancelled(
                 client_order_id=cancelled, venue=self.name, symbol=symbol, text=text, ts_ns=ts,
+                expired=exec_type == "C" or status == "C",
             ))  # fmt: skip
         else:
             self.log.debug(f"connector {self.name}: ExecType {exec_type} for {coid} ignored")
@@ -863,7 +1089,7 @@ class FixConnector(Connector):
         elif status in _ENDED:
             events.append(OrderCancelled(
                 client_order_id=coid, venue=self.name, symbol=symbol,
-                text=text or f"{_ENDED[status]} (order status)", ts_ns=ts,
+                text=text or f"{_ENDED[status]} (order status)", ts_ns=ts, expired=status == "C",
             ))  # fmt: skip
         elif status == "8":
             code = _get(message, Tag.ORD_REJ_REASON)

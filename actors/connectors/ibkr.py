@@ -36,6 +36,10 @@ a link that may deliver it much later. An answer ends the staleness. After
 by the kernel, not delivered when the network heals; the connector reconnects with
 backoff.
 
+With ``order_expiry_s`` resting limit orders (DAY, GTC) are sent GTD with a
+``goodTillDate`` that long after their sending, so TWS refuses one that arrives later.
+The probe's rules (stale, dead) and the late check are ``core.staleness``.
+
 Connectivity codes halt the venue: 1100 (TWS lost IB) and 2110 (TWS lost its server) are
 logged as WARNING, ``ConnectorDown`` is published and orders are refused (``VENUE_DOWN``)
 while the session stays open; 1101 or 1102 (restored) end the halt with ``ConnectorUp``.
@@ -61,6 +65,16 @@ Mapping
   cancelled with the error's code) -> ``OrderRejected`` with reason VENUE and the IB code
   and text. A refused cancel (161, 10147, 10148) is counted and logged: the order keeps
   whatever state the venue reports.
+* Order status has no "expired" in IB's API: an order IB ends because its time in force
+  ran out (DAY at the close, GTD at its date and time) is reported Cancelled, and is
+  journaled cancelled.
+* Corrections: IB reports a corrected execution as a new execId equal to the original up
+  to the final period, with a later revision after it (``...01.01`` -> ``...01.02``; the
+  simulated TWS: ``tws-7`` -> ``tws-7.02``). A later revision becomes ``FillCorrected``
+  (``fill_id`` the revision before, ``correction_id`` the new execId, the new shares and
+  price) and a WARNING ``trade_correction``, never a second fill; the same revision
+  reported again (executions after a reconnect report the latest one only) publishes
+  nothing more. IB has no trade bust message.
 * Executions -> ``OrderFilled``: ``fill_id`` is IB's execId, leaves is the order's total
   quantity minus the execution's cumulative quantity. Executions read by ``resync``
   whose order no longer works get leaves measured against the order's quantity (its
@@ -72,7 +86,7 @@ Mapping
 
 Recovery after a reconnect
 --------------------------
-``resync`` reads this client's open orders, the account's API orders completed today
+``resync`` reads this client's open orders, the account's orders completed today
 (``reqCompletedOrders``), the account's executions and its positions. Only executions not
 delivered before (by execId, remembered for the life of the actor, bounded) are delivered:
 a fill is never delivered twice by one actor, and the journal drops a fill it has. Every
@@ -120,7 +134,7 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, TypeVar
@@ -137,6 +151,7 @@ from actors.connectors.base import Connector, ConnectorConfig
 from actors.errors import ConnectorError, JournalError
 from actors.journal import READER, Journal
 from core.l1_book import L1Books
+from core.staleness import LATE_EXECUTION, LateAcks, SessionProbe, expire_time_ns, late_detail, takes_gtd
 from messages import (
     CancelAllDone,
     CancelOrder,
@@ -161,6 +176,7 @@ from messages import (
     now_ns,
 )
 from messages.bounds import FileName, Host, Label, Port
+from messages.orders import FillCorrected
 from supervision import bus
 
 __all__ = ["IbkrConfig", "IbkrConnector"]
@@ -225,6 +241,13 @@ _LOCAL_STATES = frozenset({"PendingSubmit", "ApiPending"})
 T = TypeVar("T")
 
 
+def ib_good_till(expires_ns: int) -> str:
+    """The ``goodTillDate`` of an order expiring at ``expires_ns``: ``YYYYMMDD HH:MM:SS UTC``,
+    rounded up to the whole second (never earlier than asked)."""
+    seconds = -(-expires_ns // 1_000_000_000)
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y%m%d %H:%M:%S UTC")
+
+
 class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
     """Settings of one TWS / IB Gateway session."""
 
@@ -261,6 +284,10 @@ class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
     late_ack_warn_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 2.0
     """An order acknowledged by the venue more than this long after it was sent raises a
     ``late_execution`` WARNING when it fills. Above 0."""
+    order_expiry_s: Annotated[float, Meta(ge=0.0, le=86400.0)] = 0.0
+    """Limit and stop-limit orders that would rest (DAY, GTC) are sent GTD with a
+    ``goodTillDate`` this many seconds after their sending (rounded up to the second), so
+    TWS refuses one that arrives later and cancels it then. 0 (the default) sends none."""
     journal: FileName = "journal.sqlite3"
     """File name, in the state directory, of the journal whose orders for this venue that
     are not terminal are looked for at the first resync after a start (the keeper's
@@ -286,6 +313,8 @@ class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
             raise ValueError(f"max_batches_in_flight: must be at least 1, got {self.max_batches_in_flight}")
         if not (math.isfinite(self.probe_interval_s) and 0.05 <= self.probe_interval_s <= 60):
             raise ValueError(f"probe_interval_s: must be within 0.05..60, got {self.probe_interval_s}")
+        if not (math.isfinite(self.order_expiry_s) and 0 <= self.order_expiry_s <= 86400):
+            raise ValueError(f"order_expiry_s: must be within 0..86400, got {self.order_expiry_s}")
         for field in ("probe_timeout_s", "stale_after_s", "late_ack_warn_s"):
             value = getattr(self, field)
             if not (math.isfinite(value) and 0 < value <= 3600):
@@ -419,6 +448,26 @@ def _order_name(order_ref: str, client_id: int, order_id: int) -> str:
     return order_ref or f"ib-{client_id}-{order_id}"
 
 
+def _exec_revision(exec_id: str) -> tuple[str, int]:
+    """An IB execId as (the execution's id without its revision, the revision). IB reports a
+    correction of an execution as a new execId that differs only after the final period
+    (``....01.01`` -> ``....01.02``); the simulated TWS names the first revision without a
+    suffix (``tws-7`` -> ``tws-7.02``). An id without a two-digit suffix is revision 1."""
+    head, dot, tail = exec_id.rpartition(".")
+    if dot and head and len(tail) == 2 and tail.isdigit():
+        return head, int(tail)
+    return exec_id, 1
+
+
+def _previous_exec_id(head: str, revision: int) -> str:
+    """The execId of the revision before ``revision`` of the execution ``head`` (see
+    ``_exec_revision``): ``head.NN``, and for the first one ``head.01`` (IB) or ``head``
+    itself when ``head`` has no period (the simulated TWS)."""
+    if revision > 2 or "." in head:
+        return f"{head}.{revision - 1:02d}"
+    return head
+
+
 def _ts_ns(moment: object) -> int:
     """Wall clock nanoseconds of an ib_insync datetime; now when there is none."""
     if isinstance(moment, datetime):
@@ -461,15 +510,17 @@ class IbkrConnector(Connector):
         self._subscribed: dict[str, Contract] = {}
         self._orders: dict[str, _Order] = {}
         self._order_ids: dict[int, str] = {}
+        self._exec_revisions: dict[str, str] = {}
+        """Execution id without its revision -> the latest execId seen (corrections)."""
         self._unanswered: list[SubmitOrder] = []
         """Orders the session ended under; refused by ``disconnect`` once the thread is joined."""
-        self._last_answer = 0.0
-        """Loop time of the last probe answer (or of the session's opening)."""
-        self._stale_since = 0.0
-        """Loop time the session went stale; 0 while it is not."""
+        self._liveness = SessionProbe(interval_s=config.probe_interval_s,
+                                      timeout_s=config.probe_timeout_s,
+                                      dead_after_s=config.stale_after_s, now=0.0)
+        """What the probe answers say of the session (loop time)."""
         self._halts: dict[int, str] = {}
         """Connectivity codes halting the venue now, with their texts."""
-        self._sent_ns: OrderedDict[str, int] = OrderedDict()
+        self._late = LateAcks(config.late_ack_warn_s, _MAX_SENT_TIMES)
         """Wall time each order was written, until its first fill (kept across sessions)."""
         self._carried: dict[str, _Carried] = {}
         """This client's orders that had not ended when a session closed, until a resync
@@ -600,6 +651,13 @@ class IbkrConnector(Connector):
             self.count_error()
             self.log.warning(f"connector {self.name}: positions request {request_id!r} not sent: down")
 
+    def query_order_status(self, order: SubmitOrder) -> None:
+        """IB has no status request for one order: this client's open orders, the completed
+        orders and the account's executions are read and searched for it."""
+        if not self._post(self._spawn_status_query, order):
+            self.count_error()
+            self.log.warning(f"connector {self.name}: status query of {order.client_order_id} not sent: down")
+
     # ---- the actor side of market data ---------------------------------------------------
 
     def handlers(self) -> dict[type, Callable[[Any], Any]]:
@@ -607,6 +665,7 @@ class IbkrConnector(Connector):
         table[QuoteBatch] = self._on_quote_batch
         table[_VenueHalted] = self._on_venue_halted
         table[_VenueResumed] = self._on_venue_resumed
+        table[FillCorrected] = lambda message: bus.publish(topics.ORDERS, message)
         return table
 
     def _on_venue_halted(self, message: _VenueHalted) -> None:
@@ -680,8 +739,7 @@ class IbkrConnector(Connector):
         loop = asyncio.get_running_loop()
         self._closing = self._lost = False
         self._halts.clear()
-        self._stale_since = 0.0
-        self._last_answer = loop.time()
+        self._liveness.restart(loop.time())
         self._commands = asyncio.Queue()
         self._request_lock = asyncio.Lock()
         self._refused = loop.create_future()
@@ -725,7 +783,7 @@ class IbkrConnector(Connector):
         ib.execDetailsEvent += self._on_exec_details
         ib.disconnectedEvent += self._on_disconnected
         self._spawn(self._work(), "command worker")
-        self._last_answer = loop.time()
+        self._liveness.restart(loop.time())
         self._spawn(self._probe(), "session probe")
 
     async def _close(self) -> None:
@@ -790,32 +848,30 @@ class IbkrConnector(Connector):
             except TimeoutError:
                 self._note_stale(loop.time())
                 try:
-                    remaining = cfg.stale_after_s - (loop.time() - self._last_answer)
+                    remaining = cfg.stale_after_s - self._liveness.silent_s(loop.time())
                     await asyncio.wait_for(answer, max(remaining, 0.0))
                 except TimeoutError:
-                    self._abort(f"no answer to reqCurrentTime for {loop.time() - self._last_answer:.1f}s "
+                    self._abort(f"no answer to reqCurrentTime for "
+                                f"{self._liveness.silent_s(loop.time()):.1f}s "
                                 f"(stale_after_s {cfg.stale_after_s})")
                     return
-            self._last_answer = loop.time()
             self.note_latency(self.elapsed_ms(clock))
-            if self._stale_since:
+            stale_s = self._liveness.answered(loop.time())
+            if stale_s is not None:
                 self.log.warning(f"connector {self.name}: IB session answers again after "
-                                 f"{self._last_answer - self._stale_since:.1f}s stale")
-                self._stale_since = 0.0
+                                 f"{stale_s:.1f}s stale")
             await asyncio.sleep(max(0.0, cfg.probe_interval_s - (loop.time() - started)))
 
     def _silent_s(self) -> float:
         """Seconds since the last probe answer (loop thread)."""
-        return asyncio.get_running_loop().time() - self._last_answer
+        return self._liveness.silent_s(asyncio.get_running_loop().time())
 
     def _is_stale(self) -> bool:
         """True once a probe is overdue: no answer for ``probe_interval_s + probe_timeout_s``."""
-        cfg = self.ib_config
-        return self._silent_s() > cfg.probe_interval_s + cfg.probe_timeout_s
+        return not self._liveness.takes_orders(asyncio.get_running_loop().time())
 
     def _note_stale(self, now: float) -> None:
-        if not self._stale_since and self._is_stale():
-            self._stale_since = now
+        if self._liveness.note(now):
             self.log.warning(f"connector {self.name}: IB session stale: no answer to the probe for "
                              f"{self._silent_s():.1f}s; new orders are refused")
 
@@ -871,7 +927,8 @@ class IbkrConnector(Connector):
             if not order.accepted and trade.orderStatus.status in _WORKING:
                 order.accepted = True
                 self._tell(self._accepted(order))
-        completed = await self._completed_orders()
+        answer = await self._completed_orders()
+        completed = answer or {}
         fills: list[Fill] = await self._request(
             ib.reqExecutionsAsync(ExecutionFilter(acctCode=self.account))
         )
@@ -891,7 +948,7 @@ class IbkrConnector(Connector):
                 self._note_published(message.fill_id)
                 self._tell(message)
                 delivered += 1
-        ended = self._end_carried(open_totals, completed, final)
+        ended = self._end_carried(open_totals, completed, final) if answer is not None else 0
         self.log.info(
             f"connector {self.name}: resync: {len(trades)} open orders, {len(completed)} completed, "
             f"{len(fills)} executions ({delivered} not delivered before), {ended} orders ended "
@@ -972,6 +1029,7 @@ class IbkrConnector(Connector):
             ib_order.lmtPrice = float(order.limit_price)
         if order.stop_price is not None and order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT):
             ib_order.auxPrice = float(order.stop_price)
+        self._set_expiry(ib_order, order)
         unfit = self._unfit_reason()  # checked at the last moment: the lookup may have waited
         if unfit is not None:
             self._refuse_down(order, unfit)
@@ -981,11 +1039,19 @@ class IbkrConnector(Connector):
         except ConnectionError as exc:
             self._refuse_down(order, str(exc))
             return
-        self._sent_ns[coid] = now_ns()
-        while len(self._sent_ns) > _MAX_SENT_TIMES:
-            self._sent_ns.popitem(last=False)
+        self._late.sent(coid, now_ns())
         self._orders[coid] = _Order(coid, order.symbol, trade, sent_here=True)
         self._order_ids[trade.order.orderId] = coid
+
+    def _set_expiry(self, ib_order: Order, order: SubmitOrder) -> None:
+        """With ``order_expiry_s`` set, a resting limit order is sent GTD, good till that long
+        from now (``goodTillDate`` in UTC, whole seconds rounded up): TWS refuses it when it
+        arrives later than that, and cancels it then if it still works."""
+        expires_ns = expire_time_ns(now_ns(), self.ib_config.order_expiry_s)
+        if expires_ns is None or not takes_gtd(order):
+            return
+        ib_order.tif = "GTD"
+        ib_order.goodTillDate = ib_good_till(expires_ns)
 
     def _unfit_reason(self) -> str | None:
         """Why no order may be written to the session now (halted, stale), or None."""
@@ -1035,6 +1101,62 @@ class IbkrConnector(Connector):
             self.log.warning(f"connector {self.name}: {len(working)} orders still working after "
                              f"the mass cancel {request_id!r}")
         self._tell(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=now_ns()))
+
+    async def _spawn_status_query(self, order: SubmitOrder) -> None:
+        self._spawn(self._status_query(order), f"status query of {order.client_order_id}")
+
+    async def _status_query(self, order: SubmitOrder) -> None:
+        """Where the order is at IB: working (open orders: accepted), done (completed orders:
+        cancelled, or its executions), executed (its fills), or nowhere: it never reached
+        the venue (rejected, with a WARNING)."""
+        ib = self._session()
+        coid = order.client_order_id
+        assert self._request_lock is not None
+        async with self._request_lock:
+            opened: list[IbTrade] = await self._request(ib.reqOpenOrdersAsync())
+            completed: list[IbTrade] = await self._request(ib.reqCompletedOrdersAsync(apiOnly=True))
+            fills: list[Fill] = await self._request(
+                ib.reqExecutionsAsync(ExecutionFilter(acctCode=self.account)))
+
+        def named(ref: str, client_id: int, order_id: int) -> bool:
+            return _order_name(ref, client_id, order_id) == coid
+
+        working = [t for t in opened if named(t.order.orderRef, t.order.clientId, t.order.orderId)
+                   and t.orderStatus.status not in IbOrderStatus.DoneStates]
+        done = [t for t in completed if named(t.order.orderRef, t.order.clientId, t.order.orderId)]
+        executed = [f for f in fills
+                    if named(f.execution.orderRef, f.execution.clientId, f.execution.orderId)]
+        self.log.bind(client_order_id=coid, working=len(working), completed=len(done),
+                      executions=len(executed)).info(f"connector {self.name}: order status read")
+        if not (working or done or executed):
+            known = self._orders.get(coid)
+            if known is not None:
+                known.done = True  # a late word of it is still published (fills always are)
+            for event in self.lost_order_events(
+                    coid, order.symbol, "in none of the open orders, completed orders and executions"):
+                self._tell(event)
+            return
+        if working and working[0].orderStatus.status in _WORKING:
+            record = self._adopt(working[0])
+            if not record.accepted:
+                record.accepted = True
+                self._tell(self._accepted(record))
+        # Listed but not submitted yet (PendingSubmit): no answer, it stays in flight.
+        total = order.quantity
+        for fill in executed:
+            if fill.execution.execId in self._published:
+                continue  # delivered before: nothing counts twice
+            message = self._filled(coid, order.symbol, fill, total)
+            if message is not None:
+                self._note_published(message.fill_id)
+                self._tell(message)
+        if done and not working:
+            status = done[0].orderStatus.status
+            record = self._adopt(done[0])
+            if status in _CANCELLED and not record.done:
+                record.done = True
+                self._tell(OrderCancelled(client_order_id=coid, venue=self.name, symbol=order.symbol,
+                                          text=f"IB status {status} (completed orders)", ts_ns=now_ns()))
 
     async def _spawn_positions(self, request_id: str) -> None:
         self._spawn(self._report_positions(request_id), f"positions request {request_id!r}")
@@ -1106,13 +1228,22 @@ class IbkrConnector(Connector):
         if carried:
             self.log.info(f"connector {self.name}: {carried} open order(s) from the journal")
 
-    async def _completed_orders(self) -> dict[str, IbTrade]:
-        """The account's orders completed today (``reqCompletedOrders``, API orders only),
-        by client order id: the orderRef, else found by permId among the carried orders."""
+    async def _completed_orders(self) -> dict[str, IbTrade] | None:
+        """The account's orders completed today (``reqCompletedOrders``, all of them: the
+        resync does not depend on the API-only request the in-flight query makes), by client
+        order id: the orderRef, else found by permId among the carried orders.
+        None when IB does not answer within ``request_timeout_s``."""
         ib = self._session()
         assert self._request_lock is not None
-        async with self._request_lock:
-            trades: list[IbTrade] = await self._request(ib.reqCompletedOrdersAsync(True))
+        try:
+            async with self._request_lock:
+                trades: list[IbTrade] = await self._request(ib.reqCompletedOrdersAsync(False))
+        except TimeoutError:
+            self.count_error()
+            self.log.warning(f"connector {self.name}: no answer to reqCompletedOrders within "
+                             f"{self.ib_config.request_timeout_s}s; the orders that ended while the "
+                             "session was down are looked for again at the next resync")
+            return None
         by_perm = {carried.perm_id: coid for coid, carried in self._carried.items() if carried.perm_id}
         completed: dict[str, IbTrade] = {}
         for trade in trades:
@@ -1272,16 +1403,13 @@ class IbkrConnector(Connector):
     def _check_late(self, coid: str, symbol: str, acked_ns: int) -> None:
         """On an order's first fill: a WARNING when the venue acknowledged it more than
         ``late_ack_warn_s`` after it was sent (loop thread)."""
-        sent_ns = self._sent_ns.pop(coid, None)
-        if sent_ns is None:
+        delay_s = self._late.acknowledged(coid, acked_ns)
+        if delay_s is None:
             return
-        delay_s = (acked_ns - sent_ns) / 1e9
-        if delay_s <= self.ib_config.late_ack_warn_s:
-            return
-        detail = f"order {coid} executed late: acknowledged {delay_s:.1f}s after it was sent"
+        detail = late_detail(coid, delay_s)
         self.log.bind(client_order_id=coid, delay_s=round(delay_s, 3)).warning(
             f"connector {self.name}: {detail}")
-        self._tell(SafetyEvent(kind="late_execution", severity=Severity.WARNING, venue=self.name,
+        self._tell(SafetyEvent(kind=LATE_EXECUTION, severity=Severity.WARNING, venue=self.name,
                                symbol=symbol, detail=detail, value=Decimal(f"{delay_s:.3f}"),
                                ts_ns=now_ns()))
 
@@ -1368,11 +1496,22 @@ class IbkrConnector(Connector):
         return OrderAccepted(client_order_id=order.client_order_id, venue=self.name, symbol=order.symbol,
                              venue_order_id=str(venue_order_id), ts_ns=now_ns())
 
-    def _filled(self, coid: str, symbol: str, fill: Fill, total: Decimal) -> OrderFilled | None:
+    def _filled(self, coid: str, symbol: str, fill: Fill,
+                total: Decimal) -> OrderFilled | FillCorrected | None:
         execution = fill.execution
         try:
             side = _EXECUTION_SIDES[execution.side]
             leaves = max(total - _decimal(execution.cumQty), Decimal(0))
+            head, revision = _exec_revision(execution.execId)
+            latest = self._exec_revisions.get(head)
+            if latest is not None and _exec_revision(latest)[1] > revision:
+                return None  # an older revision of an execution already corrected
+            self._exec_revisions[head] = execution.execId
+            if revision > 1:
+                if latest == execution.execId:
+                    return None  # the correction reported again (a resync): published already
+                return self._corrected(coid, symbol, fill, side,
+                                       latest or _previous_exec_id(head, revision))
             return OrderFilled(
                 client_order_id=coid, venue=self.name, fill_id=execution.execId, symbol=symbol,
                 side=side, quantity=_decimal(execution.shares), price=_decimal(execution.price),
@@ -1382,6 +1521,23 @@ class IbkrConnector(Connector):
         except (KeyError, ValueError, ArithmeticError) as exc:
             self.count_malformed(f"execution {execution}: {exc!r}")
             return None
+
+    def _corrected(self, coid: str, symbol: str, fill: Fill, side: Side, previous: str) -> FillCorrected:
+        """A later revision of an execution: IB's correction of ``previous`` (a WARNING)."""
+        execution = fill.execution
+        corrected = FillCorrected(
+            client_order_id=coid, venue=self.name, fill_id=previous, correction_id=execution.execId,
+            symbol=symbol, side=side, quantity=_decimal(execution.shares), price=_decimal(execution.price),
+            cumulative_quantity=_decimal(execution.cumQty), average_price=_decimal(execution.avgPrice),
+            venue_order_id=str(execution.permId or execution.orderId), text="IB execution correction",
+            ts_ns=_ts_ns(execution.time),
+        )
+        what = (f"execution {previous} of {coid} corrected as {execution.execId}: "
+                f"{corrected.quantity} at {corrected.price}")
+        self.log.warning(f"connector {self.name}: {what}")
+        self._tell(SafetyEvent(kind="trade_correction", severity=Severity.WARNING, detail=what,
+                               venue=self.name, symbol=symbol, ts_ns=now_ns()))
+        return corrected
 
     def _rejected(self, coid: str, symbol: str, reason: RejectReason, text: str) -> OrderRejected:
         return OrderRejected(client_order_id=coid, venue=self.name, reason=reason, text=text,

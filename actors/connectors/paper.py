@@ -44,10 +44,6 @@ from messages.bounds import FileName, Interval, Label
 from venues.engine import EngineConfig, VenueEngine
 from venues.paper import PaperVenue, paper_venue
 
-_IN_FLIGHT_S = 1.0
-"""Beyond the engine's latency, how long an order the engine does not know may still be on
-its way to it (not ended as never received)."""
-
 
 class PaperConfig(ConnectorConfig, frozen=True, kw_only=True):
     """The paper venue: an engine in this process."""
@@ -135,6 +131,31 @@ class PaperConnector(Connector):
         # Through the mailbox: the confirmation follows the cancellations the engine queued there.
         self.actor_ref.tell(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=now_ns()))
 
+    def query_order_status(self, order: SubmitOrder) -> None:
+        """Ask the engine: an order it never received is rejected (with a WARNING); one
+        waiting out the engine's latency is no answer yet; otherwise what the engine says
+        (working: accepted; its executions; done: the terminal event) is delivered."""
+        engine = self._engine()
+        account, coid = self.paper_config.account, order.client_order_id
+        status = engine.order_status(account, coid)
+        if status is None:
+            if not engine.is_pending(account, coid):
+                for message in self.lost_order_events(coid, order.symbol, "no such order at the paper venue"):
+                    self.deliver(message)
+            return
+        for fill in engine.executions(account):
+            if fill.client_order_id == coid:
+                self.deliver(fill)  # those already published are dropped
+        if status.status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED):
+            self.deliver(OrderAccepted(client_order_id=coid, venue=self.name, symbol=order.symbol,
+                                       venue_order_id=status.venue_order_id, ts_ns=now_ns()))
+        elif status.status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
+            self.deliver(OrderCancelled(client_order_id=coid, venue=self.name, symbol=order.symbol,
+                                        text=f"{status.status} (order status)", ts_ns=now_ns()))
+        elif status.status is OrderStatus.REJECTED:
+            self.deliver(OrderRejected(client_order_id=coid, venue=self.name, reason=RejectReason.VENUE,
+                                       text="rejected (order status)", symbol=order.symbol, ts_ns=now_ns()))
+
     def request_positions(self, request_id: str, *, recover: bool = False) -> None:
         """Deliver the venue's positions and working orders, preceded by every execution the
         positions include.
@@ -184,14 +205,12 @@ class PaperConnector(Connector):
             self.log.error(f"connector {self.name}: cannot read the journal's orders: {exc}")
             return
         engine, account = self._engine(), self.paper_config.account
-        # An order the engine does not know yet may still be on its way (engine latency).
-        in_flight_since = now_ns() - int((self.paper_config.engine.latency_ms / 1000 + _IN_FLIGHT_S) * 1e9)
         for record in records:
             coid, symbol = record.order.client_order_id, record.order.symbol
             status = engine.order_status(account, coid)
             message: OrderAccepted | OrderCancelled | OrderRejected | None = None
-            if status is None and record.submitted_ns > in_flight_since:
-                continue
+            if status is None and engine.is_pending(account, coid):
+                continue  # on its way to the book (the engine's latency)
             if status is None:
                 message = OrderRejected(client_order_id=coid, venue=self.name, reason=RejectReason.VENUE,
                                         text="the venue does not know the order: it never reached it",

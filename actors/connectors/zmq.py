@@ -23,6 +23,16 @@ resynchronised to them and the reset is counted, logged and raised as a WARNING
 stops for ``stale_after_s``, whose pings go unanswered, or whose session identifier
 changes (a restart) is a lost session: the connector closes it and reconnects.
 
+Staleness (``core.staleness``): the pings are the session's probe. Once no pong has come
+for ``ping_interval_s + probe_timeout_s`` the session is stale: new orders are refused
+(``VENUE_DOWN``) by ``submit`` and again by the poller at the moment it would write one,
+never queued into a link that may deliver them much later. After ``stale_after_s +
+ping_interval_s`` without a pong the order channel's TCP connection gets ``SO_LINGER`` 0
+(libzmq has no option for it; the socket is found by its peer) and the session is lost.
+With ``order_expiry_s`` every order carries ``expire_ns`` (the venue refuses it when it
+arrives later); an order first acknowledged more than ``late_ack_warn_s`` after it was
+sent raises a WARNING ``late_execution`` safety event.
+
 The wire protocol is described in docs/zmq-protocol.md; its frames are in
 ``messages.zmq_wire``, shared with the simulated venue.
 """
@@ -30,6 +40,7 @@ The wire protocol is described in docs/zmq-protocol.md; its frames are in
 from __future__ import annotations
 
 import itertools
+import math
 import queue
 import threading
 import time
@@ -42,8 +53,10 @@ import zmq
 from msgspec import Meta
 
 from actors.connectors._io import IoThread, SessionLink
+from actors.connectors._staleness import late_event, linger_zero
 from actors.connectors.base import Connector, ConnectorConfig
 from actors.errors import ConnectorError
+from core.staleness import LateAcks, Liveness, SessionProbe, expire_time_ns
 from messages import (
     CancelAllDone,
     CancelOrder,
@@ -51,6 +64,7 @@ from messages import (
     OrderCancelled,
     OrderFilled,
     OrderRejected,
+    OrderStatus,
     Quote,
     QuoteBatch,
     RejectReason,
@@ -90,6 +104,15 @@ class ZmqConfig(ConnectorConfig, frozen=True, kw_only=True):
     """Consecutive frames of a topic behind its expected sequence number, each following
     the one before, after which the topic is resynchronised to them (and an alert raised).
     At least 1."""
+    probe_timeout_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 0.5
+    """How long a ping may go unanswered, beyond ``ping_interval_s`` since the last pong,
+    before the session is stale and takes no new order. Above 0."""
+    late_ack_warn_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 2.0
+    """An order first acknowledged by the venue (``accepted`` or ``filled``) more than this
+    long after it was sent raises a ``late_execution`` WARNING. Above 0."""
+    order_expiry_s: Annotated[float, Meta(ge=0.0, le=86400.0)] = 0.0
+    """Every order carries ``expire_ns`` this many seconds after its sending: the venue
+    refuses one that arrives later. 0 (the default) sends none."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -106,6 +129,12 @@ class ZmqConfig(ConnectorConfig, frozen=True, kw_only=True):
             raise ValueError("max_batch: must be at least 1")
         if self.resync_after < 1:
             raise ValueError("resync_after: must be at least 1")
+        for field in ("probe_timeout_s", "late_ack_warn_s"):
+            value = getattr(self, field)
+            if not (math.isfinite(value) and 0 < value <= 3600):
+                raise ValueError(f"{field}: must be above 0 and at most 3600, got {value}")
+        if not (math.isfinite(self.order_expiry_s) and 0 <= self.order_expiry_s <= 86400):
+            raise ValueError(f"order_expiry_s: must be within 0..86400, got {self.order_expiry_s}")
 
 
 # Request ids say what a request was for, so a reply or an error needs no lookup table.
@@ -120,6 +149,7 @@ _WORKING = "w:"
 the positions report (reconciliation), not out as acknowledgements."""
 _MAX_WORKING_LISTS = 64
 """Open-order lists kept waiting for their positions reply; the oldest go first."""
+_STATUS = "s:"
 
 
 class _TopicState:
@@ -171,6 +201,9 @@ class ZmqConnector(Connector):
         self._frame_handlers = self._order_handlers()
         self._working_lists: dict[str, tuple[str, ...]] = {}
         """Positions request id -> the venue's working orders read just before (poller thread)."""
+        self._probe: SessionProbe | None = None  # poller thread; from the session's first pong
+        self._stale = threading.Event()  # set by the poller while a ping is overdue
+        self._late = LateAcks(config.late_ack_warn_s)  # actor thread
 
     # ---- the contract (actor thread) -------------------------------------------------------
 
@@ -185,6 +218,8 @@ class ZmqConnector(Connector):
         self._subscribed.clear()
         self._topics.clear()
         self._last_heartbeat = self._last_pong = 0.0
+        self._probe = None
+        self._stale.clear()
         context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         self._context = context
         try:
@@ -259,6 +294,10 @@ class ZmqConnector(Connector):
         if self._lost.is_set() or self._thread is None:
             self._reject_down(order.client_order_id, order.symbol, "venue session is down")
             return
+        if self._stale.is_set():
+            self._reject_down(order.client_order_id, order.symbol, self._stale_text())
+            return
+        self._late.sent(order.client_order_id, now_ns())
         request = wire.NewOrderRequest(
             req_id=_NEW + order.client_order_id,
             client_order_id=order.client_order_id,
@@ -271,6 +310,7 @@ class ZmqConnector(Connector):
             time_in_force=order.time_in_force,
             reduce_only=order.reduce_only,
             source=order.source,
+            expire_ns=expire_time_ns(now_ns(), self.zmq_config.order_expiry_s),
         )
         self._send(request)
 
@@ -290,6 +330,11 @@ class ZmqConnector(Connector):
         self._send(wire.OpenOrdersRequest(req_id=_WORKING + request_id))
         self._send(wire.PositionsRequest(req_id=_POSITIONS + request_id))
         self.count_out()
+
+    def query_order_status(self, order: SubmitOrder) -> None:
+        """``order_status`` for one order still unanswered (reply: ``_on_order_status``)."""
+        cid = order.client_order_id
+        self._send(wire.OrderStatusRequest(req_id=_STATUS + cid, client_order_id=cid))
 
     # ---- commands to the poller thread ---------------------------------------------------
 
@@ -389,8 +434,8 @@ class ZmqConnector(Connector):
         now = time.monotonic()
         if now - self._last_heartbeat > cfg.stale_after_s:
             self._lose(f"no venue heartbeat for {now - self._last_heartbeat:.1f}s")
-        elif now - self._last_pong > cfg.stale_after_s + cfg.ping_interval_s:
-            self._lose(f"no answer to pings for {now - self._last_pong:.1f}s")
+        else:
+            self._check_probe(now)
 
     def _lose(self, reason: str) -> None:
         if self._lost.is_set():
@@ -421,6 +466,8 @@ class ZmqConnector(Connector):
                         self._subscribed.add(symbol)
             elif kind == "send":
                 req_id, payload = item
+                if req_id.startswith(_NEW) and self._refused_stale(req_id):
+                    continue
                 try:
                     dealer.send(payload, zmq.NOBLOCK)
                 except zmq.Again:
@@ -588,6 +635,7 @@ class ZmqConnector(Connector):
             wire.ExecutionsReply: self._on_executions,
             wire.OpenOrdersReply: self._on_open_orders,
             wire.CancelAllDoneReply: self._on_cancel_all_done,
+            wire.OrderStatusReply: self._on_order_status,
             wire.PongReply: self._on_pong,
             wire.ErrorReply: self._on_error,
         }
@@ -623,6 +671,7 @@ class ZmqConnector(Connector):
                 symbol=frame.symbol,
                 text=frame.text,
                 ts_ns=frame.ts_ns,
+                expired=frame.expired,
             )
         )
 
@@ -690,6 +739,33 @@ class ZmqConnector(Connector):
             self._working_lists.pop(next(iter(self._working_lists)))
         return frame.req_id != _RESYNC
 
+    def _on_order_status(self, frame: wire.OrderStatusReply) -> None:
+        """The venue's word on one order asked about: unknown (it never reached the venue:
+        rejected, with a WARNING), working (accepted), or done (its executions are asked
+        for, so no fill is missed, and a cancel is delivered). ``pending`` (received, not at
+        the book yet) is no answer: the order stays in flight."""
+        cid, status = frame.client_order_id, frame.status
+        if not frame.known:
+            for message in self.lost_order_events(cid, frame.symbol, "order_status: unknown order"):
+                self._tell(message)
+            return
+        self.log.bind(client_order_id=cid, status=str(status), filled=str(frame.filled)).info(
+            f"connector {self.name}: order status answered")
+        if status is OrderStatus.PENDING:
+            return
+        if frame.filled > 0:  # the executions carry the fills (the base drops those seen)
+            self._send(wire.ExecutionsRequest(req_id=_STATUS + cid))
+        if status in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED):
+            self._tell(OrderAccepted(client_order_id=cid, venue=self.name, symbol=frame.symbol,
+                                     venue_order_id=frame.venue_order_id, ts_ns=frame.ts_ns))
+        elif status is OrderStatus.REJECTED:
+            self._tell(OrderRejected(client_order_id=cid, venue=self.name, reason=RejectReason.VENUE,
+                                     text="rejected (order status)", symbol=frame.symbol,
+                                     ts_ns=frame.ts_ns))
+        elif status in (OrderStatus.CANCELLED, OrderStatus.EXPIRED):
+            self._tell(OrderCancelled(client_order_id=cid, venue=self.name, symbol=frame.symbol,
+                                      text=f"{status} (order status)", ts_ns=frame.ts_ns))
+
     def _on_cancel_all_done(self, frame: wire.CancelAllDoneReply) -> None:
         request_id = frame.req_id.removeprefix(_CANCEL_ALL)
         self._tell(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=frame.ts_ns))
@@ -700,6 +776,7 @@ class ZmqConnector(Connector):
         if self._check_session(frame.session, "pong"):
             self._last_pong = time.monotonic()
             self._mark_ready_if_complete()
+            self._probe_answered(self._last_pong)
 
     def _on_error(self, frame: wire.ErrorReply) -> None:
         self.count_error()
@@ -722,6 +799,84 @@ class ZmqConnector(Connector):
             self._ready.set()
             self.log.info(f"connector {self.name}: connected to venue session {self.session}")
             self._link.up()
+
+
+    # ---- staleness, late acknowledgements -----------------------------------------------------
+
+    def handlers(self) -> dict[type, Callable[[Any], Any]]:
+        table = super().handlers()
+        for acknowledgement in (OrderAccepted, OrderFilled, OrderRejected, OrderCancelled):
+            table[acknowledgement] = self._deliver_checking_delay
+        return table
+
+    def _deliver_checking_delay(self, message: Any) -> None:
+        """Publish an order event; the first acknowledgement (accepted or filled) of an order
+        later than ``late_ack_warn_s`` after its sending raises a WARNING naming both."""
+        event = late_event(self._late, message, self.name)
+        if event is not None:
+            self.log.bind(client_order_id=message.client_order_id, delay_s=str(event.value)).warning(
+                f"connector {self.name}: {event.detail}")
+            self.deliver(event)
+        self.deliver(message)
+
+    def _stale_text(self) -> str:
+        probe = self._probe
+        silent = probe.silent_s(time.monotonic()) if probe is not None else 0.0
+        return f"venue session stale: no pong for {silent:.1f}s"
+
+    def _probe_answered(self, now: float) -> None:
+        """A pong of this session (poller thread): the probe starts with the first."""
+        cfg = self.zmq_config
+        if self._probe is None:
+            self._probe = SessionProbe(interval_s=cfg.ping_interval_s, timeout_s=cfg.probe_timeout_s,
+                                       dead_after_s=cfg.stale_after_s + cfg.ping_interval_s, now=now)
+            return
+        stale_s = self._probe.answered(now)
+        self._stale.clear()
+        if stale_s is not None:
+            self.log.warning(f"connector {self.name}: venue answers pings again after {stale_s:.1f}s stale")
+
+    def _check_probe(self, now: float) -> None:
+        """Stale once a ping is overdue (no new order is written); dead after
+        ``stale_after_s + ping_interval_s`` without a pong: reset and lost (poller thread)."""
+        probe = self._probe
+        if probe is None:
+            return
+        state = probe.state(now)
+        if state is Liveness.LIVE:
+            return
+        self._note_stale(probe, now)
+        if state is Liveness.DEAD:
+            self._abort()
+            self._lose(f"no answer to pings for {probe.silent_s(now):.1f}s")
+
+    def _note_stale(self, probe: SessionProbe, now: float) -> None:
+        self._stale.set()
+        if probe.note(now):
+            self.log.warning(f"connector {self.name}: venue session stale: no pong for "
+                             f"{probe.silent_s(now):.1f}s; new orders are refused")
+
+    def _refused_stale(self, req_id: str) -> bool:
+        """At the moment of writing a new order (poller thread): refuse it when a ping is
+        overdue, so nothing new goes into a link that may deliver it much later."""
+        probe = self._probe
+        now = time.monotonic()
+        if probe is None or probe.takes_orders(now):
+            return False
+        self._note_stale(probe, now)
+        self._tell(self._down_reject(req_id[len(_NEW):], "", self._stale_text()))
+        return True
+
+    def _abort(self) -> None:
+        """``SO_LINGER`` 0 on the order channel's TCP connection, so that closing the dead
+        session resets it and the kernel drops what it has not sent (ZeroMQ's own
+        ``LINGER`` 0 only drops the messages libzmq still queues)."""
+        endpoint = self.zmq_config.order_endpoint
+        if not endpoint.startswith("tcp://"):
+            return  # ipc: nothing is in flight on a network
+        host, _, port = endpoint[len("tcp://"):].rpartition(":")
+        if port.isdigit():
+            linger_zero(host.strip("[]"), int(port), self.log, f"connector {self.name}")
 
 
 def _fill_message(venue: str, frame: wire.FilledEvent) -> OrderFilled:

@@ -36,11 +36,11 @@ CORE_FORBIDDEN = frozenset({"pykka", "threading", "_thread", "zmq", "quickfix", 
                             "logging", "supervision", "tenacity"})
 """No actors, threads, sockets, SQLite, clocks or logging under core/: time is passed in."""
 
-ACTOR_BASES = frozenset({"SupervisedActor", "Connector", "ThreadingActor"})
+ACTOR_BASES = frozenset({"SupervisedActor", "Connector", "Strategy", "ThreadingActor"})
 
-SHARED = frozenset({"actors.connectors.base"})
-"""Modules under actors/ that define a base actor class every connector shares (the
-connector contract), not an actor of their own."""
+SHARED = frozenset({"actors.connectors.base", "actors.strategies.base"})
+"""Modules under actors/ that define a base actor class every connector (every strategy)
+shares (the connector contract, the strategy base), not an actor of their own."""
 
 
 def modules(package: str) -> dict[str, Path]:

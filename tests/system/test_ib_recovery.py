@@ -281,6 +281,7 @@ def test_an_ioc_cancelled_at_the_venue_while_the_link_was_dead_ends_once(rig: Ri
     cancelled there while the connector cannot hear it (TWS's words stuck in the dead link)."""
     rig.submit("ioc", Side.BUY, 3, MID - Decimal(2), TimeInForce.IOC)     # below the ask: no fill
     wait_for(lambda: rig.statuses().get("ioc") is OrderStatus.PENDING, what="the IOC journaled")
+    wait_for(lambda: "ioc" in rig.tws._by_coid, what="the IOC received by the venue")
     rig.cut_link()
     wait_for(lambda: rig.tws._by_coid.get("ioc") is not None and rig.tws._by_coid["ioc"].is_done,
              timeout_s=10, what="the IOC done at the venue")

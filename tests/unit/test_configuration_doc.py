@@ -20,6 +20,7 @@ from actors.failsafe import FailsafeConfig
 from actors.position_keeper import KeeperConfig
 from actors.risk_governor import RiskConfig
 from actors.safety_monitor import SafetyConfig
+from actors.strategies.base import StrategyConfig
 from actors.strategies.sample import SampleConfig
 from messages.bounds import DECIMAL_BOUNDS
 from tradeguard.settings import ServiceConfig, SupervisionConfig
@@ -42,7 +43,8 @@ SECTIONS: dict[str, type[msgspec.Struct]] = {
     '[[connectors]] kind = "zmq"': ZmqConfig,
     '[[connectors]] kind = "fix"': FixConfig,
     '[[connectors]] kind = "ibkr"': IbkrConfig,
-    "[[strategies]]": SampleConfig,
+    "[[strategies]] (every kind)": StrategyConfig,
+    '[[strategies]] kind = "sample"': SampleConfig,
 }
 
 PATTERNS = {

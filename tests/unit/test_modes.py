@@ -114,9 +114,10 @@ def test_every_transition_of_the_table(tmp_path: Path, source: Mode, target: Mod
 
 def test_the_table_is_the_design() -> None:
     """The governor's table is the design's plus the latch's two ways into FAILSAFE: restored
-    at start (STARTUP) and an emergency before trading (READY)."""
+    at start (STARTUP) and an emergency before trading (READY); and DEGRADED restored after a
+    restart of the governor (STARTUP -> DEGRADED)."""
     assert {m: set(t) for m, t in TRANSITIONS.items()} == {
-        Mode.STARTUP: {Mode.READY, Mode.FAILSAFE, Mode.SHUTDOWN},
+        Mode.STARTUP: {Mode.READY, Mode.DEGRADED, Mode.FAILSAFE, Mode.SHUTDOWN},
         Mode.READY: {Mode.LIVE, Mode.FAILSAFE, Mode.SHUTDOWN},
         Mode.LIVE: {Mode.DEGRADED, Mode.FAILSAFE, Mode.SHUTDOWN},
         Mode.DEGRADED: {Mode.LIVE, Mode.FAILSAFE, Mode.SHUTDOWN},
@@ -333,9 +334,19 @@ def test_a_stop_after_a_reset_starts_unlatched(governor: Callable[..., Harness])
     assert gov.operator(OperatorVerb.RESET).startswith("reset")
     gov.ref.ask(Shutdown(reason="service stopping"), timeout=2)
 
-    gov.restart()
+    new_process(gov)
     gov.connector_up()
     assert gov.mode() is Mode.LIVE
+
+
+def new_process(gov: Harness) -> None:
+    """The service stops and starts again: a new tree, whose governor is a first start (an
+    actor restart within the running process restores instead, see test_restart_restore)."""
+    gov.tree.stop(timeout_s=5)
+    spec = ChildSpec(name="risk_governor", actor_class=RiskGovernor, args=(gov.config, gov.state_dir, VENUES),
+                     kwargs={"clock": gov.clock, "tick_s": 3600.0})
+    gov.tree = Tree([spec], name=f"root-{id(gov)}-again", backoff=NO_BACKOFF, intensity=10)
+    gov.tree.start(timeout_s=5)
 
 
 def test_failsafe_is_latched_across_a_restart_and_reset_needs_a_flat_report(

@@ -79,6 +79,22 @@ def fill(fill_id: str, side: Side, quantity: str, price: str, *, symbol: str = "
     )
 
 
+def written_ahead(state_dir: Path, *fills: OrderFilled) -> None:
+    """Journal the orders of ``fills`` as the governor writes them ahead of sending (a fill
+    of an order the journal never held is external activity)."""
+    with Journal(state_dir / "journal.sqlite3", writer=GOVERNOR_WRITER) as journal:
+        for f in fills:
+            journal.record_order(SubmitOrder(client_order_id=f.client_order_id, venue=f.venue,
+                                             symbol=f.symbol, side=f.side, quantity=f.quantity,
+                                             source="test"))
+
+
+def publish_sent(state_dir: Path, f: OrderFilled) -> None:
+    """A fill of an order tradeguard sent: written ahead, then published."""
+    written_ahead(state_dir, f)
+    bus.publish(topics.ORDERS, f)
+
+
 def start_keeper(state_dir: Path, clock: Any = None, **config: Any) -> Tree:
     """The keeper under a root supervisor, as the application runs it."""
     kwargs = {} if clock is None else {"clock": clock}
@@ -321,8 +337,8 @@ def test_quotes_for_another_venue_do_not_mark(tmp_path: Path, recorder: Recorder
 
 def test_reconciliation(tmp_path: Path, recorder: Recorder) -> None:
     start_keeper(tmp_path)
-    bus.publish(topics.ORDERS, fill("f1", Side.BUY, "10", "100"))
-    bus.publish(topics.ORDERS, fill("f2", Side.SELL, "2", "50", symbol="NQ"))
+    publish_sent(tmp_path, fill("f1", Side.BUY, "10", "100"))
+    publish_sent(tmp_path, fill("f2", Side.SELL, "2", "50", symbol="NQ"))
     wait_fills(recorder, 2)
 
     agree = VenuePositions(venue="paper", positions=(
@@ -476,7 +492,7 @@ def test_connected_venues_are_reconciled_periodically(tmp_path: Path, recorder: 
     comparison says since when the venue is reconciled or not; a venue down is not asked."""
     asked = Recorder.spawn("fix")   # stands in for the connector named "fix"
     start_keeper(tmp_path, reconcile_interval_s=0.2, mismatch_confirmations=1)
-    bus.publish(topics.ORDERS, fill("f1", Side.BUY, "3", "100", venue="fix"))
+    publish_sent(tmp_path, fill("f1", Side.BUY, "3", "100", venue="fix"))
     wait_fills(recorder, 1)
     bus.publish(topics.CONNECTORS, ConnectorUp(name="fix", generation=1))
     first = asked.wait_for(lambda m: isinstance(m, RequestPositions), timeout_s=5)
@@ -535,12 +551,12 @@ def test_a_disagreement_that_clears_at_the_next_report_is_no_mismatch(tmp_path: 
     """A fill the venue made that is still on its way to the journal makes one report
     disagree; the next one agrees: no Reconciliation says MISMATCH and nothing is raised."""
     start_keeper(tmp_path)
-    bus.publish(topics.ORDERS, fill("f1", Side.BUY, "10", "100"))
+    publish_sent(tmp_path, fill("f1", Side.BUY, "10", "100"))
     wait_fills(recorder, 1)
     mark = recorder.count()
     bus.publish(topics.POSITIONS, VenuePositions(venue="paper", positions=(
         VenuePosition(venue="paper", symbol="ES", quantity=D(12)),)))      # a fill in flight
-    bus.publish(topics.ORDERS, fill("f2", Side.BUY, "2", "100"))
+    publish_sent(tmp_path, fill("f2", Side.BUY, "2", "100"))
     wait_fills(recorder, 2)
     bus.publish(topics.POSITIONS, VenuePositions(venue="paper", positions=(
         VenuePosition(venue="paper", symbol="ES", quantity=D(12)),)))
@@ -556,7 +572,7 @@ def test_a_disagreement_is_asked_again_soon_and_confirmed_by_three_reports(tmp_p
     (not a whole period later); the third disagreeing report in a row is the mismatch."""
     asked = Recorder.spawn("fix")   # stands in for the connector named "fix"
     start_keeper(tmp_path, reconcile_interval_s=30.0, mismatch_recheck_s=0.05)
-    bus.publish(topics.ORDERS, fill("f1", Side.BUY, "3", "100", venue="fix"))
+    publish_sent(tmp_path, fill("f1", Side.BUY, "3", "100", venue="fix"))
     wait_fills(recorder, 1)
     bus.publish(topics.CONNECTORS, ConnectorUp(name="fix", generation=1))
     report = VenuePositions(venue="fix", positions=(VenuePosition(venue="fix", symbol="ES", quantity=D(5)),))
@@ -569,7 +585,8 @@ def test_a_disagreement_is_asked_again_soon_and_confirmed_by_three_reports(tmp_p
         bus.publish(topics.POSITIONS, msgspec.structs.replace(report, request_id=request.request_id))
     bad: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation))
     assert not bad.reconciled and bad.mismatches == ("ES: journal 3, venue 5",)
-    recorder.wait_for(lambda m: isinstance(m, SafetyEvent))   # published right after it
+    # the incident follows the Reconciliation on another topic: wait for it, then it is the only one
+    recorder.wait_for(lambda m: isinstance(m, SafetyEvent), timeout_s=5)
     assert len(recorder.messages(SafetyEvent)) == 1
 
 
