@@ -54,8 +54,9 @@ from msgspec import Meta
 
 from actors.connectors._io import IoThread, SessionLink
 from actors.connectors._staleness import late_event, linger_zero
-from actors.connectors.base import Connector, ConnectorConfig
-from actors.errors import ConnectorError
+from actors.connectors.base import JOURNAL_NAME, Connector, ConnectorConfig
+from actors.errors import ConnectorError, JournalError
+from actors.journal import READER, Journal
 from core.staleness import LateAcks, Liveness, SessionProbe, expire_time_ns
 from messages import (
     CancelAllDone,
@@ -737,7 +738,34 @@ class ZmqConnector(Connector):
         self._working_lists[request_id] = tuple(sorted({o.client_order_id for o in frame.orders}))
         while len(self._working_lists) > _MAX_WORKING_LISTS:
             self._working_lists.pop(next(iter(self._working_lists)))
+        if frame.req_id == _RESYNC:
+            self._query_unlisted(set(self._working_lists[request_id]))
         return frame.req_id != _RESYNC
+
+    def _query_unlisted(self, listed: set[str]) -> None:
+        """At the resync: the journal's orders of this venue that the venue acknowledged and
+        no longer lists as working are asked about (``order_status``), so one that ended
+        while the connector was down (cancelled, expired, rejected, filled) ends in the
+        journal too; the answer goes through ``_on_order_status``. Orders never acknowledged
+        are the in-flight tracking's. Read only; a journal that cannot be read is logged."""
+        path = self.state_dir / str(getattr(self.config, "journal", JOURNAL_NAME))
+        if not path.is_file():
+            return
+        try:
+            with Journal(path, writer=READER) as journal:  # only read: the keeper and governor write it
+                records = journal.open_orders()
+        except JournalError as exc:
+            self.count_error()
+            self.log.error(f"connector {self.name}: cannot read the journal's open orders: {exc}")
+            return
+        unlisted = [r.order.client_order_id for r in records
+                    if r.order.venue == self.name and r.status is not OrderStatus.PENDING
+                    and r.order.client_order_id not in listed]
+        for cid in unlisted:
+            self._send(wire.OrderStatusRequest(req_id=_STATUS + cid, client_order_id=cid))
+        if unlisted:
+            self.log.warning(f"connector {self.name}: {len(unlisted)} order(s) working in the journal "
+                             f"and not at the venue asked about: {', '.join(unlisted[:20])}")
 
     def _on_order_status(self, frame: wire.OrderStatusReply) -> None:
         """The venue's word on one order asked about: unknown (it never reached the venue:
