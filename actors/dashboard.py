@@ -730,6 +730,10 @@ class Dashboard(SupervisedActor):
                     keeper_positions=[KeeperPositionStatus(symbol=p.symbol, quantity=_num(p.quantity))
                                       for p in recon.keeper_positions],
                     mismatches=[str(m) for m in recon.mismatches],
+                    open_orders_compared=recon.venue_open_orders is not None,
+                    venue_open_orders=list(recon.venue_open_orders or ()),
+                    keeper_open_orders=list(recon.keeper_open_orders),
+                    order_mismatches=list(recon.order_mismatches),
                 )
             connectors.append(ConnectorStatus(**fields))
         mode = risk.mode if risk is not None else (mine.mode if mine is not None else "UNKNOWN")

@@ -26,6 +26,13 @@ new disagreement (or a change in the differences) also raises a ``reconciliation
 safety event, once: the same differences found again raise nothing new. A mismatch stays
 until a later comparison agrees.
 
+When the report lists the venue's working orders (``VenuePositions.open_orders``), they are
+compared with the orders the journal holds working there (pending, accepted, partially
+filled): an order working on one side only is a difference, under the same confirmation
+rule as positions. An order whose journal state changed within ``order_settle_s`` of the
+report is left out of that comparison (the venue's list may not show the change yet), and
+so is one the venue has not acknowledged yet unless ``compare_unacknowledged``.
+
 Trade busts and corrections (``FillBusted`` / ``FillCorrected``, ``core.amendments``) are
 journaled once each (``fill_amendments``, keyed by the venue's id of the amendment; a
 repeat, or a replay after a restart, changes nothing) and applied by rebuilding the
@@ -67,7 +74,14 @@ from core.pnl import (
     parse_boundary,
     session_start_ns,
 )
-from core.reconcile import ReconcileSchedule, ReconcileState, compare
+from core.reconcile import (
+    ReconcileSchedule,
+    ReconcileState,
+    compare,
+    order_differences,
+    prune_changes,
+    unsettled_orders,
+)
 from messages import (
     CancelAllDone,
     ConnectorDown,
@@ -80,6 +94,7 @@ from messages import (
     OrderCancelled,
     OrderFilled,
     OrderRejected,
+    OrderStatus,
     OrderTotals,
     PortfolioSnapshot,
     PositionState,
@@ -131,6 +146,15 @@ class KeeperConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     fill on its way to the journal makes one comparison disagree); 1 confirms at once."""
     mismatch_recheck_s: Annotated[float, Meta(ge=0.05, le=60.0)] = 0.5
     """How soon the venue is asked again after a comparison that disagreed."""
+    order_settle_s: Annotated[float, Meta(ge=0.0, le=60.0)] = 2.0
+    """An order whose journal state changed less than this long before a venue's report
+    (submitted, acknowledged, filled, ended) is left out of that report's comparison of
+    working orders: the venue's list may not show the change yet. 0..60 seconds."""
+    compare_unacknowledged: bool = False
+    """Compare the orders the venue has not acknowledged yet (journal status pending) with
+    its working orders too. Off: such an order is left out of the comparison until the
+    venue acknowledges or ends it (an order lost in flight is then not a reconciliation
+    difference: the connector's recovery, or an order status query, ends it)."""
 
     def __post_init__(self) -> None:
         parse_boundary(self.session_boundary)
@@ -188,6 +212,9 @@ class PositionKeeper(SupervisedActor):
         self._reconcile_timer: TimerHandle | None = None
         self._reconcile_token = 0
         self._requests = 0
+        self._order_changes: dict[str, int] = {}
+        """When each order's journal state last changed (keeper clock ns), kept while it is
+        recent enough to leave the order out of a comparison of working orders."""
         self._corrections: set[tuple[str, str]] = set()
         """(venue, correction id) of every journaled correction."""
         self._early: set[tuple[str, str]] = set()
@@ -280,6 +307,7 @@ class PositionKeeper(SupervisedActor):
             self._log.bind(venue=fill.venue, fill_id=fill.fill_id).debug("duplicate fill ignored")
             return
         self._fills += 1
+        self._note_order_change(fill.client_order_id)
         self._apply(fill, effect)
         if (fill.ts_ns or recorded_ns) >= self._day.start_ns:
             self._count_today(fill, effect.realized_pnl)
@@ -513,6 +541,7 @@ class PositionKeeper(SupervisedActor):
     # ---- orders -------------------------------------------------------------------------
 
     def _on_submitted(self, order: SubmitOrder) -> None:
+        self._note_order_change(order.client_order_id)
         # The governor wrote its orders ahead; the failsafe's closing orders (a scoped
         # flatten's too) are ours to journal (the failsafe depends on neither the governor
         # nor the journal).
@@ -521,6 +550,8 @@ class PositionKeeper(SupervisedActor):
 
     def _on_order_event(self, event: OrderAccepted | OrderRejected | OrderCancelled | CancelAllDone) -> None:
         self.journal.record_order_event(event, self._clock())
+        if not isinstance(event, CancelAllDone):
+            self._note_order_change(event.client_order_id)
 
     def _order_counts(self, request: GetOrderCounts) -> OrderTotals | None:
         """Order traffic from the journal; None (no answer) when the journal cannot be read."""
@@ -558,6 +589,7 @@ class PositionKeeper(SupervisedActor):
         # Its resync delivers positions at once; the period starts from that comparison.
         self._connected.add(event.name)
         self._schedule.compared(event.name, time.monotonic())
+        self._recheck_pending(event.name)
         self._arm_reconcile()
 
     def _on_connector_down(self, event: ConnectorDown) -> None:
@@ -590,9 +622,12 @@ class PositionKeeper(SupervisedActor):
     def _on_venue_positions(self, report: VenuePositions) -> None:
         venue = report.venue
         ours = {p.symbol: p for p in self._open_positions() if p.venue == venue}
-        comparison = compare(venue, {s: p.quantity for s, p in ours.items()}, report.positions)
-        mismatches = list(comparison.differences)
         ts = self._clock()
+        journal_working, unsettled = (self._working_orders(venue, ts) if report.open_orders is not None
+                                      else (set(), frozenset()))
+        comparison = compare(venue, {s: p.quantity for s, p in ours.items()}, report.positions,
+                             journal_working, report.open_orders, unsettled)
+        mismatches = list(comparison.differences)
         standing = self._standing.record(comparison, ts)
         if standing.pending:
             # Not confirmed yet (a fill may be on its way): ask again soon, change nothing.
@@ -618,6 +653,10 @@ class PositionKeeper(SupervisedActor):
             mismatches=tuple(mismatches),
             ts_ns=ts,
             since_ns=standing.since_ns,
+            venue_open_orders=(None if report.open_orders is None
+                               else tuple(sorted(report.open_orders))),
+            keeper_open_orders=tuple(sorted(journal_working)) if report.open_orders is not None else (),
+            order_mismatches=order_differences(mismatches),
         )
         self.journal.record_reconciliation(reconciliation)
         self._reconciliations[venue] = reconciliation
@@ -634,6 +673,35 @@ class PositionKeeper(SupervisedActor):
                     detail="; ".join(mismatches), ts_ns=ts,
                 ),
             )
+
+    # ---- working orders (reconciliation) ------------------------------------------------
+
+    def _recheck_pending(self, venue: str) -> None:
+        """A report that came before the venue's ConnectorUp (a resync delivers its report
+        first) and disagreed is asked again soon, not a whole period later."""
+        standing = self._standing.venues.get(venue)
+        if standing is not None and standing.pending:
+            self._schedule.due_at[venue] = time.monotonic() + self.config.mismatch_recheck_s
+
+    def _note_order_change(self, client_order_id: str) -> None:
+        """The journal state of an order changed now (see ``order_settle_s``)."""
+        now = self._clock()
+        self._order_changes[client_order_id] = now
+        if len(self._order_changes) > 1024:
+            prune_changes(self._order_changes, now, int(self.config.order_settle_s * 1e9))
+
+    def _working_orders(self, venue: str, now: int) -> tuple[set[str], frozenset[str]]:
+        """The client order ids the journal holds working at ``venue``, and the orders too
+        recently changed to compare at ``now``."""
+        settle_ns = int(self.config.order_settle_s * 1e9)
+        prune_changes(self._order_changes, now, settle_ns)
+        records = [record for record in self.journal.open_orders() if record.order.venue == venue]
+        working = {record.order.client_order_id for record in records}
+        skipped = unsettled_orders(self._order_changes, now, settle_ns)
+        if not self.config.compare_unacknowledged:
+            skipped |= {record.order.client_order_id for record in records
+                        if record.status is OrderStatus.PENDING}
+        return working, skipped
 
     # ---- helpers --------------------------------------------------------------------------
 

@@ -46,14 +46,26 @@ def net_positions(reported: Iterable[VenuePosition]) -> dict[str, Decimal]:
     return net
 
 
+ORDER_PREFIX = "order "
+"""How every line of a difference about an order begins (lines about positions begin with
+the symbol)."""
+
+
 def compare(venue: str, journal_positions: Mapping[str, Decimal], reported: Iterable[VenuePosition],
             journal_working: Collection[str] = (),
-            venue_working: Collection[str] | None = None) -> Comparison:
+            venue_working: Collection[str] | None = None,
+            unsettled: Collection[str] = ()) -> Comparison:
     """Compare one venue. ``journal_positions``: signed quantity per symbol as the journal
     holds it; ``reported``: the venue's positions (a symbol absent is flat);
     ``journal_working``: client order ids the journal believes working there;
     ``venue_working``: the ids the venue reports working, or None when its report does not
-    list them (the orders are then not compared)."""
+    list them (the orders are then not compared); ``unsettled``: orders whose journal state
+    changed too recently to be compared (see ``unsettled_orders``), skipped on both sides.
+
+    An order working on one side only is a difference either way: working at the venue
+    while the journal holds it ended (or has never heard of it: an order placed elsewhere),
+    or working in the journal while the venue does not know it (ended there unseen, or never
+    received)."""
     venue_net = net_positions(reported)
     differences = [
         f"{symbol}: journal {journal_positions.get(symbol, ZERO)}, venue {venue_net.get(symbol, ZERO)}"
@@ -61,12 +73,35 @@ def compare(venue: str, journal_positions: Mapping[str, Decimal], reported: Iter
         if journal_positions.get(symbol, ZERO) != venue_net.get(symbol, ZERO)
     ]
     if venue_working is not None:
-        ours, theirs = set(journal_working), set(venue_working)
-        differences += [f"order {coid}: working in the journal, not at the venue"
+        skipped = set(unsettled)
+        ours, theirs = set(journal_working) - skipped, set(venue_working) - skipped
+        differences += [f"{ORDER_PREFIX}{coid}: working in the journal, not at the venue"
                         for coid in sorted(ours - theirs)]
-        differences += [f"order {coid}: working at the venue, not in the journal"
+        differences += [f"{ORDER_PREFIX}{coid}: working at the venue, not in the journal"
                         for coid in sorted(theirs - ours)]
     return Comparison(venue=venue, differences=tuple(differences), orders_compared=venue_working is not None)
+
+
+def order_differences(differences: Iterable[str]) -> tuple[str, ...]:
+    """The lines of a comparison's differences that are about orders."""
+    return tuple(line for line in differences if line.startswith(ORDER_PREFIX))
+
+
+def unsettled_orders(changed_ns: Mapping[str, int], compared_ns: int, settle_ns: int) -> frozenset[str]:
+    """The orders not to compare at ``compared_ns``: those whose journal state changed
+    (submitted, acknowledged, filled, ended) less than ``settle_ns`` before it, or after it.
+
+    A venue's list of working orders is a snapshot taken a moment before it reaches the
+    journal's side: an order submitted just before may not be at the venue yet, and one
+    ended just before may still be listed. Such an order is compared at the next report,
+    once it has settled."""
+    return frozenset(coid for coid, ns in changed_ns.items() if ns > compared_ns - settle_ns)
+
+
+def prune_changes(changed_ns: dict[str, int], now_ns: int, settle_ns: int) -> None:
+    """Forget the changes that no longer make an order unsettled at ``now_ns`` (in place)."""
+    for coid in [coid for coid, ns in changed_ns.items() if ns <= now_ns - settle_ns]:
+        del changed_ns[coid]
 
 
 @dataclass(slots=True)

@@ -354,6 +354,10 @@ class VenuePositions(Message, frozen=True, kw_only=True):
     """The ``RequestPositions.request_id`` this answers; empty when unsolicited."""
     ts_ns: int = 0
     """When the venue reported, wall clock nanoseconds."""
+    open_orders: tuple[str, ...] | None = None
+    """The client order ids of the orders working at the venue when it reported (the
+    venue's own list, read with the positions); None when the connector cannot list them
+    (the position keeper then compares positions only)."""
 
 
 class FillBusted(Message, frozen=True, kw_only=True):

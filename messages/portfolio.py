@@ -66,3 +66,11 @@ class Reconciliation(Message, frozen=True, kw_only=True):
     since_ns: int = 0
     """Since when the venue is reconciled (or not) without interruption, wall clock
     nanoseconds; 0 when unknown."""
+    venue_open_orders: tuple[str, ...] | None = None
+    """Client order ids the venue reported working; None when its report did not list its
+    orders (they were then not compared)."""
+    keeper_open_orders: tuple[str, ...] = ()
+    """Client order ids the journal held working at that venue (pending, accepted or
+    partially filled) when compared."""
+    order_mismatches: tuple[str, ...] = ()
+    """The lines of ``mismatches`` that are about orders (working on one side only)."""

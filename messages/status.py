@@ -120,6 +120,16 @@ class ConnectorStatus(ConnectorHealth, frozen=True, kw_only=True):
     """Positions the journal held at the last reconciliation."""
     mismatches: list[str] = []
     """What disagreed, one line each."""
+    open_orders_compared: bool | None = None
+    """True when the venue's last report listed its working orders and they were compared
+    with the journal's; False when it did not list them (positions only); null before the
+    first reconciliation."""
+    venue_open_orders: list[str] = []
+    """Client order ids the venue reported working at the last reconciliation."""
+    keeper_open_orders: list[str] = []
+    """Client order ids the journal held working at that venue at the last reconciliation."""
+    order_mismatches: list[str] = []
+    """The lines of ``mismatches`` about orders working on one side only."""
 
 
 class OrderCounts(Record, frozen=True, kw_only=True):

@@ -40,6 +40,15 @@ class TwsBehaviour(msgspec.Struct, frozen=True, kw_only=True):
     """TWS's "Master API client ID": the session with this client id also receives the
     order status and executions of every other client's orders and of orders placed
     elsewhere. Client id 0 always receives those of orders placed elsewhere."""
+    cancel_after_s: float = 0.0
+    """The venue itself cancels every order still working this long after it was accepted
+    (an exchange ending orders on its own: a session close, a halt, an IOC remainder), told
+    to the order's connected clients as TWS tells a cancel; a client that is disconnected
+    then learns it only from open and completed orders. 0 (the default): never."""
+    silent_cancels: bool = False
+    """The venue's own cancels (``cancel_after_s``) reach no client, even a connected one:
+    only later requests show them (open orders no longer list the order, completed orders
+    do)."""
     initial_cash: Decimal = Decimal(1_000_000)
     """The account's cash before its first execution, in USD."""
     seed: int = 11
@@ -51,6 +60,8 @@ class TwsBehaviour(msgspec.Struct, frozen=True, kw_only=True):
                 f"quote_split_delay_s: expected 0..5 seconds, got {self.quote_split_delay_s}")
         if not math.isfinite(self.drop_order_rate) or not 0 <= self.drop_order_rate <= 1:
             raise ValueError(f"drop_order_rate: expected 0..1, got {self.drop_order_rate}")
+        if not math.isfinite(self.cancel_after_s) or not 0 <= self.cancel_after_s <= 86_400:
+            raise ValueError(f"cancel_after_s: expected 0..86400 seconds, got {self.cancel_after_s}")
         if self.master_client_id is not None and self.master_client_id < 0:
             raise ValueError(f"master_client_id: must not be negative, got {self.master_client_id}")
         if not self.initial_cash.is_finite() or self.initial_cash < 0:

@@ -45,7 +45,7 @@ Outgoing message ids sent: 1 tickPrice, 2 tickSize, 3 orderStatus, 4 errMsg, 5 o
 58 marketDataType, 59 commissionReport, 61 position, 62 positionEnd, 63 accountSummary,
 64 accountSummaryEnd, 71 positionMulti, 72 positionMultiEnd, 73 accountUpdateMulti,
 74 accountUpdateMultiEnd, 78 familyCodes, 80 mktDepthExchanges, 85 newsProviders,
-102 completedOrdersEnd.
+101 completedOrder, 102 completedOrdersEnd.
 
 Error codes used: 103 duplicate order id, 104 modification of a filled order, 105
 modification refused (contract or action changed, quantity not above the filled part),
@@ -78,8 +78,9 @@ Mapping to the engine
 
 Not supported (answered with error 201): what-if orders, untransmitted, child
 (``parentId``) and OCA orders, order types other than MKT, LMT, STP and STP LMT, time in
-force other than DAY, GTC, IOC and FOK. Completed orders are not replayed
-(``reqCompletedOrders`` answers its end marker only); use ``reqExecutions``. Algo
+force other than DAY, GTC, IOC and FOK. ``reqCompletedOrders`` answers the account's
+orders done today (UTC), with apiOnly those placed through the API, each a completedOrder
+in the negotiated version's layout, then its end marker. Algo
 strategies and other order attributes not named here are accepted and ignored.
 Commissions are reported as zero. The account is one USD margin account
 (``venues.tws_account``). Each venue serves one account; the order table grows for the
@@ -307,6 +308,13 @@ class _OrderRecord(msgspec.Struct, kw_only=True):
     """The engine order working for it now; empty: ``client_order_id`` (never modified)."""
     replaced: list[str] = []
     """Engine orders it worked as before each modification, oldest first."""
+    completed_ns: int = 0
+    """When it became done (wall clock ns); 0 while working (and for orders of state files
+    written before this was kept: never reported as completed)."""
+    completed_status: str = ""
+    """Why it is done, in words (completedOrder's ``completedStatus``)."""
+    silent_cancel: bool = False
+    """The venue cancels it without telling any client (``cancel_at_venue(silent=True)``)."""
     good_till_ns: int = 0
     """The goodTillDate of a GTD order (wall-clock nanoseconds); 0 for any other."""
 
@@ -630,6 +638,44 @@ class TwsVenue:
         exec_ids: list[str] = []
         self._run_in_loop(self._apply_correction, found[0], price, exec_ids)
         return exec_ids[0]
+
+    def cancel_at_venue(self, client_order_id: str, reason: str = "cancelled at the venue", *,
+                        silent: bool = False) -> None:
+        """Cancel a working order at the venue itself, as an exchange or IB does (an IOC's
+        remainder, a halt, a risk desk). The clients of the order that are connected get its
+        orderStatus Cancelled and error 202, as from TWS; one that is disconnected learns it
+        only from later requests (open orders no longer list it, completed orders do). With
+        ``silent`` no client is told even while connected: the order just stops working
+        (what a client sees when the venue loses the notice). Raises ``ValueError`` for an
+        order that is unknown or not working."""
+        record = self._by_coid.get(client_order_id)
+        if record is None or record.is_done:
+            raise ValueError(f"client_order_id: no working order {client_order_id!r}")
+        self._run_in_loop(self._mark_venue_cancel, record, silent)
+        log.warning("TWS venue: order %s cancelled at the venue%s: %s", client_order_id,
+                    " without telling its clients" if silent else "", reason)
+        self.engine.cancel(self.account, record.working_id)
+
+    def _schedule_venue_cancel(self, record: _OrderRecord) -> None:
+        """With ``cancel_after_s``: the venue cancels the order that long from now if it
+        still works then (on the loop)."""
+        after = self.behaviour.cancel_after_s
+        if after > 0 and self._loop is not None:
+            self._loop.call_later(after, self._guarded, self._venue_cancel_due, record)
+
+    def _venue_cancel_due(self, record: _OrderRecord) -> None:
+        if record.is_done or record.cancel_requested:
+            return
+        self._mark_venue_cancel(record, self.behaviour.silent_cancels)
+        log.warning("TWS venue: order %s cancelled by the venue after %.1fs (switch)%s",
+                    record.client_order_id, self.behaviour.cancel_after_s,
+                    " without telling its clients" if self.behaviour.silent_cancels else "")
+        self.engine.cancel(self.account, record.working_id)
+
+    def _mark_venue_cancel(self, record: _OrderRecord, silent: bool) -> None:
+        record.silent_cancel = silent
+        record.cancel_requested = True
+        self._dirty = True
 
     def disconnect_client(self, client_id: int) -> None:
         """Drop one client's socket abruptly; its orders keep working, and what happens
@@ -1416,11 +1462,58 @@ class TwsVenue:
         self._send(session, Out.OPEN_ORDER_END)
 
     def _req_completed_orders(self, session: _Session, fields: Fields) -> None:
+        """The orders of the account that became done today (UTC day), whichever client
+        placed them, oldest first; with apiOnly, only those placed through the API. Then the
+        end marker. TWS keeps no completed order from an earlier day."""
         api_only = fields.flag()
         if api_only and self.behaviour.ignore_completed_orders:
             self.completed_orders_ignored += 1
             return
+        day_start = _day_start_ns(time.time_ns())
+        for record in self._state.orders:
+            if not record.is_done or record.completed_ns < day_start:
+                continue
+            if api_only and record.order_id <= 0:
+                continue  # entered elsewhere (not through the API)
+            self._send_completed_order(session, record)
         self._send(session, Out.COMPLETED_ORDERS_END)
+
+    def _stamp_completed(self, record: _OrderRecord, text: str) -> None:
+        """Note when and why an order became done (once), for completed orders."""
+        if record.is_done and not record.completed_ns:
+            record.completed_ns = time.time_ns()
+            record.completed_status = text
+            self._dirty = True
+
+    def _send_completed_order(self, session: _Session, record: _OrderRecord) -> None:
+        """completedOrder (no message version): the contract, the order's fields as IB
+        lists them for a completed order (no order id, no client id), unused ones empty,
+        its status, filled quantity, completion time and words."""
+        inst = self._instruments.get(record.symbol) or _Instrument.from_symbol(
+            record.symbol or "?", Decimal("0.01"))
+        fields: list[object] = [
+            record.action, record.quantity, record.order_type, record.limit_price,
+            record.stop_price, record.tif, "", self.account, "O", 0, record.order_ref,
+            record.perm_id, 0, 0, 0, "",  # outsideRth, hidden, discretionaryAmt, goodAfterTime
+            "", "", "", "", "", "", "", "", "",  # faGroup .. settlingFirm
+            0, "", -1,  # shortSaleSlot, designatedLocation, exemptCode
+            "", "", "", "", "",  # startingPrice .. stockRangeUpper
+            0, 0, 0, "", 0, 0,  # displaySize .. triggerMethod
+            "", 0, "", "",  # volatility .. deltaNeutralAuxPrice
+            0, 0, "", "", "",  # continuousUpdate .. comboLegsDescrip
+            0, 0, 0,  # combo legs, order combo legs, smart combo routing params
+            "", "", "",  # scaleInitLevelSize, scaleSubsLevelSize, scalePriceIncrement
+            "",  # hedgeType
+            "", "", 0, 0,  # clearingAccount, clearingIntent, notHeld, no delta neutral contract
+            "",  # algoStrategy
+            0, record.status, 0, 0,  # solicited, status, randomizeSize, randomizePrice
+            0,  # conditions
+            "", "", "", 0, 0, "",  # trailStopPrice .. autoCancelDate
+            record.filled, 0, 0, "", 0, 0, 0,  # filledQuantity .. parentPermId
+            ib_time(record.completed_ns), record.completed_status,
+            *session.wire.completed_order_tail(),
+        ]
+        self._send(session, Out.COMPLETED_ORDER, *inst.fields(), *fields)
 
     def _record_for(
         self, client_order_id: str, order: SubmitOrder | None = None,
@@ -1498,11 +1591,13 @@ class TwsVenue:
                 self._abandon_modification(pending, event.text or str(event.reason))
             else:
                 self._replacements[event.client_order_id] = pending
+            self._stamp_completed(record, record.status)
             return
-        recipients = self._recipients(record)
+        recipients = [] if record.silent_cancel else self._recipients(record)
         if isinstance(event, OrderAccepted):
             if record.status == "PendingSubmit":
                 record.status = "Submitted"
+                self._schedule_venue_cancel(record)
             for session in recipients:
                 self._send_open_order(session, record)
                 self._send_order_status(session, record)
@@ -1523,9 +1618,15 @@ class TwsVenue:
                 record.status = "Inactive"
                 for session in recipients:
                     self._reject(session, record.order_id, event.text or str(event.reason))
+        text = getattr(event, "text", "") or ""
+        self._stamp_completed(record, f"{record.status}: {text}" if text else record.status)
 
     def _apply_fill(self, fill: OrderFilled) -> None:
         record = self._record_for(fill.client_order_id, fill=fill)
+        if not record.symbol:  # an order entered elsewhere, first seen before it was known
+            record.symbol = fill.symbol
+            record.action = "BUY" if fill.side is Side.BUY else "SELL"
+            record.quantity = record.quantity or fill.quantity + fill.leaves_quantity
         total = record.filled + fill.quantity
         record.avg_price = (record.avg_price * record.filled + fill.price * fill.quantity) / total
         record.filled = total
@@ -1539,6 +1640,7 @@ class TwsVenue:
                                  record.avg_price)
             self._send_commission(session, fill)
             self._send_order_status(session, record)
+        self._stamp_completed(record, f"Filled Size: {record.filled} Price: {record.avg_price}")
         inst = self._instruments.get(fill.symbol)
         if inst is None:
             return
@@ -1803,6 +1905,12 @@ class TwsVenue:
             self._send_account_summary(session, req_id, tags)
 
 
+def _day_start_ns(ts_ns: int) -> int:
+    """The start of the UTC day containing ``ts_ns``."""
+    day = 86_400 * 10**9
+    return ts_ns - ts_ns % day
+
+
 def _error_schedule(text: str) -> list[tuple[int, float]]:
     """``CODE@SECONDS,...`` -> [(code, seconds)]."""
     schedule = []
@@ -1853,6 +1961,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                              "answer")
     parser.add_argument("--master-client-id", type=int, default=None,
                         help="client id that also receives every other order's events")
+    parser.add_argument("--cancel-after", type=float, default=0.0, metavar="SECONDS",
+                        help="the venue cancels every order still working this long after it "
+                             "was accepted (0: never)")
+    parser.add_argument("--silent-cancels", action="store_true",
+                        help="the venue's own cancels (--cancel-after) are told to no client")
     parser.add_argument("--initial-cash", type=Decimal, default=Decimal(1_000_000),
                         help="the account's cash before its first execution (USD)")
     parser.add_argument("--inject-errors", type=_error_schedule, default=[],
@@ -1867,7 +1980,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             quote_split_delay_s=args.quote_split_delay,
             drop_order_rate=args.drop_order_rate, ignore_global_cancel=args.ignore_global_cancel,
             ignore_completed_orders=args.ignore_completed_orders,
-            master_client_id=args.master_client_id, initial_cash=args.initial_cash)
+            master_client_id=args.master_client_id, initial_cash=args.initial_cash,
+            cancel_after_s=args.cancel_after, silent_cancels=args.silent_cancels)
         engine_config = EngineConfig(
             seed=args.seed,
             volatility_bps=step_volatility_bps(args.annual_volatility, args.step_interval))

@@ -191,6 +191,7 @@ class Out(enum.IntEnum):
     FAMILY_CODES = 78
     MKT_DEPTH_EXCHANGES = 80
     NEWS_PROVIDERS = 85
+    COMPLETED_ORDER = 101
     COMPLETED_ORDERS_END = 102
 
 
@@ -221,8 +222,8 @@ _OUT_VERSIONS: dict[Out, int] = {
     Out.ACCOUNT_UPDATE_MULTI_END: 1,
 }
 """Replies that carry a message version after their id at every server version spoken here;
-orderStatus, openOrder, execDetails, familyCodes, mktDepthExchanges, newsProviders and
-completedOrdersEnd carry none, and contractDetails carries version 8 below 164 only."""
+orderStatus, openOrder, execDetails, familyCodes, mktDepthExchanges, newsProviders,
+completedOrder and completedOrdersEnd carry none, and contractDetails carries version 8 below 164 only."""
 
 
 class TickType(enum.IntEnum):
@@ -376,7 +377,8 @@ class Wire:
     ib_insync and ib_async decode them): sizes become decimals at 160, the error message
     gains the advanced-reject field at 166, contractDetails drops its message version and
     the market-data size multiplier and gains the size rules at 164, and openOrder gains
-    duration (159), postToAts (160), autoCancelParent (162) and the pegged-order tail (170).
+    duration (159), postToAts (160), autoCancelParent (162) and the pegged-order tail (170),
+    which completedOrder gains at 170 too.
     """
 
     FRACTIONAL_SIZE = 160
@@ -423,6 +425,13 @@ class Wire:
             tail: list[object] = [size_increment] if self.version == 163 else []
             return [md_size_multiplier], tail
         return [], [size_increment, size_increment, size_increment]
+
+    def completed_order_tail(self) -> list[object]:
+        """completedOrder's fields after completedStatus: from 170 on, the five pegged-order
+        fields (minTradeQty .. midOffsetAtHalf), all unset; nothing before."""
+        if self.version >= self.PEG_BEST_PEG_MID:
+            return ["", "", "", "", ""]
+        return []
 
     def open_order_tail(self) -> list[object]:
         """openOrder's fields after usePriceMgmtAlgo, all unset."""

@@ -316,6 +316,18 @@ class _Order:
     """Sum of quantity times price of those fills."""
 
 
+class _OrderListing:
+    """The venue's working orders as the reports of one OrderMassStatusRequest list them,
+    for one positions request."""
+
+    def __init__(self, pos_req_id: str) -> None:
+        self.pos_req_id = pos_req_id
+        self.working: set[str] = set()
+        self.complete = False
+        """The report with LastRptRequested=Y arrived."""
+        self.refused = False
+
+
 @dataclass(frozen=True)
 class _ProbeTick:
     """Time to look at the probe of connection attempt ``attempt`` (timer -> actor)."""
@@ -414,6 +426,7 @@ class FixConnector(Connector):
         self._orders: dict[str, _Order] = {}
         self._position_requests: dict[str, _PositionRequest] = {}
         self._mass_cancels: dict[str, str] = {}  # ClOrdID -> CancelAll.request_id
+        self._listings: dict[str, _OrderListing] = {}  # MassStatusReqID -> listing for a PosReqID
         self._sent_orders: dict[int, str] = {}  # MsgSeqNum of a NewOrderSingle -> ClOrdID
         self._status_seen: set[str] = set()  # working orders reported by status this session
         self._journal_read = False
@@ -667,10 +680,12 @@ class FixConnector(Connector):
             self.log.error(f"connector {self.name}: mass cancel not sent (session down)")
 
     def request_positions(self, request_id: str) -> None:
-        """RequestForPositions; the reports become one ``VenuePositions``."""
+        """OrderMassStatusRequest for the working orders, then RequestForPositions; the
+        reports become one ``VenuePositions`` listing the working orders."""
         pos_req_id = self._next_id("pos-")
         with self._state_lock:
             self._remember(self._position_requests, pos_req_id, _PositionRequest(request_id))
+        self._ask_working_orders(pos_req_id)
         message = self._new("AN")
         _set(message, (
             (Tag.POS_REQ_ID, pos_req_id),
@@ -973,6 +988,7 @@ class FixConnector(Connector):
             self._on_amendment(message, coid, symbol, order_id, text, ts, corrected=corrected)
             return
         if exec_type == "I" or trans_type == "3":  # order status (resync)
+            self._note_listed(message, coid, status)
             self._on_order_status(message, coid, status, symbol, order_id, ts)
             return
         if exec_type == "F" or (self._legacy and exec_type in ("1", "2")):
@@ -1226,6 +1242,7 @@ class FixConnector(Connector):
         ref_type = _get(message, Tag.REF_MSG_TYPE)
         text = _get(message, Tag.TEXT) or ""
         self.log.warning(f"connector {self.name}: venue refused {ref_type}: {text}")
+        self._refuse_listings(ref_type)
         ref_id = _get(message, _BUSINESS_REJECT_REF_ID)
         if ref_type == "D" and ref_id:
             reason = _get(message, Tag.BUSINESS_REJECT_REASON)
@@ -1297,5 +1314,68 @@ class FixConnector(Connector):
             del self._position_requests[pos_req_id]
         self._link.tell(VenuePositions(
             venue=self.name, positions=tuple(request.positions), request_id=request.request_id,
-            ts_ns=now_ns(),
+            ts_ns=now_ns(), open_orders=self._listed_orders(pos_req_id),
         ))  # fmt: skip
+
+    # ---- the venue's working orders, with each positions report --------------------------
+
+    def _ask_working_orders(self, pos_req_id: str) -> None:
+        """An OrderMassStatusRequest (AF, all orders) whose ExecutionReports (ExecType=I,
+        carrying its MassStatusReqID) list the venue's working orders for the positions
+        request ``pos_req_id`` (actor thread). The reports also go through the order status
+        handling, as every ExecType=I does."""
+        mass_id = self._next_id("oo-")
+        with self._state_lock:
+            self._remember(self._listings, mass_id, _OrderListing(pos_req_id))
+        request = self._new("AF")
+        _set(request, (
+            (Tag.MASS_STATUS_REQ_ID, mass_id),
+            (Tag.MASS_STATUS_REQ_TYPE, "7"),  # status of all orders
+        ))  # fmt: skip
+        self._send(request)
+
+    def _note_listed(self, message: fix.Message, coid: str, status: str) -> None:
+        """An ExecutionReport answering one of our listings: note the order if it works
+        (quickfix thread); the order status handling then publishes no acknowledgement for
+        it (it reports a working order, the connector's concern is the list)."""
+        mass_id = _get(message, Tag.MASS_STATUS_REQ_ID)
+        if mass_id is None:
+            return
+        with self._state_lock:
+            listing = self._listings.get(mass_id)
+            if listing is None:
+                return
+            # A pending cancel may name the cancel's ClOrdID: the order is its OrigClOrdID.
+            coid = _get(message, Tag.ORIG_CL_ORD_ID) or coid
+            if status in _WORKING and coid:
+                listing.working.add(coid)
+                self._status_seen.add(coid)  # a listing acknowledges nothing again
+            if _get(message, Tag.LAST_RPT_REQUESTED) == "Y":
+                listing.complete = True
+
+    def _refuse_listings(self, ref_type: str | None) -> None:
+        """The venue refused an AF (BusinessMessageReject): no listing under way can be
+        trusted (quickfix thread)."""
+        if ref_type not in ("AF", EXTENDED_42_TYPES["AF"]):
+            return
+        with self._state_lock:
+            for listing in self._listings.values():
+                listing.refused = True
+
+    def _listed_orders(self, pos_req_id: str) -> tuple[str, ...] | None:
+        """The working orders listed for ``pos_req_id``, once its positions are complete
+        (quickfix thread). The venue answers a session's requests in order, so the AF sent
+        before the AN has been answered by now: with its last report (LastRptRequested=Y),
+        or with nothing when no order works. None when the AF was refused, or its reports
+        stopped before the last one: the orders are then not compared."""
+        with self._state_lock:
+            found = [(mass_id, listing) for mass_id, listing in self._listings.items()
+                     if listing.pos_req_id == pos_req_id]
+            for mass_id, _listing in found:
+                del self._listings[mass_id]
+        if not found:
+            return None
+        listing = found[0][1]
+        if listing.refused or (listing.working and not listing.complete):
+            return None
+        return tuple(sorted(listing.working))

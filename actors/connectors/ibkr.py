@@ -76,11 +76,27 @@ Mapping
   reported again (executions after a reconnect report the latest one only) publishes
   nothing more. IB has no trade bust message.
 * Executions -> ``OrderFilled``: ``fill_id`` is IB's execId, leaves is the order's total
-  quantity minus the execution's cumulative quantity. Executions replayed by ``resync``
-  whose order no longer works get leaves measured against the largest cumulative
-  quantity seen for that order (the last one gets zero).
+  quantity minus the execution's cumulative quantity. Executions read by ``resync``
+  whose order no longer works get leaves measured against the order's quantity (its
+  completed order's, or as it was sent), else the largest cumulative quantity seen for
+  that order (the last one gets zero).
 * Positions -> ``VenuePositions``, in answer to ``request_positions`` and after every
-  (re)connect; ``avgCost`` is the average price (stocks).
+  (re)connect; ``avgCost`` is the average price (stocks). The report lists this client's
+  working orders (``reqOpenOrders``) for the reconciliation.
+
+Recovery after a reconnect
+--------------------------
+``resync`` reads this client's open orders, the account's orders completed today
+(``reqCompletedOrders``), the account's executions and its positions. Only executions not
+delivered before (by execId, remembered for the life of the actor, bounded) are delivered:
+a fill is never delivered twice by one actor, and the journal drops a fill it has. Every
+order of this client that was working when the session was lost (remembered across
+sessions; after a start, the journal's orders of this venue that are not terminal) and no
+longer works is ended exactly once: completed Cancelled or ApiCancelled
+-> ``OrderCancelled``; completed otherwise (Inactive) -> ``OrderRejected`` (VENUE);
+completed Filled, or fully executed -> ended by its fills; partly executed and neither
+open nor completed -> ``OrderCancelled``; never executed and neither open nor completed
+-> ``OrderRejected`` (VENUE): the venue never received it. A WARNING names each.
 * Market data: the ticks of every symbol (bid and ask prices with their sizes, size-only
   ticks, LAST) are applied to the symbol's level-1 book (``core.l1_book``), and quotes
   are published only from the book: each ``pendingTickersEvent`` (one socket read)
@@ -115,7 +131,7 @@ import socket
 import struct
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -132,7 +148,8 @@ from msgspec import Meta
 from actors import topics
 from actors.connectors._io import IoThread, SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
-from actors.errors import ConnectorError
+from actors.errors import ConnectorError, JournalError
+from actors.journal import READER, Journal
 from core.l1_book import L1Books
 from core.staleness import LATE_EXECUTION, LateAcks, SessionProbe, expire_time_ns, late_detail, takes_gtd
 from messages import (
@@ -158,7 +175,7 @@ from messages import (
     VenuePositions,
     now_ns,
 )
-from messages.bounds import Host, Label, Port
+from messages.bounds import FileName, Host, Label, Port
 from messages.orders import FillCorrected
 from supervision import bus
 
@@ -215,6 +232,9 @@ _MAX_HELD_TRADES = 1000
 """Trades held while the actor catches up; older ones beyond this are dropped."""
 _MAX_SENT_TIMES = 10_000
 """Orders whose sending time is kept for the late execution check; the oldest go first."""
+_MAX_PUBLISHED = 100_000
+"""Execution ids remembered as delivered; the oldest go first (the journal still drops a
+fill delivered again)."""
 _LOCAL_STATES = frozenset({"PendingSubmit", "ApiPending"})
 """Order states ib_insync sets itself before the venue has said anything."""
 
@@ -268,6 +288,10 @@ class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
     """Limit and stop-limit orders that would rest (DAY, GTC) are sent GTD with a
     ``goodTillDate`` this many seconds after their sending (rounded up to the second), so
     TWS refuses one that arrives later and cancels it then. 0 (the default) sends none."""
+    journal: FileName = "journal.sqlite3"
+    """File name, in the state directory, of the journal whose orders for this venue that
+    are not terminal are looked for at the first resync after a start (the keeper's
+    ``journal_name``); read only, and only when the file exists."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -279,6 +303,8 @@ class IbkrConfig(ConnectorConfig, frozen=True, kw_only=True):
             raise ValueError(f"client_id: must not be negative, got {self.client_id}")
         if not self.exchange or not self.currency:
             raise ValueError("exchange, currency: must not be empty")
+        if not self.journal or "/" in self.journal or self.journal in (".", ".."):
+            raise ValueError(f"journal: must be a plain file name, got {self.journal!r}")
         if self.request_timeout_s <= 0:
             raise ValueError(f"request_timeout_s: must be positive, got {self.request_timeout_s}")
         if not 0 <= self.book_settle_s <= 5:
@@ -376,6 +402,21 @@ class _Order:
     """True when this session wrote the order."""
     acked_ns: int = 0
     """When this session first heard from the venue of an order it wrote (0: not yet)."""
+
+
+@dataclass(frozen=True)
+class _Carried:
+    """An order of this client that had not ended when its session closed: the next
+    session's resync finds out what became of it (actor lifetime)."""
+
+    client_order_id: str
+    symbol: str
+    total: Decimal
+    """Its quantity."""
+    perm_id: int
+    """IB's permanent id, 0 when the venue had not answered yet."""
+    filled: Decimal = Decimal(0)
+    """What the journal holds as filled (orders read from the journal after a start)."""
 
 
 def _guarded(handler: Callable[..., None]) -> Callable[..., None]:
@@ -481,6 +522,14 @@ class IbkrConnector(Connector):
         """Connectivity codes halting the venue now, with their texts."""
         self._late = LateAcks(config.late_ack_warn_s, _MAX_SENT_TIMES)
         """Wall time each order was written, until its first fill (kept across sessions)."""
+        self._carried: dict[str, _Carried] = {}
+        """This client's orders that had not ended when a session closed, until a resync
+        learns what became of them (kept across sessions; the loop thread owns it while a
+        session runs, the actor thread between sessions)."""
+        self._journal_read = False
+        self._published: OrderedDict[str, None] = OrderedDict()
+        """IB execIds already delivered as fills (kept across sessions, bounded): a resync
+        delivers only the executions not delivered before."""
 
     # ---- the contract (actor thread) -------------------------------------------------------
 
@@ -488,6 +537,10 @@ class IbkrConnector(Connector):
         """Start the I/O thread and the opening of the API session; the loop thread says
         ``up`` (or ``lost``) through the link."""
         link = self._link = self.link
+        self._carry_unfinished()
+        if not self._journal_read:
+            self._journal_read = True
+            self._carry_journal_orders()
         # A new session starts from what it reads itself: its resync re-reads the orders,
         # its subscriptions are made again, and no side of a book pairs with a new one.
         self._orders.clear()
@@ -874,6 +927,8 @@ class IbkrConnector(Connector):
             if not order.accepted and trade.orderStatus.status in _WORKING:
                 order.accepted = True
                 self._tell(self._accepted(order))
+        answer = await self._completed_orders()
+        completed = answer or {}
         fills: list[Fill] = await self._request(
             ib.reqExecutionsAsync(ExecutionFilter(acctCode=self.account))
         )
@@ -881,15 +936,23 @@ class IbkrConnector(Connector):
         for fill in fills:
             coid = _order_name(fill.execution.orderRef, fill.execution.clientId, fill.execution.orderId)
             final[coid] = max(final.get(coid, Decimal(0)), _decimal(fill.execution.cumQty))
+        delivered = 0
         for fill in fills:
+            if fill.execution.execId in self._published:
+                continue  # delivered before: nothing counts twice
             coid = _order_name(fill.execution.orderRef, fill.execution.clientId, fill.execution.orderId)
-            total = open_totals.get(coid, final[coid])
+            total = open_totals.get(coid) or self._known_total(coid, completed, final[coid])
             self._check_late(coid, self._symbol_of(fill.contract), _ts_ns(fill.execution.time))
             message = self._filled(coid, self._symbol_of(fill.contract), fill, total)
             if message is not None:
+                self._note_published(message.fill_id)
                 self._tell(message)
+                delivered += 1
+        ended = self._end_carried(open_totals, completed, final) if answer is not None else 0
         self.log.info(
-            f"connector {self.name}: resync: {len(trades)} open orders, {len(fills)} executions"
+            f"connector {self.name}: resync: {len(trades)} open orders, {len(completed)} completed, "
+            f"{len(fills)} executions ({delivered} not delivered before), {ended} orders ended "
+            f"while the session was down"
         )
         await self._report_positions("")
 
@@ -1081,8 +1144,11 @@ class IbkrConnector(Connector):
         # Listed but not submitted yet (PendingSubmit): no answer, it stays in flight.
         total = order.quantity
         for fill in executed:
+            if fill.execution.execId in self._published:
+                continue  # delivered before: nothing counts twice
             message = self._filled(coid, order.symbol, fill, total)
             if message is not None:
+                self._note_published(message.fill_id)
                 self._tell(message)
         if done and not working:
             status = done[0].orderStatus.status
@@ -1100,6 +1166,7 @@ class IbkrConnector(Connector):
         assert self._request_lock is not None
         async with self._request_lock:
             reported = await self._request(ib.reqPositionsAsync())
+            working = await self._working_orders(ib)
         positions = []
         for position in reported:
             if position.account != self.account or position.position == 0:
@@ -1112,7 +1179,140 @@ class IbkrConnector(Connector):
             except ValueError as exc:
                 self.count_malformed(f"position {position}: {exc}")
         self._tell(VenuePositions(venue=self.name, positions=tuple(positions), request_id=request_id,
-                                  ts_ns=now_ns()))
+                                  ts_ns=now_ns(), open_orders=working))
+
+    # ---- recovery after a reconnect, working orders (loop thread unless noted) -----------
+
+    async def _working_orders(self, ib: IB) -> tuple[str, ...]:
+        """This client's orders working at the venue (``reqOpenOrders``), by client order id,
+        for the reconciliation (the caller holds the request lock)."""
+        trades: list[IbTrade] = await self._request(ib.reqOpenOrdersAsync())
+        return tuple(sorted({
+            _order_name(t.order.orderRef, t.order.clientId, t.order.orderId) for t in trades
+            if t.orderStatus.status not in IbOrderStatus.DoneStates
+        }))
+
+    def _carry_unfinished(self) -> None:
+        """Before a new session (actor thread, no loop running): remember this client's
+        orders the closing session had not seen end, for the next resync."""
+        for order in self._orders.values():
+            ib_order = order.trade.order
+            if order.done or not (order.sent_here or ib_order.clientId == self.ib_config.client_id):
+                continue
+            self._carried[order.client_order_id] = _Carried(
+                order.client_order_id, order.symbol, _decimal(ib_order.totalQuantity),
+                ib_order.permId or order.trade.orderStatus.permId)
+
+    def _carry_journal_orders(self) -> None:
+        """Once per start (actor thread): the journal's orders of this venue that are not
+        terminal are carried into the first resync, so that an order that ended at IB while
+        the process was down is ended in the journal too."""
+        path = self.state_dir / self.ib_config.journal
+        if not path.is_file():
+            return
+        try:
+            with Journal(path, writer=READER) as journal:  # only read: the keeper and governor write it
+                records = journal.open_orders()
+        except JournalError as exc:
+            self.count_error()
+            self.log.error(f"connector {self.name}: cannot read the journal's orders: {exc}")
+            return
+        carried = 0
+        for record in records:
+            order = record.order
+            if order.venue != self.name or order.client_order_id in self._carried:
+                continue
+            self._carried[order.client_order_id] = _Carried(
+                order.client_order_id, order.symbol, order.quantity, 0, filled=record.filled_quantity)
+            carried += 1
+        if carried:
+            self.log.info(f"connector {self.name}: {carried} open order(s) from the journal")
+
+    async def _completed_orders(self) -> dict[str, IbTrade] | None:
+        """The account's orders completed today (``reqCompletedOrders``, all of them: the
+        resync does not depend on the API-only request the in-flight query makes), by client
+        order id: the orderRef, else found by permId among the carried orders.
+        None when IB does not answer within ``request_timeout_s``."""
+        ib = self._session()
+        assert self._request_lock is not None
+        try:
+            async with self._request_lock:
+                trades: list[IbTrade] = await self._request(ib.reqCompletedOrdersAsync(False))
+        except TimeoutError:
+            self.count_error()
+            self.log.warning(f"connector {self.name}: no answer to reqCompletedOrders within "
+                             f"{self.ib_config.request_timeout_s}s; the orders that ended while the "
+                             "session was down are looked for again at the next resync")
+            return None
+        by_perm = {carried.perm_id: coid for coid, carried in self._carried.items() if carried.perm_id}
+        completed: dict[str, IbTrade] = {}
+        for trade in trades:
+            coid = trade.order.orderRef or by_perm.get(trade.order.permId, "")
+            if coid:
+                completed[coid] = trade
+        return completed
+
+    def _known_total(self, coid: str, completed: dict[str, IbTrade], cumulative: Decimal) -> Decimal:
+        """The quantity of an order no longer working: the completed order's, else the
+        carried record's, else the largest cumulative quantity executed (then the last
+        execution leaves nothing)."""
+        trade = completed.get(coid)
+        if trade is not None and trade.order.totalQuantity:
+            return _decimal(trade.order.totalQuantity)
+        carried = self._carried.get(coid)
+        return carried.total if carried is not None else cumulative
+
+    def _end_carried(self, open_totals: dict[str, Decimal], completed: dict[str, IbTrade],
+                     executed: dict[str, Decimal]) -> int:
+        """End, exactly once, every carried order that ended at the venue while the session
+        was down; returns how many were ended.
+
+        Still working (open orders): the new session follows it. Completed: Filled ends by
+        its executions (already delivered), Cancelled / ApiCancelled is ``OrderCancelled``,
+        anything else (Inactive) ``OrderRejected`` with the venue's words. Neither open nor
+        completed: fully executed ends by its executions; partly executed is
+        ``OrderCancelled`` (no longer working); never executed is ``OrderRejected``: the
+        venue never received it."""
+        ended = 0
+        for coid, carried in list(self._carried.items()):
+            del self._carried[coid]
+            if coid in open_totals:
+                continue  # still working: this session follows it
+            ended += 1
+            filled = max(executed.get(coid, Decimal(0)), carried.filled)
+            trade = completed.get(coid)
+            message: OrderCancelled | OrderRejected | None = None
+            if trade is not None:
+                status = trade.orderStatus.status
+                words = f"IB completed order: {status}"
+                if status in _CANCELLED:
+                    message = OrderCancelled(client_order_id=coid, venue=self.name, symbol=carried.symbol,
+                                             text=words, ts_ns=now_ns())
+                elif status != IbOrderStatus.Filled:
+                    message = self._rejected(coid, carried.symbol, RejectReason.VENUE, words)
+                self._orders[coid] = _Order(coid, carried.symbol, trade, accepted=True, done=True)
+            elif filled < carried.total and filled > 0:
+                message = OrderCancelled(
+                    client_order_id=coid, venue=self.name, symbol=carried.symbol, ts_ns=now_ns(),
+                    text=f"no longer working at IB after the reconnect "
+                         f"({filled} of {carried.total} executed)")
+            elif filled == 0:
+                message = self._rejected(
+                    coid, carried.symbol, RejectReason.VENUE,
+                    "IB does not know the order after the reconnect (not open, not completed, no "
+                    "execution): it never reached the venue")
+            if message is not None:
+                self.log.bind(client_order_id=coid).warning(
+                    f"connector {self.name}: order {coid} ended while the session was down: "
+                    f"{type(message).__name__} ({message.text})")
+                self._tell(message)
+        return ended
+
+    def _note_published(self, exec_id: str) -> None:
+        """An execution was delivered as a fill (loop thread)."""
+        self._published[exec_id] = None
+        while len(self._published) > _MAX_PUBLISHED:
+            self._published.popitem(last=False)
 
     # ---- ib_insync events (loop thread) ----------------------------------------------------
 
@@ -1197,6 +1397,7 @@ class IbkrConnector(Connector):
         message = self._filled(order.client_order_id, order.symbol, fill,
                                _decimal(trade.order.totalQuantity))
         if message is not None:
+            self._note_published(message.fill_id)
             self._tell(message)
 
     def _check_late(self, coid: str, symbol: str, acked_ns: int) -> None:

@@ -22,7 +22,8 @@ from msgspec import Meta
 
 from actors.connectors._io import SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
-from actors.errors import ConnectorError
+from actors.errors import ConnectorError, JournalError
+from actors.journal import READER, Journal
 from messages import (
     CancelAllDone,
     CancelOrder,
@@ -39,7 +40,7 @@ from messages import (
     VenuePositions,
     now_ns,
 )
-from messages.bounds import Interval, Label
+from messages.bounds import FileName, Interval, Label
 from venues.engine import EngineConfig, VenueEngine
 from venues.paper import PaperVenue, paper_venue
 
@@ -55,6 +56,15 @@ class PaperConfig(ConnectorConfig, frozen=True, kw_only=True):
     """Save the venue's account under the state directory after every order event."""
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
     """The simulated market: symbols and starting mids, volatility, depth, latency, faults."""
+    journal: FileName = "journal.sqlite3"
+    """File name, in the state directory, of the journal whose orders for this venue that
+    are not terminal are looked up at the venue at every resync (the keeper's
+    ``journal_name``); read only, and only when the file exists."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not self.journal or "/" in self.journal or self.journal in (".", ".."):
+            raise ValueError(f"journal: must be a plain file name, got {self.journal!r}")
 
 
 class PaperConnector(Connector):
@@ -101,8 +111,9 @@ class PaperConnector(Connector):
         self._attached = False
 
     def resync(self) -> None:
-        # Every execution the venue holds, then its positions (see request_positions).
-        self.request_positions("")
+        # Every execution the venue holds, what became of the journal's open orders, then
+        # the positions (see request_positions).
+        self.request_positions("", recover=True)
 
     def subscribe(self, symbols: Sequence[str]) -> None:
         self._symbols.update(symbols)
@@ -145,8 +156,9 @@ class PaperConnector(Connector):
             self.deliver(OrderRejected(client_order_id=coid, venue=self.name, reason=RejectReason.VENUE,
                                        text="rejected (order status)", symbol=order.symbol, ts_ns=now_ns()))
 
-    def request_positions(self, request_id: str) -> None:
-        """Deliver the venue's positions, preceded by every execution they include.
+    def request_positions(self, request_id: str, *, recover: bool = False) -> None:
+        """Deliver the venue's positions and working orders, preceded by every execution the
+        positions include.
 
         The engine thread hands fills to the mailbox, so a fill can be in the venue's
         positions before its event reaches the bus; a report published ahead of it would
@@ -166,13 +178,63 @@ class PaperConnector(Connector):
         for fill in executions[self._executions_delivered:]:
             self.deliver(fill)
         self._executions_delivered = len(executions)
+        if recover:
+            self._end_journal_orders()
         positions = tuple(
             VenuePosition(venue=self.name, symbol=p.symbol, quantity=p.quantity,
                           average_price=p.average_price)
             for p in reported if p.quantity != Decimal(0)
         )
         self.deliver(VenuePositions(venue=self.name, positions=positions, request_id=request_id,
-                                    ts_ns=now_ns()))
+                                    ts_ns=now_ns(), open_orders=self._working_orders()))
+
+    def _end_journal_orders(self) -> None:
+        """The journal's orders of this venue that are not terminal, as the venue knows them
+        now: an order that ended while its events were lost (the session or the journal's
+        keeper down) is ended now, once -- cancelled or rejected as the venue says, filled
+        by its executions (delivered just before), rejected when the venue never received
+        it; one the venue works but the journal never heard accepted is accepted."""
+        path = self.state_dir / self.paper_config.journal
+        if not path.is_file():
+            return
+        try:
+            with Journal(path, writer=READER) as journal:  # only read: the keeper and governor write it
+                records = [r for r in journal.open_orders() if r.order.venue == self.name]
+        except JournalError as exc:
+            self.count_error()
+            self.log.error(f"connector {self.name}: cannot read the journal's orders: {exc}")
+            return
+        engine, account = self._engine(), self.paper_config.account
+        for record in records:
+            coid, symbol = record.order.client_order_id, record.order.symbol
+            status = engine.order_status(account, coid)
+            message: OrderAccepted | OrderCancelled | OrderRejected | None = None
+            if status is None and engine.is_pending(account, coid):
+                continue  # on its way to the book (the engine's latency)
+            if status is None:
+                message = OrderRejected(client_order_id=coid, venue=self.name, reason=RejectReason.VENUE,
+                                        text="the venue does not know the order: it never reached it",
+                                        symbol=symbol, ts_ns=now_ns())
+            elif status.status is OrderStatus.CANCELLED or status.status is OrderStatus.EXPIRED:
+                message = OrderCancelled(client_order_id=coid, venue=self.name, symbol=symbol,
+                                         text=f"{status.status} at the venue (order status)", ts_ns=now_ns())
+            elif status.status is OrderStatus.REJECTED:
+                message = OrderRejected(client_order_id=coid, venue=self.name, reason=RejectReason.VENUE,
+                                        text="rejected at the venue (order status)", symbol=symbol,
+                                        ts_ns=now_ns())
+            elif not status.status.is_done() and record.status is OrderStatus.PENDING:
+                message = OrderAccepted(client_order_id=coid, venue=self.name, symbol=symbol,
+                                        venue_order_id=status.venue_order_id, ts_ns=now_ns())
+            if message is not None:
+                if not isinstance(message, OrderAccepted):
+                    self.log.bind(client_order_id=coid).warning(
+                        f"connector {self.name}: order {coid} ended unseen: {message.text}")
+                self.deliver(message)
+
+    def _working_orders(self) -> tuple[str, ...]:
+        """The client order ids of the account's orders working at the venue now."""
+        return tuple(sorted(working.order.client_order_id
+                            for working in self._engine().open_orders(self.paper_config.account)))
 
     # ---- engine callbacks (engine thread) ---------------------------------------------
 

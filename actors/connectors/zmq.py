@@ -54,8 +54,9 @@ from msgspec import Meta
 
 from actors.connectors._io import IoThread, SessionLink
 from actors.connectors._staleness import late_event, linger_zero
-from actors.connectors.base import Connector, ConnectorConfig
-from actors.errors import ConnectorError
+from actors.connectors.base import JOURNAL_NAME, Connector, ConnectorConfig
+from actors.errors import ConnectorError, JournalError
+from actors.journal import READER, Journal
 from core.staleness import LateAcks, Liveness, SessionProbe, expire_time_ns
 from messages import (
     CancelAllDone,
@@ -144,6 +145,11 @@ _CANCEL_ALL = "x:"
 _POSITIONS = "p:"
 _PING = "ping:"
 _RESYNC = "resync"
+_WORKING = "w:"
+"""Prefix of the open-orders request sent with a positions request: its answer goes with
+the positions report (reconciliation), not out as acknowledgements."""
+_MAX_WORKING_LISTS = 64
+"""Open-order lists kept waiting for their positions reply; the oldest go first."""
 _STATUS = "s:"
 
 
@@ -194,6 +200,8 @@ class ZmqConnector(Connector):
         self._last_pong = 0.0
         self._ping_ids = itertools.count(1)
         self._frame_handlers = self._order_handlers()
+        self._working_lists: dict[str, tuple[str, ...]] = {}
+        """Positions request id -> the venue's working orders read just before (poller thread)."""
         self._probe: SessionProbe | None = None  # poller thread; from the session's first pong
         self._stale = threading.Event()  # set by the poller while a ping is overdue
         self._late = LateAcks(config.late_ack_warn_s)  # actor thread
@@ -318,7 +326,9 @@ class ZmqConnector(Connector):
         self.count_out()
 
     def request_positions(self, request_id: str) -> None:
-        """Ask for positions; ``VenuePositions`` with ``request_id`` is delivered."""
+        """Ask for the working orders, then positions; ``VenuePositions`` with
+        ``request_id`` is delivered, listing the working orders when the venue answered."""
+        self._send(wire.OpenOrdersRequest(req_id=_WORKING + request_id))
         self._send(wire.PositionsRequest(req_id=_POSITIONS + request_id))
         self.count_out()
 
@@ -683,12 +693,14 @@ class ZmqConnector(Connector):
             )
             for p in frame.positions
         )
+        request_id = frame.req_id.removeprefix(_POSITIONS)
         self._tell(
             VenuePositions(
                 venue=self.name,
                 positions=positions,
-                request_id=frame.req_id.removeprefix(_POSITIONS),
+                request_id=request_id,
                 ts_ns=frame.ts_ns,
+                open_orders=self._working_lists.pop(request_id, None),
             )
         )
 
@@ -698,6 +710,8 @@ class ZmqConnector(Connector):
             self._tell(fill)
 
     def _on_open_orders(self, frame: wire.OpenOrdersReply) -> None:
+        if self._keep_working_list(frame):
+            return
         accepted = [
             OrderAccepted(
                 client_order_id=order.client_order_id,
@@ -710,6 +724,48 @@ class ZmqConnector(Connector):
         ]
         for message in accepted:
             self._tell(message)
+
+    def _keep_working_list(self, frame: wire.OpenOrdersReply) -> bool:
+        """Keep the venue's working orders for the positions reply that follows: the one
+        asked with a positions request (True: nothing else to do), and the resync's (whose
+        positions request has the empty id; its orders are also acknowledged)."""
+        if frame.req_id == _RESYNC:
+            request_id = ""
+        elif frame.req_id.startswith(_WORKING):
+            request_id = frame.req_id.removeprefix(_WORKING)
+        else:
+            return False
+        self._working_lists[request_id] = tuple(sorted({o.client_order_id for o in frame.orders}))
+        while len(self._working_lists) > _MAX_WORKING_LISTS:
+            self._working_lists.pop(next(iter(self._working_lists)))
+        if frame.req_id == _RESYNC:
+            self._query_unlisted(set(self._working_lists[request_id]))
+        return frame.req_id != _RESYNC
+
+    def _query_unlisted(self, listed: set[str]) -> None:
+        """At the resync: the journal's orders of this venue that the venue acknowledged and
+        no longer lists as working are asked about (``order_status``), so one that ended
+        while the connector was down (cancelled, expired, rejected, filled) ends in the
+        journal too; the answer goes through ``_on_order_status``. Orders never acknowledged
+        are the in-flight tracking's. Read only; a journal that cannot be read is logged."""
+        path = self.state_dir / str(getattr(self.config, "journal", JOURNAL_NAME))
+        if not path.is_file():
+            return
+        try:
+            with Journal(path, writer=READER) as journal:  # only read: the keeper and governor write it
+                records = journal.open_orders()
+        except JournalError as exc:
+            self.count_error()
+            self.log.error(f"connector {self.name}: cannot read the journal's open orders: {exc}")
+            return
+        unlisted = [r.order.client_order_id for r in records
+                    if r.order.venue == self.name and r.status is not OrderStatus.PENDING
+                    and r.order.client_order_id not in listed]
+        for cid in unlisted:
+            self._send(wire.OrderStatusRequest(req_id=_STATUS + cid, client_order_id=cid))
+        if unlisted:
+            self.log.warning(f"connector {self.name}: {len(unlisted)} order(s) working in the journal "
+                             f"and not at the venue asked about: {', '.join(unlisted[:20])}")
 
     def _on_order_status(self, frame: wire.OrderStatusReply) -> None:
         """The venue's word on one order asked about: unknown (it never reached the venue:

@@ -79,6 +79,7 @@ class MyVenueConnector(Connector):
         self.deliver(CancelAllDone(venue=self.name, request_id=request_id, ts_ns=now_ns()))
 
     def request_positions(self, request_id: str) -> None:
-        # TODO: ask the venue; when it answers:
+        # TODO: ask the venue for its positions and working orders; when it answers
+        # (open_orders: their client order ids; None while the venue cannot list them):
         self.deliver(VenuePositions(venue=self.name, positions=(), request_id=request_id,
-                                    ts_ns=now_ns()))
+                                    ts_ns=now_ns(), open_orders=None))

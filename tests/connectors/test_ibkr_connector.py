@@ -393,12 +393,14 @@ def test_session_loss_reconnects_resyncs_and_never_doubles_a_fill(
     # Reconnected by the same actor (not restarted by its supervisor).
     recorder.wait_for(of(ConnectorUp, name=NAME, generation=0), timeout_s=10, after=mark)
     assert len(recorder.messages(ConnectorDown)) == 1  # one outage, one incident
-    # Resync after the reconnect: the working order, the old fill, positions that reconcile.
+    # Resync after the reconnect: the working order, positions that reconcile; the fill
+    # delivered before the outage is not delivered again.
     recorder.wait_for(of(OrderAccepted, client_order_id="resting"), after=mark)
-    recorder.wait_for(of(OrderFilled, client_order_id="before"), after=mark)
     engine_positions = {(p.symbol, p.quantity) for p in engine.positions(ACCOUNT)}
     recorder.wait_for(lambda m: isinstance(m, VenuePositions) and m.request_id == "" and
-                      {(p.symbol, p.quantity) for p in m.positions} == engine_positions, after=mark)
+                      {(p.symbol, p.quantity) for p in m.positions} == engine_positions and
+                      m.open_orders == ("resting",), after=mark)
+    assert [m for m in recorder.messages()[mark:] if isinstance(m, OrderFilled)] == []
     assert len(ibkr_threads()) == 1
     assert venue.connected_client_ids() == [CLIENT_ID]
 

@@ -5,7 +5,14 @@ from __future__ import annotations
 
 from decimal import Decimal as D
 
-from core.reconcile import ReconcileSchedule, ReconcileState, compare
+from core.reconcile import (
+    ReconcileSchedule,
+    ReconcileState,
+    compare,
+    order_differences,
+    prune_changes,
+    unsettled_orders,
+)
 from messages import VenuePosition
 
 
@@ -62,3 +69,36 @@ def test_schedule_is_due_an_interval_after_the_last_comparison() -> None:
     assert schedule.next_due() == 60.0
     schedule.forget("zmq")
     assert schedule.next_due() == 70.0
+
+
+def test_orders_whose_journal_state_just_changed_are_not_compared() -> None:
+    # "new" was submitted 0.2 s before the report (maybe not at the venue yet); "gone" ended
+    # in the journal 0.1 s before it (the venue may still list it); "old" settled long ago.
+    changed = {"new": 9_800, "gone": 9_900, "old": 1_000}
+    unsettled = unsettled_orders(changed, compared_ns=10_000, settle_ns=1_000)
+    assert unsettled == {"new", "gone"}
+    result = compare("fix", {}, [], journal_working={"new", "old"}, venue_working={"gone", "old"},
+                     unsettled=unsettled)
+    assert result.reconciled and result.orders_compared
+    # Once settled, the same disagreement is a difference.
+    later = unsettled_orders(changed, compared_ns=12_000, settle_ns=1_000)
+    result = compare("fix", {}, [], journal_working={"new", "old"}, venue_working={"gone", "old"},
+                     unsettled=later)
+    assert result.differences == ("order new: working in the journal, not at the venue",
+                                  "order gone: working at the venue, not in the journal")
+    assert order_differences(("ES: journal 1, venue 0", *result.differences)) == result.differences
+    prune_changes(changed, now_ns=12_000, settle_ns=1_000)
+    assert changed == {}
+
+
+def test_an_order_ended_at_the_venue_unseen_is_a_mismatch_once_confirmed() -> None:
+    state = ReconcileState(confirmations=3)
+    assert state.record(compare("fix", {}, [], {"a"}, {"a"}), now_ns=1).reconciled
+    for ts in (2, 3):
+        standing = state.record(compare("fix", {}, [], {"a"}, set()), now_ns=ts)
+        assert standing.pending and standing.reconciled
+    standing = state.record(compare("fix", {}, [], {"a"}, set()), now_ns=4)
+    assert not standing.pending and standing.reconciled is False and standing.new_mismatch
+    assert standing.differences == ("order a: working in the journal, not at the venue",)
+    # The order's end reaches the journal: the next comparison agrees.
+    assert state.record(compare("fix", {}, [], set(), set()), now_ns=5).reconciled

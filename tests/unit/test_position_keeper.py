@@ -588,3 +588,65 @@ def test_a_disagreement_is_asked_again_soon_and_confirmed_by_three_reports(tmp_p
     # the incident follows the Reconciliation on another topic: wait for it, then it is the only one
     recorder.wait_for(lambda m: isinstance(m, SafetyEvent), timeout_s=5)
     assert len(recorder.messages(SafetyEvent)) == 1
+
+
+def test_an_order_working_on_one_side_only_makes_the_venue_unreconciled(tmp_path: Path,
+                                                                        recorder: Recorder) -> None:
+    """The venue's working orders are compared with the journal's: an order the journal holds
+    working that the venue no longer lists (cancelled there unseen) is a mismatch until its
+    end reaches the journal; a report that does not list orders compares positions only."""
+    start_keeper(tmp_path, mismatch_confirmations=1, order_settle_s=0.0)
+    order = SubmitOrder(client_order_id="w1", venue="paper", symbol="ES", side=Side.BUY,
+                        quantity=D(1), source=FAILSAFE_SOURCE)
+    bus.publish(topics.SUBMITTED, order)                 # journaled pending by the keeper
+    bus.publish(topics.ORDERS, OrderAccepted(client_order_id="w1", venue="paper", symbol="ES"))
+    bus.publish(topics.POSITIONS, VenuePositions(venue="paper", open_orders=("w1",)))
+    agreed: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation))
+    assert agreed.reconciled and agreed.venue_open_orders == ("w1",) and agreed.keeper_open_orders == ("w1",)
+    mark = len(recorder.messages())
+    bus.publish(topics.POSITIONS, VenuePositions(venue="paper", open_orders=()))
+    gone: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation), after=mark)
+    assert not gone.reconciled
+    assert gone.order_mismatches == gone.mismatches == ("order w1: working in the journal, not at the venue",)
+    mark = len(recorder.messages())
+    bus.publish(topics.POSITIONS, VenuePositions(venue="paper"))   # no order list: positions only
+    blind: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation), after=mark)
+    assert blind.reconciled and blind.venue_open_orders is None
+    mark = len(recorder.messages())
+    bus.publish(topics.POSITIONS, VenuePositions(venue="paper", open_orders=("w1", "x9")))
+    stranger: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation), after=mark)
+    assert stranger.mismatches == ("order x9: working at the venue, not in the journal",)
+    bus.publish(topics.ORDERS, OrderCancelled(client_order_id="w1", venue="paper", symbol="ES"))
+    mark = len(recorder.messages())
+    bus.publish(topics.POSITIONS, VenuePositions(venue="paper", open_orders=()))
+    resolved: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation), after=mark)
+    assert resolved.reconciled and resolved.keeper_open_orders == ()
+
+
+def test_an_order_that_just_changed_is_not_compared_yet(tmp_path: Path, recorder: Recorder) -> None:
+    """An order acknowledged a moment before the venue's report may not be on its list yet."""
+    start_keeper(tmp_path, mismatch_confirmations=1, order_settle_s=30.0)
+    bus.publish(topics.SUBMITTED, SubmitOrder(client_order_id="n1", venue="paper", symbol="ES",
+                                              side=Side.BUY, quantity=D(1), source=FAILSAFE_SOURCE))
+    bus.publish(topics.ORDERS, OrderAccepted(client_order_id="n1", venue="paper", symbol="ES"))
+    bus.publish(topics.POSITIONS, VenuePositions(venue="paper", open_orders=()))
+    report: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation))
+    assert report.reconciled and report.keeper_open_orders == ("n1",)
+
+
+@pytest.mark.parametrize("compare_unacknowledged", [False, True])
+def test_an_order_not_acknowledged_yet_is_compared_only_when_asked(
+        tmp_path: Path, recorder: Recorder, compare_unacknowledged: bool) -> None:
+    """An order the venue has not acknowledged (lost in flight, say) is left to the recovery
+    and the status queries, unless ``compare_unacknowledged``."""
+    start_keeper(tmp_path, mismatch_confirmations=1, order_settle_s=0.0,
+                 compare_unacknowledged=compare_unacknowledged)
+    bus.publish(topics.SUBMITTED, SubmitOrder(client_order_id="p1", venue="paper", symbol="ES",
+                                              side=Side.BUY, quantity=D(1), source=FAILSAFE_SOURCE))
+    bus.publish(topics.POSITIONS, VenuePositions(venue="paper", open_orders=()))
+    report: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation))
+    assert report.reconciled is not compare_unacknowledged
+    mark = len(recorder.messages())
+    bus.publish(topics.POSITIONS, VenuePositions(venue="paper", open_orders=("p1",)))  # acceptance lost
+    listed: Reconciliation = recorder.wait_for(lambda m: isinstance(m, Reconciliation), after=mark)
+    assert listed.reconciled

@@ -126,3 +126,11 @@ def test_a_port_in_use_is_one_line_and_exit_2(kind: str, tmp_path: Path) -> None
              str(tmp_path / "state")], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2, result.stderr
     assert "cannot start" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_bad_tws_switch_is_refused_naming_it() -> None:
+    result = subprocess.run(
+        [str(BIN / "tradeguard"), "venue", "tws", "--port", str(free_port()), "--cancel-after", "100000"],
+        capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "cancel_after_s" in result.stderr and "Traceback" not in result.stderr

@@ -25,6 +25,7 @@ _RECORDED = (
     "execDetailsEnd", "commissionReport", "position", "positionEnd", "accountSummary",
     "accountSummaryEnd", "updateAccountValue", "accountDownloadEnd", "pnl",
     "symbolSamples", "historicalData", "historicalDataEnd", "familyCodes", "currentTime",
+    "completedOrder", "completedOrdersEnd",
 )
 
 
