@@ -61,9 +61,11 @@ from msgspec import Meta
 
 from actors import topics
 from actors.connectors._io import SessionLink, SessionLost, SessionUp
+from actors.connectors._staleness import late_event
 from actors.errors import ConnectorError, JournalError
-from actors.journal import Journal
+from actors.journal import READER, Journal, OrderRecord
 from core.inflight import GiveUp, InflightOrders, QueryStatus
+from core.staleness import LateAcks
 from messages import (
     CancelAll,
     CancelAllDone,
@@ -533,22 +535,41 @@ class Connector(SupervisedActor):
         self._inflight_orders[coid] = order
         self._arm_inflight()
 
+    def journal_orders(self) -> list[OrderRecord] | None:
+        """The journal's orders of this venue that are not terminal (the connector's
+        ``journal`` setting, else ``JOURNAL_NAME``, in the state directory), read only: the
+        keeper and the governor write it. None when there is no journal yet or it cannot be
+        read (counted as an error and logged)."""
+        path = self.state_dir / str(getattr(self.config, "journal", JOURNAL_NAME))
+        if not path.is_file():
+            return None
+        try:
+            with Journal(path, writer=READER) as journal:
+                return [r for r in journal.open_orders() if r.order.venue == self.name]
+        except JournalError as exc:
+            self.count_error()
+            self.log.error(f"connector {self.name}: cannot read the journal's open orders: {exc}")
+            return None
+
+    def deliver_checking_delay(self, late: LateAcks, message: Any) -> None:
+        """Publish an order event; the first acknowledgement (accepted or filled) of an order
+        later than ``late``'s bound after its sending raises a WARNING naming both."""
+        event = late_event(late, message, self.name)
+        if event is not None:
+            self.log.bind(client_order_id=message.client_order_id, delay_s=str(event.value)).warning(
+                f"connector {self.name}: {event.detail}")
+            self.deliver(event)
+        self.deliver(message)
+
     def _track_journal_pending(self) -> None:
         """Orders of this venue the journal holds as sent and never answered (a previous
         life of the connector or of the process sent them): in flight from now on, so the
         resynchronisation or the status queries end each of them. Read only, once per
         actor; a journal that cannot be read is logged and skipped."""
-        path = self.state_dir / str(getattr(self.config, "journal", JOURNAL_NAME))
-        if not path.is_file():
+        records = self.journal_orders()
+        if records is None:
             return
-        try:
-            with Journal(path) as journal:  # only read: the keeper and the governor write it
-                records = journal.open_orders()
-        except JournalError as exc:
-            self.count_error()
-            self.log.error(f"connector {self.name}: cannot read the journal's open orders: {exc}")
-            return
-        pending = [r.order for r in records if r.order.venue == self.name and r.status is OrderStatus.PENDING]
+        pending = [r.order for r in records if r.status is OrderStatus.PENDING]
         for order in pending:
             self._track_sent(order)
         if pending:

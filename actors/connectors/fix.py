@@ -94,7 +94,7 @@ from msgspec import Meta
 
 from actors import topics
 from actors.connectors._io import SessionLink, SessionUp
-from actors.connectors._staleness import late_event, linger_zero
+from actors.connectors._staleness import linger_zero
 from actors.connectors.base import Connector, ConnectorConfig
 from actors.errors import ConnectorError, JournalError
 from actors.journal import Journal
@@ -880,12 +880,7 @@ class FixConnector(Connector):
     ) -> None:
         """Publish an order event; the first acknowledgement (accepted or filled) of an order
         later than ``late_ack_warn_s`` after its sending raises a WARNING naming both."""
-        event = late_event(self._late, message, self.name)
-        if event is not None:
-            self.log.bind(client_order_id=message.client_order_id, delay_s=str(event.value)).warning(
-                f"connector {self.name}: {event.detail}")
-            self.deliver(event)
-        self.deliver(message)
+        self.deliver_checking_delay(self._late, message)
 
     # ---- quickfix callbacks (quickfix thread) -----------------------------------------------
 
@@ -988,8 +983,8 @@ class FixConnector(Connector):
             self._on_amendment(message, coid, symbol, order_id, text, ts, corrected=corrected)
             return
         if exec_type == "I" or trans_type == "3":  # order status (resync)
-            self._note_listed(message, coid, status)
-            self._on_order_status(message, coid, status, symbol, order_id, ts)
+            listed = self._note_listed(message, coid, status)
+            self._on_order_status(message, coid, status, symbol, order_id, ts, listing=listed)
             return
         if exec_type == "F" or (self._legacy and exec_type in ("1", "2")):
             side = SIDES.get(message.getField(Tag.SIDE))
@@ -1044,12 +1039,16 @@ class FixConnector(Connector):
             self.log.debug(f"connector {self.name}: ExecType {exec_type} for {coid} ignored")
 
     def _on_order_status(
-        self, message: fix.Message, coid: str, status: str, symbol: str, order_id: str, ts: int
+        self, message: fix.Message, coid: str, status: str, symbol: str, order_id: str, ts: int,
+        *, listing: bool = False,
     ) -> None:
         """An order status report (ExecType=I), answering H or AF.
 
         CumQty ahead of what was published becomes one inferred fill for the difference;
-        a terminal OrdStatus ends the order; an order unknown to the venue is rejected."""
+        a terminal OrdStatus ends the order; an order unknown to the venue is rejected. A
+        working order is acknowledged (``OrderAccepted``) once per session by the answers to
+        the logon's requests and the in-flight queries, never by a ``listing`` (the
+        periodic list of working orders sent with each positions request)."""
         cum = _decimal(message, Tag.CUM_QTY, "0")
         avg = _decimal(message, Tag.AVG_PX, "0")
         text = _get(message, Tag.TEXT) or ""
@@ -1079,8 +1078,9 @@ class FixConnector(Connector):
                 )
             if status not in _WORKING:
                 del self._orders[coid]
-            repeated = coid in self._status_seen  # answered both H and AF: accepted once
-            self._status_seen.add(coid)
+            repeated = listing or coid in self._status_seen  # answered both H and AF: accepted once
+            if not listing:
+                self._status_seen.add(coid)
         if status in _WORKING and not repeated:
             events.append(OrderAccepted(
                 client_order_id=coid, venue=self.name, symbol=symbol, venue_order_id=order_id,
@@ -1334,24 +1334,25 @@ class FixConnector(Connector):
         ))  # fmt: skip
         self._send(request)
 
-    def _note_listed(self, message: fix.Message, coid: str, status: str) -> None:
+    def _note_listed(self, message: fix.Message, coid: str, status: str) -> bool:
         """An ExecutionReport answering one of our listings: note the order if it works
-        (quickfix thread); the order status handling then publishes no acknowledgement for
-        it (it reports a working order, the connector's concern is the list)."""
+        (quickfix thread) and say True; the order status handling then publishes no
+        acknowledgement for it (it reports a working order, the connector's concern is the
+        list), and an answer to a status request of the same session still does."""
         mass_id = _get(message, Tag.MASS_STATUS_REQ_ID)
         if mass_id is None:
-            return
+            return False
         with self._state_lock:
             listing = self._listings.get(mass_id)
             if listing is None:
-                return
+                return False
             # A pending cancel may name the cancel's ClOrdID: the order is its OrigClOrdID.
             coid = _get(message, Tag.ORIG_CL_ORD_ID) or coid
             if status in _WORKING and coid:
                 listing.working.add(coid)
-                self._status_seen.add(coid)  # a listing acknowledges nothing again
             if _get(message, Tag.LAST_RPT_REQUESTED) == "Y":
                 listing.complete = True
+        return True
 
     def _refuse_listings(self, ref_type: str | None) -> None:
         """The venue refused an AF (BusinessMessageReject): no listing under way can be

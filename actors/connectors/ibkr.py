@@ -148,8 +148,7 @@ from msgspec import Meta
 from actors import topics
 from actors.connectors._io import IoThread, SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
-from actors.errors import ConnectorError, JournalError
-from actors.journal import READER, Journal
+from actors.errors import ConnectorError
 from core.l1_book import L1Books
 from core.staleness import LATE_EXECUTION, LateAcks, SessionProbe, expire_time_ns, late_detail, takes_gtd
 from messages import (
@@ -1207,20 +1206,13 @@ class IbkrConnector(Connector):
         """Once per start (actor thread): the journal's orders of this venue that are not
         terminal are carried into the first resync, so that an order that ended at IB while
         the process was down is ended in the journal too."""
-        path = self.state_dir / self.ib_config.journal
-        if not path.is_file():
-            return
-        try:
-            with Journal(path, writer=READER) as journal:  # only read: the keeper and governor write it
-                records = journal.open_orders()
-        except JournalError as exc:
-            self.count_error()
-            self.log.error(f"connector {self.name}: cannot read the journal's orders: {exc}")
+        records = self.journal_orders()
+        if records is None:
             return
         carried = 0
         for record in records:
             order = record.order
-            if order.venue != self.name or order.client_order_id in self._carried:
+            if order.client_order_id in self._carried:
                 continue
             self._carried[order.client_order_id] = _Carried(
                 order.client_order_id, order.symbol, order.quantity, 0, filled=record.filled_quantity)

@@ -22,8 +22,7 @@ from msgspec import Meta
 
 from actors.connectors._io import SessionLink
 from actors.connectors.base import Connector, ConnectorConfig
-from actors.errors import ConnectorError, JournalError
-from actors.journal import READER, Journal
+from actors.errors import ConnectorError
 from messages import (
     CancelAllDone,
     CancelOrder,
@@ -194,15 +193,8 @@ class PaperConnector(Connector):
         keeper down) is ended now, once -- cancelled or rejected as the venue says, filled
         by its executions (delivered just before), rejected when the venue never received
         it; one the venue works but the journal never heard accepted is accepted."""
-        path = self.state_dir / self.paper_config.journal
-        if not path.is_file():
-            return
-        try:
-            with Journal(path, writer=READER) as journal:  # only read: the keeper and governor write it
-                records = [r for r in journal.open_orders() if r.order.venue == self.name]
-        except JournalError as exc:
-            self.count_error()
-            self.log.error(f"connector {self.name}: cannot read the journal's orders: {exc}")
+        records = self.journal_orders()
+        if records is None:
             return
         engine, account = self._engine(), self.paper_config.account
         for record in records:

@@ -53,10 +53,9 @@ import zmq
 from msgspec import Meta
 
 from actors.connectors._io import IoThread, SessionLink
-from actors.connectors._staleness import late_event, linger_zero
-from actors.connectors.base import JOURNAL_NAME, Connector, ConnectorConfig
-from actors.errors import ConnectorError, JournalError
-from actors.journal import READER, Journal
+from actors.connectors._staleness import linger_zero
+from actors.connectors.base import Connector, ConnectorConfig
+from actors.errors import ConnectorError
 from core.staleness import LateAcks, Liveness, SessionProbe, expire_time_ns
 from messages import (
     CancelAllDone,
@@ -748,18 +747,11 @@ class ZmqConnector(Connector):
         while the connector was down (cancelled, expired, rejected, filled) ends in the
         journal too; the answer goes through ``_on_order_status``. Orders never acknowledged
         are the in-flight tracking's. Read only; a journal that cannot be read is logged."""
-        path = self.state_dir / str(getattr(self.config, "journal", JOURNAL_NAME))
-        if not path.is_file():
-            return
-        try:
-            with Journal(path, writer=READER) as journal:  # only read: the keeper and governor write it
-                records = journal.open_orders()
-        except JournalError as exc:
-            self.count_error()
-            self.log.error(f"connector {self.name}: cannot read the journal's open orders: {exc}")
+        records = self.journal_orders()
+        if records is None:
             return
         unlisted = [r.order.client_order_id for r in records
-                    if r.order.venue == self.name and r.status is not OrderStatus.PENDING
+                    if r.status is not OrderStatus.PENDING
                     and r.order.client_order_id not in listed]
         for cid in unlisted:
             self._send(wire.OrderStatusRequest(req_id=_STATUS + cid, client_order_id=cid))
@@ -840,12 +832,7 @@ class ZmqConnector(Connector):
     def _deliver_checking_delay(self, message: Any) -> None:
         """Publish an order event; the first acknowledgement (accepted or filled) of an order
         later than ``late_ack_warn_s`` after its sending raises a WARNING naming both."""
-        event = late_event(self._late, message, self.name)
-        if event is not None:
-            self.log.bind(client_order_id=message.client_order_id, delay_s=str(event.value)).warning(
-                f"connector {self.name}: {event.detail}")
-            self.deliver(event)
-        self.deliver(message)
+        self.deliver_checking_delay(self._late, message)
 
     def _stale_text(self) -> str:
         probe = self._probe

@@ -113,11 +113,11 @@ def trading(recorder: Recorder, tmp_path: Path, port: int, **overrides: object) 
 def test_a_stall_longer_than_stale_after_refuses_orders_aborts_and_reconnects(
     proxy: FaultProxy, engine: VenueEngine, recorder: Recorder, tmp_path: Path
 ) -> None:
-    """The link stalls for 12 s (scaled down from half a minute) while an order is sent
+    """The link stalls for 30 s (sockets open, no byte either way) while an order is sent
     every second: orders sent once the probe is overdue are refused at once and never reach
     the venue; the few sent before may reach it late, each flagged; the dead session is
     reset, and the connector reconnects when the link heals."""
-    stall_s, stale_after_s = 12.0, 5.0
+    stall_s, stale_after_s = 30.0, 5.0
     with trading(recorder, tmp_path, proxy.port, stale_after_s=stale_after_s,
                  late_ack_warn_s=2.0, connect_timeout_s=2.0, reconnect_max_s=0.5):
         mark = recorder.count()
