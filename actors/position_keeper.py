@@ -63,7 +63,7 @@ from actors.errors import JournalError
 from actors.journal import KEEPER_WRITER, Journal
 from core.amendments import AmendedFills, Amendment, amendment_id, describe, rebuild_position
 from core.exposure import is_valid_quote, mid_of
-from core.flatten import sent_by_failsafe
+from core.flatten import attributed_close, sent_by_failsafe
 from core.pnl import (
     DAY_NS,
     DailyTotals,
@@ -575,13 +575,22 @@ class PositionKeeper(SupervisedActor):
         except JournalError as exc:
             self._log.error(f"book of {request.source} not read from the journal: {exc}")
             return
+        shares = {key: self._share(key, net) for key, net in positions.items()}
         book = SourceBook(
             source=request.source, request_id=request.request_id, fills=fills, working=working,
             positions=tuple(SourcePosition(venue=venue, symbol=symbol, quantity=quantity)
-                            for (venue, symbol), quantity in sorted(positions.items()) if quantity),
+                            for (venue, symbol), quantity in sorted(shares.items()) if quantity),
             ts_ns=self._clock(),
         )
         registry.tell(request.reply_to, book)
+
+    def _share(self, key: tuple[str, str], net: Decimal) -> Decimal:
+        """A source's share of the position at ``key``: the net of its own fills, capped by
+        the position held now and nothing when that is flat or on the other side -- the
+        attribution rule of a scoped flatten (``core.flatten.attributed_close``). So a source
+        whose position the failsafe (or another flatten) closed learns that it holds none."""
+        held = self._positions.get(key)
+        return -attributed_close(net, held.quantity if held is not None else Decimal(0))
 
     # ---- reconciliation -----------------------------------------------------------------
 

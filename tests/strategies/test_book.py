@@ -84,8 +84,10 @@ def book(source: str) -> SourceBook:
 def test_a_source_gets_what_its_own_orders_built_and_its_working_orders(keeper: Path) -> None:
     got = book("s")
     assert got.source == "s" and got.request_id == "r1"
+    # s's own fills built 12 AAPL on paper, but the failsafe sold 12 of the 19 held there:
+    # a share is capped by what is held now (7), the rule of a scoped flatten.
     assert {(p.venue, p.symbol): p.quantity for p in got.positions} == {
-        ("paper", "AAPL"): D(12), ("paper", "MSFT"): D(5), ("fix", "AAPL"): D(3)}
+        ("paper", "AAPL"): D(7), ("paper", "MSFT"): D(5), ("fix", "AAPL"): D(3)}
     [working] = got.working
     assert working.order.client_order_id == "s-3" and working.status is OrderStatus.PARTIALLY_FILLED
     assert working.filled_quantity == D(6) and working.fill_ids == ("f3",)
@@ -94,6 +96,17 @@ def test_a_source_gets_what_its_own_orders_built_and_its_working_orders(keeper: 
 
 def test_other_sources_and_the_failsafe_are_their_own(keeper: Path) -> None:
     assert {(p.symbol, p.quantity) for p in book("t").positions} == {("AAPL", D(7))}
-    assert {(p.symbol, p.quantity) for p in book(FAILSAFE_SOURCE).positions} == {("AAPL", D(-12))}
+    # the failsafe's net (-12) is on the other side of what is held (+7): no share
+    assert book(FAILSAFE_SOURCE).positions == ()
     nobody = book("nobody")
     assert nobody.positions == () and nobody.working == () and nobody.fills == 0
+
+
+def test_a_source_the_failsafe_flattened_learns_it_holds_nothing(keeper: Path) -> None:
+    """After a flatten the venue is flat: a strategy starting then (or restarted) must not
+    believe it still holds what its own fills built."""
+    bus.publish(topics.SUBMITTED, order("fs-2", FAILSAFE_SOURCE, Side.SELL, "7"))
+    bus.publish(topics.ORDERS, fill("fs-2", "f8", Side.SELL, "7", "0"))
+    assert {(p.venue, p.symbol): p.quantity for p in book("s").positions} == {
+        ("paper", "MSFT"): D(5), ("fix", "AAPL"): D(3)}
+    assert book("t").positions == ()
