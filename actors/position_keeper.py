@@ -63,7 +63,7 @@ from actors.errors import JournalError
 from actors.journal import KEEPER_WRITER, Journal
 from core.amendments import AmendedFills, Amendment, amendment_id, describe, rebuild_position
 from core.exposure import is_valid_quote, mid_of
-from core.flatten import attributed_close, sent_by_failsafe
+from core.flatten import attributed_close, looks_like_failsafe_order, sent_by_failsafe
 from core.pnl import (
     DAY_NS,
     DailyTotals,
@@ -83,6 +83,7 @@ from core.reconcile import (
     unsettled_orders,
 )
 from messages import (
+    FAILSAFE_SOURCE,
     CancelAllDone,
     ConnectorDown,
     ConnectorUp,
@@ -96,6 +97,7 @@ from messages import (
     OrderRejected,
     OrderStatus,
     OrderTotals,
+    OrderType,
     PortfolioSnapshot,
     PositionState,
     Quote,
@@ -300,7 +302,7 @@ class PositionKeeper(SupervisedActor):
             # executions after a reconnect report the latest revision): already in effect.
             self._log.bind(venue=fill.venue, fill_id=fill.fill_id).debug("corrected execution ignored")
             return
-        external = not fill.client_order_id or not self.journal.knows_order(fill.venue, fill.client_order_id)
+        external = self._is_external(fill)
         effect = self._effect(fill)
         recorded_ns = self._clock()
         if not self.journal.record_fill(fill, effect.realized_pnl, recorded_ns, external=external):
@@ -314,6 +316,26 @@ class PositionKeeper(SupervisedActor):
         if external:
             self._on_external(fill)
         self._publish()
+
+    def _is_external(self, fill: OrderFilled) -> bool:
+        """True for a fill of an order the journal does not hold. A failsafe closing order
+        the journal missed (the keeper was restarting when the failsafe sent it: its
+        SUBMITTED was lost) is recognised by its id, journaled from the fill as the
+        failsafe's (a WARNING says so) and is not external."""
+        if fill.client_order_id and self.journal.knows_order(fill.venue, fill.client_order_id):
+            return False
+        if not looks_like_failsafe_order(fill.client_order_id, fill.venue):
+            return True
+        order = SubmitOrder(
+            client_order_id=fill.client_order_id, venue=fill.venue, symbol=fill.symbol, side=fill.side,
+            quantity=fill.quantity + fill.leaves_quantity, order_type=OrderType.MARKET, reduce_only=True,
+            source=FAILSAFE_SOURCE, created_ns=fill.ts_ns or self._clock(),
+        )
+        self.journal.record_order(order)
+        self._log.bind(venue=fill.venue, client_order_id=fill.client_order_id).warning(
+            f"failsafe order {fill.client_order_id} at {fill.venue} was not journaled when sent; "
+            "journaled from its fill")
+        return False
 
     def _on_external(self, fill: OrderFilled) -> None:
         """A fill (journaled, applied) of an order the journal never held: activity on the
@@ -401,7 +423,7 @@ class PositionKeeper(SupervisedActor):
         previous = self._positions.get((fill.venue, fill.symbol))
         rebuilt = rebuild_position(fill.venue, fill.symbol, book.fills(fill.venue, fill.symbol))
         realized = rebuilt.realized_pnl - (previous.realized_pnl if previous is not None else ZERO)
-        external = not fill.client_order_id or not self.journal.knows_order(fill.venue, fill.client_order_id)
+        external = self._is_external(fill)
         if not self.journal.record_fill(fill, realized, self._clock(), external=external):
             return
         self._early.discard((fill.venue, fill.fill_id))

@@ -44,6 +44,7 @@ flat) has nothing closed.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -207,7 +208,7 @@ class FlattenPlan:
         if not run.recheck:
             run.round += 1
         run.started += 1
-        run.request_id = f"fs-{self.incident}-{venue}-{run.started}"
+        run.request_id = failsafe_request_id(self.incident, venue, run.started)
         run.closing.clear()
         run.cancel_confirmed = run.positions_flat = run.cancelled_one_by_one = run.closing_failed = False
         run.state = VenueState.WAITING
@@ -419,6 +420,26 @@ CLOSING_SOURCE_PREFIX = "flatten:"
 def closing_source(source: str) -> str:
     """The source of the closing orders of a flatten of ``source``."""
     return f"{CLOSING_SOURCE_PREFIX}{source}"
+
+
+_FAILSAFE_ORDER = re.compile(r"fs-(?:.*-)?\d{8}T\d{6}-\d{6}-(.+)-\d+-\d+")
+"""A failsafe closing order's id; group 1 is the venue (see ``looks_like_failsafe_order``)."""
+
+
+def failsafe_request_id(incident: str, venue: str, started: int) -> str:
+    """The id of one round of a flatten at ``venue``; its closing orders are this id
+    followed by ``-<n>``."""
+    return f"fs-{incident}-{venue}-{started}"
+
+
+def looks_like_failsafe_order(client_order_id: str, venue: str) -> bool:
+    """True for a client order id of the shape the failsafe gives its closing orders at
+    ``venue``: ``fs-[<scope>-]<YYYYMMDDTHHMMSS>-<6 digits>-<venue>-<round>-<n>`` (the
+    incident id, then ``failsafe_request_id``). A fill of such an order that the journal
+    does not hold is the failsafe's own (the keeper missed its journaling, e.g. it was
+    restarting), not activity from elsewhere."""
+    match = _FAILSAFE_ORDER.fullmatch(client_order_id)
+    return match is not None and match.group(1) == venue
 
 
 def sent_by_failsafe(source: str) -> bool:

@@ -216,3 +216,16 @@ def test_stale_answers_and_foreign_orders_change_nothing() -> None:
 def test_backoff_doubles_up_to_its_cap() -> None:
     policy = FlattenPolicy(backoff_initial_s=0.25, backoff_max_s=1.0)
     assert [policy.backoff_s(n) for n in (1, 2, 3, 4, 50)] == [0.25, 0.5, 1.0, 1.0, 1.0]
+
+
+def test_the_failsafe_order_id_shape_is_recognised_only_for_its_venue() -> None:
+    from core.flatten import failsafe_request_id, looks_like_failsafe_order
+    coid = f"{failsafe_request_id('20261129T201500-123456', 'ib-main', 3)}-0"
+    assert looks_like_failsafe_order(coid, "ib-main")
+    assert not looks_like_failsafe_order(coid, "main")       # another venue's name inside
+    scoped = f"{failsafe_request_id('source-fix-S1-20261129T201500-123456', 'paper', 1)}-2"
+    assert looks_like_failsafe_order(scoped, "paper")
+    assert not looks_like_failsafe_order("fs-20261129T201500-123456-ib-main-x-0", "ib-main")
+    assert not looks_like_failsafe_order("fs-7-ib-main-3-0", "ib-main")   # no incident stamp
+    assert not looks_like_failsafe_order("strategy-1", "ib-main")
+    assert not looks_like_failsafe_order("", "ib-main")

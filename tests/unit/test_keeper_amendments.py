@@ -16,6 +16,7 @@ from actors import topics
 from actors.journal import Journal
 from actors.position_keeper import GetPortfolio
 from messages import (
+    FAILSAFE_SOURCE,
     OrderFilled,
     PortfolioSnapshot,
     Reconciliation,
@@ -183,6 +184,30 @@ def test_a_fill_for_an_order_never_sent_is_journaled_as_external_with_a_warning(
     bus.publish(topics.ORDERS, foreign)
     assert ask(GetPortfolio()).fills == 2
     assert len([m for m in recorder.messages(SafetyEvent) if m.kind == "external_fill"]) == 1
+
+
+def test_a_fill_of_a_failsafe_order_the_journal_missed_is_the_failsafes_not_external(
+    tmp_path: Path, recorder: Recorder
+) -> None:
+    """The keeper was restarting when the failsafe sent a closing order (its SUBMITTED was
+    lost): the fill is recognised by the failsafe's id shape and journaled as its order."""
+    start_keeper(tmp_path)
+    coid = "fs-20261129T201500-123456-paper-2-0"
+    closing = OrderFilled(client_order_id=coid, venue="paper", fill_id="V-1", symbol="ES", side=Side.SELL,
+                          quantity=D(4), price=D(99), leaves_quantity=D(0))
+    lookalike = msgspec.structs.replace(closing, client_order_id=coid.replace("paper", "other"), fill_id="V-2")
+    mark = recorder.count()
+    bus.publish(topics.ORDERS, closing)
+    bus.publish(topics.ORDERS, lookalike)   # the shape, but another venue's: external
+    warning: SafetyEvent = recorder.wait_for(lambda m: isinstance(m, SafetyEvent), after=mark)
+    assert warning.kind == "external_fill" and "V-2" in warning.detail
+    assert ask(GetPortfolio()).fills == 2
+    assert [m.detail for m in recorder.messages(SafetyEvent) if m.kind == "external_fill"] == [warning.detail]
+    with Journal(tmp_path / "journal.sqlite3") as journal:
+        records = {r.fill.fill_id: r for r in journal.fill_records()}
+        assert (records["V-1"].external, records["V-2"].external) == (False, True)
+        [order] = [r.order for r in journal.orders() if r.order.client_order_id == coid]
+        assert order.source == FAILSAFE_SOURCE and order.reduce_only and order.quantity == D(4)
 
 
 def test_an_inferred_fill_is_journaled_as_inferred(tmp_path: Path, recorder: Recorder) -> None:
