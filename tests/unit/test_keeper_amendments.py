@@ -195,7 +195,8 @@ def test_a_fill_of_a_failsafe_order_the_journal_missed_is_the_failsafes_not_exte
     coid = "fs-20261129T201500-123456-paper-2-0"
     closing = OrderFilled(client_order_id=coid, venue="paper", fill_id="V-1", symbol="ES", side=Side.SELL,
                           quantity=D(4), price=D(99), leaves_quantity=D(0))
-    lookalike = msgspec.structs.replace(closing, client_order_id=coid.replace("paper", "other"), fill_id="V-2")
+    other = coid.replace("paper", "other")
+    lookalike = msgspec.structs.replace(closing, client_order_id=other, fill_id="V-2")
     mark = recorder.count()
     bus.publish(topics.ORDERS, closing)
     bus.publish(topics.ORDERS, lookalike)   # the shape, but another venue's: external
