@@ -110,9 +110,10 @@ class ZmqConfig(ConnectorConfig, frozen=True, kw_only=True):
     late_ack_warn_s: Annotated[float, Meta(gt=0.0, le=3600.0)] = 2.0
     """An order first acknowledged by the venue (``accepted`` or ``filled``) more than this
     long after it was sent raises a ``late_execution`` WARNING. Above 0."""
-    order_expiry_s: Annotated[float, Meta(ge=0.0, le=86400.0)] = 0.0
+    order_expiry_s: Annotated[float, Meta(ge=0.0, le=86400.0)] = 5.0
     """Every order carries ``expire_ns`` this many seconds after its sending: the venue
-    refuses one that arrives later. 0 (the default) sends none."""
+    refuses one that arrives later (an arrival deadline only: a resting order is not
+    limited by it). 0 sends none."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

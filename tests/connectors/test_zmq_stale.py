@@ -133,7 +133,10 @@ def test_a_stalled_order_channel_refuses_orders_then_is_reset_and_reconnected(
     reset; after the heal it reconnects, and an order sent before the stall that reached
     the venue late is flagged."""
     stall_s = 12.0
-    with trading(recorder, venue, proxy, tmp_path, stale_after_s=4.0, late_ack_warn_s=2.0):
+    # Without the venue's own guard (order_expiry_s, on by default): what reaches the venue
+    # late executes, and must be flagged.
+    with trading(recorder, venue, proxy, tmp_path, stale_after_s=4.0, late_ack_warn_s=2.0,
+                 order_expiry_s=0.0):
         mark = recorder.count()
         sent: dict[str, float] = {}
         proxy.stall()
